@@ -1,0 +1,297 @@
+"""Every way a modality can go missing or noisy, as one set of seeded, serialisable objects.
+
+The same objects are training augmentations (modality dropout, perturbation) and audit
+scenarios (ARCHITECTURE.md invariant 2). Each is a pure function of its input and an
+explicit `torch.Generator`, and has a short stable `name` plus a `to_dict()` so that results
+record exactly what was applied.
+
+Conventions:
+- a *proportion* or *rate* is the fraction of samples for which something happens
+  (`Missing("audio", 0.3)`: audio is absent for ~30% of samples, drawn independently per
+  sample); only samples where the modality is present can lose it or be noised;
+- mask corruptions (`Subset`, `Missing`, `MissingRates`, `RandomDrop`) only edit
+  `present`, so they act identically on a `Batch` and on `Tokens`;
+- noise acts on the raw inputs (`stage="input"`) or on encoder tokens (`stage="token"`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+import torch
+from torch import Tensor
+
+from .data.batch import Batch
+from .errors import MMRobustError, unknown_name
+from .models.tokens import Tokens
+
+Stage = Literal["input", "token"]
+AllMissingPolicy = Literal["keep_one", "allow"]
+T = TypeVar("T", Batch, Tokens)
+_TYPES: dict[str, type[Corruption]] = {}
+
+
+class Corruption:
+    """Base class: `corruption(batch_or_tokens, generator) -> same type`."""
+
+    type_name: ClassVar[str]
+    stage: Stage = "input"
+
+    def __init_subclass__(cls) -> None:
+        if "type_name" in cls.__dict__:
+            _TYPES[cls.type_name] = cls
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in vars(self).items()}
+        fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+        return {"type": self.type_name, **fields}
+
+    def __call__(self, x: T, generator: torch.Generator) -> T:
+        raise NotImplementedError
+
+    def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
+        """The modalities whose values (not just masks) this corruption changes."""
+        return ()
+
+
+def corruption_from_dict(d: Mapping[str, Any]) -> Corruption:
+    d = dict(d)
+    kind = d.pop("type", None)
+    if kind not in _TYPES:
+        raise unknown_name("corruption", str(kind), _TYPES)
+    try:
+        return _TYPES[kind](**d)
+    except TypeError as e:
+        raise MMRobustError(f"bad parameters for corruption {kind}: {e}") from None
+
+
+def _index(modality: str, modalities: Sequence[str]) -> int:
+    if modality not in modalities:
+        raise unknown_name("modality", modality, modalities)
+    return list(modalities).index(modality)
+
+
+def _check_proportion(value: float, what: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise MMRobustError(f"{what} must be in [0, 1], got {value}")
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in ("input", "token"):
+        raise MMRobustError(f"stage must be 'input' or 'token', not '{stage}'")
+
+
+class MaskCorruption(Corruption):
+    """A corruption that only changes which modalities are present."""
+
+    def new_present(
+        self, present: Tensor, modalities: Sequence[str], generator: torch.Generator
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: T, generator: torch.Generator) -> T:
+        return x.with_present(self.new_present(x.present, x.modalities, generator))
+
+
+def _keep_one_if_all_lost(
+    before: Tensor, after: Tensor, policy: AllMissingPolicy, generator: torch.Generator
+) -> Tensor:
+    """Give samples that lost every modality back one of their own, chosen at random."""
+    if policy == "allow":
+        return after
+    if policy != "keep_one":
+        raise MMRobustError(f"if_all_missing must be 'keep_one' or 'allow', not '{policy}'")
+    lost = ~after.any(dim=1) & before.any(dim=1)
+    if lost.any():
+        scores = torch.rand(before.shape, generator=generator).masked_fill(~before, -1.0)
+        pick = scores.argmax(dim=1)  # a random present modality per sample
+        after = after.clone()
+        rows = lost.nonzero().flatten()
+        after[rows, pick[rows]] = True
+    return after
+
+
+@dataclass(frozen=True)
+class Subset(MaskCorruption):
+    """Only the modalities in `keep` are present, for every sample."""
+
+    keep: tuple[str, ...]
+    stage: Stage = "input"
+    type_name: ClassVar[str] = "Subset"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep", tuple(self.keep))
+        if not self.keep:
+            raise MMRobustError("an empty modality subset was requested; keep at least one")
+        _check_stage(self.stage)
+
+    @property
+    def name(self) -> str:
+        return "subset[" + "+".join(self.keep) + "]"
+
+    def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
+        keep = torch.zeros(len(modalities), dtype=torch.bool, device=present.device)
+        keep[[_index(m, modalities) for m in self.keep]] = True
+        return present & keep
+
+
+@dataclass(frozen=True)
+class Missing(MaskCorruption):
+    """`modality` is absent for a `proportion` of samples (independent per-sample draws)."""
+
+    modality: str
+    proportion: float
+    if_all_missing: AllMissingPolicy = "keep_one"
+    stage: Stage = "input"
+    type_name: ClassVar[str] = "Missing"
+
+    def __post_init__(self) -> None:
+        _check_proportion(self.proportion, "proportion")
+        _check_stage(self.stage)
+
+    @property
+    def name(self) -> str:
+        return f"missing[{self.modality}@{self.proportion:g}]"
+
+    def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
+        j = _index(self.modality, modalities)
+        drop = torch.rand(present.shape[0], generator=generator) < self.proportion
+        after = present.clone()
+        after[:, j] &= ~drop.to(present.device)
+        return _keep_one_if_all_lost(present, after, self.if_all_missing, generator)
+
+
+@dataclass(frozen=True)
+class MissingRates(MaskCorruption):
+    """Independent per-modality absence rates, e.g. {"audio": 0.2, "video": 0.8}.
+
+    A sample that would lose every modality keeps one of them at random
+    (`if_all_missing="keep_one"`, the default) or stays empty (`"allow"`).
+    """
+
+    rates: Mapping[str, float]
+    if_all_missing: AllMissingPolicy = "keep_one"
+    stage: Stage = "input"
+    type_name: ClassVar[str] = "MissingRates"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rates", dict(self.rates))
+        for m, r in self.rates.items():
+            _check_proportion(r, f"missing rate of '{m}'")
+        _check_stage(self.stage)
+
+    @property
+    def name(self) -> str:
+        return "rates[" + ",".join(f"{m}={r:g}" for m, r in self.rates.items()) + "]"
+
+    def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
+        rate = torch.zeros(len(modalities))
+        for m, r in self.rates.items():
+            rate[_index(m, modalities)] = r
+        drop = torch.rand(present.shape, generator=generator) < rate  # (B, M)
+        after = present & ~drop.to(present.device)
+        return _keep_one_if_all_lost(present, after, self.if_all_missing, generator)
+
+
+@dataclass(frozen=True)
+class RandomDrop(MaskCorruption):
+    """Drop K ~ Uniform{0..P-1} of the P present modalities per sample: never all."""
+
+    stage: Stage = "input"
+    type_name: ClassVar[str] = "RandomDrop"
+
+    @property
+    def name(self) -> str:
+        return "randomdrop"
+
+    def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
+        n_present = present.sum(dim=1)  # (B,)
+        k = (torch.rand(present.shape[0], generator=generator) * n_present.cpu()).long()
+        scores = torch.rand(present.shape, generator=generator).to(present.device)
+        scores = scores.masked_fill(~present, 2.0)  # absent slots rank last
+        rank = scores.argsort(dim=1).argsort(dim=1)  # (B, M): 0 = first to drop
+        return present & (rank >= k.to(present.device)[:, None])
+
+
+@dataclass(frozen=True)
+class GaussianNoise(Corruption):
+    """Add N(0, sigma^2) noise to `modality` for a `proportion` of the samples where it is present.
+
+    Inputs are standardised per channel by the loaders, so sigma is in units of the data's
+    standard deviation at `stage="input"` and of raw token units at `stage="token"`.
+    """
+
+    modality: str
+    sigma: float = 1.0
+    proportion: float = 1.0
+    stage: Stage = "input"
+    type_name: ClassVar[str] = "GaussianNoise"
+
+    def __post_init__(self) -> None:
+        _check_proportion(self.proportion, "proportion")
+        _check_stage(self.stage)
+        if self.sigma < 0:
+            raise MMRobustError(f"sigma must be >= 0, got {self.sigma}")
+
+    @property
+    def name(self) -> str:
+        where = "" if self.stage == "input" else "@token"
+        return f"noise[{self.modality},sigma={self.sigma:g},p={self.proportion:g}]{where}"
+
+    def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
+        return (self.modality,)
+
+    def noised_rows(
+        self, value: Tensor, present: Tensor, modalities: Sequence[str], generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """Which rows get noise (indices) and their noised values: shared by every code path."""
+        j = _index(self.modality, modalities)
+        hit = torch.rand(present.shape[0], generator=generator) < self.proportion
+        rows = (hit.to(present.device) & present[:, j]).nonzero().flatten()
+        noise = torch.randn((len(rows), *value.shape[1:]), generator=generator)
+        return rows, value[rows] + self.sigma * noise.to(value.device, value.dtype)
+
+    def __call__(self, x: T, generator: torch.Generator) -> T:
+        value = x.value(self.modality)
+        rows, noised = self.noised_rows(value, x.present, x.modalities, generator)
+        out = value.clone()
+        out[rows] = noised
+        return x.with_value(self.modality, out)
+
+
+@dataclass(frozen=True)
+class Compose(Corruption):
+    """Apply corruptions in order (e.g. missing text for some samples, noise for others)."""
+
+    parts: tuple[Corruption, ...]
+    stage: Stage = "input"  # derived from the parts
+    type_name: ClassVar[str] = "Compose"
+
+    def __post_init__(self) -> None:
+        parts = tuple(p if isinstance(p, Corruption) else corruption_from_dict(p) for p in self.parts)
+        object.__setattr__(self, "parts", parts)
+        stages = {p.stage for p in parts if not isinstance(p, MaskCorruption)}
+        if len(stages) > 1:
+            raise MMRobustError("Compose mixes input- and token-stage noise; split it in two")
+        object.__setattr__(self, "stage", stages.pop() if stages else "input")
+
+    @property
+    def name(self) -> str:
+        return "+".join(p.name for p in self.parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type_name, "parts": [p.to_dict() for p in self.parts]}
+
+    def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m for p in self.parts for m in p.touched(modalities)))
+
+    def __call__(self, x: T, generator: torch.Generator) -> T:
+        for part in self.parts:
+            x = part(x, generator)
+        return x

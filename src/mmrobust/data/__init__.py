@@ -1,0 +1,20 @@
+"""Datasets: the masked `Batch`, the in-memory `MultimodalData`, and the built-in loaders."""
+
+from . import basicmotions, synthetic  # noqa: F401  (register the loaders)
+from .batch import Batch, collate
+from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
+from .npz import load_npz
+from .registry import DATASETS, load_dataset
+
+__all__ = [
+    "DATASETS",
+    "Batch",
+    "DataSpec",
+    "ModalitySpec",
+    "MultimodalData",
+    "collate",
+    "load_dataset",
+    "load_npz",
+    "standardize",
+    "stratified_split",
+]

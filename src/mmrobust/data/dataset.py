@@ -1,0 +1,204 @@
+"""In-memory multimodal datasets: tensors per modality, a presence mask, targets, splits.
+
+Everything the toolkit reads ends up as a `MultimodalData`. Batches are cut by index
+slicing (no per-sample Python on the hot path), and a dataset validates itself once at
+construction so that bad files fail early with a one-line message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import MMRobustError
+from .batch import Batch
+
+Task = Literal["classification", "regression"]
+ENCODER_KINDS = ("mlp", "conv1d", "conv2d", "seq")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """What an encoder needs to know about a modality: its kind and per-sample shape."""
+
+    name: str
+    kind: str  # one of ENCODER_KINDS
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything a model must agree with to be trained or evaluated on a dataset."""
+
+    name: str
+    modalities: tuple[ModalitySpec, ...]
+    task: Task
+    num_classes: int  # 1 for regression
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.modalities)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        mods = tuple(
+            ModalitySpec(m["name"], m["kind"], tuple(m["shape"])) for m in d["modalities"]
+        )
+        return cls(d["name"], mods, d["task"], int(d["num_classes"]), tuple(d["class_names"]))
+
+    def compatibility_problem(self, other: DataSpec) -> str | None:
+        """Why a model built for `self` cannot run on data described by `other` (or None)."""
+        if self.modality_names != other.modality_names:
+            return f"modalities {list(self.modality_names)} vs {list(other.modality_names)}"
+        for a, b in zip(self.modalities, other.modalities, strict=True):
+            if (a.kind, a.shape) != (b.kind, b.shape):
+                return f"modality '{a.name}' is {a.kind}{list(a.shape)} vs {b.kind}{list(b.shape)}"
+        if self.task != other.task:
+            return f"task {self.task} vs {other.task}"
+        if self.num_classes != other.num_classes:
+            return f"{self.num_classes} classes vs {other.num_classes}"
+        return None
+
+
+@dataclass
+class MultimodalData:
+    """N samples of M modalities with a presence mask, targets and named index splits."""
+
+    spec: DataSpec
+    inputs: dict[str, Tensor]  # modality -> (N, *shape)
+    present: Tensor  # (N, M) bool
+    target: Tensor  # (N,)
+    splits: dict[str, Tensor] = field(default_factory=dict)  # name -> (n_split,) long indices
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.spec.modality_names
+
+    def split(self, name: str) -> MultimodalData:
+        """The samples of one split, as a dataset of its own (with no further splits)."""
+        if name not in self.splits:
+            raise MMRobustError(
+                f"dataset '{self.spec.name}' has no '{name}' split (has: {sorted(self.splits)})"
+            )
+        return self.subset(self.splits[name])
+
+    def subset(self, index: Tensor) -> MultimodalData:
+        return MultimodalData(
+            self.spec,
+            {m: x[index] for m, x in self.inputs.items()},
+            self.present[index],
+            self.target[index],
+        )
+
+    def batch(self, index: Tensor | slice) -> Batch:
+        return Batch(
+            {m: x[index] for m, x in self.inputs.items()},
+            self.present[index],
+            self.target[index],
+            self.modalities,
+        )
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[Batch]:
+        """Batches in order, or shuffled by `generator` when one is given."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else None
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                yield self.batch(slice(start, start + batch_size))
+            else:
+                yield self.batch(order[start : start + batch_size])
+
+
+def _validate(data: MultimodalData) -> None:
+    """Fail early, in one line, on data that would otherwise break far from its cause."""
+    spec, n = data.spec, len(data)
+    if data.present.dtype != torch.bool or data.present.shape != (n, len(spec.modalities)):
+        raise MMRobustError(f"present mask must be bool of shape ({n}, {len(spec.modalities)})")
+    if data.target.shape[:1] != (n,):
+        raise MMRobustError(f"{data.target.shape[0]} labels for {n} samples")
+    for j, m in enumerate(spec.modality_names):
+        x = data.inputs.get(m)
+        if x is None or x.shape[0] != n:
+            got = "no array" if x is None else f"{x.shape[0]} samples"
+            raise MMRobustError(f"modality '{m}' has {got}, but the labels have {n}")
+        bad = ~torch.isfinite(x.reshape(n, -1)).all(dim=1) & data.present[:, j]
+        if bad.any():
+            first = int(bad.nonzero()[0])
+            raise MMRobustError(
+                f"modality '{m}' has NaN/inf in {int(bad.sum())} present samples (first: {first}); "
+                "clean them or mark them absent"
+            )
+    if spec.task == "classification":
+        if data.target.dtype.is_floating_point:
+            raise MMRobustError("classification labels must be integers")
+        if n and (data.target.min() < 0 or data.target.max() >= spec.num_classes):
+            raise MMRobustError(
+                f"labels out of range: found {int(data.target.min())}..{int(data.target.max())}, "
+                f"expected 0..{spec.num_classes - 1}"
+            )
+    for name, index in data.splits.items():
+        if index.numel() and (index.min() < 0 or index.max() >= n):
+            raise MMRobustError(f"split '{name}' indexes outside the {n} samples")
+
+
+def stratified_split(
+    labels: Tensor, fractions: Sequence[float], generator: torch.Generator
+) -> list[Tensor]:
+    """Split indices into parts with the given fractions, class by class (seeded).
+
+    For regression targets pass a binned label (e.g. the sign) to stratify on.
+    """
+    parts: list[list[Tensor]] = [[] for _ in fractions]
+    for c in torch.unique(labels):
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        bounds = torch.tensor([0.0, *fractions]).cumsum(0) * len(idx)
+        cuts = bounds.round().long().tolist()
+        for k in range(len(fractions)):
+            parts[k].append(idx[cuts[k] : cuts[k + 1]])
+    return [torch.sort(torch.cat(p)).values for p in parts]
+
+
+def standardize(data: MultimodalData, reference: str = "train") -> MultimodalData:
+    """Scale every modality to zero mean, unit variance per channel, using `reference` only.
+
+    Statistics come from the present samples of the reference split, so validation and test
+    data never leak into preprocessing; absent placeholders are left untouched. A channel is
+    a feature (`mlp`, `seq`) or a leading channel (`conv1d`, `conv2d`).
+    """
+    index = data.splits[reference]
+    inputs = {}
+    for j, spec in enumerate(data.spec.modalities):
+        x = data.inputs[spec.name].float()
+        ref = x[index][data.present[index, j]]
+        dims = _channel_reduce_dims(spec.kind, x.dim())
+        mean = ref.mean(dim=dims, keepdim=True)[0]
+        std = ref.std(dim=dims, keepdim=True)[0].clamp_min(1e-6)
+        keep = data.present[:, j].view(-1, *[1] * (x.dim() - 1))
+        inputs[spec.name] = torch.where(keep, (x - mean) / std, x)
+    return MultimodalData(data.spec, inputs, data.present, data.target, data.splits)
+
+
+def _channel_reduce_dims(kind: str, ndim: int) -> tuple[int, ...]:
+    """Axes (sample axis included) that one channel's statistics are pooled over."""
+    if kind in ("conv1d", "conv2d"):
+        return (0, *range(2, ndim))  # (N, C, ...) -> per C
+    return tuple(range(ndim - 1))  # (N, ..., F) -> per F

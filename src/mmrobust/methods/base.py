@@ -1,0 +1,107 @@
+"""What every method is: a registered, tagged object that owns a model and its training loss.
+
+scikit-learn's contract, adapted: the constructor only stores parameters (readable back via
+`get_params`), fitted state (`model`) is built by `build(spec)` when training starts, and
+capability `tags` tell the sweep planner and the conformance check what a method can do.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..data.batch import Batch
+from ..data.dataset import DataSpec
+from ..data.registry import check_options
+from ..errors import MMRobustError
+from ..models.model import MultimodalModel
+from ..models.tokens import Tokens
+from ..registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    def decorator(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorator
+
+
+def create_method(name: str, **params: Any) -> Method:
+    """Build a registered method from its name and parameters (`create_method("dropout", fusion="sum")`)."""
+    cls = METHODS.get(name)
+    check_options(f"method '{name}'", cls.__init__, params)
+    return cls(**params)
+
+
+@dataclass(frozen=True)
+class MethodTags:
+    """Capabilities, read by `check_method` and by planners that skip impossible combinations."""
+
+    tasks: frozenset[str] = frozenset({"classification", "regression"})
+    needs_complete_training_data: bool = False
+    per_sample_masks: bool = True
+
+
+class Method:
+    """Base class. Subclasses implement `build` and `loss`; prediction is encode -> fuse."""
+
+    name: ClassVar[str] = "method"
+    tags: ClassVar[MethodTags] = MethodTags()
+    model: MultimodalModel | None = None
+    seed: int | None = None  # set by `fit`
+
+    def get_params(self) -> dict[str, Any]:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {p: getattr(self, p) for p in names}
+
+    def build(self, spec: DataSpec) -> None:
+        raise NotImplementedError
+
+    def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        """The training objective on one batch (may draw augmentation from `generator`)."""
+        raise NotImplementedError
+
+    # --- shared machinery -------------------------------------------------------------
+    @property
+    def fitted_model(self) -> MultimodalModel:
+        if self.model is None:
+            raise MMRobustError(f"method '{self.name}' is not trained yet: call fit first")
+        return self.model
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.fitted_model.spec
+
+    def check_task(self, spec: DataSpec) -> None:
+        if spec.task not in self.tags.tasks:
+            raise MMRobustError(f"method '{self.name}' does not support {spec.task}")
+
+    def modules(self) -> nn.Module:
+        """Everything with trainable parameters (what optimisers and checkpoints see)."""
+        return self.fitted_model
+
+    def encode(self, batch: Batch) -> Tokens:
+        return self.fitted_model.encode(batch)
+
+    def encode_modality(self, modality: str, x: Tensor) -> Tensor:
+        return self.fitted_model.encode_modality(modality, x)
+
+    def fuse(self, tokens: Tokens) -> Tensor:
+        return self.fitted_model.fuse(tokens)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> Tensor:
+        self.modules().eval()
+        return self.fuse(self.encode(batch))
+
+    def describe(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{self.name}({params})"

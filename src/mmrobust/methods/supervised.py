@@ -1,0 +1,90 @@
+"""`joint` and `dropout`: supervised training of one multimodal model, with or without
+modality-level augmentation.
+
+`dropout` trains under `RandomDrop` (drop K ~ U{0..M-1} modalities per sample, re-drawn every
+batch) or under any corruption given in config, e.g. `MissingRates` or a `Compose` of
+missing and noise; `joint` trains on the data as given (complete, or naturally missing).
+Losses: cross-entropy for classification, L1 for regression (MAE is the headline
+sentiment metric).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..corruption import Corruption, MaskCorruption, RandomDrop, corruption_from_dict
+from ..data.batch import Batch
+from ..data.dataset import DataSpec
+from ..models.model import MultimodalModel
+from .base import Method, register_method
+
+
+def task_loss(output: Tensor, target: Tensor, task: str) -> Tensor:
+    if task == "classification":
+        return F.cross_entropy(output, target)
+    return F.l1_loss(output, target.float())
+
+
+class SupervisedMethod(Method):
+    """One encode/fuse model trained end to end, optionally under a training corruption."""
+
+    def __init__(
+        self,
+        fusion: str = "transformer",
+        dim: int = 64,
+        corruption: Corruption | Mapping[str, Any] | None = None,
+    ) -> None:
+        self.fusion = fusion
+        self.dim = dim
+        self.corruption = corruption
+
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        if isinstance(params.get("corruption"), Corruption):
+            params["corruption"] = params["corruption"].to_dict()
+        return params
+
+    @property
+    def train_corruption(self) -> Corruption | None:
+        c = self.corruption
+        return corruption_from_dict(c) if isinstance(c, Mapping) else c
+
+    def build(self, spec: DataSpec) -> None:
+        self.check_task(spec)
+        self.model = MultimodalModel(spec, fusion=self.fusion, dim=self.dim)
+
+    def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        model, corruption = self.fitted_model, self.train_corruption
+        if corruption is None:
+            output = model(batch)
+        elif corruption.stage == "token" and not isinstance(corruption, MaskCorruption):
+            output = model.fuse(corruption(model.encode(batch), generator))
+        else:  # masks are applied before encoding, so dropped modalities cost nothing
+            output = model(corruption(batch, generator))
+        return task_loss(output, batch.target, model.spec.task)
+
+
+@register_method("joint")
+class Joint(SupervisedMethod):
+    """Plain training on the data as given (the usual baseline)."""
+
+    def __init__(self, fusion: str = "transformer", dim: int = 64) -> None:
+        super().__init__(fusion, dim, None)
+
+
+@register_method("dropout")
+class ModalityDropout(SupervisedMethod):
+    """Training with modality dropout (`RandomDrop`) or any configured corruption."""
+
+    def __init__(
+        self,
+        fusion: str = "transformer",
+        dim: int = 64,
+        corruption: Corruption | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(fusion, dim, corruption if corruption is not None else RandomDrop())

@@ -1,0 +1,96 @@
+"""Fusions: Tokens(z[B, M, D], present[B, M]) -> predictions (B, out).
+
+None of them reads an absent token: absent slots are zeroed first (so even NaN there
+cannot leak through attention or a matmul) and then masked out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import Registry
+from .tokens import Tokens
+
+FUSIONS: Registry[Callable[[int, int, int], nn.Module]] = Registry("fusion")
+
+
+def _zero_absent(tokens: Tokens) -> Tensor:
+    return tokens.z.masked_fill(~tokens.present[..., None], 0.0)  # (B, M, D)
+
+
+class _PerModalityHeads(nn.Module):
+    """One linear head per modality, evaluated for all modalities in one einsum."""
+
+    def __init__(self, n_modalities: int, dim: int, out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_modalities, dim, out) / dim**0.5)
+        self.bias = nn.Parameter(torch.zeros(n_modalities, out))
+
+    def forward(self, tokens: Tokens) -> Tensor:
+        z = _zero_absent(tokens)
+        per_modality = torch.einsum("bmd,mdo->bmo", z, self.weight) + self.bias  # (B, M, O)
+        return per_modality * tokens.present[..., None]
+
+
+@FUSIONS.register("sum")
+class SumFusion(_PerModalityHeads):
+    """Sum of per-modality heads over the present modalities."""
+
+    def forward(self, tokens: Tokens) -> Tensor:
+        return super().forward(tokens).sum(dim=1)  # (B, O)
+
+
+@FUSIONS.register("late")
+class LateFusion(_PerModalityHeads):
+    """Average of per-modality predictions over the present modalities."""
+
+    def forward(self, tokens: Tokens) -> Tensor:
+        count = tokens.present.sum(dim=1, keepdim=True).clamp_min(1)
+        return super().forward(tokens).sum(dim=1) / count  # (B, O)
+
+
+@FUSIONS.register("concat")
+class ConcatFusion(nn.Module):
+    """Concatenate tokens; an absent slot is replaced by a learned per-modality filler."""
+
+    def __init__(self, n_modalities: int, dim: int, out: int) -> None:
+        super().__init__()
+        self.filler = nn.Parameter(torch.zeros(n_modalities, dim))
+        self.head = nn.Sequential(
+            nn.Linear(n_modalities * dim, dim), nn.GELU(), nn.Dropout(0.1), nn.Linear(dim, out)
+        )
+
+    def forward(self, tokens: Tokens) -> Tensor:
+        z = torch.where(tokens.present[..., None], _zero_absent(tokens), self.filler)  # (B, M, D)
+        return self.head(z.flatten(1))  # (B, M*D) -> (B, O)
+
+
+@FUSIONS.register("transformer")
+class TransformerFusion(nn.Module):
+    """CLS token + modality embeddings, self-attention with absent tokens key-padded out."""
+
+    def __init__(self, n_modalities: int, dim: int, out: int, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.modality_embedding = nn.Parameter(torch.randn(1, n_modalities, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout=0.1, batch_first=True, norm_first=True
+        )
+        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, out)
+
+    def forward(self, tokens: Tokens) -> Tensor:
+        z = _zero_absent(tokens) + self.modality_embedding  # (B, M, D)
+        h = torch.cat([self.cls.expand(len(z), -1, -1), z], dim=1)  # (B, 1+M, D)
+        cls_kept = torch.zeros_like(tokens.present[:, :1])
+        pad = torch.cat([cls_kept, ~tokens.present], dim=1)  # True = ignore
+        h = self.body(h, src_key_padding_mask=pad)
+        return self.head(self.norm(h[:, 0]))  # (B, O)
+
+
+def create_fusion(name: str, n_modalities: int, dim: int, out: int) -> nn.Module:
+    return FUSIONS.get(name)(n_modalities, dim, out)
