@@ -41,8 +41,10 @@ def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
         raise MMRobustError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (any unpickling failure means: not a safe checkpoint)
-        raise MMRobustError(f"{path} is not a safe mmrobust checkpoint ({type(e).__name__}); refusing to load it") from None
+    except Exception as e:
+        raise MMRobustError(
+            f"{path} is not a safe mmrobust checkpoint ({type(e).__name__}); refusing to load it"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MMRobustError(f"{path} is not an mmrobust checkpoint (expected format {FORMAT})")
     config = json.loads(payload["config"])
@@ -53,6 +55,8 @@ def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     try:
         method.modules().load_state_dict(payload["state"])
     except RuntimeError as e:
-        raise MMRobustError(f"{path}: weights do not match the model it describes ({str(e).splitlines()[0]})") from None
+        raise MMRobustError(
+            f"{path}: weights do not match the model it describes ({str(e).splitlines()[0]})"
+        ) from None
     method.modules().eval()
     return method, config

@@ -27,16 +27,22 @@ from .models import ENCODERS, FUSIONS
 from .train import fit
 
 console = Console()
+if not console.is_terminal:  # piped output: keep the summary table on one line per row
+    console.width = 160
 err_console = Console(stderr=True)
 
 data_options = [
     click.option("--data", "data_name", metavar="NAME", help="A registered dataset (see `mmrobust list`)."),
-    click.option("--npz", type=click.Path(dir_okay=False), help="A bring-your-own .npz file (format in the README)."),
-    click.option("--data-dir", envvar="MMROBUST_DATA", help="Folder holding the datasets [env: MMROBUST_DATA]."),
+    click.option(
+        "--npz", type=click.Path(dir_okay=False), help="A bring-your-own .npz file (format in the README)."
+    ),
+    click.option(
+        "--data-dir", envvar="MMROBUST_DATA", help="Folder holding the datasets [env: MMROBUST_DATA]."
+    ),
 ]
 
 
-def with_data_options(f):  # type: ignore[no-untyped-def]
+def with_data_options(f):
     for option in reversed(data_options):
         f = option(f)
     return f
@@ -65,7 +71,13 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False), help="Where to write the report.")
+@click.option(
+    "--out",
+    default="demo_out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to write the report.",
+)
 @click.option("--seeds", default=3, show_default=True, help="Seeds per model.")
 @click.option("--epochs", default=60, show_default=True, help="Maximum epochs per model.")
 def demo(out: str, seeds: int, epochs: int) -> None:
@@ -87,20 +99,23 @@ def demo(out: str, seeds: int, epochs: int) -> None:
         )
     write_report(result, out, {"command": "mmrobust demo", "seeds": list(range(seeds)), "epochs": epochs})
     print_summary(result, f"BasicMotions: accuracy under missing and noisy modalities ({seeds} seeds)")
-    console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/ in {time.perf_counter() - start:.0f} s")
+    elapsed = time.perf_counter() - start
+    console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/ in {elapsed:.0f} s")
 
 
 @cli.command()
 @with_data_options
 @click.option("--method", default="dropout", show_default=True, help=f"One of: {', '.join(METHODS.names())}.")
-@click.option("--fusion", default="transformer", show_default=True, help=f"One of: {', '.join(FUSIONS.names())}.")
+@click.option(
+    "--fusion", default="transformer", show_default=True, help=f"One of: {', '.join(FUSIONS.names())}."
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epochs", default=100, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr, device, out) -> None:  # type: ignore[no-untyped-def]
+def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr, device, out) -> None:
     """Train one model; writes OUT/checkpoint.pt and OUT/val_metrics.json.
 
     \b
@@ -120,11 +135,15 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
 
 
 @cli.command(name="audit")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A checkpoint from `mmrobust train`.")
+@click.option(
+    "--checkpoint", required=True, type=click.Path(dir_okay=False), help="A checkpoint from `mmrobust train`."
+)
 @with_data_options
-@click.option("--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks).")
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks)."
+)
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
-def audit_cmd(checkpoint, data_name, npz, data_dir, seed, out) -> None:  # type: ignore[no-untyped-def]
+def audit_cmd(checkpoint, data_name, npz, data_dir, seed, out) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
     \b
@@ -142,7 +161,12 @@ def audit_cmd(checkpoint, data_name, npz, data_dir, seed, out) -> None:  # type:
 @cli.command(name="list")
 def list_cmd() -> None:
     """List the registered datasets, methods, fusions and encoder kinds."""
-    for title, reg in (("datasets", DATASETS), ("methods", METHODS), ("fusions", FUSIONS), ("encoders", ENCODERS)):
+    for title, reg in (
+        ("datasets", DATASETS),
+        ("methods", METHODS),
+        ("fusions", FUSIONS),
+        ("encoders", ENCODERS),
+    ):
         console.print(f"[bold]{title}[/]: {', '.join(reg.names())}")
 
 

@@ -16,6 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
@@ -33,7 +34,7 @@ T = TypeVar("T", Batch, Tokens)
 _TYPES: dict[str, type[Corruption]] = {}
 
 
-class Corruption:
+class Corruption(ABC):
     """Base class: `corruption(batch_or_tokens, generator) -> same type`."""
 
     type_name: ClassVar[str]
@@ -44,16 +45,18 @@ class Corruption:
             _TYPES[cls.type_name] = cls
 
     @property
+    @abstractmethod
     def name(self) -> str:
-        raise NotImplementedError
+        """A short, stable label used in result tables."""
 
     def to_dict(self) -> dict[str, Any]:
         fields = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in vars(self).items()}
         fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
         return {"type": self.type_name, **fields}
 
+    @abstractmethod
     def __call__(self, x: T, generator: torch.Generator) -> T:
-        raise NotImplementedError
+        """Apply to a `Batch` (input stage) or `Tokens` (token stage)."""
 
     def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
         """The modalities whose values (not just masks) this corruption changes."""
@@ -90,10 +93,9 @@ def _check_stage(stage: str) -> None:
 class MaskCorruption(Corruption):
     """A corruption that only changes which modalities are present."""
 
-    def new_present(
-        self, present: Tensor, modalities: Sequence[str], generator: torch.Generator
-    ) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
+        """The corrupted (B, M) presence mask."""
 
     def __call__(self, x: T, generator: torch.Generator) -> T:
         return x.with_present(self.new_present(x.present, x.modalities, generator))

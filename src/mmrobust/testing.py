@@ -35,7 +35,11 @@ def _fill_absent(batch: Batch, value: str, generator: torch.Generator) -> Batch:
     for j, m in enumerate(batch.modalities):
         x = batch.inputs[m].clone()
         absent = ~batch.present[:, j]
-        fill = torch.full_like(x[absent], float("nan")) if value == "nan" else torch.randn(x[absent].shape, generator=generator) * 1e3
+        fill = (
+            torch.full_like(x[absent], float("nan"))
+            if value == "nan"
+            else torch.randn(x[absent].shape, generator=generator) * 1e3
+        )
         x[absent] = fill
         inputs[m] = x
     return Batch(inputs, batch.present, batch.target, batch.modalities)
@@ -64,4 +68,6 @@ def check_method(name: str, task: str = "classification", **params: object) -> N
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(method, Path(tmp) / "m.pt")
         reloaded, _ = load_checkpoint(path)
-    assert torch.allclose(reloaded.predict(test), reference, atol=1e-6), f"{name}: checkpoint round-trip changed outputs"
+    assert torch.allclose(reloaded.predict(test), reference, atol=1e-6), (
+        f"{name}: checkpoint round-trip changed outputs"
+    )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .metrics import LOWER_IS_BETTER
@@ -21,7 +22,7 @@ from .result import AuditResult
 FILES = ("results.csv", "results.json", "report.md", "heatmap.png")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` then rename tmp to `path` (atomic on POSIX filesystems)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
@@ -38,21 +39,41 @@ def _pm(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
 
 
+def _worst(scenario: str, delta: float, metric: str) -> str:
+    hurt = delta > 0 if metric in LOWER_IS_BETTER else delta < 0
+    label = scenario.removeprefix("subset[").removesuffix("]")
+    return f"{label} ({delta:+.3f})" if hurt else "none"
+
+
 def summary_rows(result: AuditResult) -> tuple[list[str], list[list[str]]]:
     """The headline table as strings (shared by the terminal and the Markdown report)."""
     s = result.summary()
     m = result.primary_metric
-    header = ["method", "fusion", f"clean {m}", "mean |Δ| subsets", "worst subset (Δ)",
-              "Δ missing 30%", "Δ noise 30%", "seeds"]
+    header = [
+        "method",
+        "fusion",
+        f"clean {m}",
+        "mean |Δ| subsets",
+        "worst subset (Δ)",
+        "Δ missing",
+        "Δ noise",
+        "seeds",
+    ]
     rows = []
     for r in s.itertuples():
         n = int(r.seeds)
-        rows.append([
-            r.method, r.fusion, _pm(r.clean_mean, r.clean_std, n),
-            _pm(r.mean_abs_delta_subsets_mean, r.mean_abs_delta_subsets_std, n),
-            f"{r.worst_subset} ({r.worst_delta_mean:+.3f})",
-            f"{r.delta_missing_mean:+.3f}", f"{r.delta_noise_mean:+.3f}", str(n),
-        ])
+        rows.append(
+            [
+                r.method,
+                r.fusion,
+                _pm(r.clean_mean, r.clean_std, n),
+                _pm(r.mean_abs_delta_subsets_mean, r.mean_abs_delta_subsets_std, n),
+                _worst(r.worst_subset, r.worst_delta_mean, m),
+                f"{r.delta_missing_mean:+.3f}",
+                f"{r.delta_noise_mean:+.3f}",
+                str(n),
+            ]
+        )
     return header, rows
 
 
@@ -67,25 +88,52 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
     direction = "lower is better" if m in LOWER_IS_BETTER else "higher is better"
     wide = result.per_scenario()
     table = result.table[result.table.metric == m]
-    stds = table.pivot_table(index=["dataset", "method", "fusion"], columns="scenario", values="value", aggfunc="std", sort=False)
+    stds = table.pivot_table(
+        index=["dataset", "method", "fusion"], columns="scenario", values="value", aggfunc="std", sort=False
+    )
     scen_rows = []
     for idx, row in wide.iterrows():
-        cells = [f"{row[c]:.3f}" + (f" ± {stds.loc[idx, c]:.3f}" if c in stds and pd.notna(stds.loc[idx, c]) else "") for c in wide.columns]
+        cells = [
+            f"{row[c]:.3f}"
+            + (f" ± {stds.loc[idx, c]:.3f}" if c in stds and pd.notna(stds.loc[idx, c]) else "")
+            for c in wide.columns
+        ]
         scen_rows.append([idx[1], idx[2], *cells])
     dataset = ", ".join(sorted(result.table.dataset.unique()))
-    hashes = [f"| `{s['name']}` | {s['kind']} | `{json.dumps(s['corruption'])}` | `{s['mask_hash']}` |" for s in result.scenarios]
+    hashes = [
+        f"| `{s['name']}` | {s['kind']} | `{json.dumps(s['corruption'])}` | `{s['mask_hash']}` |"
+        for s in result.scenarios
+    ]
     h, rows = summary_rows(result)
-    return "\n".join([
-        f"# {title}", "",
-        f"Dataset: **{dataset}**. Metric: **{m}** ({direction}); values are mean ± std over seeds.",
-        "Δ is the change vs. the same model on clean (complete) test data.", "",
-        "## Summary", "", _markdown_table(h, rows), "",
-        "## Every scenario", "", _markdown_table(["method", "fusion", *wide.columns], scen_rows), "",
-        "![accuracy per modality subset](heatmap.png)", "",
-        "## Scenarios (exactly what was applied)", "",
-        "| scenario | kind | corruption | mask hash |", "|---|---|---|---|", *hashes, "",
-        "Mask hashes are identical across models audited with the same seed: comparisons are paired.", "",
-    ])
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            f"Dataset: **{dataset}**. Metric: **{m}** ({direction}); values are mean ± std over seeds.",
+            "Δ is the change vs. the same model on clean (complete) test data. *mean |Δ| subsets*: over",
+            "every proper non-empty modality subset; *Δ missing* / *Δ noise*: mean over modalities of the",
+            "change when that modality is missing / noised for a proportion of the test samples.",
+            "",
+            "## Summary",
+            "",
+            _markdown_table(h, rows),
+            "",
+            "## Every scenario",
+            "",
+            _markdown_table(["method", "fusion", *wide.columns], scen_rows),
+            "",
+            "![accuracy per modality subset](heatmap.png)",
+            "",
+            "## Scenarios (exactly what was applied)",
+            "",
+            "| scenario | kind | corruption | mask hash |",
+            "|---|---|---|---|",
+            *hashes,
+            "",
+            "Mask hashes are identical across models audited with the same seed: comparisons are paired.",
+            "",
+        ]
+    )
 
 
 def heatmap(result: AuditResult, path: Path) -> None:
@@ -96,19 +144,26 @@ def heatmap(result: AuditResult, path: Path) -> None:
 
     m = result.primary_metric
     table = result.table[(result.table.metric == m) & result.table.kind.isin(["clean", "subset"])]
-    wide = table.pivot_table(index=["method", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False)
+    wide = table.pivot_table(
+        index=["method", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False
+    )
     wide = wide[list(dict.fromkeys(table.scenario))]
-    labels = [c.removeprefix("subset[").removesuffix("]") if c != "clean" else "all (clean)" for c in wide.columns]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(labels), 1.0 + 0.45 * len(wide)))
+    labels = [
+        c.removeprefix("subset[").removesuffix("]") if c != "clean" else "all (clean)" for c in wide.columns
+    ]
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.8 * len(labels)), 1.8 + 0.45 * len(wide)))
     cmap = "viridis_r" if m in LOWER_IS_BETTER else "viridis"
     im = ax.imshow(wide.to_numpy(), cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(wide)), [f"{a} / {b}" for a, b in wide.index])
-    for (i, j), v in pd.DataFrame(wide.to_numpy()).stack().items():
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if im.norm(v) < 0.5 else "black", fontsize=8)
+    values = wide.to_numpy(dtype=float)
+    dark = np.asarray(im.norm(values)) < 0.5
+    for i, j in np.ndindex(values.shape):
+        shade = "white" if dark[i, j] else "black"
+        ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", color=shade, fontsize=8)
     ax.set_xlabel("modalities present at test time")
     fig.colorbar(im, ax=ax, label=m)
-    ax.set_title(f"{m} per modality subset (mean over seeds)")
+    ax.set_title(f"{m} by modalities present\n(mean over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -130,7 +185,10 @@ def write_report(result: AuditResult, out_dir: str | Path, extra: dict[str, Any]
     """Write the four report files into `out_dir` (created if needed) and return it."""
     out = Path(out_dir)
     atomic_write(out / "results.csv", lambda p: result.table.to_csv(p, index=False))
-    atomic_write(out / "results.json", lambda p: p.write_text(json.dumps(to_json(result, extra), indent=1, default=str)))
+    atomic_write(
+        out / "results.json",
+        lambda p: p.write_text(json.dumps(to_json(result, extra), indent=1, default=str)),
+    )
     atomic_write(out / "report.md", lambda p: p.write_text(markdown(result)))
     atomic_write(out / "heatmap.png", lambda p: heatmap(result, p))
     return out

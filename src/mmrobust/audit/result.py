@@ -53,20 +53,22 @@ class AuditResult:
         metric = metric or self.primary_metric
         t = self.table[self.table.metric == metric]
         per_seed = []
-        for key, g in t.groupby(KEYS):
+        for key, g in t.groupby(KEYS, sort=False):
             subsets = g[g.kind == "subset"]
             worst = subsets.loc[subsets.delta.idxmin()] if len(subsets) else None
             if worst is not None and metric == "mae":
                 worst = subsets.loc[subsets.delta.idxmax()]
-            per_seed.append({
-                **dict(zip(KEYS, key, strict=True)),
-                "clean": float(g[g.kind == "clean"].value.iloc[0]),
-                "mean_abs_delta_subsets": float(subsets.delta.abs().mean()) if len(subsets) else 0.0,
-                "worst_subset": worst.scenario if worst is not None else "",
-                "worst_delta": float(worst.delta) if worst is not None else 0.0,
-                "delta_missing": float(g[g.kind == "missing"].delta.mean()),
-                "delta_noise": float(g[g.kind == "noise"].delta.mean()),
-            })
+            per_seed.append(
+                {
+                    **dict(zip(KEYS, key, strict=True)),
+                    "clean": float(g[g.kind == "clean"].value.iloc[0]),
+                    "mean_abs_delta_subsets": float(subsets.delta.abs().mean()) if len(subsets) else 0.0,
+                    "worst_subset": worst.scenario if worst is not None else "",
+                    "worst_delta": float(worst.delta) if worst is not None else 0.0,
+                    "delta_missing": float(g[g.kind == "missing"].delta.mean()),
+                    "delta_noise": float(g[g.kind == "noise"].delta.mean()),
+                }
+            )
         df = pd.DataFrame(per_seed)
         numeric = ["clean", "mean_abs_delta_subsets", "worst_delta", "delta_missing", "delta_noise"]
         groups = df.groupby(KEYS[:3], sort=False)
@@ -123,11 +125,21 @@ def audit(
 
 
 def _tidy(
-    method: Method, test: MultimodalData, scenarios: list[Scenario], outputs: dict, hashes: dict, audit_seed: int
+    method: Method,
+    test: MultimodalData,
+    scenarios: list[Scenario],
+    outputs: dict,
+    hashes: dict,
+    audit_seed: int,
 ) -> AuditResult:
     spec = test.spec
     params = method.get_params()
-    base = {"dataset": spec.name, "method": method.name, "fusion": params.get("fusion", ""), "seed": method.seed}
+    base = {
+        "dataset": spec.name,
+        "method": method.name,
+        "fusion": params.get("fusion", ""),
+        "seed": method.seed,
+    }
     rows = []
     clean_metrics = compute_metrics(outputs[scenarios[0].name], test.target, spec.task, spec.num_classes)
     has_clean = scenarios[0].name == CLEAN
@@ -135,9 +147,24 @@ def _tidy(
         metrics = compute_metrics(outputs[sc.name], test.target, spec.task, spec.num_classes)
         for metric, value in metrics.items():
             delta = value - clean_metrics[metric] if has_clean else float("nan")
-            rows.append({**base, "scenario": sc.name, "kind": sc.kind, "metric": metric, "value": value, "delta": delta})
+            rows.append(
+                {
+                    **base,
+                    "scenario": sc.name,
+                    "kind": sc.kind,
+                    "metric": metric,
+                    "value": value,
+                    "delta": delta,
+                }
+            )
     scen_info = [
-        {"name": s.name, "kind": s.kind, "corruption": s.corruption.to_dict(), "mask_hash": hashes.get(s.name), "audit_seed": audit_seed}
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "corruption": s.corruption.to_dict(),
+            "mask_hash": hashes.get(s.name),
+            "audit_seed": audit_seed,
+        }
         for s in scenarios
     ]
     model_info = [{**base, "params": params}]

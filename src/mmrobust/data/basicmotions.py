@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MMRobustError
-from .dataset import DataSpec, ModalitySpec, MultimodalData, stratified_split, standardize
+from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
 from .paths import data_dir
 from .registry import register_dataset
 
@@ -62,7 +62,9 @@ def read_ts(path: Path) -> tuple[torch.Tensor, list[str]]:
 
 
 @register_dataset("basicmotions")
-def load_basicmotions(data_dir: str | None = None, val_fraction: float = 0.2, split_seed: int = 0) -> MultimodalData:
+def load_basicmotions(
+    data_dir: str | None = None, val_fraction: float = 0.2, split_seed: int = 0
+) -> MultimodalData:
     folder = _locate(data_dir)
     x_train, y_train = read_ts(folder / _FILES[0])
     x_test, y_test = read_ts(folder / _FILES[1])

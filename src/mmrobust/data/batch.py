@@ -46,9 +46,7 @@ class Batch:
         return replace(self, inputs={**self.inputs, modality: value})
 
 
-def collate(
-    samples: Sequence[Mapping[str, Any]], modalities: Sequence[str]
-) -> Batch:
+def collate(samples: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> Batch:
     """Stack per-sample dicts into a `Batch`.
 
     A sample is `{"inputs": {modality: tensor}, "target": label}`; a modality that is

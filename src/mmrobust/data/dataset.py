@@ -50,9 +50,7 @@ class DataSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
-        mods = tuple(
-            ModalitySpec(m["name"], m["kind"], tuple(m["shape"])) for m in d["modalities"]
-        )
+        mods = tuple(ModalitySpec(m["name"], m["kind"], tuple(m["shape"])) for m in d["modalities"])
         return cls(d["name"], mods, d["task"], int(d["num_classes"]), tuple(d["class_names"]))
 
     def compatibility_problem(self, other: DataSpec) -> str | None:
@@ -159,9 +157,7 @@ def _validate(data: MultimodalData) -> None:
             raise MMRobustError(f"split '{name}' indexes outside the {n} samples")
 
 
-def stratified_split(
-    labels: Tensor, fractions: Sequence[float], generator: torch.Generator
-) -> list[Tensor]:
+def stratified_split(labels: Tensor, fractions: Sequence[float], generator: torch.Generator) -> list[Tensor]:
     """Split indices into parts with the given fractions, class by class (seeded).
 
     For regression targets pass a binned label (e.g. the sign) to stratify on.

@@ -20,7 +20,7 @@ from math import prod
 import torch
 
 from ..errors import MMRobustError
-from .dataset import ENCODER_KINDS, DataSpec, ModalitySpec, MultimodalData, stratified_split
+from .dataset import ENCODER_KINDS, DataSpec, ModalitySpec, MultimodalData, Task, stratified_split
 from .registry import register_dataset
 
 _DEFAULT_SHAPES = {"mlp": (16,), "conv1d": (2, 16), "conv2d": (1, 8, 8), "seq": (6, 4)}
@@ -36,7 +36,7 @@ def load_synthetic(
     noise: float = 0.5,
     missing_rate: float = 0.0,
     sign_flip: bool = True,
-    task: str = "classification",
+    task: Task = "classification",
     seed: int = 0,
 ) -> MultimodalData:
     """Generate the dataset; `kinds` picks each modality's encoder kind (default all `mlp`)."""
@@ -73,7 +73,10 @@ def load_synthetic(
         target, n_out = (labels.float() / max(num_classes - 1, 1)) * 6 - 3, 1
     train, val, test = stratified_split(labels, (0.6, 0.2, 0.2), g)
     spec = DataSpec(
-        "synthetic", tuple(specs), task, n_out,  # type: ignore[arg-type]
+        "synthetic",
+        tuple(specs),
+        task,
+        n_out,
         tuple(str(c) for c in range(num_classes)) if task == "classification" else (),
     )
     return MultimodalData(spec, inputs, present, target, {"train": train, "val": val, "test": test})

@@ -8,6 +8,7 @@ capability `tags` tell the sweep planner and the conformance check what a method
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -50,7 +51,7 @@ class MethodTags:
     per_sample_masks: bool = True
 
 
-class Method:
+class Method(ABC):
     """Base class. Subclasses implement `build` and `loss`; prediction is encode -> fuse."""
 
     name: ClassVar[str] = "method"
@@ -62,12 +63,13 @@ class Method:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {p: getattr(self, p) for p in names}
 
+    @abstractmethod
     def build(self, spec: DataSpec) -> None:
-        raise NotImplementedError
+        """Create the fitted state (`self.model`) for data described by `spec`."""
 
+    @abstractmethod
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """The training objective on one batch (may draw augmentation from `generator`)."""
-        raise NotImplementedError
 
     # --- shared machinery -------------------------------------------------------------
     @property

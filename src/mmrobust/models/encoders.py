@@ -7,6 +7,7 @@ modalities and models.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from math import prod
 
@@ -26,7 +27,10 @@ class MLPEncoder(nn.Module):
     def __init__(self, shape: tuple[int, ...], dim: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(prod(shape), 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim),
+            nn.Flatten(),
+            nn.Linear(prod(shape), 2 * dim),
+            nn.GELU(),
+            nn.Linear(2 * dim, dim),
             nn.LayerNorm(dim),
         )
 
@@ -38,7 +42,7 @@ def _conv_stack(conv: type[nn.Conv1d] | type[nn.Conv2d], in_ch: int, dim: int) -
     """Three strided convolutions, then global average pooling to a D-dim token."""
     widths = (in_ch, 32, 64, dim)
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         kernel, stride = (5, 2) if i == 0 else (3, 2 if i == 1 else 1)
         layers += [conv(a, b, kernel, stride, kernel // 2), nn.GroupNorm(1, b), nn.GELU()]
     return nn.Sequential(*layers)

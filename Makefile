@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Both create (or reuse) .venv and install
+# what they need. TORCH pins the CPU build that this project's machines carry on disk;
+# override it elsewhere (e.g. `make test TORCH=torch`).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test lint fuzz bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mmrobust demo --out demo_out
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest -n 2
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/audit_cost.py
+	$(PY) benchmarks/train_overhead.py
+	$(PY) benchmarks/dropout_cost.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache .mypy_cache
