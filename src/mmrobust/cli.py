@@ -13,12 +13,14 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from .audit import AuditResult, audit, write_report
 from .audit.report import atomic_write, summary_rows
 from .checkpoint import load_checkpoint, save_checkpoint
+from .corruption import corruption_from_name
 from .data import DATASETS
 from .errors import MMRobustError
 from .experiment import load_data, train_and_audit_grid
@@ -142,17 +144,27 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
 @click.option(
     "--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks)."
 )
+@click.option(
+    "--scenario",
+    "extra",
+    multiple=True,
+    metavar="NAME",
+    help="Extra scenario (repeatable): subset[a+b], missing[a@0.3], rates[a=0.2,b=0.8], "
+    "noise[a,sigma=1,p=0.3].",
+)
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
-def audit_cmd(checkpoint, data_name, npz, data_dir, seed, out) -> None:
+def audit_cmd(checkpoint, data_name, npz, data_dir, seed, extra, out) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
     \b
     Example:
-      mmrobust audit --checkpoint runs/bm/checkpoint.pt --data basicmotions --out runs/bm/audit
+      mmrobust audit --checkpoint runs/bm/checkpoint.pt --data basicmotions --out runs/bm/audit \\
+          --scenario "rates[accelerometer=0.2,gyroscope=0.8]"
     """
+    scenarios = [corruption_from_name(name) for name in extra]
     method, _ = load_checkpoint(checkpoint)
     data = load_data(data_name, npz, data_dir)
-    result = audit(method, data, seed=seed)
+    result = audit(method, data, scenarios, seed=seed)
     write_report(result, out, {"command": "mmrobust audit", "checkpoint": str(checkpoint)})
     print_summary(result, f"{data.spec.name}: audit of {checkpoint}")
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")
@@ -186,5 +198,5 @@ def main(argv: list[str] | None = None) -> None:
     except MMRobustError as e:
         if debug:
             raise
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -16,8 +16,9 @@ Conventions:
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -297,3 +298,35 @@ class Compose(Corruption):
         for part in self.parts:
             x = part(x, generator)
         return x
+
+
+_NAME_PATTERNS: tuple[tuple[str, Callable[[re.Match[str]], Corruption]], ...] = (
+    (r"subset\[(?P<keep>[^\]]*)\]", lambda m: Subset(tuple(filter(None, m["keep"].split("+"))))),
+    (r"missing\[(?P<mod>[^@\]]+)@(?P<p>[0-9.eE+-]+)\]", lambda m: Missing(m["mod"], float(m["p"]))),
+    (
+        r"rates\[(?P<rates>[^\]]+)\]",
+        lambda m: MissingRates({k: float(v) for k, v in (kv.split("=") for kv in m["rates"].split(","))}),
+    ),
+    (r"randomdrop", lambda m: RandomDrop()),
+    (
+        r"noise\[(?P<mod>[^,\]]+),sigma=(?P<s>[0-9.eE+-]+),p=(?P<p>[0-9.eE+-]+)\](?P<tok>@token)?",
+        lambda m: GaussianNoise(m["mod"], float(m["s"]), float(m["p"]), "token" if m["tok"] else "input"),
+    ),
+)
+
+
+def corruption_from_name(name: str) -> Corruption:
+    """Parse a corruption's short name back (`"missing[audio@0.3]"`), e.g. from the command line."""
+    for pattern, build in _NAME_PATTERNS:
+        match = re.fullmatch(pattern, name.strip())
+        if match:
+            try:
+                return build(match)
+            except MMRobustError as e:
+                raise MMRobustError(f"scenario '{name}': {e}") from None
+            except ValueError as e:
+                raise MMRobustError(f"cannot parse scenario '{name}': {e}") from None
+    raise MMRobustError(
+        f"cannot parse scenario '{name}'; write it like subset[a+b], missing[a@0.3], "
+        "rates[a=0.2,b=0.8], randomdrop or noise[a,sigma=1,p=0.3]"
+    )
