@@ -172,7 +172,12 @@ def audit_cmd(checkpoint, data_name, npz, data_dir, seed, extra, out) -> None:
 
 @cli.command(name="list")
 def list_cmd() -> None:
-    """List the registered datasets, methods, fusions and encoder kinds."""
+    """List the registered datasets, methods, fusions and encoder kinds.
+
+    \b
+    Example:
+      mmrobust list
+    """
     for title, reg in (
         ("datasets", DATASETS),
         ("methods", METHODS),

@@ -30,29 +30,17 @@ def task_loss(output: Tensor, target: Tensor, task: str) -> Tensor:
     return F.l1_loss(output, target.float())
 
 
+@register_method("joint")
 class SupervisedMethod(Method):
-    """One encode/fuse model trained end to end, optionally under a training corruption."""
+    """Plain training of one encode/fuse model on the data as given (the usual baseline)."""
 
-    def __init__(
-        self,
-        fusion: str = "transformer",
-        dim: int = 64,
-        corruption: Corruption | Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, fusion: str = "transformer", dim: int = 64) -> None:
         self.fusion = fusion
         self.dim = dim
-        self.corruption = corruption
-
-    def get_params(self) -> dict[str, Any]:
-        params = super().get_params()
-        if isinstance(params.get("corruption"), Corruption):
-            params["corruption"] = params["corruption"].to_dict()
-        return params
 
     @property
     def train_corruption(self) -> Corruption | None:
-        c = self.corruption
-        return corruption_from_dict(c) if isinstance(c, Mapping) else c
+        return None
 
     def build(self, spec: DataSpec) -> None:
         self.check_task(spec)
@@ -69,17 +57,10 @@ class SupervisedMethod(Method):
         return task_loss(output, batch.target, model.spec.task)
 
 
-@register_method("joint")
-class Joint(SupervisedMethod):
-    """Plain training on the data as given (the usual baseline)."""
-
-    def __init__(self, fusion: str = "transformer", dim: int = 64) -> None:
-        super().__init__(fusion, dim, None)
-
-
 @register_method("dropout")
 class ModalityDropout(SupervisedMethod):
-    """Training with modality dropout (`RandomDrop`) or any configured corruption."""
+    """Training under modality dropout (`RandomDrop`, the default) or any configured corruption,
+    given as an object or as its dict (`{"type": "MissingRates", "rates": {...}}`)."""
 
     def __init__(
         self,
@@ -87,4 +68,18 @@ class ModalityDropout(SupervisedMethod):
         dim: int = 64,
         corruption: Corruption | Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(fusion, dim, corruption if corruption is not None else RandomDrop())
+        super().__init__(fusion, dim)
+        self.corruption = corruption
+
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        if isinstance(params["corruption"], Corruption):
+            params["corruption"] = params["corruption"].to_dict()
+        return params
+
+    @property
+    def train_corruption(self) -> Corruption:
+        c = self.corruption
+        if c is None:
+            return RandomDrop()
+        return corruption_from_dict(c) if isinstance(c, Mapping) else c

@@ -38,44 +38,31 @@ class MLPEncoder(nn.Module):
         return self.net(x)  # (B, D)
 
 
-def _conv_stack(conv: type[nn.Conv1d] | type[nn.Conv2d], in_ch: int, dim: int) -> nn.Sequential:
-    """Three strided convolutions, then global average pooling to a D-dim token."""
-    widths = (in_ch, 32, 64, dim)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(widths)):
-        kernel, stride = (5, 2) if i == 0 else (3, 2 if i == 1 else 1)
-        layers += [conv(a, b, kernel, stride, kernel // 2), nn.GroupNorm(1, b), nn.GELU()]
-    return nn.Sequential(*layers)
+class ConvEncoder(nn.Module):
+    """Sensor windows (C, T) with `ndim=1`, images or spectrograms (C, H, W) with `ndim=2`:
+    three strided convolutions, then global average pooling to a D-dim token."""
 
-
-@ENCODERS.register("conv1d")
-class Conv1dEncoder(nn.Module):
-    """Multichannel sensor windows (C, T)."""
-
-    def __init__(self, shape: tuple[int, ...], dim: int) -> None:
+    def __init__(self, shape: tuple[int, ...], dim: int, ndim: int) -> None:
         super().__init__()
-        if len(shape) != 2:
-            raise MMRobustError(f"conv1d expects per-sample shape (C, T), got {shape}")
-        self.convs = _conv_stack(nn.Conv1d, shape[0], dim)
+        if len(shape) != ndim + 1:
+            layout = "(C, T)" if ndim == 1 else "(C, H, W)"
+            raise MMRobustError(f"conv{ndim}d expects per-sample shape {layout}, got {shape}")
+        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
+        widths = (shape[0], 32, 64, dim)
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
+            kernel, stride = (5, 2) if i == 0 else (3, 2 if i == 1 else 1)
+            layers += [conv(a, b, kernel, stride, kernel // 2), nn.GroupNorm(1, b), nn.GELU()]
+        self.convs = nn.Sequential(*layers)
+        self.pool_dims = tuple(range(-ndim, 0))
         self.out = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.convs(x).mean(dim=-1))  # (B, D, T') -> (B, D)
+        return self.out(self.convs(x).mean(dim=self.pool_dims))  # (B, D, *spatial) -> (B, D)
 
 
-@ENCODERS.register("conv2d")
-class Conv2dEncoder(nn.Module):
-    """Images or spectrograms (C, H, W)."""
-
-    def __init__(self, shape: tuple[int, ...], dim: int) -> None:
-        super().__init__()
-        if len(shape) != 3:
-            raise MMRobustError(f"conv2d expects per-sample shape (C, H, W), got {shape}")
-        self.convs = _conv_stack(nn.Conv2d, shape[0], dim)
-        self.out = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.convs(x).mean(dim=(-2, -1)))  # (B, D, H', W') -> (B, D)
+ENCODERS.register("conv1d")(lambda shape, dim: ConvEncoder(shape, dim, ndim=1))
+ENCODERS.register("conv2d")(lambda shape, dim: ConvEncoder(shape, dim, ndim=2))
 
 
 @ENCODERS.register("seq")
