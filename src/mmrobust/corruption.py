@@ -261,6 +261,7 @@ class GaussianNoise(Corruption):
         return rows, value[rows] + self.sigma * noise.to(value.device, value.dtype)
 
     def __call__(self, x: T, generator: torch.Generator) -> T:
+        _index(self.modality, x.modalities)  # a clear error for an unknown name
         value = x.value(self.modality)
         rows, noised = self.noised_rows(value, x.present, x.modalities, generator)
         out = value.clone()

@@ -90,12 +90,11 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
     table = result.table[result.table.metric == m]
     stds = table.pivot_table(
         index=["dataset", "method", "fusion"], columns="scenario", values="value", aggfunc="std", sort=False
-    )
+    ).reindex(index=wide.index, columns=wide.columns)  # single-seed models: NaN, shown without ±
     scen_rows = []
     for idx, row in wide.iterrows():
         cells = [
-            f"{row[c]:.3f}"
-            + (f" ± {stds.loc[idx, c]:.3f}" if c in stds and pd.notna(stds.loc[idx, c]) else "")
+            f"{row[c]:.3f}" + (f" ± {stds.loc[idx, c]:.3f}" if pd.notna(stds.loc[idx, c]) else "")
             for c in wide.columns
         ]
         scen_rows.append([idx[1], idx[2], *cells])
@@ -153,10 +152,13 @@ def heatmap(result: AuditResult, path: Path) -> None:
     ]
     fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.8 * len(labels)), 1.8 + 0.45 * len(wide)))
     cmap = "viridis_r" if m in LOWER_IS_BETTER else "viridis"
-    im = ax.imshow(wide.to_numpy(), cmap=cmap, aspect="auto")
+    values = wide.to_numpy(dtype=float)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    if high - low < 1e-9:  # every cell equal: give the colour scale some room
+        low, high = low - 0.5, high + 0.5
+    im = ax.imshow(values, cmap=cmap, aspect="auto", vmin=low, vmax=high)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(wide)), [f"{a} / {b}" for a, b in wide.index])
-    values = wide.to_numpy(dtype=float)
     dark = np.asarray(im.norm(values)) < 0.5
     for i, j in np.ndindex(values.shape):
         shade = "white" if dark[i, j] else "black"

@@ -19,7 +19,7 @@ from ..data.dataset import MultimodalData
 from ..errors import MMRobustError
 from ..methods.base import Method
 from .engine import naive_outputs, scenario_outputs
-from .metrics import PRIMARY, compute_metrics
+from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
 from .scenarios import CLEAN, Scenario, custom_scenarios, default_scenarios
 
 KEYS = ["dataset", "method", "fusion", "seed"]
@@ -53,15 +53,17 @@ class AuditResult:
         metric = metric or self.primary_metric
         t = self.table[self.table.metric == metric]
         per_seed = []
-        for key, g in t.groupby(KEYS, sort=False):
-            subsets = g[g.kind == "subset"]
-            worst = subsets.loc[subsets.delta.idxmin()] if len(subsets) else None
-            if worst is not None and metric == "mae":
-                worst = subsets.loc[subsets.delta.idxmax()]
+        for key, g in t.groupby(KEYS, sort=False, dropna=False):
+            subsets = g[g.kind == "subset"].dropna(subset=["delta"])
+            worst = None
+            if len(subsets):
+                worst_at = subsets.delta.idxmax() if metric in LOWER_IS_BETTER else subsets.delta.idxmin()
+                worst = subsets.loc[worst_at]
+            clean = g[g.kind == "clean"].value
             per_seed.append(
                 {
                     **dict(zip(KEYS, key, strict=True)),
-                    "clean": float(g[g.kind == "clean"].value.iloc[0]),
+                    "clean": float(clean.iloc[0]) if len(clean) else float("nan"),
                     "mean_abs_delta_subsets": float(subsets.delta.abs().mean()) if len(subsets) else 0.0,
                     "worst_subset": worst.scenario if worst is not None else "",
                     "worst_delta": float(worst.delta) if worst is not None else 0.0,
@@ -71,10 +73,11 @@ class AuditResult:
             )
         df = pd.DataFrame(per_seed)
         numeric = ["clean", "mean_abs_delta_subsets", "worst_delta", "delta_missing", "delta_noise"]
-        groups = df.groupby(KEYS[:3], sort=False)
+        groups = df.groupby(KEYS[:3], sort=False, dropna=False)
         out = groups[numeric].agg(["mean", "std"])
         out.columns = [f"{a}_{b}" for a, b in out.columns]
-        out = out.fillna(0.0)
+        stds = [c for c in out.columns if c.endswith("_std")]
+        out[stds] = out[stds].fillna(0.0)  # one seed: no spread
         out["worst_subset"] = groups.worst_subset.agg(lambda s: s.mode().iloc[0])
         out["seeds"] = groups.seed.nunique()
         return out.reset_index()

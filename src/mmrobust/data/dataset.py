@@ -137,13 +137,19 @@ def _validate(data: MultimodalData) -> None:
         if x is None or x.shape[0] != n:
             got = "no array" if x is None else f"{x.shape[0]} samples"
             raise MMRobustError(f"modality '{m}' has {got}, but the labels have {n}")
-        bad = ~torch.isfinite(x.reshape(n, -1)).all(dim=1) & data.present[:, j]
+        bad = ~torch.isfinite(x.flatten(1)).all(dim=1) & data.present[:, j]
         if bad.any():
             first = int(bad.nonzero()[0])
             raise MMRobustError(
                 f"modality '{m}' has NaN/inf in {int(bad.sum())} present samples (first: {first}); "
                 "clean them or mark them absent"
             )
+    if spec.task == "regression" and not torch.isfinite(data.target).all():
+        bad_rows = (~torch.isfinite(data.target)).nonzero().flatten()
+        raise MMRobustError(
+            f"{len(bad_rows)} regression targets are NaN/inf (first: sample {int(bad_rows[0])}); "
+            "drop those samples"
+        )
     if spec.task == "classification":
         if data.target.dtype.is_floating_point:
             raise MMRobustError("classification labels must be integers")
@@ -185,6 +191,11 @@ def standardize(data: MultimodalData, reference: str = "train") -> MultimodalDat
     for j, spec in enumerate(data.spec.modalities):
         x = data.inputs[spec.name].float()
         ref = x[index][data.present[index, j]]
+        if len(ref) < 2:
+            raise MMRobustError(
+                f"modality '{spec.name}' is present in {len(ref)} '{reference}' samples; "
+                "at least 2 are needed to standardise it"
+            )
         dims = _channel_reduce_dims(spec.kind, x.dim())
         mean = ref.mean(dim=dims, keepdim=True)[0]
         std = ref.std(dim=dims, keepdim=True)[0].clamp_min(1e-6)

@@ -1,0 +1,97 @@
+"""Shared fixtures: small synthetic datasets, briefly trained methods, npz and CLI helpers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mmrobust
+from mmrobust.cli import main as cli_main
+
+# The models here are tiny: one intra-op thread per process is as fast, keeps `pytest -n 2` from
+# oversubscribing the cores, and avoids OpenMP spin-waiting when the machine is busy.
+torch.set_num_threads(int(os.environ.get("MMROBUST_TEST_THREADS", "1")))
+
+KINDS = ("mlp", "conv1d", "seq")
+
+
+@pytest.fixture(scope="session")
+def small_data() -> mmrobust.MultimodalData:
+    """200 samples, three `mlp` modalities, all present."""
+    return mmrobust.load_dataset("synthetic", n_samples=200, seed=3)
+
+
+@pytest.fixture(scope="session")
+def kinds_data() -> mmrobust.MultimodalData:
+    """200 samples over three encoder kinds, ~20% naturally missing modalities."""
+    return mmrobust.load_dataset("synthetic", n_samples=200, kinds=KINDS, missing_rate=0.2, seed=4)
+
+
+@pytest.fixture(scope="session")
+def regression_data() -> mmrobust.MultimodalData:
+    return mmrobust.load_dataset("synthetic", n_samples=200, task="regression", seed=5)
+
+
+_FITTED: dict[tuple, mmrobust.Method] = {}
+
+
+def fitted(
+    data: mmrobust.MultimodalData,
+    method: str = "dropout",
+    fusion: str = "sum",
+    *,
+    seed: int = 0,
+    epochs: int = 2,
+    **fit_options,
+) -> mmrobust.Method:
+    """A briefly trained method, cached per (data, configuration). Treat it as read-only."""
+    key = (id(data), method, fusion, seed, epochs, tuple(sorted(fit_options.items())))
+    if key not in _FITTED:
+        m = mmrobust.create_method(method, fusion=fusion)
+        mmrobust.fit(m, data, seed=seed, epochs=epochs, progress=False, **fit_options)
+        _FITTED[key] = m
+    return _FITTED[key]
+
+
+@pytest.fixture(scope="session")
+def fit_small() -> Callable[..., mmrobust.Method]:
+    return fitted
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> Path:
+    """Write arrays as an .npz (object arrays are pickled by numpy, as a hostile file would be)."""
+    np.savez(path, **arrays)
+    return path
+
+
+def make_npz_arrays(
+    n: int = 60,
+    num_classes: int = 4,
+    shape_a: tuple[int, ...] = (6,),
+    shape_b: tuple[int, ...] = (2, 8),
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A small, learnable bring-your-own dataset: labels shift the mean of both modalities."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % num_classes
+    rng.shuffle(y)
+    x_a = rng.normal(size=(n, *shape_a)) + y.reshape(-1, *[1] * len(shape_a))
+    x_b = rng.normal(size=(n, *shape_b)) - y.reshape(-1, *[1] * len(shape_b))
+    return {"x_a": x_a.astype(np.float32), "x_b": x_b.astype(np.float32), "y": y.astype(np.int64)}
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        cli_main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -1,0 +1,295 @@
+"""The audit: the cached-token fast path equals the naive path, paired masks, tables, reports."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import mmrobust
+from mmrobust import Compose, GaussianNoise, Missing, MissingRates, MMRobustError, Subset
+from mmrobust.audit.engine import naive_outputs, scenario_outputs
+from mmrobust.audit.report import FILES
+from mmrobust.audit.scenarios import custom_scenarios, default_scenarios
+from mmrobust.models import FUSIONS
+
+FUSION_NAMES = FUSIONS.names()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def custom(modalities: tuple[str, ...]) -> list[mmrobust.Corruption]:
+    a, b, c = modalities
+    return [
+        MissingRates({a: 0.5, b: 0.3, c: 0.7}),
+        MissingRates({a: 0.9, b: 0.9, c: 0.9}, if_all_missing="allow"),
+        GaussianNoise(b, sigma=1.0, proportion=0.5, stage="token"),
+        Compose((Missing(a, 0.4), GaussianNoise(c, sigma=1.0, proportion=0.5))),
+        Compose((GaussianNoise(a, 2.0, 1.0), Missing(a, 0.5))),  # noised rows partly dropped after
+        Compose((Missing(c, 0.5, stage="token"), GaussianNoise(a, 1.0, 0.7, stage="token"))),
+    ]
+
+
+def all_scenarios(data: mmrobust.MultimodalData):  # type: ignore[no-untyped-def]
+    return default_scenarios(data.modalities) + custom_scenarios(custom(data.modalities))
+
+
+@pytest.mark.parametrize("fusion", FUSION_NAMES)
+@pytest.mark.parametrize("method", ["joint", "dropout"])
+def test_fast_path_equals_naive_path(kinds_data, fit_small, method: str, fusion: str) -> None:
+    model = fit_small(kinds_data, method, fusion)
+    test = kinds_data.split("test")
+    scenarios = all_scenarios(kinds_data)
+    fast, hashes = scenario_outputs(model, test, scenarios, seed=0)
+    naive = naive_outputs(model, test, scenarios, seed=0)
+    assert list(fast) == list(naive) or set(fast) == set(naive)
+    assert set(fast) == {s.name for s in scenarios} == set(hashes)
+    for name in naive:
+        assert fast[name].shape == naive[name].shape == (len(test), kinds_data.spec.num_classes)
+        assert torch.isfinite(fast[name]).all(), name
+        torch.testing.assert_close(fast[name], naive[name], atol=1e-5, rtol=0, msg=name)
+    # not vacuous: every non-clean scenario changes the outputs of some sample
+    for name in naive:
+        if name != "clean":
+            assert not torch.allclose(naive[name], naive["clean"], atol=1e-4), name
+
+
+def test_fast_path_with_small_chunks_equals_naive(kinds_data, fit_small) -> None:
+    """Chunked encoding / fusing (several chunks per scenario and scenarios per call) changes nothing."""
+    model = fit_small(kinds_data, "dropout", "transformer")
+    test = kinds_data.split("test")
+    scenarios = all_scenarios(kinds_data)
+    fast, _ = scenario_outputs(model, test, scenarios, seed=3, chunk=7)
+    naive = naive_outputs(model, test, scenarios, seed=3, batch_size=13)
+    for name in naive:
+        torch.testing.assert_close(fast[name], naive[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_regression_fast_path_equals_naive_path(regression_data, fit_small) -> None:
+    model = fit_small(regression_data, "dropout", "concat")
+    test = regression_data.split("test")
+    scenarios = all_scenarios(regression_data)
+    fast, _ = scenario_outputs(model, test, scenarios, seed=0)
+    naive = naive_outputs(model, test, scenarios, seed=0)
+    for name in naive:
+        assert fast[name].shape == (len(test),)
+        torch.testing.assert_close(fast[name], naive[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_audit_fast_and_naive_give_the_same_table(kinds_data, fit_small) -> None:
+    model = fit_small(kinds_data, "dropout", "late")
+    extra = custom(kinds_data.modalities)
+    fast = mmrobust.audit(model, kinds_data, extra, seed=1)
+    slow = mmrobust.audit(model, kinds_data, extra, seed=1, fast=False)
+    cols = ["scenario", "kind", "metric"]
+    pd.testing.assert_frame_equal(fast.table[cols], slow.table[cols])
+    assert (fast.table.value - slow.table.value).abs().max() < 1e-5
+    assert [s["name"] for s in fast.scenarios] == [s["name"] for s in slow.scenarios]
+
+
+# --- paired masks -----------------------------------------------------------------------------
+def test_masks_are_paired_across_models_and_change_with_the_seed(kinds_data, fit_small) -> None:
+    extra = [MissingRates({"m0": 0.5, "m1": 0.5})]
+    a = mmrobust.audit(fit_small(kinds_data, "joint", "sum"), kinds_data, extra, seed=0)
+    b = mmrobust.audit(fit_small(kinds_data, "dropout", "transformer"), kinds_data, extra, seed=0)
+    c = mmrobust.audit(fit_small(kinds_data, "joint", "sum"), kinds_data, extra, seed=1)
+    names = [s["name"] for s in a.scenarios]
+    assert names == [s["name"] for s in b.scenarios] == [s["name"] for s in c.scenarios]
+    for sa, sb, sc in zip(a.scenarios, b.scenarios, c.scenarios, strict=True):
+        assert isinstance(sa["mask_hash"], str) and sa["mask_hash"]
+        assert sa["mask_hash"] == sb["mask_hash"], sa["name"]  # same seed: same masks
+        if sa["kind"] in ("clean", "subset"):
+            assert sa["mask_hash"] == sc["mask_hash"]  # deterministic scenarios
+        if sa["kind"] == "missing" or sa["name"].startswith("rates["):
+            assert sa["mask_hash"] != sc["mask_hash"], sa["name"]  # another seed: other masks
+        assert sa["audit_seed"] == 0 and sc["audit_seed"] == 1
+
+
+def test_mask_hash_is_the_hash_of_the_mask_actually_used(kinds_data, fit_small) -> None:
+    from mmrobust.audit.engine import mask_hash
+
+    model = fit_small(kinds_data, "joint", "sum")
+    test = kinds_data.split("test")
+    scen = custom_scenarios([Missing("m1", 0.5)])
+    _, hashes = scenario_outputs(model, test, scen, seed=2)
+    present = scen[0].corruption(test.batch(slice(None)), scen[0].generator(2)).present
+    assert hashes[scen[0].name] == mask_hash(present)
+    assert hashes[scen[0].name] != mask_hash(test.present)
+
+
+# --- the table and its summaries -------------------------------------------------------------
+@pytest.mark.parametrize("n_modalities", [1, 2, 3, 4])
+def test_default_scenarios_cover_every_subset(n_modalities: int) -> None:
+    mods = tuple(f"x{i}" for i in range(n_modalities))
+    scen = default_scenarios(mods)
+    subsets = [s for s in scen if s.kind in ("clean", "subset")]
+    assert len(subsets) == 2**n_modalities - 1
+    assert subsets[0].name == "clean" and subsets[0].kind == "clean"
+    kept = {frozenset(s.corruption.keep) for s in subsets}
+    assert len(kept) == 2**n_modalities - 1 and frozenset(mods) in kept
+    assert [s.kind for s in scen].count("missing") == n_modalities
+    assert [s.kind for s in scen].count("noise") == n_modalities
+    names = [s.name for s in scen]
+    assert len(set(names)) == len(names)
+
+
+@pytest.fixture(scope="module")
+def two_model_result(kinds_data, fit_small) -> mmrobust.AuditResult:
+    """joint/sum and dropout/transformer, two training seeds each."""
+    return mmrobust.AuditResult.concat(
+        [
+            mmrobust.audit(fit_small(kinds_data, method, fusion, seed=s), kinds_data)
+            for method, fusion in (("joint", "sum"), ("dropout", "transformer"))
+            for s in (0, 1)
+        ]
+    )
+
+
+def test_table_is_tidy_and_deltas_are_relative_to_clean(two_model_result) -> None:
+    t = two_model_result.table
+    for col in ("dataset", "method", "fusion", "seed", "scenario", "kind", "metric", "value", "delta"):
+        assert col in t.columns
+    assert set(t.metric) == {"accuracy", "macro_f1"}
+    assert set(t.dataset) == {"synthetic"}
+    assert (t[t.scenario == "clean"].delta == 0).all()
+    for _, g in t.groupby(["method", "fusion", "seed", "metric"]):
+        clean = float(g[g.scenario == "clean"].value.iloc[0])
+        assert (g.delta - (g.value - clean)).abs().max() < 1e-12
+    # 7 subset scenarios (2^3 - 1) per model
+    per_model = t[t.kind.isin(["clean", "subset"])].groupby(["method", "fusion", "seed"]).scenario.nunique()
+    assert (per_model == 7).all()
+    assert len(t) == len(t.drop_duplicates(["method", "fusion", "seed", "scenario", "metric"]))
+
+
+def test_summary_columns_and_values(two_model_result) -> None:
+    s = two_model_result.summary()
+    for col in (
+        "dataset",
+        "method",
+        "fusion",
+        "clean_mean",
+        "clean_std",
+        "mean_abs_delta_subsets_mean",
+        "worst_subset",
+        "worst_delta_mean",
+        "delta_missing_mean",
+        "delta_noise_mean",
+        "seeds",
+    ):
+        assert col in s.columns, col
+    assert len(s) == 2
+    joint = s[s.method == "joint"].iloc[0]
+    assert (s.seeds == 2).all()
+    t = two_model_result.table
+    acc = t[(t.method == "joint") & (t.metric == "accuracy")]
+    assert joint.clean_mean == pytest.approx(acc[acc.scenario == "clean"].value.mean())
+    per_seed = acc[acc.kind == "subset"].groupby("seed").delta.apply(lambda d: d.abs().mean())
+    assert joint.mean_abs_delta_subsets_mean == pytest.approx(per_seed.mean())
+    assert joint.worst_delta_mean == pytest.approx(
+        acc[acc.kind == "subset"].groupby("seed").delta.min().mean()
+    )
+    assert joint.worst_subset.startswith("subset[")
+    wide = two_model_result.per_scenario()
+    assert wide.columns[0] == "clean"
+
+
+def test_regression_audit_uses_mae(regression_data, fit_small) -> None:
+    result = mmrobust.audit(fit_small(regression_data, "dropout", "sum"), regression_data)
+    assert result.primary_metric == "mae"
+    t = result.table
+    assert {"mae", "corr", "acc2", "f1", "acc2_has0", "f1_has0", "acc7"} == set(t.metric)
+    assert (t[t.scenario == "clean"].delta == 0).all()
+    s = result.summary()
+    mae = t[(t.metric == "mae") & (t.kind == "subset")]
+    assert s.worst_delta_mean.iloc[0] == pytest.approx(mae.delta.max())  # worst = largest MAE increase
+
+
+# --- reports ----------------------------------------------------------------------------------
+def test_write_report(two_model_result, tmp_path) -> None:
+    out = mmrobust.write_report(two_model_result, tmp_path / "report", {"note": "hello"})
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)  # no temporary leftovers
+    csv = pd.read_csv(out / "results.csv")
+    for col in ("dataset", "method", "fusion", "seed", "scenario", "metric", "value"):
+        assert col in csv.columns
+    assert len(csv) == len(two_model_result.table)
+    assert set(csv.scenario) == set(two_model_result.table.scenario)
+    assert (csv.value - two_model_result.table.value).abs().max() < 1e-9
+    j = json.loads((out / "results.json").read_text())
+    assert j["primary_metric"] == "accuracy" and j["note"] == "hello"
+    assert len(j["results"]) == len(csv) and len(j["summary"]) == 2
+    assert [s["name"] for s in j["scenarios"]] == [s["name"] for s in two_model_result.scenarios]
+    md = (out / "report.md").read_text()
+    assert md.startswith("# ")
+    for needle in ("joint", "dropout", "transformer", "subset[m1+m2]", "heatmap.png"):
+        assert needle in md
+    for s in two_model_result.scenarios:
+        assert s["mask_hash"] in md
+    png = (out / "heatmap.png").read_bytes()
+    assert png.startswith(PNG) and len(png) > 1000
+
+
+def test_write_report_with_unequal_seed_counts(kinds_data, fit_small, tmp_path) -> None:
+    result = mmrobust.AuditResult.concat(
+        [
+            mmrobust.audit(fit_small(kinds_data, "joint", "sum", seed=0), kinds_data),
+            mmrobust.audit(fit_small(kinds_data, "joint", "sum", seed=1), kinds_data),
+            mmrobust.audit(fit_small(kinds_data, "dropout", "transformer", seed=0), kinds_data),
+        ]
+    )
+    out = mmrobust.write_report(result, tmp_path)
+    md = (out / "report.md").read_text()
+    assert "joint" in md and "transformer" in md
+
+
+def test_write_report_regression(regression_data, fit_small, tmp_path) -> None:
+    result = mmrobust.audit(fit_small(regression_data, "joint", "sum"), regression_data)
+    out = mmrobust.write_report(result, tmp_path)
+    assert (out / "heatmap.png").read_bytes().startswith(PNG)
+    assert "mae" in (out / "report.md").read_text()
+
+
+# --- errors -----------------------------------------------------------------------------------
+def test_audit_rejects_a_model_for_other_data(kinds_data, small_data, fit_small) -> None:
+    with pytest.raises(MMRobustError, match="trained for other data"):
+        mmrobust.audit(fit_small(small_data, "joint", "sum"), kinds_data)
+
+
+def test_audit_rejects_duplicate_and_empty_scenarios(kinds_data, fit_small) -> None:
+    model = fit_small(kinds_data, "joint", "sum")
+    with pytest.raises(MMRobustError, match="duplicate"):
+        mmrobust.audit(model, kinds_data, [Missing("m0", 0.3)])  # also a default scenario
+    with pytest.raises(MMRobustError, match="no scenarios"):
+        mmrobust.audit(model, kinds_data, defaults=False)
+
+
+def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:
+    with pytest.raises(MMRobustError, match="not trained"):
+        mmrobust.audit(mmrobust.create_method("joint"), kinds_data)
+
+
+def test_audit_custom_scenarios_only(kinds_data, fit_small) -> None:
+    model = fit_small(kinds_data, "joint", "sum")
+    result = mmrobust.audit(
+        model, kinds_data, [Subset(("m0", "m1", "m2")), Missing("m0", 0.3)], defaults=False
+    )
+    assert [s["name"] for s in result.scenarios] == ["subset[m0+m1+m2]", "missing[m0@0.3]"]
+    assert set(result.table.kind) == {"custom"}
+
+
+def test_summary_and_report_without_default_scenarios(kinds_data, fit_small, tmp_path) -> None:
+    model = fit_small(kinds_data, "joint", "sum")
+    result = mmrobust.audit(model, kinds_data, [Missing("m0", 0.3)], defaults=False)
+    assert len(result.summary()) == 1
+    mmrobust.write_report(result, tmp_path)
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_summary_of_a_method_without_a_seed(kinds_data, fit_small) -> None:
+    trained = fit_small(kinds_data, "joint", "sum")
+    m = mmrobust.create_method("joint", fusion="sum")
+    m.build(kinds_data.spec)
+    m.modules().load_state_dict(trained.modules().state_dict())
+    assert m.seed is None
+    result = mmrobust.audit(m, kinds_data)
+    assert len(result.summary()) == 1
