@@ -142,7 +142,9 @@ def heatmap(result: AuditResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     m = result.primary_metric
-    table = result.table[(result.table.metric == m) & result.table.kind.isin(["clean", "subset"])]
+    table = result.table[result.table.metric == m]
+    if table.kind.isin(["clean", "subset"]).any():  # columns: subsets; else every scenario
+        table = table[table.kind.isin(["clean", "subset"])]
     wide = table.pivot_table(
         index=["method", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False
     )
