@@ -18,7 +18,7 @@ import torch
 from ..errors import MMRobustError
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
 from .paths import data_dir
-from .registry import register_dataset
+from .registry import DatasetInfo, register_dataset
 
 _FILES = ("BasicMotions_TRAIN.ts", "BasicMotions_TEST.ts")
 RECIPE_VERSION = "basicmotions/1: per-channel standardisation on train"
@@ -61,7 +61,13 @@ def read_ts(path: Path) -> tuple[torch.Tensor, list[str]]:
     return torch.tensor(series, dtype=torch.float32), labels
 
 
-@register_dataset("basicmotions")
+INFO = DatasetInfo(
+    summary="UEA BasicMotions: smartwatch accelerometer + gyroscope, 4 activities (ships with sktime)",
+    homepage="https://timeseriesclassification.com/description.php?Dataset=BasicMotions",
+)
+
+
+@register_dataset("basicmotions", INFO)
 def load_basicmotions(
     data_dir: str | None = None, val_fraction: float = 0.2, split_seed: int = 0
 ) -> MultimodalData:

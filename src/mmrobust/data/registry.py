@@ -1,17 +1,70 @@
-"""Dataset registry: `load_dataset(name, **options)` for every built-in loader."""
+"""Dataset registry: `load_dataset(name, **options)` for every built-in loader, plus what
+each dataset needs on disk (for `mmrobust data list/info/verify/download`)."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import MMRobustError, unknown_name
 from ..registry import Registry
 from .dataset import MultimodalData
 
-DATASETS: Registry[Callable[..., MultimodalData]] = Registry("dataset")
-register_dataset = DATASETS.register
+Loader = Callable[..., MultimodalData]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class Download:
+    """A public file: where to fetch it, where it goes under the data folder, its SHA-256."""
+
+    url: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a loader reads: files relative to the data directory, and where they come from."""
+
+    summary: str
+    files: tuple[str, ...] = ()  # paths under the data dir, e.g. "fsdd/index.csv"
+    homepage: str = ""
+    downloads: tuple[Download, ...] = ()
+    checksums: dict[str, str] = field(default_factory=dict)  # path -> sha256 (for `verify`)
+
+    def missing_files(self, root: Path) -> list[str]:
+        return [f for f in self.files if not (root / f).is_file()]
+
+    def require(self, name: str, root: Path) -> None:
+        """One-line error naming the files expected, where to put them and where to get them."""
+        missing = self.missing_files(root)
+        if missing:
+            where = f"; official page: {self.homepage}" if self.homepage else ""
+            fetch = f"; or run `mmrobust data download {name}`" if self.downloads else ""
+            raise MMRobustError(
+                f"dataset '{name}' not found: expected {', '.join(missing)} under {root} "
+                f"(set --data-dir or MMROBUST_DATA){where}{fetch}"
+            )
+
+
+INFO: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, info: DatasetInfo | None = None) -> Callable[[Loader], Loader]:
+    def decorator(loader: Loader) -> Loader:
+        INFO[name] = info or DatasetInfo(summary=(loader.__doc__ or "").strip().split("\n")[0])
+        return DATASETS.register(name)(loader)
+
+    return decorator
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    DATASETS.get(name)  # unknown names fail with a suggestion
+    return INFO[name]
 
 
 def load_dataset(name: str, **options: Any) -> MultimodalData:

@@ -21,12 +21,14 @@ import torch
 
 from ..errors import MMRobustError
 from .dataset import ENCODER_KINDS, DataSpec, ModalitySpec, MultimodalData, Task, stratified_split
-from .registry import register_dataset
+from .registry import DatasetInfo, register_dataset
 
 _DEFAULT_SHAPES = {"mlp": (16,), "conv1d": (2, 16), "conv2d": (1, 8, 8), "seq": (6, 4)}
 
 
-@register_dataset("synthetic")
+@register_dataset(
+    "synthetic", DatasetInfo(summary="Controlled generator with a known dominant modality (for tests)")
+)
 def load_synthetic(
     n_samples: int = 1200,
     num_classes: int = 4,

@@ -1,0 +1,92 @@
+"""Preprocess once: cache a built dataset, keyed by its raw files' checksums and recipe.
+
+A loader calls `cached(name, recipe, raw_files, options, build)`. The key hashes the dataset
+name, the recipe version string, the loader options and the SHA-256 of every raw file, so
+editing a raw file or bumping the recipe rebuilds automatically. Entries are tensors plus a
+JSON spec, written atomically and read with `weights_only=True`; an unreadable entry (a
+truncated write, a corrupt file) is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..audit.report import atomic_write
+from .dataset import DataSpec, MultimodalData
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def cache_dir() -> Path:
+    """$MMROBUST_CACHE, else ~/.cache/mmrobust/processed."""
+    env = os.environ.get("MMROBUST_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mmrobust" / "processed"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, memoised per (path, size, mtime) within the process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def cache_key(name: str, recipe: str, raw_files: Sequence[Path], options: Mapping[str, Any]) -> str:
+    parts = [name, recipe, json.dumps(options, sort_keys=True, default=str)]
+    parts += [f"{p.name}:{file_sha256(p)}" for p in raw_files]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _save(data: MultimodalData, path: Path) -> None:
+    payload = {
+        "spec": json.dumps(data.spec.to_dict()),
+        "inputs": data.inputs,
+        "present": data.present,
+        "target": data.target,
+        "splits": data.splits,
+    }
+    atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def _load(path: Path) -> MultimodalData | None:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        spec = DataSpec.from_dict(json.loads(payload["spec"]))
+        return MultimodalData(
+            spec, payload["inputs"], payload["present"], payload["target"], payload["splits"]
+        )
+    except Exception:  # noqa: BLE001  (any unreadable entry is rebuilt, never trusted)
+        return None
+
+
+def cached(
+    name: str,
+    recipe: str,
+    raw_files: Sequence[Path],
+    options: Mapping[str, Any],
+    build: Callable[[], MultimodalData],
+    use_cache: bool = True,
+) -> MultimodalData:
+    """Return `build()`'s result, from the cache when the raw files and recipe are unchanged."""
+    if not use_cache:
+        return build()
+    path = cache_dir() / f"{name}-{cache_key(name, recipe, raw_files, options)}.pt"
+    if path.is_file():
+        data = _load(path)
+        if data is not None:
+            return data
+    data = build()
+    _save(data, path)
+    return data
