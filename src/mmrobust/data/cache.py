@@ -67,7 +67,7 @@ def _load(path: Path) -> MultimodalData | None:
         return MultimodalData(
             spec, payload["inputs"], payload["present"], payload["target"], payload["splits"]
         )
-    except Exception:  # noqa: BLE001  (any unreadable entry is rebuilt, never trusted)
+    except Exception:  # any unreadable entry is rebuilt, never trusted
         return None
 
 
