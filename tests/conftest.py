@@ -18,6 +18,22 @@ from mmrobust.cli import main as cli_main
 torch.set_num_threads(int(os.environ.get("MMROBUST_TEST_THREADS", "1")))
 
 KINDS = ("mlp", "conv1d", "seq")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Preprocessed-data caches go to a temporary folder, never the user's home."""
+    os.environ["MMROBUST_CACHE"] = str(tmp_path_factory.mktemp("mmrobust-cache"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real datasets beside the project (../shared/data); tests needing them skip without it."""
+    root = Path(os.environ.get("MMROBUST_DATA", SHARED_DATA))
+    if not root.is_dir():
+        pytest.skip(f"real datasets not found at {root}")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -71,11 +71,14 @@ class _FusionPlan:
 
     def fuse(self, method: Method, chunk: int) -> dict[str, Tensor]:
         """Outputs (N, ...) per scenario, fusing `chunk` distinct pairs per call."""
+        if not self.rows:
+            return {}
         rows = torch.cat(list(self.rows.values()))  # (S*N,)
         presents = torch.cat(list(self.presents.values()))  # (S*N, M)
         pair = _pair_ids(rows, presents)  # (S*N,) dense id of each (row, mask) pair
-        first = torch.full((int(pair.max()) + 1,), len(pair), device=pair.device)
-        first = first.scatter_reduce(0, pair, torch.arange(len(pair), device=pair.device), "amin")
+        index = torch.arange(len(pair), device=pair.device)
+        first = index.new_full((int(pair.max()) + 1,), len(pair))
+        first = first.scatter_reduce(0, pair, index, "amin")  # (U,) first occurrence of each pair
         bank = torch.cat(self.bank)  # (R, M, D)
         outs = [
             method.fuse(Tokens(bank[rows[i]], presents[i], self.tokens.modalities))

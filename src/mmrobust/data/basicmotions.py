@@ -64,6 +64,7 @@ def read_ts(path: Path) -> tuple[torch.Tensor, list[str]]:
 INFO = DatasetInfo(
     summary="UEA BasicMotions: smartwatch accelerometer + gyroscope, 4 activities (ships with sktime)",
     homepage="https://timeseriesclassification.com/description.php?Dataset=BasicMotions",
+    recipe=RECIPE_VERSION,
 )
 
 

@@ -32,6 +32,7 @@ class DatasetInfo:
 
     summary: str
     files: tuple[str, ...] = ()  # paths under the data dir, e.g. "fsdd/index.csv"
+    recipe: str = ""  # preprocessing recipe with a version, e.g. "avmnist/1: log-mel 40x32, ..."
     homepage: str = ""
     downloads: tuple[Download, ...] = ()
     checksums: dict[str, str] = field(default_factory=dict)  # path -> sha256 (for `verify`)
