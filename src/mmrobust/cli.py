@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
@@ -22,6 +23,10 @@ from .audit.report import atomic_write, summary_rows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .corruption import corruption_from_name
 from .data import DATASETS
+from .data.cache import file_sha256
+from .data.download import download
+from .data.paths import data_dir as resolve_data_dir
+from .data.registry import dataset_info
 from .errors import MMRobustError
 from .experiment import load_data, train_and_audit_grid
 from .methods import METHODS, create_method
@@ -185,6 +190,122 @@ def list_cmd() -> None:
         ("encoders", ENCODERS),
     ):
         console.print(f"[bold]{title}[/]: {', '.join(reg.names())}")
+
+
+@cli.group()
+def data() -> None:
+    """Inspect, verify and download datasets.
+
+    \b
+    Example:
+      mmrobust data list --data-dir ../shared/data
+    """
+
+
+def _data_dir_option(f):
+    return click.option(
+        "--data-dir", envvar="MMROBUST_DATA", help="Folder holding the datasets [env: MMROBUST_DATA]."
+    )(f)
+
+
+@data.command(name="list")
+@_data_dir_option
+def data_list(data_dir: str | None) -> None:
+    """Every dataset, what it holds, its size on disk and whether it is available here.
+
+    \b
+    Example:
+      mmrobust data list --data-dir ../shared/data
+    """
+    root = resolve_data_dir(data_dir)
+    table = Table(title=f"datasets (data dir: {root})", header_style="bold")
+    for column in ("name", "what", "on disk", "available"):
+        table.add_column(column)
+    for name in DATASETS.names():
+        info = dataset_info(name)
+        missing = info.missing_files(root)
+        size = sum((root / f).stat().st_size for f in info.files if (root / f).is_file())
+        on_disk = f"{size / 1e6:.1f} MB" if info.files else "built in"
+        table.add_row(name, info.summary, on_disk, "[red]no[/]" if missing else "[green]yes[/]")
+    console.print(table)
+
+
+@data.command(name="info")
+@click.argument("name")
+@_data_dir_option
+def data_info(name: str, data_dir: str | None) -> None:
+    """Modalities, shapes, split sizes, class balance and preprocessing recipe of NAME.
+
+    \b
+    Example:
+      mmrobust data info basicmotions
+    """
+    info = dataset_info(name)
+    dataset = load_data(name, None, data_dir)
+    spec = dataset.spec
+    console.print(f"[bold]{name}[/]: {info.summary}")
+    if info.recipe:
+        console.print(f"recipe: {info.recipe}")
+    console.print(
+        f"task: {spec.task}" + (f", {spec.num_classes} classes" if spec.task == "classification" else "")
+    )
+    for j, m in enumerate(spec.modalities):
+        share = float(dataset.present[:, j].float().mean())
+        console.print(f"  modality {m.name}: {m.kind} {list(m.shape)}, present in {share:.0%} of samples")
+    table = Table(header_style="bold")
+    table.add_column("split")
+    table.add_column("samples")
+    table.add_column("classes" if spec.task == "classification" else "target mean ± std")
+    for split, index in dataset.splits.items():
+        target = dataset.target[index]
+        if spec.task == "classification":
+            counts = torch.bincount(target, minlength=spec.num_classes).tolist()
+            names = spec.class_names or tuple(str(c) for c in range(spec.num_classes))
+            balance = ", ".join(f"{n}: {c}" for n, c in zip(names, counts, strict=True))
+        else:
+            balance = f"{float(target.mean()):.3f} ± {float(target.std()):.3f}"
+        table.add_row(split, str(len(index)), balance)
+    console.print(table)
+
+
+@data.command(name="verify")
+@click.argument("name")
+@_data_dir_option
+def data_verify(name: str, data_dir: str | None) -> None:
+    """Check that NAME's files exist, match their published checksums and load.
+
+    \b
+    Example:
+      mmrobust data verify utd_mhad --data-dir ../shared/data
+    """
+    info = dataset_info(name)
+    root = resolve_data_dir(data_dir)
+    info.require(name, root)
+    for f in info.files:
+        digest = file_sha256(root / f)
+        expected = info.checksums.get(f)
+        if expected and digest != expected:
+            raise MMRobustError(f"{root / f}: checksum mismatch (got {digest}, expected {expected})")
+        console.print(
+            f"{f}: sha256 {digest} " + ("[green]matches[/]" if expected else "(no published checksum)")
+        )
+    dataset = load_data(name, None, data_dir)
+    console.print(f"[green]ok[/]: {name} loads ({len(dataset)} samples)")
+
+
+@data.command(name="download")
+@click.argument("name")
+@_data_dir_option
+def data_download(name: str, data_dir: str | None) -> None:
+    """Fetch NAME's public files into the data directory and verify their checksums.
+
+    \b
+    Example:
+      mmrobust data download basicmotions --data-dir ~/data
+    """
+    root = resolve_data_dir(data_dir)
+    for path in download(name, dataset_info(name), root, lambda msg: err_console.print(msg)):
+        console.print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
