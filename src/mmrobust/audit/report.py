@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import LOWER_IS_BETTER
-from .result import AuditResult
+from .result import MODEL_KEYS, AuditResult
 
 FILES = ("results.csv", "results.json", "report.md", "heatmap.png")
 
@@ -50,7 +50,7 @@ def summary_rows(result: AuditResult) -> tuple[list[str], list[list[str]]]:
     s = result.summary()
     m = result.primary_metric
     header = [
-        "method",
+        "model",
         "fusion",
         f"clean {m}",
         "mean |Δ| subsets",
@@ -64,7 +64,7 @@ def summary_rows(result: AuditResult) -> tuple[list[str], list[list[str]]]:
         n = int(r.seeds)
         rows.append(
             [
-                r.method,
+                r.model,
                 r.fusion,
                 _pm(r.clean_mean, r.clean_std, n),
                 _pm(r.mean_abs_delta_subsets_mean, r.mean_abs_delta_subsets_std, n),
@@ -89,7 +89,7 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
     wide = result.per_scenario()
     table = result.table[result.table.metric == m]
     stds = table.pivot_table(
-        index=["dataset", "method", "fusion"], columns="scenario", values="value", aggfunc="std", sort=False
+        index=MODEL_KEYS, columns="scenario", values="value", aggfunc="std", sort=False
     ).reindex(index=wide.index, columns=wide.columns)  # single-seed models: NaN, shown without ±
     scen_rows = []
     for idx, row in wide.iterrows():
@@ -97,7 +97,7 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
             f"{row[c]:.3f}" + (f" ± {stds.loc[idx, c]:.3f}" if pd.notna(stds.loc[idx, c]) else "")
             for c in wide.columns
         ]
-        scen_rows.append([idx[1], idx[2], *cells])
+        scen_rows.append([idx[1], idx[3], *cells])  # (dataset, model, method, fusion)
     dataset = ", ".join(sorted(result.table.dataset.unique()))
     hashes = [
         f"| `{s['name']}` | {s['kind']} | `{json.dumps(s['corruption'])}` | `{s['mask_hash']}` |"
@@ -119,7 +119,7 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
             "",
             "## Every scenario",
             "",
-            _markdown_table(["method", "fusion", *wide.columns], scen_rows),
+            _markdown_table(["model", "fusion", *wide.columns], scen_rows),
             "",
             "![accuracy per modality subset](heatmap.png)",
             "",
@@ -146,7 +146,7 @@ def heatmap(result: AuditResult, path: Path) -> None:
     if table.kind.isin(["clean", "subset"]).any():  # columns: subsets; else every scenario
         table = table[table.kind.isin(["clean", "subset"])]
     wide = table.pivot_table(
-        index=["method", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False
+        index=["model", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False
     )
     wide = wide[list(dict.fromkeys(table.scenario))]
     labels = [

@@ -22,7 +22,8 @@ from .engine import naive_outputs, scenario_outputs
 from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
 from .scenarios import CLEAN, Scenario, custom_scenarios, default_scenarios
 
-KEYS = ["dataset", "method", "fusion", "seed"]
+KEYS = ["dataset", "model", "method", "fusion", "seed"]
+MODEL_KEYS = KEYS[:-1]  # one trained configuration, over seeds
 
 
 @dataclass
@@ -49,7 +50,7 @@ class AuditResult:
         )
 
     def summary(self, metric: str | None = None) -> pd.DataFrame:
-        """Per (dataset, method, fusion): mean and std over seeds of the headline numbers."""
+        """Per model (dataset, model, method, fusion): mean and std over seeds of the headline numbers."""
         metric = metric or self.primary_metric
         t = self.table[self.table.metric == metric]
         per_seed = []
@@ -73,7 +74,7 @@ class AuditResult:
             )
         df = pd.DataFrame(per_seed)
         numeric = ["clean", "mean_abs_delta_subsets", "worst_delta", "delta_missing", "delta_noise"]
-        groups = df.groupby(KEYS[:3], sort=False, dropna=False)
+        groups = df.groupby(MODEL_KEYS, sort=False, dropna=False)
         out = groups[numeric].agg(["mean", "std"])
         out.columns = [f"{a}_{b}" for a, b in out.columns]
         stds = [c for c in out.columns if c.endswith("_std")]
@@ -86,7 +87,7 @@ class AuditResult:
         """Mean over seeds of `metric` for every (model, scenario): rows models, columns scenarios."""
         metric = metric or self.primary_metric
         t = self.table[self.table.metric == metric]
-        wide = t.pivot_table(index=KEYS[:3], columns="scenario", values="value", aggfunc="mean", sort=False)
+        wide = t.pivot_table(index=MODEL_KEYS, columns="scenario", values="value", aggfunc="mean", sort=False)
         order = list(dict.fromkeys(t.scenario))
         return wide[order]
 
@@ -100,12 +101,14 @@ def audit(
     seed: int = 0,
     split: str | None = "test",
     fast: bool = True,
+    label: str | None = None,
 ) -> AuditResult:
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
     `scenarios` adds user corruptions to the defaults (all subsets, 30% missing and 30%
     sigma-1 noise per modality), or replaces them with `defaults=False`. `seed` fixes the
-    scenario masks: the same seed gives every model the same masks.
+    scenario masks: the same seed gives every model the same masks. `label` names the model
+    in the results (default: the method's name).
     """
     problem = method.spec.compatibility_problem(data.spec)
     if problem:
@@ -124,7 +127,7 @@ def audit(
         outputs, hashes = scenario_outputs(method, test, chosen, seed)
     else:
         outputs, hashes = naive_outputs(method, test, chosen, seed), {}
-    return _tidy(method, test, chosen, outputs, hashes, seed)
+    return _tidy(method, test, chosen, outputs, hashes, seed, label or method.name)
 
 
 def _tidy(
@@ -134,11 +137,13 @@ def _tidy(
     outputs: dict,
     hashes: dict,
     audit_seed: int,
+    label: str,
 ) -> AuditResult:
     spec = test.spec
     params = method.get_params()
     base = {
         "dataset": spec.name,
+        "model": label,
         "method": method.name,
         "fusion": params.get("fusion", ""),
         "seed": method.seed,
