@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 import torch
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
@@ -21,6 +22,7 @@ from rich.table import Table
 from .audit import AuditResult, audit, write_report
 from .audit.report import atomic_write, summary_rows
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ExperimentConfig, load_config
 from .corruption import corruption_from_name
 from .data import DATASETS
 from .data.cache import file_sha256
@@ -28,9 +30,10 @@ from .data.download import download
 from .data.paths import data_dir as resolve_data_dir
 from .data.registry import dataset_info
 from .errors import MMRobustError
-from .experiment import load_data, train_and_audit_grid
+from .experiment import load_data
 from .methods import METHODS, create_method
 from .models import ENCODERS, FUSIONS
+from .run import demo_config, run_experiment
 from .train import fit
 
 console = Console()
@@ -65,6 +68,13 @@ def print_summary(result: AuditResult, title: str) -> None:
     console.print(table)
 
 
+def _run_with_progress(config: ExperimentConfig, out_dir: Path) -> AuditResult:
+    total = len(config.models) * len(config.seeds)
+    with Progress(console=err_console, disable=not err_console.is_terminal, transient=True) as bar:
+        task = bar.add_task(config.name, total=total)
+        return run_experiment(config, out_dir, lambda _: bar.advance(task))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.version_option(package_name="mmrobust")
@@ -97,14 +107,8 @@ def demo(out: str, seeds: int, epochs: int) -> None:
       mmrobust demo --out demo_out
     """
     start = time.perf_counter()
-    data = load_data("basicmotions", None)
-    methods, fusions = ("joint", "dropout"), ("sum", "concat", "transformer")
-    with Progress(console=err_console, disable=not err_console.is_terminal, transient=True) as bar:
-        task = bar.add_task("training and auditing", total=len(methods) * len(fusions) * seeds)
-        result = train_and_audit_grid(
-            data, methods, fusions, range(seeds), epochs, lambda _: bar.advance(task)
-        )
-    write_report(result, out, {"command": "mmrobust demo", "seeds": list(range(seeds)), "epochs": epochs})
+    config = demo_config(seeds, epochs)
+    result = _run_with_progress(config, Path(out))
     print_summary(result, f"BasicMotions: accuracy under missing and noisy modalities ({seeds} seeds)")
     elapsed = time.perf_counter() - start
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/ in {elapsed:.0f} s")
@@ -173,6 +177,28 @@ def audit_cmd(checkpoint, data_name, npz, data_dir, seed, extra, out) -> None:
     write_report(result, out, {"command": "mmrobust audit", "checkpoint": str(checkpoint)})
     print_summary(result, f"{data.spec.name}: audit of {checkpoint}")
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")
+
+
+@cli.command(name="run")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: runs/<config name>].")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+def run_cmd(config_file: str, overrides: tuple[str, ...], out: str | None, print_config: bool) -> None:
+    """Train and audit every model x seed of an experiment CONFIG (YAML); finished runs are skipped.
+
+    \b
+    Example:
+      mmrobust run configs/baselines/utd_mhad.yaml train.epochs=20 seeds=[0] --out runs/utd
+    """
+    config = load_config(config_file, list(overrides))
+    if print_config:
+        console.print(yaml.safe_dump(config.to_dict(), sort_keys=False), highlight=False, markup=False)
+        return
+    out_dir = Path(out or Path("runs") / config.name)
+    result = _run_with_progress(config, out_dir)
+    print_summary(result, f"{config.name} (config {config.hash()})")
+    console.print(f"Wrote the report and one folder per run to {out_dir}/")
 
 
 @cli.command(name="list")

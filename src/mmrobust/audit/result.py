@@ -8,8 +8,10 @@ each as mean ± std over seeds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -36,6 +38,15 @@ class AuditResult:
     @property
     def primary_metric(self) -> str:
         return PRIMARY[self.task]
+
+    @classmethod
+    def read(cls, results_json: str | Path) -> AuditResult:
+        """Load a result written by `write_report` (its results.json)."""
+        try:
+            record = json.loads(Path(results_json).read_text())
+            return cls(pd.DataFrame(record["results"]), record["task"], record["scenarios"], record["models"])
+        except (OSError, ValueError, KeyError) as e:
+            raise MMRobustError(f"{results_json}: not a readable mmrobust results file ({e})") from None
 
     @classmethod
     def concat(cls, results: Sequence[AuditResult]) -> AuditResult:

@@ -1,0 +1,183 @@
+"""Typed experiment configs: YAML in, validated dataclasses out, `key.sub=value` overrides.
+
+Unknown keys and wrong types fail with one line that names the key (as a dotted path) and
+the closest valid one. The resolved config (defaults filled in) is what gets saved with the
+results, and its hash identifies a run.
+
+    name: utd_mhad_baselines
+    data: {name: utd_mhad, options: {depth: motion}}
+    models:
+      - {method: joint, params: {fusion: transformer}}
+      - {method: dropout, label: inertial-only, params: {corruption: {type: Subset, keep: [inertial]}}}
+    train: {epochs: 60}
+    seeds: [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import MMRobustError, unknown_name
+
+
+@dataclass
+class DataConfig:
+    name: str | None = "basicmotions"
+    npz: str | None = None
+    data_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    method: str = "dropout"
+    label: str | None = None  # how the model is named in results (default: the method)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 20
+    select: str = "loss"
+    device: str = "auto"
+
+
+@dataclass
+class AuditConfig:
+    seed: int = 0
+    defaults: bool = True  # all subsets + 30% missing + 30% noise per modality
+    scenarios: list[str] = field(default_factory=list)  # extra scenario names, e.g. "missing[a@0.5]"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    models: list[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check(value: Any, hint: Any, path: str) -> Any:
+    """Validate (and convert) `value` against the type `hint`; errors name the dotted `path`."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise MMRobustError(f"config key '{path}' must be a mapping, got {type(value).__name__}")
+        return _build(hint, value, path)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        return _check(value, next(o for o in options if o is not type(None)), path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise MMRobustError(f"config key '{path}' must be a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)
+        return [_check(v, item, f"{path}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise MMRobustError(f"config key '{path}' must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise MMRobustError(f"config key '{path}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], path: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise MMRobustError(str(unknown_name("config key", where, [f"{path}.{n}" if path else n for n in names])))
+        kwargs[key] = _check(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=10` -> (["train", "epochs"], 10); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise MMRobustError(f"malformed override '{text}': write key.sub=value, e.g. train.epochs=10")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as e:
+        raise MMRobustError(f"override '{text}': cannot read the value ({e.problem})") from None
+    return key.split("."), value
+
+
+def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set `value` at the dotted path in a plain dict tree (list items by index)."""
+    node: Any = tree
+    for depth, key in enumerate(keys[:-1]):
+        nxt = node[int(key)] if isinstance(node, list) and key.isdigit() and int(key) < len(node) else None
+        if isinstance(node, dict):
+            nxt = node.setdefault(key, {})
+        if nxt is None:
+            raise MMRobustError(f"override key '{'.'.join(keys[: depth + 1])}' does not exist")
+        node = nxt
+    last = keys[-1]
+    if isinstance(node, list):
+        if not (last.isdigit() and int(last) < len(node)):
+            raise MMRobustError(f"override key '{'.'.join(keys)}': index out of range")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or start from defaults), apply overrides, validate everything."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise MMRobustError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise MMRobustError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise MMRobustError(f"{path}: the top level must be a mapping of keys")
+        tree = loaded or {}
+    resolved = dataclasses.asdict(_build(ExperimentConfig, tree))
+    for text in overrides or []:
+        apply_override(resolved, *parse_override(text))
+    config = _build(ExperimentConfig, resolved)
+    if not config.models:
+        raise MMRobustError("config key 'models' is empty: list at least one model")
+    if not config.seeds:
+        raise MMRobustError("config key 'seeds' is empty: list at least one seed")
+    labels = [m.name for m in config.models]
+    if len(set(labels)) != len(labels):
+        raise MMRobustError(f"two models share a name ({labels}); give them distinct 'label's")
+    return config

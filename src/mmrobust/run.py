@@ -1,0 +1,185 @@
+"""`mmrobust run CONFIG`: train and audit every model x seed of an experiment config.
+
+Each (model, seed) gets a run directory `OUT/<model>/seed-<s>/` holding the checkpoint, the
+validation metrics, the audit files and a manifest: the resolved config and its hash, git
+commit and dirty flag, package versions, a checksum of the data, seeds, the hash of every
+audit mask set (identical across models: comparisons are paired), device, wall time and
+peak memory. A run whose manifest says it finished under the same config hash is skipped
+when the command is repeated. The combined report is written to OUT/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import resource
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .audit import AuditResult, audit, write_report
+from .audit.report import atomic_write
+from .checkpoint import save_checkpoint
+from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from .corruption import corruption_from_name
+from .data.dataset import MultimodalData
+from .experiment import load_data
+from .methods import create_method
+from .train import fit
+
+MANIFEST = "manifest.json"
+
+
+def data_checksum(data: MultimodalData) -> str:
+    """SHA-256 over every tensor of the dataset (inputs, mask, targets, splits)."""
+    digest = hashlib.sha256()
+    tensors = [*(data.inputs[m] for m in data.modalities), data.present, data.target]
+    tensors += [data.splits[s] for s in sorted(data.splits)]
+    for t in tensors:
+        digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _git_state() -> dict[str, Any]:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import pandas
+
+    from . import __version__
+
+    return {
+        "mmrobust": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+    }
+
+
+def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
+    """What determines one run's numbers: data, model, training, audit and seed."""
+    key = {
+        "data": dataclasses.asdict(config.data),
+        "model": dataclasses.asdict(model),
+        "train": dataclasses.asdict(config.train),
+        "audit": dataclasses.asdict(config.audit),
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _finished(run_dir: Path, expected_hash: str) -> AuditResult | None:
+    manifest = run_dir / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        record = json.loads(manifest.read_text())
+    except ValueError:
+        return None
+    if record.get("status") != "done" or record.get("run_hash") != expected_hash:
+        return None
+    return AuditResult.read(run_dir / "results.json")
+
+
+def run_one(
+    config: ExperimentConfig, model: ModelConfig, seed: int, data: MultimodalData, run_dir: Path
+) -> AuditResult:
+    start = time.perf_counter()
+    method = create_method(model.method, **model.params)
+    t = config.train
+    fitted = fit(
+        method,
+        data,
+        seed=seed,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        patience=t.patience,
+        select=t.select,
+        device=t.device,
+        progress=False,
+    )
+    save_checkpoint(method, run_dir / "checkpoint.pt", {"label": model.name})
+    scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
+    result = audit(method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name)
+    write_report(result, run_dir)
+    manifest = {
+        "status": "done",
+        "run_hash": run_hash(config, model, seed),
+        "config_hash": config.hash(),
+        "config": config.to_dict(),
+        "model": dataclasses.asdict(model),
+        "seed": seed,
+        "best_epoch": fitted.best_epoch,
+        "val_metrics": fitted.val_metrics,
+        "data_checksum": data_checksum(data),
+        "mask_hashes": {s["name"]: s["mask_hash"] for s in result.scenarios},
+        "git": _git_state(),
+        "versions": _versions(),
+        "device": str(next(method.modules().parameters()).device),
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    atomic_write(run_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1, default=str)))
+    return result
+
+
+def run_experiment(
+    config: ExperimentConfig, out: str | Path, on_event: Callable[[str], None] = lambda _: None
+) -> AuditResult:
+    """Train and audit every model x seed (skipping finished runs); write the combined report."""
+    out = Path(out)
+    data = load_data(config.data.name, config.data.npz, config.data.data_dir, config.data.options)
+    results = []
+    for model in config.models:
+        for seed in config.seeds:
+            run_dir = out / model.name / f"seed-{seed}"
+            done = _finished(run_dir, run_hash(config, model, seed))
+            if done is not None:
+                on_event(f"skip {model.name} seed {seed} (finished)")
+                results.append(done)
+                continue
+            results.append(run_one(config, model, seed, data, run_dir))
+            on_event(f"done {model.name} seed {seed}")
+    combined = AuditResult.concat(results)
+    write_report(combined, out, {"config": config.to_dict(), "config_hash": config.hash()})
+    atomic_write(out / "config.yaml", lambda p: p.write_text(_to_yaml(config)))
+    return combined
+
+
+def demo_config(seeds: int = 3, epochs: int = 60) -> ExperimentConfig:
+    """{sum, concat, transformer} x {joint, dropout} on BasicMotions (`mmrobust demo`)."""
+    models = [
+        ModelConfig(method=m, label=f"{m}-{f}", params={"fusion": f})
+        for m in ("joint", "dropout")
+        for f in ("sum", "concat", "transformer")
+    ]
+    return ExperimentConfig(
+        name="demo",
+        data=DataConfig(name="basicmotions"),
+        models=models,
+        train=TrainConfig(epochs=epochs),
+        seeds=list(range(seeds)),
+    )
+
+
+def _to_yaml(config: ExperimentConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
