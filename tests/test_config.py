@@ -1,0 +1,69 @@
+"""Typed configs: validation with suggestions, dotted overrides, resolved config printing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmrobust import MMRobustError
+from mmrobust.cli import main
+from mmrobust.config import ExperimentConfig, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_overrides_resolve_to_typed_config(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nmodels:\n  - {method: joint, params: {fusion: sum}}\ntrain: {lr: 1}\n")
+    config = load_config(path, ["train.epochs=7", "models.0.params.fusion=concat", "seeds=[4, 5]"])
+    assert isinstance(config, ExperimentConfig)
+    assert config.train.epochs == 7 and config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.models[0].params == {"fusion": "concat"}
+    assert config.seeds == [4, 5]
+    assert config.train.batch_size == 32  # defaults filled in
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("trian: {epochs: 3}\n", [], "unknown config key 'trian'. Did you mean 'train'"),
+        ("train: {epoch: 3}\n", [], "Did you mean 'train.epochs'"),
+        ("train: {epochs: many}\n", [], "'train.epochs' must be int"),
+        ("seeds: 3\n", [], "'seeds' must be a list"),
+        ("models: []\n", [], "'models' is empty"),
+        ("models: [{method: joint}, {method: joint}]\n", [], "share a name"),
+        ("", ["train.epochs"], "malformed override"),
+        ("", ["models.4.method=joint"], "'models.4' does not exist"),
+        ("", ["audit.sede=1"], "Did you mean 'audit.seed'"),
+        ("- a\n- b\n", [], "must be a mapping"),
+        ("a: [\n", [], "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path: Path, text: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(MMRobustError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(write(tmp_path, text), overrides)
+
+
+def test_hash_depends_on_content_only(tmp_path: Path) -> None:
+    a = load_config(write(tmp_path, "train: {epochs: 3}\n"))
+    b = load_config(None, ["train.epochs=3"])
+    c = load_config(None, ["train.epochs=4"])
+    assert a.hash() == b.hash() != c.hash()
+
+
+def test_print_config_shows_resolved_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "name: printed\n")
+    main(["run", str(path), "train.epochs=9", "--print-config"])  # returns normally: exit code 0
+    out = capsys.readouterr().out
+    assert "name: printed" in out and "epochs: 9" in out and "batch_size: 32" in out
+
+
+def test_missing_config_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(tmp_path / "nope.yaml")])
+    assert exit_info.value.code == 2
+    assert "config file not found" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""`mmrobust run`: per-run manifests, paired masks across models, finished runs skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mmrobust.config import load_config
+from mmrobust.run import run_experiment
+
+CONFIG = """
+name: tiny
+data: {name: synthetic, options: {n_samples: 120}}
+models:
+  - {method: joint, params: {fusion: sum}}
+  - {method: dropout, label: drop, params: {fusion: transformer}}
+train: {epochs: 2, batch_size: 16}
+audit: {scenarios: ["rates[m0=0.5,m1=0.2]"]}
+seeds: [0, 1]
+"""
+
+
+def test_run_writes_manifests_and_skips_finished_runs(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    config = load_config(tmp_path / "c.yaml")
+    events: list[str] = []
+    first = run_experiment(config, tmp_path / "out", events.append)
+    assert events == [f"done {m} seed {s}" for m in ("joint", "drop") for s in (0, 1)]
+
+    manifests = sorted((tmp_path / "out").glob("*/seed-*/manifest.json"))
+    assert len(manifests) == 4
+    records = [json.loads(p.read_text()) for p in manifests]
+    for record in records:
+        assert record["status"] == "done" and record["config_hash"] == config.hash()
+        for key in ("git", "versions", "data_checksum", "device", "wall_time_s", "peak_memory_mb", "mask_hashes"):
+            assert key in record
+    # paired comparisons: every model and seed was audited under the very same masks
+    assert len({json.dumps(r["mask_hashes"], sort_keys=True) for r in records}) == 1
+    assert "rates[m0=0.5,m1=0.2]" in records[0]["mask_hashes"]
+
+    stamps = [p.stat().st_mtime_ns for p in manifests]
+    events.clear()
+    second = run_experiment(config, tmp_path / "out", events.append)
+    assert all(e.startswith("skip") for e in events) and len(events) == 4
+    assert [p.stat().st_mtime_ns for p in manifests] == stamps
+    pd.testing.assert_frame_equal(
+        first.table.reset_index(drop=True), second.table.reset_index(drop=True), check_dtype=False
+    )
+    combined = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(combined.model) == {"joint", "drop"} and set(combined.seed) == {0, 1}
+
+
+def test_changed_training_settings_rerun(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    run_experiment(load_config(tmp_path / "c.yaml", ["seeds=[0]"]), tmp_path / "out")
+    events: list[str] = []
+    run_experiment(load_config(tmp_path / "c.yaml", ["seeds=[0]", "train.epochs=3"]), tmp_path / "out", events.append)
+    assert all(e.startswith("done") for e in events) and len(events) == 2
