@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..corruption import MaskCorruption
+from ..corruption import GaussianNoise, MaskCorruption
 from ..data.batch import Batch
 from ..data.dataset import MultimodalData
+from ..errors import unknown_name
 from ..methods.base import Method
 from ..models.tokens import Tokens
 from .scenarios import Scenario
@@ -117,11 +118,23 @@ def scenario_outputs(
             tokens = enc.tokens.with_present(present.to(device))
         elif corruption.stage == "token":
             tokens = corruption(enc.tokens, generator)
+        elif isinstance(corruption, GaussianNoise):
+            tokens = _reencode_noised(enc, full, corruption, generator)
         else:
             tokens = _reencode_changed(enc, full, corruption(full, generator))
         hashes[sc.name] = mask_hash(tokens.present)
         plan.add(sc.name, tokens)
     return plan.fuse(method, chunk), hashes
+
+
+def _reencode_noised(enc: _Encoded, full: Batch, noise: GaussianNoise, generator: torch.Generator) -> Tokens:
+    """Cached tokens with the noised rows re-encoded, without copying or comparing whole inputs."""
+    if noise.modality not in full.modalities:
+        raise unknown_name("modality", noise.modality, full.modalities)
+    rows, noised = noise.noised_rows(full.value(noise.modality), full.present, full.modalities, generator)
+    z = enc.tokens.z.clone()
+    z[rows.to(z.device), full.modalities.index(noise.modality)] = enc.encode_rows(noise.modality, noised)
+    return Tokens(z, enc.tokens.present, enc.tokens.modalities)
 
 
 def _reencode_changed(enc: _Encoded, before: Batch, after: Batch) -> Tokens:
