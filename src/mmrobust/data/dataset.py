@@ -96,12 +96,12 @@ class MultimodalData:
         return self.subset(self.splits[name])
 
     def subset(self, index: Tensor) -> MultimodalData:
-        return MultimodalData(
-            self.spec,
-            {m: x[index] for m, x in self.inputs.items()},
-            self.present[index],
-            self.target[index],
-        )
+        """The samples at `index`; not re-validated, since a subset of valid data is valid."""
+        part = object.__new__(MultimodalData)
+        part.spec, part.splits = self.spec, {}
+        part.inputs = {m: x[index] for m, x in self.inputs.items()}
+        part.present, part.target = self.present[index], self.target[index]
+        return part
 
     def batch(self, index: Tensor | slice) -> Batch:
         return Batch(

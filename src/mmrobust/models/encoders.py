@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import MMRobustError
 from ..registry import Registry
+from .attention import ReadoutTransformer
 
 ENCODERS: Registry[Callable[[tuple[int, ...], int], nn.Module]] = Registry("encoder kind")
 
@@ -77,16 +78,12 @@ class SequenceEncoder(nn.Module):
         self.proj = nn.Linear(features, dim)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.randn(1, steps + 1, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, 2 * dim, dropout=0.1, batch_first=True, norm_first=True
-        )
-        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(dim)
+        self.body = ReadoutTransformer(dim, layers, heads)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.proj(x)  # (B, T, D)
         h = torch.cat([self.cls.expand(len(h), -1, -1), h], dim=1) + self.pos  # (B, T+1, D)
-        return self.norm(self.body(h)[:, 0])  # (B, D)
+        return self.body(h)  # (B, D)
 
 
 def create_encoder(kind: str, shape: tuple[int, ...], dim: int) -> nn.Module:

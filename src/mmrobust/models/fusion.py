@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
+from .attention import ReadoutTransformer
 from .tokens import Tokens
 
 FUSIONS: Registry[Callable[[int, int, int], nn.Module]] = Registry("fusion")
@@ -59,9 +60,7 @@ class ConcatFusion(nn.Module):
     def __init__(self, n_modalities: int, dim: int, out: int) -> None:
         super().__init__()
         self.filler = nn.Parameter(torch.zeros(n_modalities, dim))
-        self.head = nn.Sequential(
-            nn.Linear(n_modalities * dim, dim), nn.GELU(), nn.Dropout(0.1), nn.Linear(dim, out)
-        )
+        self.head = nn.Sequential(nn.Linear(n_modalities * dim, dim), nn.GELU(), nn.Dropout(0.1), nn.Linear(dim, out))
 
     def forward(self, tokens: Tokens) -> Tensor:
         z = torch.where(tokens.present[..., None], _zero_absent(tokens), self.filler)  # (B, M, D)
@@ -70,26 +69,21 @@ class ConcatFusion(nn.Module):
 
 @FUSIONS.register("transformer")
 class TransformerFusion(nn.Module):
-    """CLS token + modality embeddings, self-attention with absent tokens key-padded out."""
+    """CLS token + modality embeddings, self-attention with absent tokens masked out as keys."""
 
     def __init__(self, n_modalities: int, dim: int, out: int, layers: int = 2, heads: int = 4) -> None:
         super().__init__()
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.modality_embedding = nn.Parameter(torch.randn(1, n_modalities, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, 2 * dim, dropout=0.1, batch_first=True, norm_first=True
-        )
-        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(dim)
+        self.body = ReadoutTransformer(dim, layers, heads)
         self.head = nn.Linear(dim, out)
 
     def forward(self, tokens: Tokens) -> Tensor:
         z = _zero_absent(tokens) + self.modality_embedding  # (B, M, D)
         h = torch.cat([self.cls.expand(len(z), -1, -1), z], dim=1)  # (B, 1+M, D)
         cls_kept = torch.zeros_like(tokens.present[:, :1])
-        pad = torch.cat([cls_kept, ~tokens.present], dim=1)  # True = ignore
-        h = self.body(h, src_key_padding_mask=pad)
-        return self.head(self.norm(h[:, 0]))  # (B, O)
+        ignore = torch.cat([cls_kept, ~tokens.present], dim=1)  # (B, 1+M), True = absent
+        return self.head(self.body(h, ignore))  # (B, O)
 
 
 def create_fusion(name: str, n_modalities: int, dim: int, out: int) -> nn.Module:

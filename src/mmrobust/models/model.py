@@ -22,9 +22,7 @@ class MultimodalModel(nn.Module):
     def __init__(self, spec: DataSpec, fusion: str = "transformer", dim: int = 64) -> None:
         super().__init__()
         self.spec, self.dim, self.fusion_name = spec, dim, fusion
-        self.encoders = nn.ModuleDict(
-            {m.name: create_encoder(m.kind, m.shape, dim) for m in spec.modalities}
-        )
+        self.encoders = nn.ModuleDict({m.name: create_encoder(m.kind, m.shape, dim) for m in spec.modalities})
         self.fusion = create_fusion(fusion, len(spec.modalities), dim, spec.num_classes)
 
     @property
