@@ -81,11 +81,19 @@ class _FusionPlan:
         first = index.new_full((int(pair.max()) + 1,), len(pair))
         first = first.scatter_reduce(0, pair, index, "amin")  # (U,) first occurrence of each pair
         bank = torch.cat(self.bank)  # (R, M, D)
+        # group the distinct pairs by mask, so each fused call shares one mask (fusions exploit that)
+        mask_id = _pair_ids(torch.zeros_like(first), presents[first])  # (U,)
+        order = torch.argsort(mask_id, stable=True)
+        sizes = torch.unique_consecutive(mask_id[order], return_counts=True)[1].tolist()
         outs = [
             method.fuse(Tokens(bank[rows[i]], presents[i], self.tokens.modalities))
-            for i in first.split(chunk)
+            for group in first[order].split(sizes)
+            for i in group.split(chunk)
         ]
-        fused = torch.cat(outs)[pair]  # (S*N, ...)
+        fused_sorted = torch.cat(outs)  # (U, ...) in mask order
+        fused = torch.empty_like(fused_sorted)
+        fused[order] = fused_sorted
+        fused = fused[pair]  # (S*N, ...)
         per_scenario = fused.unflatten(0, (len(self.rows), len(self.tokens)))  # (S, N, ...)
         return {name: out.cpu() for name, out in zip(self.rows, per_scenario, strict=True)}
 

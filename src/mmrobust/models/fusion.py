@@ -81,6 +81,9 @@ class TransformerFusion(nn.Module):
     def forward(self, tokens: Tokens) -> Tensor:
         z = _zero_absent(tokens) + self.modality_embedding  # (B, M, D)
         h = torch.cat([self.cls.expand(len(z), -1, -1), z], dim=1)  # (B, 1+M, D)
+        if bool((tokens.present == tokens.present[:1]).all()):  # one mask for all: drop absent tokens
+            keep = torch.cat([tokens.present.new_ones(1), tokens.present[0]])  # (1+M,)
+            return self.head(self.body(h[:, keep]))  # same result, no padding, fewer tokens
         cls_kept = torch.zeros_like(tokens.present[:, :1])
         ignore = torch.cat([cls_kept, ~tokens.present], dim=1)  # (B, 1+M), True = absent
         return self.head(self.body(h, ignore))  # (B, O)
