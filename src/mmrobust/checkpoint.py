@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .audit.report import atomic_write
+from .atomic import atomic_write
 from .data.dataset import DataSpec
 from .errors import MMRobustError
 from .methods.base import Method, create_method

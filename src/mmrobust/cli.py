@@ -19,8 +19,9 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from .atomic import atomic_write
 from .audit import AuditResult, audit, write_report
-from .audit.report import atomic_write, summary_rows
+from .audit.report import summary_rows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, load_config
 from .corruption import corruption_from_name

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .audit import AuditResult, audit, write_report
-from .audit.report import atomic_write
 from .checkpoint import save_checkpoint
 from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from .corruption import corruption_from_name

@@ -7,32 +7,17 @@ never leaves a half-written report that looks valid.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write
 from .metrics import LOWER_IS_BETTER
 from .result import MODEL_KEYS, AuditResult
 
 FILES = ("results.csv", "results.json", "report.md", "heatmap.png")
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp)` then rename tmp to `path` (atomic on POSIX filesystems)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _pm(mean: float, std: float, seeds: int) -> str:
@@ -88,14 +73,13 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
     direction = "lower is better" if m in LOWER_IS_BETTER else "higher is better"
     wide = result.per_scenario()
     table = result.table[result.table.metric == m]
-    stds = table.pivot_table(
-        index=MODEL_KEYS, columns="scenario", values="value", aggfunc="std", sort=False
-    ).reindex(index=wide.index, columns=wide.columns)  # single-seed models: NaN, shown without ±
+    stds = table.pivot_table(index=MODEL_KEYS, columns="scenario", values="value", aggfunc="std", sort=False).reindex(
+        index=wide.index, columns=wide.columns
+    )  # single-seed models: NaN, shown without ±
     scen_rows = []
     for idx, row in wide.iterrows():
         cells = [
-            f"{row[c]:.3f}" + (f" ± {stds.loc[idx, c]:.3f}" if pd.notna(stds.loc[idx, c]) else "")
-            for c in wide.columns
+            f"{row[c]:.3f}" + (f" ± {stds.loc[idx, c]:.3f}" if pd.notna(stds.loc[idx, c]) else "") for c in wide.columns
         ]
         scen_rows.append([idx[1], idx[3], *cells])  # (dataset, model, method, fusion)
     dataset = ", ".join(sorted(result.table.dataset.unique()))
@@ -145,13 +129,9 @@ def heatmap(result: AuditResult, path: Path) -> None:
     table = result.table[result.table.metric == m]
     if table.kind.isin(["clean", "subset"]).any():  # columns: subsets; else every scenario
         table = table[table.kind.isin(["clean", "subset"])]
-    wide = table.pivot_table(
-        index=["model", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False
-    )
+    wide = table.pivot_table(index=["model", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False)
     wide = wide[list(dict.fromkeys(table.scenario))]
-    labels = [
-        c.removeprefix("subset[").removesuffix("]") if c != "clean" else "all (clean)" for c in wide.columns
-    ]
+    labels = [c.removeprefix("subset[").removesuffix("]") if c != "clean" else "all (clean)" for c in wide.columns]
     fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.8 * len(labels)), 1.8 + 0.45 * len(wide)))
     cmap = "viridis_r" if m in LOWER_IS_BETTER else "viridis"
     values = wide.to_numpy(dtype=float)

@@ -1,6 +1,6 @@
 """Datasets: the masked `Batch`, the in-memory `MultimodalData`, and the built-in loaders."""
 
-from . import basicmotions, synthetic  # noqa: F401  (register the loaders)
+from . import avmnist, basicmotions, formats, mosi, spsw_har, synthetic, utd_mhad  # noqa: F401  (register the loaders)
 from .batch import Batch, collate
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
 from .npz import load_npz

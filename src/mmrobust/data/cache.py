@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..audit.report import atomic_write
+from ..atomic import atomic_write
 from .dataset import DataSpec, MultimodalData
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from ..audit.report import atomic_write
+from ..atomic import atomic_write
 from ..errors import MMRobustError
 from .registry import DatasetInfo
 

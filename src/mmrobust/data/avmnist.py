@@ -1,0 +1,289 @@
+"""`avmnist`: spoken digits (FSDD) paired with handwritten digits (MNIST) of the same class.
+
+AV-MNIST as in Vielzeuf et al., "CentralNet: a multilayer approach for multimodal fusion"
+(ECCV Workshops 2018, arXiv:1808.07275) and MultiBench (Liang et al., NeurIPS 2021): each
+recording of the Free Spoken Digit Dataset (https://github.com/Jakobovski/free-spoken-digit-dataset)
+is paired with an MNIST image (LeCun et al. 1998) of the same digit. The published version
+removes most of the image energy by PCA and adds environmental noise to the audio so that
+neither modality alone suffices; this loader does the same with white noise.
+
+Recipe `avmnist/1`:
+- Pairing: seeded, within class; images for train recordings come from MNIST train, for
+  test recordings from MNIST test; each image is used at most once.
+- Audio: 8 kHz int16 -> float in [-1, 1), zero-padded or cropped around its centre to 1 s
+  (8000 samples; 20 of the 3000 recordings are longer), optional white noise at
+  `audio_snr_db` relative to the recording's own power (over the whole second, padding
+  included), then a log-mel spectrogram: n_fft 256 (32 ms Hann), hop 128 (16 ms), 40 HTK mel
+  bands 0-4 kHz, log(power + 1e-6) -> "conv2d" (1, 40, 63).
+- Image: pixels / 255, optionally projected onto the fewest leading PCA components (fitted on
+  the train split's images only) whose variance reaches the fraction `image_energy` ->
+  "conv2d" (1, 28, 28).
+- Split `"take"` (default): FSDD's official one, takes 0-4 of every speaker are the test set
+  (300); the same six speakers are in train and test. Val is 20% of train, stratified by
+  digit. Split `"speaker"`: all 500 recordings of `test_speaker` are the test set and val is
+  one other, seeded speaker (no speaker in two splits), so both val and test measure
+  generalisation to unseen voices.
+- Both modalities are standardised per channel with train-split statistics.
+
+Default recipe: `image_energy=0.25` (the 4 leading components of the train images) and
+`audio_snr_db=3`, chosen so that each modality alone is clearly weaker than both together.
+Measured test accuracy (take split, 30 epochs, seeds 0 / 1 / 2, transformer fusion):
+joint 0.907 / 0.923 / 0.927; audio only 0.830 / 0.890 / 0.870; image only 0.630 / 0.650 / 0.657.
+"Only m" is `create_method("dropout", corruption=Subset((m,)))` read at the audit row
+`subset[m]`; the joint model itself scores 0.48-0.58 on either modality alone. Settings
+tried on the way (seed 0, one modality): clean audio 0.943 (20 epochs), 0 dB 0.737 (30) and
+-5 dB 0.277 (20); image energy 0.1 / 0.2 / 0.3 (2 / 3 / 5 components) 0.417 / 0.460 / 0.750
+(20). At 0 dB audio is weaker, but the joint model has not converged by epoch 30 (0.757 and
+0.867 for seeds 0, 1). Commands::
+
+    d = mmrobust.load_dataset("avmnist")
+    m = mmrobust.create_method("joint", fusion="transformer")  # or, for one modality:
+    m = mmrobust.create_method("dropout", fusion="transformer", corruption=mmrobust.Subset(("audio",)))
+    mmrobust.fit(m, d, seed=0, epochs=30)
+    mmrobust.audit(m, d, [], defaults=True).table  # rows "clean" and "subset[audio]", metric accuracy
+"""
+
+from __future__ import annotations
+
+import csv
+import tarfile
+import zlib
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import MMRobustError
+from .audio import add_noise, center_fit, log_mel, read_wav
+from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
+from .idx import read_idx
+from .paths import data_dir as resolve_data_dir
+from .registry import DatasetInfo, register_dataset
+
+SAMPLE_RATE, CLIP = 8000, 8000  # 1 s clips at 8 kHz
+N_FFT, HOP, N_MELS = 256, 128, 40
+FRAMES = 1 + CLIP // HOP  # 63, frames of torch.stft with center=True
+INDEX, RECORDINGS = "fsdd/index.csv", "fsdd/fsdd_recordings.tar.gz"
+MNIST = {
+    "train": ("mnist/train-images-idx3-ubyte.gz", "mnist/train-labels-idx1-ubyte.gz"),
+    "test": ("mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz"),
+}
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+
+INFO = DatasetInfo(
+    summary="AV-MNIST: FSDD spoken digits paired within class with (PCA-degraded) MNIST images",
+    files=(INDEX, RECORDINGS, *MNIST["train"], *MNIST["test"]),
+    homepage="https://github.com/Jakobovski/free-spoken-digit-dataset",
+    recipe=(
+        "avmnist/1: log-mel (1, 40, 63) of 1 s clips + white noise at audio_snr_db; MNIST (1, 28, 28) "
+        "PCA-projected to image_energy; seeded within-class pairing; FSDD take or speaker split"
+    ),
+    checksums={RECORDINGS: "b8f087bc9d5c545fe5468a9febde9b9643520a6352c75be86b96328be04ef5c2"},
+)
+
+
+@register_dataset("avmnist", INFO)
+def load_avmnist(
+    data_dir: str | None = None,
+    split: str = "take",
+    test_speaker: str = "theo",
+    image_energy: float = 0.25,
+    audio_snr_db: float | None = 3.0,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    split_seed: int = 0,
+    max_per_class: int | None = None,
+    use_cache: bool = True,
+) -> MultimodalData:
+    """Load AV-MNIST (see the module docstring for the recipe).
+
+    `image_energy` 1.0 keeps the images intact; `audio_snr_db` None keeps the audio clean.
+    `seed` draws the image pairing, the audio noise and the `max_per_class` subsample (at most
+    that many recordings per digit in train+val and in test, for quick tests); `split_seed`
+    draws the validation split. Example::
+
+        mmrobust.load_dataset("avmnist", split="speaker", test_speaker="jackson")
+    """
+    if split not in ("take", "speaker"):
+        raise MMRobustError(f"avmnist split must be 'take' or 'speaker', not '{split}'")
+    if test_speaker not in SPEAKERS:
+        raise MMRobustError(f"unknown FSDD speaker '{test_speaker}' (valid: {', '.join(SPEAKERS)})")
+    if not 0.0 < image_energy <= 1.0:
+        raise MMRobustError(f"image_energy must be in (0, 1], not {image_energy}")
+    if not 0.0 < val_fraction < 1.0:
+        raise MMRobustError(f"val_fraction must be in (0, 1), not {val_fraction}")
+    if max_per_class is not None and max_per_class < 2:
+        raise MMRobustError(f"max_per_class must be at least 2, not {max_per_class}")
+    from .cache import cached  # not at import time: cache imports audit, which imports this package
+
+    root = resolve_data_dir(data_dir)
+    INFO.require("avmnist", root)
+    build = partial(
+        _build,
+        root,
+        split=split,
+        test_speaker=test_speaker,
+        image_energy=image_energy,
+        audio_snr_db=audio_snr_db,
+        val_fraction=val_fraction,
+        seed=seed,
+        split_seed=split_seed,
+        max_per_class=max_per_class,
+    )
+    return cached("avmnist", INFO.recipe, [root / f for f in INFO.files], build.keywords, build, use_cache)
+
+
+def _build(
+    root: Path,
+    split: str,
+    test_speaker: str,
+    image_energy: float,
+    audio_snr_db: float | None,
+    val_fraction: float,
+    seed: int,
+    split_seed: int,
+    max_per_class: int | None,
+) -> MultimodalData:
+    files, digits, speakers, official_test = read_index(root / INDEX)
+    is_test = official_test if split == "take" else speakers == test_speaker
+    pair_rng, noise_rng, sample_rng = (np.random.default_rng([seed, k]) for k in range(3))
+    if max_per_class is not None:
+        groups = 10 * is_test + digits  # (side, digit)
+        keep = np.zeros(len(files), dtype=bool)
+        order = sample_rng.permutation(len(files))
+        keep[order[rank_within(groups[order]) < max_per_class]] = True
+        files, digits, speakers, is_test = files[keep], digits[keep], speakers[keep], is_test[keep]
+
+    clips, kept = center_fit(read_recordings(root / RECORDINGS, files), CLIP)  # (N, CLIP)
+    if audio_snr_db is not None:
+        clips = add_noise(clips, kept, audio_snr_db, noise_rng)
+    audio = log_mel(torch.from_numpy(clips), SAMPLE_RATE, N_FFT, HOP, N_MELS).unsqueeze(1)  # (N, 1, 40, 63)
+
+    images = np.empty((len(files), 28, 28), dtype=np.uint8)
+    for side, rows in (("train", ~is_test), ("test", is_test)):
+        pool, pool_labels = read_mnist(root, side)
+        images[rows] = pool[pair(digits[rows], pool_labels, pair_rng)]
+    splits = make_splits(digits, speakers, is_test, split, val_fraction, split_seed)
+    flat = images.reshape(len(files), 28 * 28).astype(np.float64) / 255.0  # (N, 784)
+    flat = keep_energy(flat, splits["train"].numpy(), image_energy)
+    image = torch.from_numpy(flat).float().reshape(-1, 1, 28, 28)  # (N, 1, 28, 28)
+
+    spec = DataSpec(
+        "avmnist",
+        (ModalitySpec("image", "conv2d", (1, 28, 28)), ModalitySpec("audio", "conv2d", (1, N_MELS, FRAMES))),
+        "classification",
+        10,
+        tuple(str(d) for d in range(10)),
+    )
+    present = torch.ones(len(files), 2, dtype=torch.bool)
+    data = MultimodalData(spec, {"image": image, "audio": audio}, present, torch.from_numpy(digits), splits)
+    return standardize(data)
+
+
+def read_index(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """FSDD's index.csv: member names, digits, speakers and the official-test flag per row."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    needed = {"file", "digit", "speaker", "split"}
+    if not rows or not needed <= set(rows[0]):
+        raise MMRobustError(f"{path}: expected a CSV with columns {', '.join(sorted(needed))}")
+    try:
+        digits = np.array([int(r["digit"]) for r in rows], dtype=np.int64)
+    except (TypeError, ValueError) as e:
+        raise MMRobustError(f"{path}: non-integer digit ({e})") from None
+    side = np.array([r["split"] for r in rows])
+    speakers = np.array([r["speaker"] for r in rows])
+    if digits.min() < 0 or digits.max() > 9 or not np.isin(side, ("train", "test")).all():
+        raise MMRobustError(f"{path}: digits must be 0-9 and split train/test")
+    if not np.isin(speakers, SPEAKERS).all():
+        raise MMRobustError(f"{path}: unknown speakers {sorted(set(speakers) - set(SPEAKERS))}")
+    return np.array([r["file"] for r in rows]), digits, speakers, side == "test"
+
+
+def read_recordings(path: Path, members: np.ndarray) -> list[np.ndarray]:
+    """Decode the named WAV members of the tar.gz, in the order given."""
+    wanted = {str(m): i for i, m in enumerate(members)}
+    clips: list[np.ndarray | None] = [None] * len(members)
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for info in tar:
+                i = wanted.get(info.name)
+                handle = tar.extractfile(info) if i is not None else None
+                if i is not None and handle is not None:
+                    clips[i] = read_wav(handle.read(), f"{path}:{info.name}", SAMPLE_RATE)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise MMRobustError(f"{path}: corrupt or truncated archive ({e})") from None
+    missing = [m for m, i in wanted.items() if clips[i] is None]
+    if missing:
+        raise MMRobustError(f"{path}: {len(missing)} recordings listed in the index are missing (first: {missing[0]})")
+    return [c for c in clips if c is not None]
+
+
+def read_mnist(root: Path, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST images (N, 28, 28) uint8 and labels (N,) of the 'train' or 't10k' files."""
+    image_file, label_file = (root / f for f in MNIST[side])
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise MMRobustError(f"{image_file}: expected images of shape (N, 28, 28), got {images.shape}")
+    if labels.shape != images.shape[:1] or labels.max() > 9:
+        raise MMRobustError(f"{label_file}: expected {len(images)} labels 0-9, got shape {labels.shape}")
+    return images, labels.astype(np.int64)
+
+
+def rank_within(groups: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements share its group (0, 1, 2, ...)."""
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    rank = np.empty(len(groups), dtype=np.int64)
+    rank[order] = np.arange(len(groups)) - np.searchsorted(sorted_groups, sorted_groups)
+    return rank
+
+
+def pair(digits: np.ndarray, pool_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A distinct pool index of the same label for every digit, drawn at random (no reuse)."""
+    order = rng.permutation(len(pool_labels))
+    order = order[np.argsort(pool_labels[order], kind="stable")]  # grouped by label, shuffled within
+    counts = np.bincount(pool_labels, minlength=10)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # (10,) first slot of each label
+    rank = rank_within(digits)
+    if (rank >= counts[digits]).any():
+        raise MMRobustError("not enough MNIST images of some digit to pair every recording once")
+    return order[starts[digits] + rank]
+
+
+def make_splits(
+    digits: np.ndarray,
+    speakers: np.ndarray,
+    is_test: np.ndarray,
+    split: str,
+    val_fraction: float,
+    split_seed: int,
+) -> dict[str, torch.Tensor]:
+    """Test as given; val stratified by digit ("take") or one or more held-out speakers ("speaker")."""
+    pool = torch.from_numpy(np.flatnonzero(~is_test))
+    g = torch.Generator().manual_seed(split_seed)
+    if split == "take":
+        fit, val = stratified_split(torch.from_numpy(digits[pool.numpy()]), (1 - val_fraction, val_fraction), g)
+        fit, val = pool[fit], pool[val]
+    else:
+        voices = np.unique(speakers[pool.numpy()])
+        n_val = max(1, round(val_fraction * len(voices)))
+        held = voices[torch.randperm(len(voices), generator=g)[:n_val].numpy()]
+        in_val = np.isin(speakers[pool.numpy()], held)
+        fit, val = pool[torch.from_numpy(~in_val)], pool[torch.from_numpy(in_val)]
+    return {"train": fit, "val": val, "test": torch.from_numpy(np.flatnonzero(is_test))}
+
+
+def keep_energy(x: np.ndarray, fit_rows: np.ndarray, energy: float) -> np.ndarray:
+    """Project rows of x (N, F) onto the fewest leading principal components of x[fit_rows]
+    that explain at least `energy` of its variance (1.0: x unchanged)."""
+    if energy >= 1.0:
+        return x
+    mean = x[fit_rows].mean(axis=0)  # (F,)
+    centred = x[fit_rows] - mean
+    variance, vectors = np.linalg.eigh(centred.T @ centred)  # ascending; eigenvectors in columns
+    variance, vectors = variance[::-1], vectors[:, ::-1]
+    k = int(np.searchsorted(np.cumsum(variance) / variance.sum(), energy)) + 1
+    basis = vectors[:, :k]  # (F, k)
+    return mean + (x - mean) @ basis @ basis.T

@@ -1,0 +1,229 @@
+"""`utd_mhad`: shapes, the cross-subject split, standardisation, the cache, resampling and
+skeleton centring, the chunked depth reader, and one-line errors for bad files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mmrobust
+from mmrobust import MMRobustError
+from mmrobust.data import utd_mhad
+from mmrobust.data.sequences import resample
+
+FILES = (*utd_mhad._FILES.values(), utd_mhad._ACTIONS, utd_mhad._JOINTS)
+FAST = ("inertial", "skeleton")
+
+
+@pytest.fixture(scope="module")
+def full(shared_data: Path) -> mmrobust.MultimodalData:
+    """All three modalities from the real files: the one slow (~15 s) build of this module."""
+    return mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data))
+
+
+@pytest.fixture(scope="module")
+def subjects(shared_data: Path) -> np.ndarray:
+    with np.load(shared_data / utd_mhad._FILES["inertial"], allow_pickle=False) as f:
+        return f["subject"]
+
+
+def _link_all(src: Path, dst: Path, skip: str = "") -> Path:
+    """A data dir of symlinks to the real files (except `skip`, which the test writes)."""
+    (dst / "utd_mhad").mkdir(parents=True)
+    for f in FILES:
+        if f != skip:
+            (dst / f).symlink_to(src / f)
+    return dst
+
+
+# --- the real dataset ---------------------------------------------------------------------------
+def test_modalities_kinds_and_shapes(full: mmrobust.MultimodalData) -> None:
+    assert [(m.name, m.kind, m.shape) for m in full.spec.modalities] == [
+        ("inertial", "conv1d", (6, 128)),
+        ("skeleton", "seq", (32, 60)),
+        ("depth", "conv2d", (2, 48, 32)),
+    ]
+    assert len(full) == 861 and full.present.all()
+    assert all(
+        x.dtype == torch.float32 and x.shape[1:] == s.shape
+        for x, s in zip(full.inputs.values(), full.spec.modalities, strict=True)
+    )
+    assert full.spec.num_classes == 27 and full.spec.class_names[0] == "swipe_left"
+    assert full.spec.class_names[-1] == "squat"
+
+
+def test_class_counts_match_provenance(full: mmrobust.MultimodalData) -> None:
+    counts = torch.bincount(full.target, minlength=27).tolist()
+    expected = [31 if action in (8, 23, 27) else 32 for action in range(1, 28)]
+    assert counts == expected
+
+
+def test_cross_subject_split_with_a_held_out_val_subject(full: mmrobust.MultimodalData, subjects: np.ndarray) -> None:
+    splits = {k: v.numpy() for k, v in full.splits.items()}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 323, "val": 108, "test": 430}
+    assert len(np.unique(np.concatenate(list(splits.values())))) == 861  # disjoint and complete
+    assert set(subjects[splits["train"]]) == {1, 3, 5}
+    assert set(subjects[splits["val"]]) == {7}
+    assert set(subjects[splits["test"]]) == {2, 4, 6, 8}
+
+
+def test_val_subjects_option_and_its_errors(shared_data: Path, subjects: np.ndarray) -> None:
+    d = mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data), modalities=FAST, val_subjects=(1, 3))
+    assert set(subjects[d.splits["val"].numpy()]) == {1, 3}
+    assert set(subjects[d.splits["train"].numpy()]) == {5, 7}
+    with pytest.raises(MMRobustError, match=r"\[2\] are in both"):
+        mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data), modalities=FAST, val_subjects=(2,))
+    with pytest.raises(MMRobustError, match="at least one subject"):
+        mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data), modalities=FAST, val_subjects=(1, 3, 5, 7))
+
+
+def test_standardised_with_train_statistics_only(shared_data: Path, full: mmrobust.MultimodalData) -> None:
+    train = full.split("train")
+    for spec in full.spec.modalities:
+        x = train.inputs[spec.name]
+        dims = (0, *range(2, x.dim())) if spec.kind != "seq" else (0, 1)  # all but the channel axis
+        assert torch.allclose(x.mean(dim=dims), torch.zeros(1), atol=1e-3), spec.name
+        assert torch.allclose(x.std(dim=dims), torch.ones(1), atol=1e-3), spec.name
+    # Another train set (val subject 1 instead of 7) gives other statistics, so the same test
+    # samples come out differently: the statistics follow the train split alone.
+    other = mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data), modalities=FAST, val_subjects=(1,))
+    test = full.splits["test"]
+    assert torch.equal(other.splits["test"], test)
+    for m in FAST:
+        assert (other.inputs[m][test] - full.inputs[m][test]).abs().max() > 0.01, m
+
+
+def test_modalities_option_loads_only_what_is_asked(shared_data: Path, full: mmrobust.MultimodalData) -> None:
+    fast = mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data), modalities=("skeleton", "inertial"))
+    assert fast.modalities == FAST  # canonical order whatever the order asked
+    assert torch.allclose(fast.inputs["inertial"], full.inputs["inertial"])
+    assert torch.equal(fast.splits["test"], full.splits["test"])
+    with pytest.raises(MMRobustError, match="non-empty subset"):
+        mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data), modalities=("rgb",))
+
+
+def test_second_load_comes_from_the_cache(
+    shared_data: Path, full: mmrobust.MultimodalData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_rebuild(*args: object) -> None:
+        raise AssertionError("_build ran although the dataset is cached")
+
+    monkeypatch.setattr(utd_mhad, "_build", no_rebuild)
+    start = time.perf_counter()
+    again = mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data))
+    assert time.perf_counter() - start < 5.0
+    assert all(torch.equal(again.inputs[m], full.inputs[m]) for m in full.modalities)
+    assert torch.equal(again.target, full.target)
+
+
+# --- recipe details on small generated data -----------------------------------------------------
+def test_resample_is_linear_interpolation_over_the_whole_sequence() -> None:
+    lengths = np.array([3, 5])
+    offsets = np.cumsum(lengths) - lengths
+    data = np.concatenate([np.arange(3.0), 10 + 2 * np.arange(5.0)])[:, None] * [1.0, -1.0]  # (8, 2)
+    out = resample(data, offsets, lengths, 5)  # (2, 5, 2)
+    assert np.allclose(out[0, :, 0], [0, 0.5, 1, 1.5, 2])
+    assert np.allclose(out[1, :, 0], [10, 12, 14, 16, 18])
+    assert np.allclose(out[..., 1], -out[..., 0]) and out.dtype == np.float32
+
+
+def test_skeleton_is_centred_on_the_hip_and_keeps_hip_displacement(tmp_path: Path) -> None:
+    lengths = np.array([4, 6])
+    offsets = np.cumsum(lengths) - lengths
+    pose = np.random.default_rng(0).normal(size=(20, 3))
+    hip = np.zeros((10, 3))
+    hip[:, 1] = np.arange(10.0)  # the whole body rises by 1 per frame
+    data = (pose[None] + hip[:, None]).astype(np.float32)  # (10, 20, 3): a rigid, translating body
+    path = tmp_path / "skel.npz"
+    np.savez(path, data=data)
+    x = utd_mhad._skeleton(path, {"offsets": offsets, "lengths": lengths}, 3, root=3).numpy()  # (2, 3, 60)
+    joints = x.reshape(2, 3, 20, 3)
+    others = np.delete(joints, 3, axis=2)
+    assert np.allclose(others, (np.delete(pose, 3, axis=0) - pose[3])[None, None], atol=1e-5)
+    assert np.allclose(joints[0, :, 3, 1], [0, 1.5, 3]) and np.allclose(joints[1, :, 3, 1], [0, 2.5, 5])
+
+
+def _depth_file(path: Path, lengths: np.ndarray) -> np.ndarray:
+    video = np.random.default_rng(1).integers(0, 4000, size=(int(lengths.sum()), 4, 6), dtype=np.uint16)
+    video[video < 800] = 0  # some pixels without a reading
+    np.savez_compressed(path, data=video)
+    return video
+
+
+def _maps(path: Path, lengths: np.ndarray, mode: str, frames: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.cumsum(lengths) - lengths
+    with utd_mhad._open_depth(path) as (_, blocks):
+        return utd_mhad._depth_maps(blocks, offsets, lengths, mode, frames, (len(lengths), 2, 3))
+
+
+def test_chunked_depth_motion_map_matches_a_per_trial_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(utd_mhad, "_CHUNK_FRAMES", 3)  # trials straddle chunk boundaries
+    lengths = np.array([2, 5, 4, 7])
+    video = _depth_file(tmp_path / "depth.npz", lengths)
+    maps, occupancy = _maps(tmp_path / "depth.npz", lengths, "motion")
+    assert maps.shape == (4, 2, 2, 3) and occupancy.shape == (4, 2, 3)
+    assert maps.dtype == occupancy.dtype == np.float32
+    pooled = video.astype(np.float64).reshape(-1, 2, 2, 3, 2).mean(axis=(2, 4))  # (F, 2, 3)
+    for i, trial in enumerate(np.split(pooled, np.cumsum(lengths)[:-1])):
+        assert np.allclose(maps[i, 0], np.log1p(np.abs(np.diff(trial, axis=0)).mean(axis=0)), rtol=1e-5)
+        assert np.allclose(maps[i, 1], trial.mean(axis=0), rtol=1e-5)
+        assert np.allclose(occupancy[i], (trial > 0).mean(axis=0))
+
+
+def test_depth_frames_are_evenly_spaced_pooled_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(utd_mhad, "_CHUNK_FRAMES", 4)
+    lengths = np.array([5, 9, 3])
+    video = _depth_file(tmp_path / "depth.npz", lengths)
+    maps, _ = _maps(tmp_path / "depth.npz", lengths, "frames", frames=3)
+    pooled = video.astype(np.float32).reshape(-1, 2, 2, 3, 2).mean(axis=(2, 4))
+    expected_rows = [[0, 2, 4], [5, 9, 13], [14, 15, 16]]  # first, middle, last frame of each trial
+    assert np.allclose(maps, pooled[expected_rows])
+
+
+def test_depth_crop_follows_the_subject_wherever_they_stand() -> None:
+    occupancy = torch.zeros(2, 60, 80)
+    occupancy[0, 10:30, 20:30] = 1.0  # a 20 x 10 body ...
+    occupancy[1, 25:45, 47:57] = 1.0  # ... elsewhere in the frame
+    maps = occupancy[:, None].clone()  # (2, 1, 60, 80)
+    out = utd_mhad._crop_to_body(maps, occupancy, (44, 24))  # box: 22 rows high, 12 columns wide
+    assert out.shape == (2, 1, 44, 24)
+    assert torch.allclose(out[0], out[1], atol=1e-5)  # the same crop, whatever the position
+    body_rows = out[0, 0].mean(dim=1)
+    assert body_rows[3:41].min() > 0.5 and body_rows[[0, 43]].max() < 0.05  # 2 rows of margin each side
+    body_cols = out[0, 0].mean(dim=0)
+    assert body_cols[3:21].min() > 0.5 and body_cols[[0, 23]].max() < 0.05  # centred, 1 column margin
+
+
+# --- errors -------------------------------------------------------------------------------------
+def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(MMRobustError, match="dataset 'utd_mhad' not found: expected utd_mhad/") as e:
+        mmrobust.load_dataset("utd_mhad", data_dir=str(tmp_path))
+    assert "\n" not in str(e.value) and "UTD-MHAD.html" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["inertial", "depth"])
+def test_truncated_file_is_a_one_line_error_naming_it(shared_data: Path, tmp_path: Path, name: str) -> None:
+    file = utd_mhad._FILES[name]
+    root = _link_all(shared_data, tmp_path, skip=file)
+    raw = (shared_data / file).read_bytes()
+    (root / file).write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(MMRobustError, match=f"cannot read .*{Path(file).name}") as e:
+        mmrobust.load_dataset("utd_mhad", data_dir=str(root), modalities=(name,), use_cache=False)
+    assert "\n" not in str(e.value)
+
+
+def test_wrong_shape_file_is_a_one_line_error(shared_data: Path, tmp_path: Path) -> None:
+    file = utd_mhad._FILES["inertial"]
+    root = _link_all(shared_data, tmp_path, skip=file)
+    with np.load(shared_data / file, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["data"] = arrays["data"][:, :5]  # five channels instead of six
+    np.savez(root / file, **arrays)
+    with pytest.raises(MMRobustError, match=r"utd_mhad_inertial.npz: data has rows of shape \(5,\), expected \(6,\)"):
+        mmrobust.load_dataset("utd_mhad", data_dir=str(root), modalities=("inertial",), use_cache=False)
