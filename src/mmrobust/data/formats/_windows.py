@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..sequences import window_starts
+from ..dataset import DataSpec, ModalitySpec, MultimodalData, standardize
+from ..sequences import subject_splits, window_starts
 
 
 def _bin_edges(n_out: int, ratio: float) -> np.ndarray:
@@ -87,3 +88,30 @@ def pick_val_subjects(subjects: np.ndarray, test_subjects: Sequence[int], fracti
     rest = np.array(sorted(set(subjects.tolist()) - {int(s) for s in test_subjects}))
     order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed)).numpy()
     return sorted(rest[order[: max(1, round(fraction * len(rest)))]].tolist())
+
+
+def windowed_dataset(
+    name: str,
+    parts: dict[str, list[np.ndarray]],
+    modalities: Sequence[str],
+    classes: Sequence[str],
+    test_subjects: Sequence[int],
+    val_fraction: float,
+    split_seed: int,
+) -> MultimodalData:
+    """Assemble per-subject window lists (`parts[m]`, `parts["y"]`, `parts["subject"]`) into a
+    standardised, subject-split dataset of `conv1d` modalities, all present."""
+    inputs = {m: torch.from_numpy(np.ascontiguousarray(np.concatenate(parts[m]))) for m in modalities}
+    subjects = np.concatenate(parts["subject"])
+    val_subjects = pick_val_subjects(subjects, test_subjects, val_fraction, split_seed)
+    splits = subject_splits(subjects, test_subjects, val_subjects, name)
+    spec = DataSpec(
+        name,
+        tuple(ModalitySpec(m, "conv1d", tuple(x.shape[1:])) for m, x in inputs.items()),
+        "classification",
+        len(classes),
+        tuple(classes),
+    )
+    target = torch.from_numpy(np.concatenate(parts["y"]))
+    present = torch.ones(len(target), len(inputs), dtype=torch.bool)
+    return standardize(MultimodalData(spec, inputs, present, target, splits))

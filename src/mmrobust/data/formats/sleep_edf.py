@@ -29,15 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...errors import MMRobustError
 from ..cache import cached
-from ..dataset import DataSpec, ModalitySpec, MultimodalData, standardize
+from ..dataset import MultimodalData
 from ..paths import data_dir as resolve_data_dir
 from ..registry import DatasetInfo, register_dataset
-from ..sequences import subject_splits
-from ._windows import cut, pick_val_subjects, resample
+from ._windows import cut, resample, windowed_dataset
 
 STAGES = ("W", "N1", "N2", "N3", "REM")
 _ANNOTATION_STAGE = {
@@ -171,20 +169,7 @@ def _build(
             parts[modality].append(x)
         parts["y"].append(stages[keep][recorded])
         parts["subject"].append(np.full(int(recorded.sum()), _subject(psg)))
-    inputs = {m: torch.from_numpy(np.ascontiguousarray(np.concatenate(parts[m]))) for m in _CHANNELS}
-    subjects = np.concatenate(parts["subject"])
-    val_subjects = pick_val_subjects(subjects, test_subjects, val_fraction, split_seed)
-    splits = subject_splits(subjects, test_subjects, val_subjects, "sleep_edf")
-    spec = DataSpec(
-        "sleep_edf",
-        tuple(ModalitySpec(m, "conv1d", tuple(x.shape[1:])) for m, x in inputs.items()),
-        "classification",
-        len(STAGES),
-        STAGES,
-    )
-    target = torch.from_numpy(np.concatenate(parts["y"]))
-    present = torch.ones(len(target), len(inputs), dtype=torch.bool)
-    return standardize(MultimodalData(spec, inputs, present, target, splits))
+    return windowed_dataset("sleep_edf", parts, list(_CHANNELS), STAGES, test_subjects, val_fraction, split_seed)
 
 
 def read_epochs(path: Path, onsets: np.ndarray, fs: float) -> tuple[dict[str, np.ndarray], np.ndarray]:

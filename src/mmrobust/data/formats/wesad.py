@@ -29,15 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...errors import MMRobustError
 from ..cache import cached
-from ..dataset import DataSpec, ModalitySpec, MultimodalData, standardize
+from ..dataset import MultimodalData
 from ..paths import data_dir as resolve_data_dir
 from ..registry import DatasetInfo, register_dataset
-from ..sequences import subject_splits
-from ._windows import cut, label_windows, pick_val_subjects, resample, resample_labels
+from ._windows import cut, label_windows, resample, resample_labels, windowed_dataset
 from .safe_pickle import load_pickle
 
 SUBJECTS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17)
@@ -136,20 +134,7 @@ def _build(
             parts[device].append(cut(np.concatenate(channels, axis=1), starts, window))  # (N, C, W)
         parts["y"].append(y[starts])
         parts["subject"].append(np.full(len(starts), subject))
-    inputs = {d: torch.from_numpy(np.concatenate(parts[d])) for d in _SIGNALS}
-    subjects = np.concatenate(parts["subject"])
-    val_subjects = pick_val_subjects(subjects, test_subjects, val_fraction, split_seed)
-    splits = subject_splits(subjects, test_subjects, val_subjects, "wesad")
-    spec = DataSpec(
-        "wesad",
-        tuple(ModalitySpec(d, "conv1d", tuple(x.shape[1:])) for d, x in inputs.items()),
-        "classification",
-        len(CLASSES),
-        CLASSES,
-    )
-    target = torch.from_numpy(np.concatenate(parts["y"]))
-    present = torch.ones(len(target), len(inputs), dtype=torch.bool)
-    return standardize(MultimodalData(spec, inputs, present, target, splits))
+    return windowed_dataset("wesad", parts, list(_SIGNALS), CLASSES, test_subjects, val_fraction, split_seed)
 
 
 def _each_signal(record: dict[str, Any]) -> list[tuple[np.ndarray, float]]:
