@@ -15,7 +15,7 @@ import torch
 
 from mmrobust import MMRobustError, MultimodalData, load_dataset
 from mmrobust.data import avmnist
-from mmrobust.data.audio import add_noise, center_fit, log_mel, mel_filterbank, read_wav
+from mmrobust.data.audio import add_noise, center_fit, log_mel, mel_filterbank, normalize_rms, read_wav
 from mmrobust.data.idx import read_idx
 
 
@@ -224,6 +224,13 @@ def test_read_wav_decodes_int16_and_rejects_other_formats() -> None:
 def test_center_fit_pads_and_crops_around_the_middle() -> None:
     clips, kept = center_fit([np.ones(2, np.float32), np.arange(10, dtype=np.float32)], 6)
     assert clips.tolist() == [[0, 0, 1, 1, 0, 0], [2, 3, 4, 5, 6, 7]] and kept.tolist() == [2, 6]
+
+
+def test_normalize_rms_removes_the_recording_gain() -> None:
+    clips, kept = center_fit([np.full(100, 0.5, np.float32), np.full(50, -0.01, np.float32), np.zeros(9)], 200)
+    out = normalize_rms(clips, kept, rms=0.1)
+    assert np.allclose(np.sqrt(np.square(out[:2]).sum(1) / kept[:2]), 0.1)
+    assert np.array_equal(out[:, :25], np.zeros((3, 25))) and np.array_equal(out[2], np.zeros(200))
 
 
 def test_add_noise_reaches_the_requested_snr_over_the_real_samples() -> None:

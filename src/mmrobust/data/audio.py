@@ -1,5 +1,5 @@
-"""Audio front end without torchaudio/librosa: WAV decoding, fixed-length clips, additive
-noise at a chosen SNR and a log-mel spectrogram (torch.stft + a mel filterbank built from
+"""Audio front end without torchaudio/librosa: WAV decoding, fixed-length clips, loudness
+normalisation, additive noise at a chosen SNR and a log-mel spectrogram (torch.stft + a mel filterbank built from
 the HTK mel formula `mel(f) = 2595 log10(1 + f / 700)`)."""
 
 from __future__ import annotations
@@ -47,14 +47,26 @@ def center_fit(clips: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np
     return out, kept
 
 
+def signal_power(clips: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Mean square (N,) of each clip over its `kept` real samples (padding does not dilute it)."""
+    return np.square(clips).sum(axis=1, dtype=np.float64) / kept
+
+
+def normalize_rms(clips: np.ndarray, kept: np.ndarray, rms: float = 0.1) -> np.ndarray:
+    """Scale each clip to root-mean-square `rms` over its real samples (0.1 = -20 dBFS).
+
+    This removes the recording gain, which differs between FSDD speakers and would otherwise
+    let a model recognise the speaker's microphone level rather than the digit.
+    """
+    scale = rms / np.sqrt(np.maximum(signal_power(clips, kept), 1e-12))  # (N,); silent clips stay 0
+    return clips * scale.astype(np.float32)[:, None]
+
+
 def add_noise(clips: np.ndarray, kept: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """Add white Gaussian noise over the whole clip at `snr_db` relative to each clip's own
-    signal power (measured over its `kept` real samples, so padding does not dilute it).
-
-    The noise also covers the padding, so a clip's length cannot be read off its silence.
-    """
-    power = np.square(clips).sum(axis=1, dtype=np.float64) / kept  # (N,)
-    sigma = np.sqrt(power / 10 ** (snr_db / 10)).astype(np.float32)[:, None]  # (N, 1)
+    signal power. The noise also covers the padding, so a clip's length cannot be read off
+    its silence."""
+    sigma = np.sqrt(signal_power(clips, kept) / 10 ** (snr_db / 10)).astype(np.float32)[:, None]  # (N, 1)
     return clips + sigma * rng.standard_normal(clips.shape, dtype=np.float32)
 
 

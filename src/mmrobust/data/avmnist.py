@@ -11,9 +11,11 @@ Recipe `avmnist/1`:
 - Pairing: seeded, within class; images for train recordings come from MNIST train, for
   test recordings from MNIST test; each image is used at most once.
 - Audio: 8 kHz int16 -> float in [-1, 1), zero-padded or cropped around its centre to 1 s
-  (8000 samples; 20 of the 3000 recordings are longer), optional white noise at
-  `audio_snr_db` relative to the recording's own power (over the whole second, padding
-  included), then a log-mel spectrogram: n_fft 256 (32 ms Hann), hop 128 (16 ms), 40 HTK mel
+  (8000 samples; 20 of the 3000 recordings are longer), scaled to RMS 0.1 over its real
+  samples (the recording gain differs between speakers: without this, clean audio alone
+  reached 0.26 test accuracy on the speaker split after 12 epochs, with it 0.72), optional white noise
+  at `audio_snr_db` relative to that power (over the whole second, padding included), then
+  a log-mel spectrogram: n_fft 256 (32 ms Hann), hop 128 (16 ms), 40 HTK mel
   bands 0-4 kHz, log(power + 1e-6) -> "conv2d" (1, 40, 63).
 - Image: pixels / 255, optionally projected onto the fewest leading PCA components (fitted on
   the train split's images only) whose variance reaches the fraction `image_energy` ->
@@ -55,7 +57,7 @@ import numpy as np
 import torch
 
 from ..errors import MMRobustError
-from .audio import add_noise, center_fit, log_mel, read_wav
+from .audio import add_noise, center_fit, log_mel, normalize_rms, read_wav
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
 from .idx import read_idx
 from .paths import data_dir as resolve_data_dir
@@ -76,8 +78,8 @@ INFO = DatasetInfo(
     files=(INDEX, RECORDINGS, *MNIST["train"], *MNIST["test"]),
     homepage="https://github.com/Jakobovski/free-spoken-digit-dataset",
     recipe=(
-        "avmnist/1: log-mel (1, 40, 63) of 1 s clips + white noise at audio_snr_db; MNIST (1, 28, 28) "
-        "PCA-projected to image_energy; seeded within-class pairing; FSDD take or speaker split"
+        "avmnist/1: log-mel (1, 40, 63) of 1 s RMS-normalised clips + white noise at audio_snr_db; "
+        "MNIST (1, 28, 28) PCA-projected to image_energy; seeded within-class pairing; take or speaker split"
     ),
     checksums={RECORDINGS: "b8f087bc9d5c545fe5468a9febde9b9643520a6352c75be86b96328be04ef5c2"},
 )
@@ -156,6 +158,7 @@ def _build(
         files, digits, speakers, is_test = files[keep], digits[keep], speakers[keep], is_test[keep]
 
     clips, kept = center_fit(read_recordings(root / RECORDINGS, files), CLIP)  # (N, CLIP)
+    clips = normalize_rms(clips, kept)
     if audio_snr_db is not None:
         clips = add_noise(clips, kept, audio_snr_db, noise_rng)
     audio = log_mel(torch.from_numpy(clips), SAMPLE_RATE, N_FFT, HOP, N_MELS).unsqueeze(1)  # (N, 1, 40, 63)
