@@ -91,7 +91,7 @@ def load_avmnist(
     split: str = "take",
     test_speaker: str = "theo",
     image_energy: float = 0.25,
-    audio_snr_db: float | None = 3.0,
+    audio_snr_db: float | None = -3.0,
     val_fraction: float = 0.2,
     seed: int = 0,
     split_seed: int = 0,
