@@ -59,6 +59,7 @@ import torch
 
 from ..errors import MMRobustError
 from .audio import add_noise, center_fit, log_mel, normalize_rms, read_wav
+from .cache import cached
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
 from .idx import read_idx
 from .paths import data_dir as resolve_data_dir
@@ -118,7 +119,6 @@ def load_avmnist(
         raise MMRobustError(f"val_fraction must be in (0, 1), not {val_fraction}")
     if max_per_class is not None and max_per_class < 2:
         raise MMRobustError(f"max_per_class must be at least 2, not {max_per_class}")
-    from .cache import cached  # not at import time: cache imports audit, which imports this package
 
     root = resolve_data_dir(data_dir)
     INFO.require("avmnist", root)
