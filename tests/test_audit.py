@@ -36,7 +36,7 @@ def all_scenarios(data: mmrobust.MultimodalData):  # type: ignore[no-untyped-def
 
 
 @pytest.mark.parametrize("fusion", FUSION_NAMES)
-@pytest.mark.parametrize("method", ["joint", "dropout"])
+@pytest.mark.parametrize("method", ["joint", "dropout", "actionmae"])
 def test_fast_path_equals_naive_path(kinds_data, fit_small, method: str, fusion: str) -> None:
     model = fit_small(kinds_data, method, fusion)
     test = kinds_data.split("test")

@@ -18,7 +18,7 @@ from ..errors import MMRobustError
 from .batch import Batch
 
 Task = Literal["classification", "regression"]
-ENCODER_KINDS = ("mlp", "conv1d", "conv2d", "seq")
+ENCODER_KINDS = ("mlp", "conv1d", "conv2d", "seq", "frames")
 SPLITS = ("train", "val", "test")
 
 
@@ -184,7 +184,7 @@ def standardize(data: MultimodalData, reference: str = "train") -> MultimodalDat
 
     Statistics come from the present samples of the reference split, so validation and test
     data never leak into preprocessing; absent placeholders are left untouched. A channel is
-    a feature (`mlp`, `seq`) or a leading channel (`conv1d`, `conv2d`).
+    a feature (`mlp`, `seq`), a leading channel (`conv1d`, `conv2d`) or a frame channel (`frames`).
     """
     index = data.splits[reference]
     inputs = {}
@@ -208,4 +208,6 @@ def _channel_reduce_dims(kind: str, ndim: int) -> tuple[int, ...]:
     """Axes (sample axis included) that one channel's statistics are pooled over."""
     if kind in ("conv1d", "conv2d"):
         return (0, *range(2, ndim))  # (N, C, ...) -> per C
+    if kind == "frames":
+        return (0, 1, *range(3, ndim))  # (N, T, C, H, W) -> per C
     return tuple(range(ndim - 1))  # (N, ..., F) -> per F

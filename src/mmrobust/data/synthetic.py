@@ -23,7 +23,7 @@ from ..errors import MMRobustError
 from .dataset import ENCODER_KINDS, DataSpec, ModalitySpec, MultimodalData, Task, stratified_split
 from .registry import DatasetInfo, register_dataset
 
-_DEFAULT_SHAPES = {"mlp": (16,), "conv1d": (2, 16), "conv2d": (1, 8, 8), "seq": (6, 4)}
+_DEFAULT_SHAPES = {"mlp": (16,), "conv1d": (2, 16), "conv2d": (1, 8, 8), "seq": (6, 4), "frames": (3, 1, 8, 8)}
 
 
 @register_dataset(

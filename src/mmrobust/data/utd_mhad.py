@@ -6,7 +6,7 @@ https://personal.utdallas.edu/~kehtar/UTD-MHAD.html. 27 actions x 8 subjects x 4
 861 sequences (3 missing in the release); the files are packed as described in the data
 folder's PROVENANCE.md.
 
-Recipe (`utd_mhad/1`), chosen so every modality has one fixed shape and is cheap on a CPU:
+Recipe (`utd_mhad/2`), chosen so every modality has one fixed shape and is cheap on a CPU:
 - `inertial` conv1d (6, 128): acc xyz + gyro xyz, each trial (107-326 samples at ~50 Hz)
   linearly resampled to 128 steps over its full duration.
 - `skeleton` seq (32, 60): 20 joints x xyz, each trial (41-125 frames) linearly resampled to
@@ -18,8 +18,9 @@ Recipe (`utd_mhad/1`), chosen so every modality has one fixed shape and is cheap
   so the 2.2 GB of decompressed video never sits in memory. `depth="motion"` (default): a
   depth-motion map, log(1 + mean |frame_t - frame_t-1|) (front view only, in the spirit of
   Chen et al.'s DMMs; the log tames the large jumps at silhouette edges), and the mean frame
-  (the static pose). `depth="frames"`: `depth_frames` frames evenly spaced over the trial, as
-  channels. Either is then cropped to a box around the subject (where the subject stood and
+  (the static pose). `depth="frames"`: kind `frames` (T, 1, 48, 32), `depth_frames` frames
+  evenly spaced over the trial, read by the space-time encoder (per-frame CNN + temporal
+  transformer). Either is then cropped to a box around the subject (where the subject stood and
   how far from the camera vary between subjects) and resampled to `depth_size` (48, 32); on
   the full image the small conv encoder reached ~15-20% test accuracy, ~35-40% cropped.
 - Split: the standard cross-subject protocol, test = subjects 2, 4, 6, 8 (430 sequences);
@@ -68,7 +69,7 @@ INFO = DatasetInfo(
     files=(*_FILES.values(), _ACTIONS, _JOINTS),
     homepage="https://personal.utdallas.edu/~kehtar/UTD-MHAD.html",
     recipe=(
-        "utd_mhad/1: inertial 6x128 + hip-centred skeleton 32x60 by linear resampling; depth 2x2-pooled "
+        "utd_mhad/2: inertial 6x128 + hip-centred skeleton 32x60 by linear resampling; depth 2x2-pooled "
         "log motion + mean map (or evenly spaced frames) cropped to the subject, 48x32; "
         "test subjects 2,4,6,8, val subject 7; train-only standardisation"
     ),
@@ -160,7 +161,10 @@ def _build(
         inputs["skeleton"] = x
     if "depth" in modalities:
         x = _depth(root / _FILES["depth"], index["depth"], depth, depth_frames, depth_size)
-        specs.append(ModalitySpec("depth", "conv2d", tuple(x.shape[1:])))
+        if depth == "frames":  # (N, T, H, W) -> (N, T, 1, H, W) for the space-time encoder
+            x = x.unsqueeze(2)
+        kind = "frames" if depth == "frames" else "conv2d"
+        specs.append(ModalitySpec("depth", kind, tuple(x.shape[1:])))
         inputs["depth"] = x
 
     splits = subject_splits(first["subject"], _TEST_SUBJECTS, val_subjects, "utd_mhad")

@@ -10,7 +10,7 @@ sentiment metric).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,19 +24,24 @@ from ..models.model import MultimodalModel
 from .base import Method, register_method
 
 
-def task_loss(output: Tensor, target: Tensor, task: str) -> Tensor:
+def task_loss(output: Tensor, target: Tensor, task: str, label_smoothing: float = 0.0) -> Tensor:
     if task == "classification":
-        return F.cross_entropy(output, target)
+        return F.cross_entropy(output, target, label_smoothing=label_smoothing)
     return F.l1_loss(output, target.float())
 
 
 @register_method("joint")
 class SupervisedMethod(Method):
-    """Plain training of one encode/fuse model on the data as given (the usual baseline)."""
+    """Plain training of one encode/fuse model on the data as given (the usual baseline).
 
-    def __init__(self, fusion: str = "transformer", dim: int = 64) -> None:
+    `modalities` restricts the model to those modalities (e.g. `["audio"]` for a uni-modal
+    baseline): the others are ignored in training, validation, prediction and the audit.
+    """
+
+    def __init__(self, fusion: str = "transformer", dim: int = 64, modalities: Sequence[str] | None = None) -> None:
         self.fusion = fusion
         self.dim = dim
+        self.modalities = None if modalities is None else list(modalities)
 
     @property
     def train_corruption(self) -> Corruption | None:
@@ -44,7 +49,7 @@ class SupervisedMethod(Method):
 
     def build(self, spec: DataSpec) -> None:
         self.check_task(spec)
-        self.model = MultimodalModel(spec, fusion=self.fusion, dim=self.dim)
+        self.model = MultimodalModel(spec, fusion=self.fusion, dim=self.dim, use=self.modalities)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         model, corruption = self.fitted_model, self.train_corruption
@@ -67,8 +72,9 @@ class ModalityDropout(SupervisedMethod):
         fusion: str = "transformer",
         dim: int = 64,
         corruption: Corruption | Mapping[str, Any] | None = None,
+        modalities: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(fusion, dim)
+        super().__init__(fusion, dim, modalities)
         self.corruption = corruption
 
     def get_params(self) -> dict[str, Any]:

@@ -66,24 +66,52 @@ ENCODERS.register("conv1d")(lambda shape, dim: ConvEncoder(shape, dim, ndim=1))
 ENCODERS.register("conv2d")(lambda shape, dim: ConvEncoder(shape, dim, ndim=2))
 
 
+class TemporalReadout(nn.Module):
+    """A CLS token and learned positions prepended to a (B, T, D) sequence, read out by a transformer."""
+
+    def __init__(self, steps: int, dim: int, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, steps + 1, dim) * 0.02)
+        self.body = ReadoutTransformer(dim, layers, heads)
+
+    def forward(self, h: Tensor) -> Tensor:
+        h = torch.cat([self.cls.expand(len(h), -1, -1), h], dim=1) + self.pos  # (B, T+1, D)
+        return self.body(h)  # (B, D)
+
+
 @ENCODERS.register("seq")
 class SequenceEncoder(nn.Module):
-    """Sequences of frame or word vectors (T, F): a small transformer read out at a CLS token."""
+    """Sequences of frame or word vectors (T, F): projected, then a temporal readout."""
 
-    def __init__(self, shape: tuple[int, ...], dim: int, layers: int = 2, heads: int = 4) -> None:
+    def __init__(self, shape: tuple[int, ...], dim: int) -> None:
         super().__init__()
         if len(shape) != 2:
             raise MMRobustError(f"seq expects per-sample shape (T, F), got {shape}")
         steps, features = shape
         self.proj = nn.Linear(features, dim)
-        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos = nn.Parameter(torch.randn(1, steps + 1, dim) * 0.02)
-        self.body = ReadoutTransformer(dim, layers, heads)
+        self.temporal = TemporalReadout(steps, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.proj(x)  # (B, T, D)
-        h = torch.cat([self.cls.expand(len(h), -1, -1), h], dim=1) + self.pos  # (B, T+1, D)
-        return self.body(h)  # (B, D)
+        return self.temporal(self.proj(x))  # (B, T, F) -> (B, D)
+
+
+@ENCODERS.register("frames")
+class SpaceTimeEncoder(nn.Module):
+    """Frame sequences (T, C, H, W): a per-frame CNN shared over time (run on all B*T frames at
+    once), then a temporal readout — ActionMAE's spatial + temporal encoder, sized for a CPU."""
+
+    def __init__(self, shape: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        if len(shape) != 4:
+            raise MMRobustError(f"frames expects per-sample shape (T, C, H, W), got {shape}")
+        steps, *frame = shape
+        self.frame = ConvEncoder(tuple(frame), dim, ndim=2)
+        self.temporal = TemporalReadout(steps, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        per_frame = self.frame(x.flatten(0, 1)).unflatten(0, x.shape[:2])  # (B*T, C, H, W) -> (B, T, D)
+        return self.temporal(per_frame)  # (B, D)
 
 
 def create_encoder(kind: str, shape: tuple[int, ...], dim: int) -> nn.Module:

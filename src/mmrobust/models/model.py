@@ -4,25 +4,44 @@
 under many masks (ARCHITECTURE.md invariant 3). Each encoder only runs on the samples
 where its modality is present (gather -> encode -> scatter): absent placeholders are never
 read, and training under modality dropout costs in proportion to what is present.
+
+`use` restricts the model to some modalities (a uni-modal baseline, a UME member): the
+others are never encoded and are treated as absent in every fusion, including the audit's.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..errors import MMRobustError, unknown_name
 from .encoders import create_encoder
 from .fusion import create_fusion
 from .tokens import Tokens
 
 
 class MultimodalModel(nn.Module):
-    def __init__(self, spec: DataSpec, fusion: str = "transformer", dim: int = 64) -> None:
+    use_mask: Tensor  # (M,) bool buffer: which modalities the model reads
+
+    def __init__(
+        self, spec: DataSpec, fusion: str = "transformer", dim: int = 64, use: Sequence[str] | None = None
+    ) -> None:
         super().__init__()
         self.spec, self.dim, self.fusion_name = spec, dim, fusion
-        self.encoders = nn.ModuleDict({m.name: create_encoder(m.kind, m.shape, dim) for m in spec.modalities})
+        if use is not None and not use:
+            raise MMRobustError("a model must use at least one modality")
+        for name in use or ():
+            if name not in spec.modality_names:
+                raise unknown_name("modality", name, spec.modality_names)
+        self.used = tuple(m for m in spec.modality_names if use is None or m in use)
+        self.register_buffer("use_mask", torch.tensor([m in self.used for m in spec.modality_names]), persistent=False)
+        self.encoders = nn.ModuleDict(
+            {m.name: create_encoder(m.kind, m.shape, dim) for m in spec.modalities if m.name in self.used}
+        )
         self.fusion = create_fusion(fusion, len(spec.modalities), dim, spec.num_classes)
 
     @property
@@ -30,20 +49,23 @@ class MultimodalModel(nn.Module):
         return self.spec.modality_names
 
     def encode_modality(self, modality: str, x: Tensor) -> Tensor:
+        if modality not in self.encoders:  # an unused modality: a placeholder that fuse never reads
+            return x.new_zeros((len(x), self.dim), dtype=torch.float32)
         return self.encoders[modality](x)  # (n, D)
 
     def encode(self, batch: Batch) -> Tokens:
         z = batch.present.new_zeros((len(batch), len(self.modalities), self.dim), dtype=torch.float32)
+        present = batch.present & self.use_mask
         for j, m in enumerate(self.modalities):
-            rows = batch.present[:, j]
+            rows = present[:, j]
             if rows.all():
                 z[:, j] = self.encode_modality(m, batch.inputs[m])
             elif rows.any():
                 z[rows, j] = self.encode_modality(m, batch.inputs[m][rows])
-        return Tokens(z, batch.present, self.modalities)  # z: (B, M, D)
+        return Tokens(z, present, self.modalities)  # z: (B, M, D)
 
     def fuse(self, tokens: Tokens) -> Tensor:
-        out = self.fusion(tokens)  # (B, C) logits, or (B, 1) for regression
+        out = self.fusion(tokens.with_present(tokens.present & self.use_mask))  # (B, C) logits, or (B, 1)
         return out.squeeze(-1) if self.spec.task == "regression" else out
 
     def forward(self, batch: Batch) -> Tensor:
