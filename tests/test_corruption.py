@@ -19,7 +19,7 @@ from mmrobust import (
     Subset,
     corruption_from_dict,
 )
-from mmrobust.corruption import corruption_from_name
+from mmrobust.corruption import Perturbation, corruption_from_name
 from mmrobust.models import Tokens
 
 N = 20_000
@@ -79,6 +79,9 @@ RANDOM_CORRUPTIONS = [
     MissingRates({"audio": 0.9, "video": 0.9}, if_all_missing="allow"),
     RandomDrop(),
     GaussianNoise("text", sigma=0.5, proportion=0.4),
+    GaussianNoise("text", proportion=0.4, mode="scalar"),
+    Perturbation("audio", 0.15),
+    Perturbation("video", 0.3, stage="input", mode="scalar"),
     Compose((Missing("audio", 0.3), GaussianNoise("video", 1.0, 0.5))),
 ]
 
@@ -347,6 +350,9 @@ SERIALISED = [
     (RandomDrop(), "randomdrop"),
     (GaussianNoise("text", 1.0, 0.3), "noise[text,sigma=1,p=0.3]"),
     (GaussianNoise("text", 0.5, 1.0, stage="token"), "noise[text,sigma=0.5,p=1]@token"),
+    (GaussianNoise("text", 1.0, 0.3, mode="scalar"), "noise[text,scalar,sigma=1,p=0.3]"),
+    (Perturbation("text", 0.15, stage="input"), "perturb[text,sigma=1,p=0.15]"),
+    (Perturbation("text", 0.1, 2.0, mode="scalar"), "perturb[text,scalar,sigma=2,p=0.1]@token"),
     (
         Compose((Missing("audio", 0.3), GaussianNoise("video", 2.0, 0.5))),
         "missing[audio@0.3]+noise[video,sigma=2,p=0.5]",
@@ -397,6 +403,9 @@ def test_to_dict_records_every_parameter() -> None:
         lambda: Missing("audio", 0.3, stage="middle"),
         lambda: Subset(("audio",), stage="middle"),
         lambda: GaussianNoise("audio", stage="middle"),
+        lambda: GaussianNoise("audio", mode="multiplicative"),
+        lambda: Perturbation("audio", 0.6),
+        lambda: Perturbation("audio", sigma=-1.0),
         lambda: corruption_from_dict({"type": "Dropp"}),
         lambda: corruption_from_dict({"modality": "audio"}),
         lambda: corruption_from_dict({"type": "Missing", "modality": "audio"}),
@@ -412,6 +421,9 @@ def test_to_dict_records_every_parameter() -> None:
         "missing-bad-stage",
         "subset-bad-stage",
         "noise-bad-stage",
+        "noise-bad-mode",
+        "perturb-over-half",
+        "perturb-negative-sigma",
         "unknown-type",
         "no-type",
         "missing-parameter",
@@ -465,6 +477,9 @@ PARSEABLE = [
     RandomDrop(),
     GaussianNoise("text", 1.0, 0.3),
     GaussianNoise("text", 0.25, 1.0, stage="token"),
+    GaussianNoise("text", 1.0, 0.05, stage="token", mode="scalar"),
+    Perturbation("audio", 0.15),
+    Perturbation("audio", 0.05, 0.5, stage="input", mode="scalar"),
 ]
 
 
@@ -493,3 +508,52 @@ def test_name_parses_back_to_the_same_corruption(c: mmrobust.Corruption) -> None
 def test_unparseable_names_raise(name: str) -> None:
     with pytest.raises(MMRobustError, match="scenario"):
         corruption_from_name(name)
+
+
+# --- modality perturbation (robust training) and scalar noise -----------------------------------
+@pytest.mark.parametrize("batch_size", [64, 100, 7])
+@pytest.mark.parametrize("p", [0.05, 0.15, 0.3])
+def test_perturbation_exact_disjoint_counts_among_present_rows(batch_size: int, p: float) -> None:
+    present = partial_present(batch_size, seed=batch_size)
+    batch = make_batch(batch_size, present)
+    j = MODS.index("video")
+    dropped, noised = Perturbation("video", p, stage="input").chosen_rows(present, MODS, gen(0))
+    count = min(int(batch_size * p), int(present[:, j].sum()))
+    assert len(dropped) == count and len(noised) == min(count, int(present[:, j].sum()) - count)
+    assert not set(dropped.tolist()) & set(noised.tolist())
+    assert present[dropped, j].all() and present[noised, j].all()
+    out = Perturbation("video", p, stage="input")(batch, gen(0))
+    assert torch.equal(out.present[:, j], present[:, j] & ~torch.isin(torch.arange(batch_size), dropped))
+    changed = (out.inputs["video"] != batch.inputs["video"]).flatten(1).any(dim=1)
+    assert torch.equal(changed.nonzero().flatten().sort().values, noised.sort().values)
+    for m in ("audio", "text"):  # other modalities untouched
+        assert torch.equal(out.inputs[m], batch.inputs[m])
+        assert torch.equal(out.present[:, MODS.index(m)], present[:, MODS.index(m)])
+
+
+def test_perturbation_is_redrawn_every_call_and_spreads_over_samples() -> None:
+    g = gen(0)
+    c = Perturbation("audio", 0.25, stage="input")
+    hits = torch.zeros(40)
+    for _ in range(400):
+        dropped, noised = c.chosen_rows(torch.ones(40, 3, dtype=torch.bool), MODS, g)
+        hits[dropped] += 1
+        hits[noised] += 1
+    share = hits / 400
+    assert torch.allclose(share, torch.full((40,), 0.5), atol=0.12)  # each sample hit ~2p of the time
+
+
+def test_scalar_noise_multiplies_each_hit_sample_by_one_gaussian_draw() -> None:
+    batch = make_batch(4000)
+    out = GaussianNoise("text", sigma=2.0, proportion=1.0, mode="scalar")(batch, gen(3))
+    ratio = out.inputs["text"] / batch.inputs["text"]  # (N, F): one scale per row
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4)
+    assert abs(float(ratio[:, 0].std()) - 2.0) < 0.1 and abs(float(ratio[:, 0].mean())) < 0.1
+
+
+def test_perturbation_on_tokens() -> None:
+    tokens = make_tokens(64)
+    out = Perturbation("video", 0.25)(tokens, gen(0))
+    j = MODS.index("video")
+    assert int((tokens.present[:, j] & ~out.present[:, j]).sum()) == 16  # newly absent
+    assert int((out.z[:, j] != tokens.z[:, j]).any(dim=1).sum()) == 16  # noised

@@ -222,30 +222,60 @@ class RandomDrop(MaskCorruption):
         return present & (rank >= k.to(present.device)[:, None])
 
 
+NoiseMode = Literal["additive", "scalar"]
+
+
+def _noise(value: Tensor, sigma: float, mode: NoiseMode, generator: torch.Generator) -> Tensor:
+    """`additive`: x + sigma·ε with ε ~ N(0, 1) per element (the MSA-robustness paper's definition);
+    `scalar`: x · s with one s ~ N(0, sigma²) per sample (what that paper's released code does)."""
+    if mode == "additive":
+        noise = torch.randn(value.shape, generator=generator)
+        return value + sigma * noise.to(value.device, value.dtype)
+    scale = sigma * torch.randn(len(value), generator=generator)
+    return value * scale.to(value.device, value.dtype).view(-1, *[1] * (value.dim() - 1))
+
+
+def _check_noise(sigma: float, mode: str) -> None:
+    if sigma < 0:
+        raise MMRobustError(f"sigma must be >= 0, got {sigma}")
+    if mode not in ("additive", "scalar"):
+        raise MMRobustError(f"noise mode must be 'additive' or 'scalar', not '{mode}'")
+
+
+def _noise_label(modality: str, sigma: float, mode: NoiseMode) -> str:
+    return modality + (",scalar" if mode == "scalar" else "") + f",sigma={sigma:g}"
+
+
+def _stage_suffix(stage: Stage) -> str:
+    return "" if stage == "input" else "@token"
+
+
 @dataclass(frozen=True)
 class GaussianNoise(Corruption):
-    """Add N(0, sigma^2) noise to `modality` for a `proportion` of the samples where it is present.
+    """Noise on `modality` for a `proportion` of the samples where it is present (independent draws).
 
     Inputs are standardised per channel by the loaders, so sigma is in units of the data's
     standard deviation at `stage="input"` and of raw token units at `stage="token"`.
+    `mode="scalar"` multiplies each hit sample by one N(0, sigma²) draw instead.
     """
 
     modality: str
     sigma: float = 1.0
     proportion: float = 1.0
     stage: Stage = "input"
+    mode: NoiseMode = "additive"
     type_name: ClassVar[str] = "GaussianNoise"
 
     def __post_init__(self) -> None:
         _check_proportion(self.proportion, "proportion")
         _check_stage(self.stage)
-        if self.sigma < 0:
-            raise MMRobustError(f"sigma must be >= 0, got {self.sigma}")
+        _check_noise(self.sigma, self.mode)
 
     @property
     def name(self) -> str:
-        where = "" if self.stage == "input" else "@token"
-        return f"noise[{self.modality},sigma={self.sigma:g},p={self.proportion:g}]{where}"
+        return f"noise[{_noise_label(self.modality, self.sigma, self.mode)},p={self.proportion:g}]" + _stage_suffix(
+            self.stage
+        )
 
     def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
         return (self.modality,)
@@ -257,8 +287,7 @@ class GaussianNoise(Corruption):
         j = _index(self.modality, modalities)
         hit = torch.rand(present.shape[0], generator=generator) < self.proportion
         rows = (hit.to(present.device) & present[:, j]).nonzero().flatten()
-        noise = torch.randn((len(rows), *value.shape[1:]), generator=generator)
-        return rows, value[rows] + self.sigma * noise.to(value.device, value.dtype)
+        return rows, _noise(value[rows], self.sigma, self.mode, generator)
 
     def __call__(self, x: T, generator: torch.Generator) -> T:
         _index(self.modality, x.modalities)  # a clear error for an unknown name
@@ -267,6 +296,54 @@ class GaussianNoise(Corruption):
         out = value.clone()
         out[rows] = noised
         return x.with_value(self.modality, out)
+
+
+@dataclass(frozen=True)
+class Perturbation(Corruption):
+    """Modality perturbation (Hazarika et al., NAACL 2022) as a training augmentation: of the
+    samples where `modality` is present, exactly ⌊B·p⌋ lose it and another, disjoint ⌊B·p⌋ get
+    it noised, re-drawn on every call. "15% missing + 15% noise" is `proportion=0.15`."""
+
+    modality: str
+    proportion: float = 0.15
+    sigma: float = 1.0
+    stage: Stage = "token"
+    mode: NoiseMode = "additive"
+    type_name: ClassVar[str] = "Perturbation"
+
+    def __post_init__(self) -> None:
+        _check_proportion(self.proportion, "proportion")
+        if self.proportion > 0.5:
+            raise MMRobustError(f"perturbation proportion must be <= 0.5 (missing + noise), got {self.proportion}")
+        _check_stage(self.stage)
+        _check_noise(self.sigma, self.mode)
+
+    @property
+    def name(self) -> str:
+        return f"perturb[{_noise_label(self.modality, self.sigma, self.mode)},p={self.proportion:g}]" + _stage_suffix(
+            self.stage
+        )
+
+    def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
+        return (self.modality,)
+
+    def chosen_rows(
+        self, present: Tensor, modalities: Sequence[str], generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """(dropped rows, noised rows): disjoint, ⌊B·p⌋ each, among the rows where the modality is present."""
+        j = _index(self.modality, modalities)
+        count = int(present.shape[0] * self.proportion)
+        candidates = present[:, j].nonzero().flatten()
+        order = candidates[torch.randperm(len(candidates), generator=generator).to(candidates.device)]
+        return order[:count], order[count : 2 * count]
+
+    def __call__(self, x: T, generator: torch.Generator) -> T:
+        dropped, noised = self.chosen_rows(x.present, x.modalities, generator)
+        value = x.value(self.modality).clone()
+        value[noised] = _noise(value[noised], self.sigma, self.mode, generator)
+        present = x.present.clone()
+        present[dropped, x.modalities.index(self.modality)] = False
+        return x.with_value(self.modality, value).with_present(present)
 
 
 @dataclass(frozen=True)
@@ -301,6 +378,17 @@ class Compose(Corruption):
         return x
 
 
+_NOISE = r"(?P<mod>[^,\]]+)(?P<scalar>,scalar)?,sigma=(?P<s>[0-9.eE+-]+)"
+
+
+def _stage(match: re.Match[str]) -> Stage:
+    return "token" if match["tok"] else "input"
+
+
+def _mode(match: re.Match[str]) -> NoiseMode:
+    return "scalar" if match["scalar"] else "additive"
+
+
 _NAME_PATTERNS: tuple[tuple[str, Callable[[re.Match[str]], Corruption]], ...] = (
     (r"subset\[(?P<keep>[^\]]*)\]", lambda m: Subset(tuple(filter(None, m["keep"].split("+"))))),
     (r"missing\[(?P<mod>[^@\]]+)@(?P<p>[0-9.eE+-]+)\]", lambda m: Missing(m["mod"], float(m["p"]))),
@@ -310,8 +398,12 @@ _NAME_PATTERNS: tuple[tuple[str, Callable[[re.Match[str]], Corruption]], ...] = 
     ),
     (r"randomdrop", lambda m: RandomDrop()),
     (
-        r"noise\[(?P<mod>[^,\]]+),sigma=(?P<s>[0-9.eE+-]+),p=(?P<p>[0-9.eE+-]+)\](?P<tok>@token)?",
-        lambda m: GaussianNoise(m["mod"], float(m["s"]), float(m["p"]), "token" if m["tok"] else "input"),
+        r"noise\[" + _NOISE + r",p=(?P<p>[0-9.eE+-]+)\](?P<tok>@token)?",
+        lambda m: GaussianNoise(m["mod"], float(m["s"]), float(m["p"]), _stage(m), _mode(m)),
+    ),
+    (
+        r"perturb\[" + _NOISE + r",p=(?P<p>[0-9.eE+-]+)\](?P<tok>@token)?",
+        lambda m: Perturbation(m["mod"], float(m["p"]), float(m["s"]), _stage(m), _mode(m)),
     ),
 )
 
@@ -329,5 +421,6 @@ def corruption_from_name(name: str) -> Corruption:
                 raise MMRobustError(f"cannot parse scenario '{name}': {e}") from None
     raise MMRobustError(
         f"cannot parse scenario '{name}'; write it like subset[a+b], missing[a@0.3], "
-        "rates[a=0.2,b=0.8], randomdrop or noise[a,sigma=1,p=0.3]"
+        "rates[a=0.2,b=0.8], randomdrop, noise[a,sigma=1,p=0.3] (or noise[a,scalar,sigma=1,p=0.3]), "
+        "perturb[a,sigma=1,p=0.15]; append @token for the token stage"
     )
