@@ -194,6 +194,21 @@ def test_summary_columns_and_values(two_model_result) -> None:
     assert wide.columns[0] == "clean"
 
 
+def test_reliance_and_dominance_diagnostic(two_model_result) -> None:
+    """Leave-one-out deltas per modality, and the modality whose removal hurts most (m0 carries
+    most of the synthetic label signal)."""
+    reliance = two_model_result.reliance()
+    assert set(reliance.modality) == {"m0", "m1", "m2"} and len(reliance) == 2 * 3
+    t = two_model_result.table
+    acc = t[(t.method == "joint") & (t.metric == "accuracy")]
+    without_m0 = reliance[(reliance.method == "joint") & (reliance.modality == "m0")].delta.iloc[0]
+    assert without_m0 == pytest.approx(acc[acc.scenario == "subset[m1+m2]"].delta.mean())
+    summary = two_model_result.summary()
+    assert (summary.relies_on == "m0").all()
+    joint = summary[summary.method == "joint"].iloc[0]
+    assert joint.relies_on_delta == pytest.approx(without_m0) and joint.relies_on_delta < 0
+
+
 def test_regression_audit_uses_mae(regression_data, fit_small) -> None:
     result = mmrobust.audit(fit_small(regression_data, "dropout", "sum"), regression_data)
     assert result.primary_metric == "mae"

@@ -92,7 +92,32 @@ class AuditResult:
         out[stds] = out[stds].fillna(0.0)  # one seed: no spread
         out["worst_subset"] = groups.worst_subset.agg(lambda s: s.mode().iloc[0])
         out["seeds"] = groups.seed.nunique()
-        return out.reset_index()
+        return out.reset_index().merge(self._dominant(metric), on=MODEL_KEYS, how="left").fillna({"relies_on": ""})
+
+    def reliance(self, metric: str | None = None) -> pd.DataFrame:
+        """Per model and modality: the mean change (over seeds) when that modality alone is removed
+        (its leave-one-out subset). Empty without leave-one-out subsets in the audit."""
+        metric = metric or self.primary_metric
+        t = self.table[(self.table.metric == metric) & (self.table.kind == "subset")]
+        rows = []
+        for key, g in t.groupby(MODEL_KEYS, sort=False, dropna=False):
+            kept = {str(name): set(str(name)[len("subset[") : -1].split("+")) for name in g.scenario.unique()}
+            every: set[str] = set().union(*kept.values())
+            for name, k in kept.items():
+                if len(every - k) == 1:
+                    delta = float(g.delta[g.scenario == name].mean())
+                    rows.append(
+                        {**dict(zip(MODEL_KEYS, key, strict=True)), "modality": (every - k).pop(), "delta": delta}
+                    )
+        return pd.DataFrame(rows, columns=[*MODEL_KEYS, "modality", "delta"])
+
+    def _dominant(self, metric: str) -> pd.DataFrame:
+        """The dominance diagnostic: per model, the modality whose removal hurts the most ('' if none hurts)."""
+        reliance = self.reliance(metric)
+        harm = reliance.delta * (1.0 if metric in LOWER_IS_BETTER else -1.0)  # > 0: worse without it
+        worst = reliance.loc[harm.groupby([reliance[k] for k in MODEL_KEYS], sort=False, dropna=False).idxmax()]
+        worst = worst.assign(modality=worst.modality.where(harm.loc[worst.index] > 0, ""))
+        return worst.rename(columns={"modality": "relies_on", "delta": "relies_on_delta"})
 
     def per_scenario(self, metric: str | None = None) -> pd.DataFrame:
         """Mean over seeds of `metric` for every (model, scenario): rows models, columns scenarios."""
