@@ -4,8 +4,11 @@ Each (model, seed) gets a run directory `OUT/<model>/seed-<s>/` holding the chec
 validation metrics, the audit files and a manifest: the resolved config and its hash, git
 commit and dirty flag, package versions, a checksum of the data, seeds, the hash of every
 audit mask set (identical across models: comparisons are paired), device, wall time and
-peak memory. A run whose manifest says it finished under the same config hash is skipped
-when the command is repeated. The combined report is written to OUT/.
+peak memory. A run whose manifest says it finished under the same run hash is skipped
+when the command is repeated. While a run trains, its directory holds `training-state.pt`
+(saved atomically every `state_every` seconds, deleted when training ends): a run killed
+mid-training resumes from it and ends with the same numbers as one that never stopped.
+The combined report is written to OUT/.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .methods import create_method
 from .train import fit
 
 MANIFEST = "manifest.json"
+TRAINING_STATE = "training-state.pt"
 
 
 def data_checksum(data: MultimodalData) -> str:
@@ -97,7 +101,12 @@ def _finished(run_dir: Path, expected_hash: str) -> AuditResult | None:
 
 
 def run_one(
-    config: ExperimentConfig, model: ModelConfig, seed: int, data: MultimodalData, run_dir: Path
+    config: ExperimentConfig,
+    model: ModelConfig,
+    seed: int,
+    data: MultimodalData,
+    run_dir: Path,
+    state_every: float = 10.0,
 ) -> AuditResult:
     start = time.perf_counter()
     method = create_method(model.method, **model.params)
@@ -114,6 +123,8 @@ def run_one(
         select=t.select,
         device=t.device,
         progress=False,
+        state_path=run_dir / TRAINING_STATE,  # resumes a run killed mid-training
+        state_every=state_every,
     )
     save_checkpoint(method, run_dir / "checkpoint.pt", {"label": model.name})
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
@@ -141,9 +152,14 @@ def run_one(
 
 
 def run_experiment(
-    config: ExperimentConfig, out: str | Path, on_event: Callable[[str], None] = lambda _: None
+    config: ExperimentConfig,
+    out: str | Path,
+    on_event: Callable[[str], None] = lambda _: None,
+    *,
+    state_every: float = 10.0,
 ) -> AuditResult:
-    """Train and audit every model x seed (skipping finished runs); write the combined report."""
+    """Train and audit every model x seed (skipping finished runs, resuming interrupted ones);
+    write the combined report. `state_every`: seconds between saves of a training run's state."""
     out = Path(out)
     data = load_data(config.data.name, config.data.npz, config.data.data_dir, config.data.options)
     results = []
@@ -155,7 +171,7 @@ def run_experiment(
                 on_event(f"skip {model.name} seed {seed} (finished)")
                 results.append(done)
                 continue
-            results.append(run_one(config, model, seed, data, run_dir))
+            results.append(run_one(config, model, seed, data, run_dir, state_every))
             on_event(f"done {model.name} seed {seed}")
     combined = AuditResult.concat(results)
     write_report(combined, out, {"config": config.to_dict(), "config_hash": config.hash()})

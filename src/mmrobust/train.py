@@ -4,23 +4,41 @@ Model selection reads only the `train` and `val` splits; the test split is never
 here (a test proves it). A run is a pure function of (method, data, seed): parameters are
 initialised under `torch.manual_seed(seed)` and every shuffle and augmentation draws from
 one explicit generator seeded by `seed`.
+
+Resuming (ARCHITECTURE.md invariant 5): given `state_path`, `fit` saves the whole training
+state there (atomically) at the end of an epoch at most every `state_every` seconds: weights,
+optimizer, schedule, both random generators, the best epoch so far and the history. A later
+`fit` with the same arguments finds the file, restores all of it and continues with the next
+epoch, so a run killed mid-training ends with the same weights and `FitResult`, bit for bit,
+as one that never stopped. The file names what wrote it (method, parameters, data, fit options,
+torch version); a file written by a different run is discarded and training starts over. The
+file is deleted when training ends.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import sys
+import time
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .atomic import atomic_write
 from .audit.metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
 from .data.dataset import MultimodalData
 from .errors import MMRobustError
 from .methods.base import Method
 from .methods.supervised import task_loss
+
+STATE_FORMAT = "mmrobust-training-state/1"
 
 
 @dataclass
@@ -69,12 +87,17 @@ def fit(
     select: str = "loss",
     device: str = "auto",
     progress: bool | None = None,
+    state_path: str | Path | None = None,
+    state_every: float = 10.0,
 ) -> FitResult:
     """Train `method` on `data`'s train split, selecting the epoch on its val split.
 
     `select` is the validation metric used for early stopping and checkpoint selection
     ("loss", or any metric name such as "accuracy"/"mae"). Progress is shown when stderr is a
-    terminal unless `progress` says otherwise.
+    terminal unless `progress` says otherwise. With `state_path`, training resumes from the state
+    saved there by an interrupted `fit` with the same arguments, and saves its own state there
+    at the end of an epoch once `state_every` seconds have passed since the last save (0: every
+    epoch); the file is removed when training ends.
     """
     train, val = data.split("train"), data.split("val")
     if len(train) == 0 or len(val) == 0:
@@ -93,13 +116,25 @@ def fit(
     best_score, best_epoch, best_state = math.inf, -1, copy.deepcopy(module.state_dict())
     best_metrics: dict[str, float] = {}
     history: list[dict[str, float]] = []
+    stateful = {"model": module, "optimizer": optimizer, "schedule": schedule}
+    state_path = None if state_path is None else Path(state_path)
+    if state_path is not None:
+        options = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                       patience=patience, select=select, device=dev.type)
+        fingerprint = _fingerprint(method, train, val, options)
+        saved = _load_state(state_path, fingerprint)
+        if saved is not None:  # an interrupted run: continue after its last saved epoch
+            _restore_state(saved, stateful, generator, dev)
+            best_score, best_epoch, best_metrics = saved["best_score"], saved["best_epoch"], saved["best_metrics"]
+            best_state, history = saved["best_state"], saved["history"]
+    last_save = time.monotonic()
     show = sys.stderr.isatty() if progress is None else progress
     with Progress(
         TextColumn(f"[bold]{method.name}[/] seed {seed}"), BarColumn(), TextColumn("{task.description}"),
         TimeElapsedColumn(), disable=not show, transient=True,
     ) as bar:
-        task = bar.add_task("", total=epochs)
-        for epoch in range(epochs):
+        task = bar.add_task("", total=epochs, completed=len(history))
+        for epoch in range(len(history), epochs):
             module.train()
             total, count = 0.0, 0
             for batch in train.batches(batch_size, generator):
@@ -121,9 +156,78 @@ def fit(
             bar.update(task, advance=1, description=f"val {primary} {metrics[primary]:.3f}")
             if epoch - best_epoch >= patience:
                 break
+            if state_path is not None and time.monotonic() - last_save >= state_every:
+                _save_state(state_path, fingerprint, stateful, generator, dev, best_score=best_score,
+                            best_epoch=best_epoch, best_metrics=best_metrics, best_state=best_state, history=history)
+                last_save = time.monotonic()
     module.load_state_dict(best_state)
     module.eval()
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)  # done: run.py saves the final checkpoint
     return FitResult(best_epoch, len(history), best_metrics, history)
+
+
+# --- the training state, for resuming an interrupted fit --------------------------------------
+def _fingerprint(method: Method, train: MultimodalData, val: MultimodalData, options: dict[str, Any]) -> str:
+    """What determines the rest of a run: method and parameters, the data fit reads, fit options."""
+    digest = hashlib.sha256()
+    key = {"method": method.name, "params": method.get_params(), "spec": train.spec.to_dict(),
+           "options": options, "torch": torch.__version__}
+    digest.update(json.dumps(key, sort_keys=True, default=str).encode())
+    for part in (train, val):
+        for t in (*(part.inputs[m] for m in part.modalities), part.present, part.target):
+            digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _save_state(
+    path: Path,
+    fingerprint: str,
+    stateful: dict[str, Any],
+    generator: torch.Generator,
+    dev: torch.device,
+    **progress: Any,
+) -> None:
+    """Everything the next epoch depends on; tensors and plain containers only (no pickled code)."""
+    state = {
+        "format": STATE_FORMAT,
+        "fingerprint": fingerprint,
+        **{name: obj.state_dict() for name, obj in stateful.items()},  # model, optimizer, schedule
+        "generator": generator.get_state(),  # shuffling and augmentation
+        "torch_rng": torch.get_rng_state(),  # dropout layers draw from the global generator
+        "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+        **progress,
+    }
+    atomic_write(path, lambda p: torch.save(state, p))
+
+
+def _load_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The state saved at `path` by the same run, or None (no file, or another run's: start over)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise MMRobustError(
+            f"{path} is not a readable training state ({type(e).__name__}); delete it to start over"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise MMRobustError(f"{path} is not an mmrobust training state; delete it to start over")
+    if state["fingerprint"] != fingerprint:
+        warnings.warn(f"{path} was saved by a run with other settings or data; training starts over", stacklevel=3)
+        return None
+    return state
+
+
+def _restore_state(
+    state: dict[str, Any], stateful: dict[str, Any], generator: torch.Generator, dev: torch.device
+) -> None:
+    for name, obj in stateful.items():
+        obj.load_state_dict(state[name])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and dev.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], dev)
 
 
 def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
