@@ -18,24 +18,29 @@ file is deleted when training ends.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor, nn
 
 from .atomic import atomic_write
 from .audit.metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
+from .data.batch import Batch
+from .data.cache import cache_dir
 from .data.dataset import MultimodalData
 from .errors import MMRobustError
-from .methods.base import Method
+from .methods.base import Method, Stage
 from .methods.supervised import task_loss
 
 STATE_FORMAT = "mmrobust-training-state/1"
@@ -46,7 +51,7 @@ class FitResult:
     best_epoch: int
     epochs_run: int
     val_metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -58,17 +63,23 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def predict(method: Method, data: MultimodalData, batch_size: int = 512) -> torch.Tensor:
-    """Outputs of `method` on every sample of `data`, in order."""
+def predict(
+    method: Method, data: MultimodalData, batch_size: int = 512, predict_fn: Callable[[Batch], Tensor] | None = None
+) -> torch.Tensor:
+    """Outputs of `method` (or of `predict_fn`) on every sample of `data`, in order."""
     device = next(method.modules().parameters()).device
-    outs = [method.predict(b.to(device)).cpu() for b in data.batches(batch_size)]
+    method.modules().eval()
+    fn = predict_fn or method.predict
+    outs = [fn(b.to(device)).cpu() for b in data.batches(batch_size)]
     return torch.cat(outs)
 
 
-def evaluate(method: Method, data: MultimodalData, batch_size: int = 512) -> dict[str, float]:
-    """Clean metrics plus the task loss on `data`."""
+def evaluate(
+    method: Method, data: MultimodalData, batch_size: int = 512, predict_fn: Callable[[Batch], Tensor] | None = None
+) -> dict[str, float]:
+    """Clean metrics plus the task loss on `data` (of `predict_fn`, default the method's prediction)."""
     spec = method.spec
-    output = predict(method, data, batch_size)
+    output = predict(method, data, batch_size, predict_fn)
     metrics = compute_metrics(output, data.target, spec.task, spec.num_classes)
     metrics["loss"] = float(task_loss(output, data.target, spec.task))
     return metrics
@@ -90,14 +101,15 @@ def fit(
     state_path: str | Path | None = None,
     state_every: float = 10.0,
 ) -> FitResult:
-    """Train `method` on `data`'s train split, selecting the epoch on its val split.
+    """Train `method` on `data`'s train split, selecting each stage's epoch on its val split.
 
     `select` is the validation metric used for early stopping and checkpoint selection
     ("loss", or any metric name such as "accuracy"/"mae"). Progress is shown when stderr is a
     terminal unless `progress` says otherwise. With `state_path`, training resumes from the state
     saved there by an interrupted `fit` with the same arguments, and saves its own state there
     at the end of an epoch once `state_every` seconds have passed since the last save (0: every
-    epoch); the file is removed when training ends.
+    epoch); the file is removed when training ends. Multi-stage methods (`Method.stages`) run
+    their stages in order; the result describes the last stage that selects on validation.
     """
     train, val = data.split("train"), data.split("val")
     if len(train) == 0 or len(val) == 0:
@@ -107,116 +119,243 @@ def fit(
     method.seed = seed
     module = method.modules().to(resolve_device(device))
     dev = next(module.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    # foreach: multi-tensor updates, bitwise equal to the per-parameter loop CPU defaults to
-    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    schedule = _warmup_cosine(optimizer, warmup=steps_per_epoch, total=steps_per_epoch * epochs)
-    sign = 1.0 if (select in LOWER_IS_BETTER) else -1.0
-    best_score, best_epoch, best_state = math.inf, -1, copy.deepcopy(module.state_dict())
-    best_metrics: dict[str, float] = {}
-    history: list[dict[str, float]] = []
-    stateful = {"model": module, "optimizer": optimizer, "schedule": schedule}
-    state_path = None if state_path is None else Path(state_path)
+    options = dict(
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        select=select,
+        device=dev.type,
+    )
+    loop = _Loop(method, train, val, options, dev, sys.stderr.isatty() if progress is None else progress)
     if state_path is not None:
-        options = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                       patience=patience, select=select, device=dev.type)
-        fingerprint = _fingerprint(method, train, val, options)
-        saved = _load_state(state_path, fingerprint)
-        if saved is not None:  # an interrupted run: continue after its last saved epoch
-            _restore_state(saved, stateful, generator, dev)
-            best_score, best_epoch, best_metrics = saved["best_score"], saved["best_epoch"], saved["best_metrics"]
-            best_state, history = saved["best_state"], saved["history"]
-    last_save = time.monotonic()
-    show = sys.stderr.isatty() if progress is None else progress
-    with Progress(
-        TextColumn(f"[bold]{method.name}[/] seed {seed}"), BarColumn(), TextColumn("{task.description}"),
-        TimeElapsedColumn(), disable=not show, transient=True,
-    ) as bar:
-        task = bar.add_task("", total=epochs, completed=len(history))
-        for epoch in range(len(history), epochs):
-            module.train()
-            total, count = 0.0, 0
-            for batch in train.batches(batch_size, generator):
-                loss = method.loss(batch.to(dev), generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total, count = total + float(loss.detach()) * len(batch), count + len(batch)
-            metrics = evaluate(method, val)
-            if select not in metrics:
-                raise MMRobustError(f"cannot select on '{select}': valid are {sorted(metrics)}")
-            history.append({"epoch": epoch, "train_loss": total / count, **{f"val_{k}": v for k, v in metrics.items()}})
-            score = sign * metrics[select]
-            if score < best_score:
-                best_score, best_epoch, best_metrics = score, epoch, metrics
-                best_state = copy.deepcopy(module.state_dict())
-            primary = PRIMARY[data.spec.task]
-            bar.update(task, advance=1, description=f"val {primary} {metrics[primary]:.3f}")
-            if epoch - best_epoch >= patience:
-                break
-            if state_path is not None and time.monotonic() - last_save >= state_every:
-                _save_state(state_path, fingerprint, stateful, generator, dev, best_score=best_score,
-                            best_epoch=best_epoch, best_metrics=best_metrics, best_state=best_state, history=history)
-                last_save = time.monotonic()
-    module.load_state_dict(best_state)
+        loop.state = _StateFile(Path(state_path), _fingerprint(method, train, val, options), state_every)
+    saved = loop.state.load() if loop.state is not None else None
+    first = saved["stage"] if saved is not None else 0
+    if saved is not None:
+        loop.history, loop.result = saved["history"], FitResult(**saved["result"])
+        if saved["within"] is None:  # killed between stages: the finished ones are in the weights
+            module.load_state_dict(saved["model"])
+    stages = method.stages()
+    for index, stage in enumerate(stages):
+        if index >= first:
+            resume = saved if index == first and saved is not None and saved["within"] is not None else None
+            loop.run_stage(index, stage, resume, last=index == len(stages) - 1)
     module.eval()
-    if state_path is not None:
-        state_path.unlink(missing_ok=True)  # done: run.py saves the final checkpoint
-    return FitResult(best_epoch, len(history), best_metrics, history)
+    if loop.state is not None:
+        loop.state.path.unlink(missing_ok=True)  # done: run.py saves the final checkpoint
+    return loop.result
+
+
+def _describe(row: dict[str, Any], task: str) -> str:
+    primary = PRIMARY[task]
+    return f"val {primary} {row[f'val_{primary}']:.3f}" if f"val_{primary}" in row else f"loss {row['train_loss']:.3f}"
+
+
+class _Loop:
+    """The epoch loop, shared by every stage: one optimizer and schedule per stage, early stopping
+    and best-epoch restore when the stage selects on validation, periodic resumable state."""
+
+    def __init__(
+        self,
+        method: Method,
+        train: MultimodalData,
+        val: MultimodalData,
+        options: dict[str, Any],
+        dev: torch.device,
+        show: bool,
+    ) -> None:
+        self.method, self.train, self.val, self.options, self.dev, self.show = method, train, val, options, dev, show
+        self.generator = torch.Generator().manual_seed(options["seed"])
+        self.history: list[dict[str, Any]] = []
+        self.result = FitResult(-1, 0, {}, self.history)
+        self.state: _StateFile | None = None
+
+    def run_stage(self, index: int, stage: Stage, saved: dict[str, Any] | None, last: bool) -> None:
+        method, opt = self.method, self.options
+        if index > 0 and saved is None:  # each later stage starts from its own seed: reusable alone
+            self._reseed(index)
+        module = stage.module if stage.module is not None else method.modules()
+        if stage.reuse_key is not None and self._reuse(index, stage, module):
+            return
+        epochs = stage.epochs or opt["epochs"]
+        steps_per_epoch = math.ceil(len(self.train) / opt["batch_size"])
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        # foreach: multi-tensor updates, bitwise equal to the per-parameter loop CPU defaults to
+        optimizer = torch.optim.AdamW(trainable, lr=opt["lr"], weight_decay=opt["weight_decay"], foreach=True)
+        schedule = _warmup_cosine(optimizer, warmup=steps_per_epoch, total=steps_per_epoch * epochs)
+        stateful = {"model": method.modules(), "optimizer": optimizer, "schedule": schedule}
+        best: dict[str, Any] = {"score": math.inf, "epoch": -1, "metrics": {}, "state": None}
+        if stage.select:
+            best["state"] = copy.deepcopy(method.modules().state_dict())
+        done = 0
+        if saved is not None:  # an interrupted run: continue after its last saved epoch
+            _restore_state(saved, stateful, self.generator, self.dev)
+            best, done = saved["within"]["best"], saved["within"]["epochs_done"]
+        last_save = time.monotonic()
+        label = f"[bold]{method.name}[/] seed {opt['seed']}" + ("" if stage.name == "train" else f" {stage.name}")
+        columns = (TextColumn(label), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, disable=not self.show, transient=True) as bar:
+            task = bar.add_task("", total=epochs, completed=done)
+            for epoch in range(done, epochs):
+                train_loss = self._epoch(stage, optimizer, schedule)
+                row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+                if stage.select:
+                    self._select(stage, epoch, row, best)
+                self.history.append(row if stage.name == "train" else {"stage": stage.name, **row})
+                bar.update(task, advance=1, description=_describe(row, self.train.spec.task))
+                if stage.select and epoch - best["epoch"] >= opt["patience"]:
+                    break
+                if self.state is not None and self.state.due(last_save):
+                    self.state.save(index, self, stateful, {"best": best, "epochs_done": epoch + 1})
+                    last_save = time.monotonic()
+        if stage.select:
+            method.modules().load_state_dict(best["state"])
+            self.result = FitResult(best["epoch"], len(self.history), best["metrics"], self.history)
+        else:
+            self.result = dataclasses.replace(self.result, epochs_run=len(self.history))
+        if self.state is not None and not last:  # a kill between stages resumes at the next one
+            self.state.save(index + 1, self, {"model": method.modules()}, None)
+        if stage.reuse_key is not None:
+            self._store(index, stage, module)
+
+    def _epoch(self, stage: Stage, optimizer: torch.optim.Optimizer, schedule: Any) -> float:
+        self.method.modules().train()
+        total, count = 0.0, 0
+        for batch in self.train.batches(self.options["batch_size"], self.generator):
+            loss = stage.loss(batch.to(self.dev), self.generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total, count = total + float(loss.detach()) * len(batch), count + len(batch)
+        return total / count
+
+    def _select(self, stage: Stage, epoch: int, row: dict[str, Any], best: dict[str, Any]) -> None:
+        """Score the epoch on validation; keep the weights if it is the best so far."""
+        select = self.options["select"]
+        metrics = evaluate(self.method, self.val, predict_fn=stage.predict)
+        if select not in metrics:
+            raise MMRobustError(f"cannot select on '{select}': valid are {sorted(metrics)}")
+        row.update({f"val_{k}": v for k, v in metrics.items()})
+        score = (1.0 if select in LOWER_IS_BETTER else -1.0) * metrics[select]
+        if score < best["score"]:
+            state = copy.deepcopy(self.method.modules().state_dict())
+            best.update(score=score, epoch=epoch, metrics=metrics, state=state)
+
+    def _reseed(self, index: int) -> None:
+        stage_seed = self.options["seed"] * 7919 + index
+        self.generator.manual_seed(stage_seed)
+        torch.manual_seed(stage_seed)
+
+    # --- reusing a stage trained by an earlier run (e.g. UME's uni-modal members) -----------
+    def _reuse_path(self, index: int, stage: Stage) -> Path:
+        key = {
+            "stage": dict(stage.reuse_key or {}),
+            "index": index,
+            "options": self.options,
+            "data": _data_digest(self.train, self.val),
+            "torch": torch.__version__,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        return cache_dir() / "stages" / f"{digest}.pt"
+
+    def _reuse(self, index: int, stage: Stage, module: nn.Module) -> bool:
+        path = self._reuse_path(index, stage)
+        if not path.is_file():
+            return False
+        try:
+            saved = torch.load(path, map_location=self.dev, weights_only=True)
+            module.load_state_dict(saved["module"])
+        except Exception:  # a damaged or foreign entry: train again and overwrite it
+            return False
+        self.history.extend(saved["history"])
+        if stage.select:
+            self.result = FitResult(saved["best_epoch"], len(self.history), saved["val_metrics"], self.history)
+        return True
+
+    def _store(self, index: int, stage: Stage, module: nn.Module) -> None:
+        rows = [r for r in self.history if r.get("stage", "train") == stage.name]
+        payload = {
+            "module": module.state_dict(),
+            "history": rows,
+            "best_epoch": self.result.best_epoch,
+            "val_metrics": self.result.val_metrics,
+        }
+        path = self._reuse_path(index, stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda p: torch.save(payload, p))
 
 
 # --- the training state, for resuming an interrupted fit --------------------------------------
-def _fingerprint(method: Method, train: MultimodalData, val: MultimodalData, options: dict[str, Any]) -> str:
-    """What determines the rest of a run: method and parameters, the data fit reads, fit options."""
+def _data_digest(train: MultimodalData, val: MultimodalData) -> str:
     digest = hashlib.sha256()
-    key = {"method": method.name, "params": method.get_params(), "spec": train.spec.to_dict(),
-           "options": options, "torch": torch.__version__}
-    digest.update(json.dumps(key, sort_keys=True, default=str).encode())
     for part in (train, val):
         for t in (*(part.inputs[m] for m in part.modalities), part.present, part.target):
             digest.update(t.contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-def _save_state(
-    path: Path,
-    fingerprint: str,
-    stateful: dict[str, Any],
-    generator: torch.Generator,
-    dev: torch.device,
-    **progress: Any,
-) -> None:
-    """Everything the next epoch depends on; tensors and plain containers only (no pickled code)."""
-    state = {
-        "format": STATE_FORMAT,
-        "fingerprint": fingerprint,
-        **{name: obj.state_dict() for name, obj in stateful.items()},  # model, optimizer, schedule
-        "generator": generator.get_state(),  # shuffling and augmentation
-        "torch_rng": torch.get_rng_state(),  # dropout layers draw from the global generator
-        "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-        **progress,
+def _fingerprint(method: Method, train: MultimodalData, val: MultimodalData, options: dict[str, Any]) -> str:
+    """What determines the rest of a run: method and parameters, the data fit reads, fit options."""
+    key = {
+        "method": method.name,
+        "params": method.get_params(),
+        "spec": train.spec.to_dict(),
+        "options": options,
+        "torch": torch.__version__,
+        "data": _data_digest(train, val),
     }
-    atomic_write(path, lambda p: torch.save(state, p))
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _load_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The state saved at `path` by the same run, or None (no file, or another run's: start over)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MMRobustError(
-            f"{path} is not a readable training state ({type(e).__name__}); delete it to start over"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise MMRobustError(f"{path} is not an mmrobust training state; delete it to start over")
-    if state["fingerprint"] != fingerprint:
-        warnings.warn(f"{path} was saved by a run with other settings or data; training starts over", stacklevel=3)
-        return None
-    return state
+@dataclass
+class _StateFile:
+    """Where an interrupted `fit` left off: saved atomically, at most every `every` seconds."""
+
+    path: Path
+    fingerprint: str
+    every: float
+
+    def due(self, last_save: float) -> bool:
+        return time.monotonic() - last_save >= self.every
+
+    def save(self, stage: int, loop: _Loop, stateful: dict[str, Any], within: dict[str, Any] | None) -> None:
+        """Tensors and plain containers only (no pickled code); `within` is None between stages."""
+        state = {
+            "format": STATE_FORMAT,
+            "fingerprint": self.fingerprint,
+            "stage": stage,
+            "within": within,
+            "history": loop.history,
+            "result": dataclasses.asdict(loop.result),
+            **{name: obj.state_dict() for name, obj in stateful.items()},  # model, optimizer, schedule
+            "generator": loop.generator.get_state(),  # shuffling and augmentation
+            "torch_rng": torch.get_rng_state(),  # dropout layers draw from the global generator
+            "cuda_rng": torch.cuda.get_rng_state(loop.dev) if loop.dev.type == "cuda" else None,
+        }
+        atomic_write(self.path, lambda p: torch.save(state, p))
+
+    def load(self) -> dict[str, Any] | None:
+        """The state saved by the same run, or None (no file, or another run's: start over)."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise MMRobustError(
+                f"{self.path} is not a readable training state ({type(e).__name__}); delete it to start over"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise MMRobustError(f"{self.path} is not an mmrobust training state; delete it to start over")
+        if state["fingerprint"] != self.fingerprint:
+            warnings.warn(
+                f"{self.path} was saved by a run with other settings or data; training starts over", stacklevel=3
+            )
+            return None
+        return state
 
 
 def _restore_state(

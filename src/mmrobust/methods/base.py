@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -51,6 +51,28 @@ class MethodTags:
     per_sample_masks: bool = True
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One phase of a method's training, run by `fit` in order (e.g. CroSSL: pretrain, then
+    fine-tune; UME: one uni-modal member after another).
+
+    `module` is what the stage trains (default: all of `Method.modules()`; everything else is
+    left untouched), `predict` what validation scores for early stopping and selection
+    (default: `Method.predict`); `select=False` trains for `epochs` without selection (e.g.
+    self-supervised pretraining, whose val labels must not be used). `reuse_key`, when given,
+    lets `fit` reuse the stage's trained weights from an earlier run with the same key, data,
+    seed and options (UME and MMA share their uni-modal members this way).
+    """
+
+    name: str
+    loss: Callable[[Batch, torch.Generator], Tensor]
+    module: nn.Module | None = None
+    predict: Callable[[Batch], Tensor] | None = None
+    select: bool = True
+    epochs: int | None = None
+    reuse_key: Mapping[str, Any] | None = None
+
+
 class Method(ABC):
     """Base class. Subclasses implement `build` and `loss`; prediction is encode -> fuse."""
 
@@ -70,6 +92,10 @@ class Method(ABC):
     @abstractmethod
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """The training objective on one batch (may draw augmentation from `generator`)."""
+
+    def stages(self) -> Sequence[Stage]:
+        """The training stages `fit` runs in order; most methods have one: their `loss`."""
+        return (Stage("train", self.loss),)
 
     # --- shared machinery -------------------------------------------------------------
     @property

@@ -30,6 +30,18 @@ def task_loss(output: Tensor, target: Tensor, task: str, label_smoothing: float 
     return F.l1_loss(output, target.float())
 
 
+def resolve_corruption(corruption: Corruption | Mapping[str, Any] | None) -> Corruption:
+    """A training corruption given as an object, as its dict, or None (`RandomDrop`)."""
+    if corruption is None:
+        return RandomDrop()
+    return corruption_from_dict(corruption) if isinstance(corruption, Mapping) else corruption
+
+
+def corruption_param(corruption: Corruption | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The corruption parameter as checkpoints and configs record it (a dict, never an object)."""
+    return corruption.to_dict() if isinstance(corruption, Corruption) else corruption
+
+
 @register_method("joint")
 class SupervisedMethod(Method):
     """Plain training of one encode/fuse model on the data as given (the usual baseline).
@@ -78,14 +90,8 @@ class ModalityDropout(SupervisedMethod):
         self.corruption = corruption
 
     def get_params(self) -> dict[str, Any]:
-        params = super().get_params()
-        if isinstance(params["corruption"], Corruption):
-            params["corruption"] = params["corruption"].to_dict()
-        return params
+        return {**super().get_params(), "corruption": corruption_param(self.corruption)}
 
     @property
     def train_corruption(self) -> Corruption:
-        c = self.corruption
-        if c is None:
-            return RandomDrop()
-        return corruption_from_dict(c) if isinstance(c, Mapping) else c
+        return resolve_corruption(self.corruption)

@@ -1,0 +1,94 @@
+"""Multi-stage training (`Method.stages`): order, what each stage trains, selection, reuse, resume."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+from torch import Tensor
+
+import mmrobust
+from mmrobust.data.batch import Batch
+from mmrobust.methods.base import Stage
+from mmrobust.methods.supervised import SupervisedMethod, task_loss
+
+
+class TwoStage(SupervisedMethod):
+    """Stage 1 trains only the encoders (a stand-in for self-supervised pretraining, no selection);
+    stage 2 trains everything with selection on validation."""
+
+    name = "two-stage-test"
+
+    def __init__(self, fail_at: tuple[str, int] | None = None, reuse: bool = False) -> None:
+        super().__init__(fusion="sum", dim=16)
+        self.fail_at, self.reuse = fail_at, reuse
+        self.calls = {"pretrain": 0, "finetune": 0}
+        self.fusion_before_finetune: dict[str, Tensor] = {}
+
+    def get_params(self) -> dict[str, object]:
+        return {"fusion": "sum", "dim": 16}
+
+    def stages(self) -> Sequence[Stage]:
+        model = self.fitted_model
+        return (
+            Stage("pretrain", self._loss("pretrain"), module=model.encoders, select=False, epochs=2,
+                  reuse_key={"test": "pretrain"} if self.reuse else None),
+            Stage("finetune", self._loss("finetune")),
+        )
+
+    def _loss(self, stage: str):  # type: ignore[no-untyped-def]
+        def loss(batch: Batch, generator: torch.Generator) -> Tensor:
+            self.calls[stage] += 1
+            if self.fail_at == (stage, self.calls[stage]):
+                raise KeyboardInterrupt
+            model = self.fitted_model
+            if stage == "finetune" and not self.fusion_before_finetune:
+                self.fusion_before_finetune = {k: v.clone() for k, v in model.fusion.state_dict().items()}
+            if stage == "pretrain":  # any label-free objective on the tokens
+                return model.encode(batch).z.pow(2).mean()
+            return task_loss(model(batch), batch.target, model.spec.task)
+
+        return loss
+
+
+def fit(method: mmrobust.Method, data: mmrobust.MultimodalData, **kw) -> mmrobust.FitResult:  # type: ignore[no-untyped-def]
+    return mmrobust.fit(method, data, seed=0, epochs=4, batch_size=32, progress=False, **kw)
+
+
+def test_stages_run_in_order_and_only_train_their_module(small_data) -> None:
+    method = TwoStage()
+    torch.manual_seed(0)
+    init = TwoStage()
+    init.build(small_data.spec)  # fit builds under manual_seed(0) too: the same initial weights
+    result = fit(method, small_data)
+    stages = [row["stage"] for row in result.history]
+    assert stages[:2] == ["pretrain", "pretrain"] and set(stages[2:]) == {"finetune"}
+    assert "val_loss" not in result.history[0] and "val_loss" in result.history[2]  # no selection in pretrain
+    for k, v in init.fitted_model.fusion.state_dict().items():  # pretraining left the fusion alone
+        torch.testing.assert_close(method.fusion_before_finetune[k], v)
+    assert 0 <= result.best_epoch < 4 and result.epochs_run == len(result.history)
+
+
+def test_a_reused_stage_is_not_trained_again_and_changes_nothing(small_data) -> None:
+    first, second = TwoStage(reuse=True), TwoStage(reuse=True)
+    a, b = fit(first, small_data), fit(second, small_data)
+    assert first.calls["pretrain"] > 0 and second.calls["pretrain"] == 0
+    assert a == b
+    for k, v in first.modules().state_dict().items():
+        assert torch.equal(second.modules().state_dict()[k], v)
+
+
+@pytest.mark.parametrize("fail_at", [("pretrain", 6), ("finetune", 3), ("finetune", 11)])
+def test_a_run_interrupted_in_any_stage_resumes_to_identical_results(small_data, tmp_path, fail_at) -> None:
+    reference = TwoStage()
+    expected = fit(reference, small_data)
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(TwoStage(fail_at=fail_at), small_data, state_path=state, state_every=0)
+    assert state.is_file()
+    resumed = TwoStage()
+    assert fit(resumed, small_data, state_path=state, state_every=0) == expected
+    for k, v in reference.modules().state_dict().items():
+        assert torch.equal(resumed.modules().state_dict()[k], v), k
+    assert not state.exists()
