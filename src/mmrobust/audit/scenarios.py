@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..corruption import Corruption, GaussianNoise, Missing, Subset
+from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset
 
 CLEAN = "clean"
 
@@ -58,3 +58,28 @@ def default_scenarios(
 
 def custom_scenarios(corruptions: Sequence[Corruption]) -> list[Scenario]:
     return [Scenario(c.name, "custom", c) for c in corruptions]
+
+
+def rate_scenarios(
+    modalities: Sequence[str], rates: Sequence[float] = (0.2, 0.5, 0.8), balanced: float | None = 0.5
+) -> list[Scenario]:
+    """Imbalanced missing-rate scenarios (RedCore's protocol, METHODS.md §4): `MissingRates` with
+    the balanced rate for every modality, then every distinct assignment of `rates` to the
+    modalities (all permutations, e.g. 0.2/0.5/0.8 over a, b, c: six scenarios).
+
+    With fewer rates than modalities the rates repeat in order; with more, the first M are used.
+    `balanced=None` leaves the balanced scenario out. Names are `rates[a=0.2,b=0.5,c=0.8]`, which
+    `corruption_from_name` parses back, so they also work as config/CLI scenario names.
+    """
+    if not modalities:
+        return []
+    values = [rates[i % len(rates)] for i in range(len(modalities))] if rates else []
+    out: list[Scenario] = []
+    if balanced is not None:
+        c = MissingRates({m: balanced for m in modalities})
+        out.append(Scenario(c.name, "custom", c))
+    for order in dict.fromkeys(itertools.permutations(values)):
+        c = MissingRates(dict(zip(modalities, order, strict=True)))
+        if c.name not in {s.name for s in out}:
+            out.append(Scenario(c.name, "custom", c))
+    return out

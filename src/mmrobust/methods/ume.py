@@ -1,0 +1,383 @@
+"""UME, MMA and UME-MMA (Li, Du, Zhao, Huang, Zhao, arXiv 2310.06383, withdrawn from ICLR 2024; no
+official code; METHODS.md §2): a late-fusion model whose encoders come from uni-modal training.
+
+Only the abstract and the reviews were readable (METHODS.md §2.2); what follows is the
+reconstruction of §2.3, marked [INFERRED] there. Per modality m: encoder E_m and linear head h_m.
+
+1. members (stage 1, UME)   one stage per modality: (E_m, h_m) trained *alone* on the samples where m
+                            is present, ℓ(h_m(E_m(x_m)), y) (CE, or L1 for regression), selected on
+                            validation with its own prediction. Each member stage has a `reuse_key`
+                            (modality, kind, shape, dim, task), so `ume`, `mma` and `ume_mma` runs with
+                            the same data, seed and fit options train each member once and reuse it.
+2. ensemble (`ume`)         ŷ = (1/|P|) Σ_{m∈P} h_m(E_m(x_m)) over the present modalities P
+                            (`combine="logits"`), or log((1/|P|) Σ_{m∈P} softmax h_m(...)) (`"probs"`);
+                            regression averages the outputs. A missing member contributes nothing;
+                            P = ∅ gives the prior 0 (uniform logits; 0 for regression, the targets'
+                            scale is the loader's). Weights are uniform: fitting per-modality weights
+                            needs validation batches inside a trained stage, which `Stage` does not
+                            give (validation only selects), and fitting them on train would reward
+                            the members that overfit it.
+3. adaptation (`mma`)       a second model E'_m + `fusion` (any registered fusion; `late` is the
+                            paper's) initialised from the members at the first step of the stage:
+                            E'_m ← E_m, and for `late`/`sum` the fusion's per-modality heads ← h_m
+                            (so `late` starts as the logit ensemble exactly); `concat`/`transformer`
+                            heads start fresh. Then it is fine-tuned jointly under missing-modality
+                            augmentation: by default `MissingRates({m: drop_probability for every m},
+                            if_all_missing="keep_one")`, i.e. each modality independently absent with
+                            probability p, never all of them (METHODS.md §2.3's "replace one modality
+                            by its missing representation" for two modalities, up to the p² case);
+                            `corruption` overrides it with any corruption (object or dict).
+                            Missing modalities are masks, never zero inputs (invariant 1).
+4. choice (`ume_mma`)       members → adaptation → a "choose" stage that trains nothing and runs two
+                            epochs: epoch 0 scores the ensemble, epoch 1 the adapted model, on the val
+                            split under `target` (a corruption, its dict or its name such as
+                            "rates[a=0.5,b=0.5]"; None = clean), with masks drawn from a generator
+                            seeded by the fit seed, identical for both. `fit`'s own best-epoch
+                            selection (its `select` metric) keeps the better one: the choice is the
+                            buffer `choice` (0 ensemble, 1 adapted), so checkpoints carry it;
+                            `describe()` and `chosen` report it, and the run's `best_epoch` is it.
+                            The paper's rule is unknown; this follows Du et al.'s validation-guided
+                            choice, as METHODS.md §2.3 proposes.
+
+`ume` also ends with a no-training "ensemble" stage, so that `fit` reports the ensemble's validation
+metrics rather than the last member's. Members and adapted model live side by side in `mma` and
+`ume_mma` checkpoints (the members are frozen after stage 1).
+
+    mmrobust train --data avmnist --method ume --out runs/ume
+    create_method("mma", fusion="late", drop_probability=0.3)
+    create_method("ume_mma", target="rates[image=0.5,audio=0.5]")
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..corruption import Corruption, MaskCorruption, MissingRates, corruption_from_dict, corruption_from_name
+from ..data.batch import Batch
+from ..data.dataset import DataSpec
+from ..errors import MMRobustError
+from ..models.fusion import _PerModalityHeads
+from ..models.model import MultimodalModel
+from ..models.tokens import Tokens
+from .base import Method, Stage, register_method
+from .supervised import corruption_param, resolve_corruption, task_loss
+
+Combine = Literal["logits", "probs"]
+MEMBER_FORMAT = "ume-member/1"  # bump when a member's architecture or training changes
+
+
+class EnsembleFusion(nn.Module):
+    """The members' heads h_m (separate parameters, so a member stage trains only its own), applied
+    to all modalities in one einsum and averaged over the present ones."""
+
+    def __init__(self, modalities: Sequence[str], dim: int, out: int, combine: Combine, task: str) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({m: nn.Linear(dim, out) for m in modalities})
+        self.combine, self.task = combine, task
+
+    def head(self, modality: str) -> nn.Linear:
+        head = self.heads[modality]
+        assert isinstance(head, nn.Linear)
+        return head
+
+    def forward(self, tokens: Tokens) -> Tensor:
+        present = tokens.present  # (B, M)
+        z = tokens.z.masked_fill(~present[..., None], 0.0)  # (B, M, D): absent slots never read
+        heads = [self.head(m) for m in self.heads]
+        weight = torch.stack([h.weight for h in heads])  # (M, O, D)
+        bias = torch.stack([h.bias for h in heads])  # (M, O)
+        per_modality = torch.einsum("bmd,mod->bmo", z, weight) + bias  # (B, M, O)
+        count = present.sum(dim=1, keepdim=True)  # (B, 1)
+        if self.combine == "probs" and self.task == "classification":
+            probs = (per_modality.softmax(dim=-1) * present[..., None]).sum(dim=1) / count.clamp_min(1)  # (B, O)
+            return torch.where(count > 0, probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), 0.0)
+        return (per_modality * present[..., None]).sum(dim=1) / count.clamp_min(1)  # (B, O); 0 if none
+
+
+class UniModalEnsemble(MultimodalModel):
+    """Encoders E_m + `EnsembleFusion` heads h_m: member m is (encoders[m], fusion.heads[m])."""
+
+    fusion: EnsembleFusion
+
+    def __init__(self, spec: DataSpec, dim: int, combine: Combine) -> None:
+        super().__init__(spec, fusion="late", dim=dim)
+        # the late fusion's heads share one (M, D, O) parameter: replaced by separate heads
+        self.fusion = EnsembleFusion(spec.modality_names, dim, spec.num_classes, combine, spec.task)
+
+    def member(self, modality: str) -> nn.Module:
+        """Member m's parameters, as one module with stable keys (encoder.*, head.*) for stage reuse."""
+        return nn.ModuleDict({"encoder": self.encoders[modality], "head": self.fusion.heads[modality]})
+
+    def member_output(self, modality: str, batch: Batch) -> Tensor:
+        """Member m's prediction; the prior (0) for samples without m."""
+        only = torch.tensor([m == modality for m in self.modalities], device=batch.present.device)
+        return self(batch.with_present(batch.present & only))
+
+
+class AdaptedModel(MultimodalModel):
+    """MMA: its own encoders + `fusion`, started from the members of `ensemble` (kept frozen beside it).
+    `fuse`/`encode` use the adapted model unless `choice` says the ensemble (ume_mma)."""
+
+    choice: Tensor  # () long: 0 = the ensemble predicts, 1 = the adapted model (-1: not chosen yet)
+    initialised: Tensor  # () bool: the adapted model has been copied from the members
+
+    def __init__(self, spec: DataSpec, fusion: str, dim: int, ensemble: UniModalEnsemble, choice: int) -> None:
+        with torch.random.fork_rng(devices=[]):  # the members' initial weights and the RNG after
+            super().__init__(spec, fusion=fusion, dim=dim)  # build match `ume`'s: members are shared
+        self.ensemble = ensemble
+        self.register_buffer("choice", torch.tensor(choice))
+        self.register_buffer("initialised", torch.tensor(False))
+        self._adapted_only = False  # set while `adapted_output` runs
+
+    @property
+    def uses_ensemble(self) -> bool:
+        return int(self.choice) == 0 and not self._adapted_only
+
+    def adapted(self) -> nn.Module:
+        """What the adaptation stage trains (not the members)."""
+        return nn.ModuleDict({"encoders": self.encoders, "fusion": self.fusion})
+
+    @torch.no_grad()
+    def initialise_from_members(self) -> None:
+        for m, encoder in self.encoders.items():
+            encoder.load_state_dict(self.ensemble.encoders[m].state_dict())
+        if isinstance(self.fusion, _PerModalityHeads):  # late, sum: head m <- h_m
+            for j, m in enumerate(self.modalities):
+                head = self.ensemble.fusion.head(m)
+                self.fusion.weight[j].copy_(head.weight.T)  # (D, O)
+                self.fusion.bias[j].copy_(head.bias)
+        self.initialised.fill_(True)
+
+    def adapted_output(self, batch: Batch) -> Tensor:
+        """The adapted model's prediction, whatever `choice` says."""
+        self._adapted_only = True
+        try:
+            return self(batch)
+        finally:
+            self._adapted_only = False
+
+    def encode_modality(self, modality: str, x: Tensor) -> Tensor:
+        if self.uses_ensemble:
+            return self.ensemble.encode_modality(modality, x)
+        return super().encode_modality(modality, x)
+
+    def fuse(self, tokens: Tokens) -> Tensor:
+        return self.ensemble.fuse(tokens) if self.uses_ensemble else super().fuse(tokens)
+
+
+def _no_training(batch: Batch, generator: torch.Generator) -> Tensor:
+    """The loss of a stage that only scores on validation: no parameter gets a gradient (AdamW
+    skips parameters without one, weight decay included)."""
+    return torch.zeros((), device=batch.present.device, requires_grad=True)
+
+
+@register_method("ume")
+class UniModalEnsembleMethod(Method):
+    """UME: members trained alone (stage 1), averaged over the present modalities.
+
+    `fusion` is accepted for a uniform interface (the conformance suite passes every fusion) and
+    ignored: the ensemble is a late fusion by construction. It is the fusion of `mma`/`ume_mma`.
+    """
+
+    def __init__(self, fusion: str = "late", dim: int = 64, combine: Combine = "logits") -> None:
+        self.fusion = fusion
+        self.dim = dim
+        self.combine = combine
+
+    def _check(self, spec: DataSpec) -> None:
+        self.check_task(spec)
+        if self.combine not in ("logits", "probs"):
+            raise MMRobustError(f"combine must be 'logits' or 'probs', not '{self.combine}'")
+
+    def build(self, spec: DataSpec) -> None:
+        self._check(spec)
+        self.model = UniModalEnsemble(spec, self.dim, self.combine)
+
+    @property
+    def ensemble(self) -> UniModalEnsemble:
+        model = self.fitted_model
+        assert isinstance(model, UniModalEnsemble)
+        return model
+
+    def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        """The sum of the members' losses (what the member stages minimise one at a time)."""
+        return torch.stack([self.member_loss(m)(batch, generator) for m in self.spec.modality_names]).sum()
+
+    def member_loss(self, modality: str) -> Callable[[Batch, torch.Generator], Tensor]:
+        def loss(batch: Batch, generator: torch.Generator) -> Tensor:
+            rows = batch.present[:, self.spec.modality_names.index(modality)]
+            if not bool(rows.any()):
+                return _no_training(batch, generator)
+            output = self.ensemble.member_output(modality, batch)
+            return task_loss(output[rows], batch.target[rows], self.spec.task)
+
+        return loss
+
+    def member_stages(self) -> list[Stage]:
+        ensemble, spec = self.ensemble, self.spec
+        stages = []
+        for m in spec.modalities:
+            key = {
+                "format": MEMBER_FORMAT,
+                "modality": m.name,
+                "kind": m.kind,
+                "shape": list(m.shape),
+                "dim": self.dim,
+                "task": spec.task,
+                "outputs": spec.num_classes,
+            }
+
+            def predict(batch: Batch, name: str = m.name) -> Tensor:
+                return ensemble.member_output(name, batch)
+
+            stages.append(Stage(f"ume:{m.name}", self.member_loss(m.name), ensemble.member(m.name), predict,
+                                reuse_key=key))  # fmt: skip
+        return stages
+
+    def stages(self) -> Sequence[Stage]:
+        return (*self.member_stages(), Stage("ensemble", _no_training, epochs=1))
+
+
+@register_method("mma")
+class MissingModalityAdaptation(UniModalEnsembleMethod):
+    """MMA: a `fusion` model started from the UME members, fine-tuned under missing-modality augmentation."""
+
+    def __init__(
+        self,
+        fusion: str = "late",
+        dim: int = 64,
+        drop_probability: float = 0.3,
+        corruption: Corruption | Mapping[str, Any] | None = None,
+        combine: Combine = "logits",
+    ) -> None:
+        super().__init__(fusion, dim, combine)
+        self.drop_probability = drop_probability
+        self.corruption = corruption
+
+    _initial_choice = 1
+
+    def get_params(self) -> dict[str, Any]:
+        return {**super().get_params(), "corruption": corruption_param(self.corruption)}
+
+    def build(self, spec: DataSpec) -> None:
+        self._check(spec)
+        ensemble = UniModalEnsemble(spec, self.dim, self.combine)
+        self.model = AdaptedModel(spec, self.fusion, self.dim, ensemble, self._initial_choice)
+
+    @property
+    def adapted_model(self) -> AdaptedModel:
+        model = self.fitted_model
+        assert isinstance(model, AdaptedModel)
+        return model
+
+    @property
+    def ensemble(self) -> UniModalEnsemble:
+        return self.adapted_model.ensemble
+
+    @property
+    def train_corruption(self) -> Corruption:
+        if self.corruption is None:
+            rates = {m: self.drop_probability for m in self.spec.modality_names}
+            return MissingRates(rates, if_all_missing="keep_one")
+        return resolve_corruption(self.corruption)
+
+    def start_adaptation(self) -> None:
+        self.adapted_model.initialise_from_members()
+
+    def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        model = self.adapted_model
+        if not bool(model.initialised):  # first step of the stage (a resumed run has it in its weights)
+            self.start_adaptation()
+        corruption = self.train_corruption
+        if corruption.stage == "token" and not isinstance(corruption, MaskCorruption):
+            # the adapted model: choice is 1 (mma) or not made yet (ume_mma) while this stage runs
+            output = model.fuse(corruption(model.encode(batch), generator))
+        else:  # masks are applied before encoding, so dropped modalities cost nothing
+            output = model.adapted_output(corruption(batch, generator))
+        return task_loss(output, batch.target, model.spec.task)
+
+    def stages(self) -> Sequence[Stage]:
+        model = self.adapted_model
+        return (*self.member_stages(), Stage("mma", self.loss, model.adapted(), model.adapted_output))
+
+
+def resolve_target(target: Corruption | Mapping[str, Any] | str | None) -> Corruption | None:
+    if target is None or isinstance(target, Corruption):
+        return target
+    return corruption_from_name(target) if isinstance(target, str) else corruption_from_dict(target)
+
+
+@register_method("ume_mma")
+class UMEMMA(MissingModalityAdaptation):
+    """UME-MMA: train both, keep the one that scores better on validation under `target`."""
+
+    _initial_choice = -1
+
+    def __init__(
+        self,
+        fusion: str = "late",
+        dim: int = 64,
+        drop_probability: float = 0.3,
+        corruption: Corruption | Mapping[str, Any] | None = None,
+        combine: Combine = "logits",
+        target: Corruption | Mapping[str, Any] | str | None = None,
+    ) -> None:
+        super().__init__(fusion, dim, drop_probability, corruption, combine)
+        self.target = target
+        self._armed = False
+        self._target_generator = torch.Generator()
+
+    def get_params(self) -> dict[str, Any]:
+        target = self.target.to_dict() if isinstance(self.target, Corruption) else self.target
+        return {**super().get_params(), "target": target}
+
+    @property
+    def chosen(self) -> str | None:
+        """The choice of `ume_mma`: "ume" or "mma" once trained, None before."""
+        if self.model is None or int(self.adapted_model.choice) < 0:
+            return None
+        return "ume" if self.adapted_model.uses_ensemble else "mma"
+
+    def describe(self) -> str:
+        return super().describe() + (f" -> {self.chosen}" if self.chosen else "")
+
+    def _arm(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        self._armed = True  # the next validation pass scores the next candidate
+        return _no_training(batch, generator)
+
+    def _candidate_output(self, batch: Batch) -> Tensor:
+        model = self.adapted_model
+        if self._armed:  # a new epoch of the choose stage: next candidate, same masks
+            self._armed = False
+            model.choice.add_(1)
+            self._target_generator.manual_seed(self.seed or 0)
+        target = resolve_target(self.target)
+        if target is not None:
+            batch = target(batch, self._target_generator)
+        return model(batch)
+
+    def stages(self) -> Sequence[Stage]:
+        resolve_target(self.target)  # a bad target fails before any training
+        self._armed = False
+        return (*super().stages(), Stage("choose", self._arm, predict=self._candidate_output, epochs=2))
+
+
+def specialist_configs(modalities: Sequence[str], fusion: str = "late", dim: int = 64) -> list[dict[str, Any]]:
+    """The reference of "Easy to get wrong" (METHODS.md §2): for every non-empty modality subset S a
+    `joint` model trained and tested on S only, as experiment-config model entries labelled
+    `specialist[a+b]` (what `mmrobust.audit.specialists.specialist_gaps` looks for)."""
+    out = []
+    for size in range(len(modalities), 0, -1):
+        for keep in itertools.combinations(modalities, size):
+            params = {"fusion": fusion, "dim": dim, "modalities": list(keep)}
+            out.append({"method": "joint", "label": specialist_label(keep), "params": params})
+    return out
+
+
+def specialist_label(subset: Sequence[str]) -> str:
+    return "specialist[" + "+".join(subset) + "]"
