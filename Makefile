@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint fuzz bench clean
+.PHONY: demo test lint browser fuzz bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,13 +21,23 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
-test: lint
+# Headless Chromium for the browser test of the HTML report (tests/test_compare.py): installed
+# with apt when missing and possible; otherwise a warning, and that test skips.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the browser test will be skipped"; \
+	else echo "warning: no /usr/bin/chromium and no apt-get as root to install it; the browser test will be skipped"; fi
+
+test: lint browser
 	$(PY) -m pytest -n 2
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/audit_cost.py
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/dropout_cost.py
+	$(PY) benchmarks/sweep_overhead.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache .mypy_cache

@@ -1,4 +1,4 @@
-"""The `mmrobust` command line: demo, train, audit, list.
+"""The `mmrobust` command line: demo, train, audit, run, sweep, report, list, data.
 
 Problems with the user's input print one line and exit with code 2; `--debug` shows the
 traceback instead.
@@ -200,6 +200,110 @@ def run_cmd(config_file: str, overrides: tuple[str, ...], out: str | None, print
     result = _run_with_progress(config, out_dir)
     print_summary(result, f"{config.name} (config {config.hash()})")
     console.print(f"Wrote the report and one folder per run to {out_dir}/")
+
+
+@cli.command(name="sweep")
+@click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option(
+    "--grid",
+    "grid",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="A grid axis (repeatable), e.g. --grid models.0.method=joint,dropout; `seeds=0,1,2` sets every "
+    "combination's seeds.",
+)
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="local: processes (1: in this process) [default: 1]; ray: runs at once [default: cluster CPUs / threads].",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="torch threads per run [default: cores / workers; 1 on Ray]."
+)
+@click.option("--address", metavar="HOST:PORT", help="The Ray cluster [default: RAY_ADDRESS, else a new local one].")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: runs/<sweep name>].")
+@click.option("--dry-run", is_flag=True, help="Print the planned runs and skipped combinations, and exit.")
+def sweep_cmd(
+    sweep_file: str,
+    overrides: tuple[str, ...],
+    grid: tuple[str, ...],
+    backend: str,
+    workers: int | None,
+    threads: int | None,
+    address: str | None,
+    out: str | None,
+    dry_run: bool,
+) -> None:
+    """Train and audit a grid of experiments (SWEEP: a sweep file or an experiment config).
+
+    \b
+    Every combination of grid values is one experiment; each (combination, model, seed) is one run
+    in OUT/<combination>/<model>/seed-<s>/. Combinations a method cannot handle (by its capability
+    tags) are skipped with a message; finished runs are skipped and interrupted ones resume.
+    Example:
+      mmrobust sweep configs/demo.yaml --grid train.epochs=10,20 --grid seeds=0,1 --workers 2
+      mmrobust sweep sweep.yaml --backend ray --address 10.0.0.1:6379 --out runs/sweep
+    """
+    from .sweep import plan_sweep, read_sweep, run_sweep
+
+    spec = read_sweep(sweep_file, list(overrides), list(grid))
+    plan = plan_sweep(spec, out or Path("runs") / spec.name)
+    for message in plan.skipped:
+        err_console.print(f"skip {message}", highlight=False, markup=False)
+    combos = f"{len(plan.combinations)} combinations, {len(plan.units)} runs"
+    if dry_run:
+        for unit in plan.units:
+            console.print(unit.name, highlight=False, markup=False)
+        console.print(f"{combos} planned in {plan.out}/", highlight=False)
+        return
+    result = run_sweep(
+        plan,
+        backend,
+        workers,
+        address,
+        threads,
+        lambda message, p: err_console.print(f"[{p.line()}] {message}", highlight=False, markup=False),
+    )
+    console.print(f"{combos}; wrote a report per combination and results.csv to {plan.out}/", highlight=False)
+    if result.failed:
+        err_console.print(f"[red]{len(result.failed)} runs failed[/]; repeat the command to retry them")
+        raise click.exceptions.Exit(1)
+
+
+@cli.command(name="report")
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIRS...")
+@click.option("--out", default="report.html", show_default=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md"]),
+    help="html: one self-contained file; md: Markdown plus PNGs beside it [default: from --out's suffix].",
+)
+@click.option("--reference", metavar="LABEL", help="Model label that robustness is measured against [default: first].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap resampling.")
+def report_cmd(run_dirs: tuple[str, ...], out: str, fmt: str | None, reference: str | None, seed: int) -> None:
+    """Compare every run found under RUN_DIRS (folders written by `mmrobust run`) in one report.
+
+    \b
+    Per dataset: mean ± std per model and scenario, the per-subset heatmap, metric-vs-severity
+    curves, robustness against --reference, Shapley values of the modalities and paired
+    differences with bootstrap CIs.
+    Example:
+      mmrobust report runs/demo --out report.html --reference joint-sum
+    """
+    from .audit.compare import load_runs
+    from .audit.compare_report import write_comparison
+
+    path = Path(out)
+    fmt = fmt or ("md" if path.suffix.lower() in (".md", ".markdown") else "html")
+    runs = load_runs(run_dirs)
+    written = write_comparison(runs, path, fmt, reference, seed=seed)
+    skipped = f" ({len(runs.skipped)} unfinished skipped)" if runs.skipped else ""
+    console.print(f"Read {len(runs.run_dirs)} runs{skipped} of {len(runs.models)} models; wrote {written[0]}")
+    if len(written) > 1:
+        console.print(f"and {len(written) - 1} figures beside it: {', '.join(p.name for p in written[1:])}")
 
 
 @cli.command(name="list")

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from .errors import MMRobustError, unknown_name
+from .trackers import check_loggers
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     patience: int = 20
     select: str = "loss"
     device: str = "auto"
+    loggers: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
 
 
 @dataclass
@@ -157,18 +159,25 @@ def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML config (or start from defaults), apply overrides, validate everything."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise MMRobustError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise MMRobustError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise MMRobustError(f"{path}: the top level must be a mapping of keys")
-        tree = loaded or {}
+    return config_from_dict(read_yaml_mapping(path) if path is not None else {}, overrides)
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty file: {}); one-line errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise MMRobustError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise MMRobustError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise MMRobustError(f"{path}: the top level must be a mapping of keys")
+    return loaded or {}
+
+
+def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    """Validate a config given as a mapping (as read from YAML), apply overrides, validate again."""
     resolved = dataclasses.asdict(_build(ExperimentConfig, tree))
     for text in overrides or []:
         apply_override(resolved, *parse_override(text))
@@ -177,6 +186,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise MMRobustError("config key 'models' is empty: list at least one model")
     if not config.seeds:
         raise MMRobustError("config key 'seeds' is empty: list at least one seed")
+    check_loggers(config.train.loggers)
     labels = [m.name for m in config.models]
     if len(set(labels)) != len(labels):
         raise MMRobustError(f"two models share a name ({labels}); give them distinct 'label's")

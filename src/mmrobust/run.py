@@ -9,6 +9,13 @@ when the command is repeated. While a run trains, its directory holds `training-
 (saved atomically every `state_every` seconds, deleted when training ends): a run killed
 mid-training resumes from it and ends with the same numbers as one that never stopped.
 The combined report is written to OUT/.
+
+Under `torchrun` every process runs the same loop: all train each run data-parallel (see
+`distributed.py`), rank 0 alone decides which runs are finished and writes every file
+(checkpoints, manifests, audit results, the report, tracker logs). With `train.loggers`,
+each run logs to TensorBoard (`<run dir>/tensorboard/`) and/or MLflow (file store `OUT/mlruns`,
+one MLflow run per model x seed in the experiment named after the config): per-epoch training
+metrics and one `test/<metric>@<scenario>` value per audit scenario (see `trackers.py`).
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
+from . import distributed as _dist
 from .atomic import atomic_write
 from .audit import AuditResult, audit, write_report
 from .checkpoint import save_checkpoint
@@ -34,7 +43,8 @@ from .corruption import corruption_from_name
 from .data.dataset import MultimodalData
 from .experiment import load_data
 from .methods import create_method
-from .train import fit
+from .trackers import audit_metrics, create_trackers, require
+from .train import fit, resolve_device
 
 MANIFEST = "manifest.json"
 TRAINING_STATE = "training-state.pt"
@@ -76,11 +86,14 @@ def _versions() -> dict[str, str]:
 
 
 def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
-    """What determines one run's numbers: data, model, training, audit and seed."""
+    """What determines one run's numbers: data, model, training, audit and seed (not where
+    metrics are logged: adding a logger does not rerun finished runs)."""
+    train = dataclasses.asdict(config.train)
+    train.pop("loggers")
     key = {
         "data": dataclasses.asdict(config.data),
         "model": dataclasses.asdict(model),
-        "train": dataclasses.asdict(config.train),
+        "train": train,
         "audit": dataclasses.asdict(config.audit),
         "seed": seed,
     }
@@ -108,9 +121,12 @@ def run_one(
     run_dir: Path,
     state_every: float = 10.0,
 ) -> AuditResult:
+    """Train, audit and record one (model, seed) in `run_dir`; under torchrun only rank 0
+    audits and writes (other ranks return an empty result)."""
     start = time.perf_counter()
     method = create_method(model.method, **model.params)
     t = config.train
+    trackers = _trackers(config, model, seed, run_dir) if _dist.is_main() else []
     fitted = fit(
         method,
         data,
@@ -125,11 +141,17 @@ def run_one(
         progress=False,
         state_path=run_dir / TRAINING_STATE,  # resumes a run killed mid-training
         state_every=state_every,
+        trackers=trackers,
     )
+    if not _dist.is_main():
+        return _empty(data)
     save_checkpoint(method, run_dir / "checkpoint.pt", {"label": model.name})
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
     result = audit(method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name)
     write_report(result, run_dir)
+    for tracker in trackers:
+        tracker.log_metrics(audit_metrics(result.table), 0)
+        tracker.close()
     manifest = {
         "status": "done",
         "run_hash": run_hash(config, model, seed),
@@ -161,18 +183,67 @@ def run_experiment(
     """Train and audit every model x seed (skipping finished runs, resuming interrupted ones);
     write the combined report. `state_every`: seconds between saves of a training run's state."""
     out = Path(out)
+    for name in config.train.loggers:  # a missing optional package fails before any training
+        require(name)
+    _dist.setup(resolve_device(_dist.local_device(config.train.device)))  # joins torchrun's group, if any
     data = load_data(config.data.name, config.data.npz, config.data.data_dir, config.data.options)
     results = []
     for model in config.models:
         for seed in config.seeds:
             run_dir = out / model.name / f"seed-{seed}"
-            done = _finished(run_dir, run_hash(config, model, seed))
-            if done is not None:
-                on_event(f"skip {model.name} seed {seed} (finished)")
-                results.append(done)
-                continue
-            results.append(run_one(config, model, seed, data, run_dir, state_every))
-            on_event(f"done {model.name} seed {seed}")
+            result, skipped = run_or_skip(config, model, seed, lambda: data, run_dir, state_every)
+            results.append(result)
+            on_event(f"skip {model.name} seed {seed} (finished)" if skipped else f"done {model.name} seed {seed}")
+    combined = write_experiment_report(config, out, results) if _dist.is_main() else None
+    if _dist.active():  # every rank returns rank 0's result (the CLI prints it)
+        combined = _dist.broadcast_object(combined)
+    assert combined is not None
+    return combined
+
+
+def run_or_skip(
+    config: ExperimentConfig,
+    model: ModelConfig,
+    seed: int,
+    data: Callable[[], MultimodalData],
+    run_dir: Path,
+    state_every: float = 10.0,
+) -> tuple[AuditResult, bool]:
+    """One run's result and whether it had finished before (then nothing is recomputed and
+    `data()` is not called); an interrupted run resumes from its training state."""
+    done = finished_run(config, model, seed, run_dir) if _dist.is_main() else None
+    if _dist.active() and _dist.broadcast_flag(done is not None, _dist.device()):  # rank 0 decides
+        return (done if done is not None else _empty(data())), True
+    if done is not None:
+        return done, True
+    return run_one(config, model, seed, data(), run_dir, state_every), False
+
+
+def finished_run(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> AuditResult | None:
+    """The result of the run in `run_dir` if it finished under the same run hash, else None."""
+    return _finished(run_dir, run_hash(config, model, seed))
+
+
+def _trackers(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> list[Any]:
+    train = {f"train.{k}": v for k, v in dataclasses.asdict(config.train).items() if k != "loggers"}
+    params = {"model": model.name, "method": model.method, "seed": seed, "params": json.dumps(model.params), **train}
+    return create_trackers(
+        config.train.loggers,
+        run_dir,
+        store=run_dir.parent.parent / "mlruns",
+        experiment=config.name,
+        run_name=f"{model.name}/seed-{seed}",
+        params=params,
+    )
+
+
+def _empty(data: MultimodalData) -> AuditResult:
+    """What a rank other than 0 returns: it audits and writes nothing."""
+    return AuditResult(pd.DataFrame(), data.spec.task)
+
+
+def write_experiment_report(config: ExperimentConfig, out: Path, results: list[AuditResult]) -> AuditResult:
+    """The combined report of an experiment's runs, and its resolved config, in `out`."""
     combined = AuditResult.concat(results)
     write_report(combined, out, {"config": config.to_dict(), "config_hash": config.hash()})
     atomic_write(out / "config.yaml", lambda p: p.write_text(_to_yaml(config)))

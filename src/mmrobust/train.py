@@ -25,7 +25,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
+from . import distributed as _dist
 from .atomic import atomic_write
 from .audit.metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
 from .data.batch import Batch
@@ -42,6 +43,7 @@ from .data.dataset import MultimodalData
 from .errors import MMRobustError
 from .methods.base import Method, Stage
 from .methods.supervised import task_loss
+from .trackers import Tracker, epoch_metrics
 
 STATE_FORMAT = "mmrobust-training-state/1"
 
@@ -100,6 +102,7 @@ def fit(
     progress: bool | None = None,
     state_path: str | Path | None = None,
     state_every: float = 10.0,
+    trackers: Sequence[Tracker] = (),
 ) -> FitResult:
     """Train `method` on `data`'s train split, selecting each stage's epoch on its val split.
 
@@ -110,15 +113,25 @@ def fit(
     at the end of an epoch once `state_every` seconds have passed since the last save (0: every
     epoch); the file is removed when training ends. Multi-stage methods (`Method.stages`) run
     their stages in order; the result describes the last stage that selects on validation.
+    `trackers` receive per-epoch `train/loss` and `val/<metric>` (see `trackers.epoch_metrics`).
+
+    Under `torchrun` (WORLD_SIZE > 1) every process calls `fit` and trains data-parallel
+    (`distributed.py` has the sharding rule); only rank 0 writes the state file and logs.
     """
     train, val = data.split("train"), data.split("val")
     if len(train) == 0 or len(val) == 0:
         raise MMRobustError("the train and val splits must both be non-empty")
+    target = resolve_device(_dist.local_device(device))
+    world = _dist.world_size() if _dist.setup(target) else 1
+    if world > 1:
+        _dist.check_batch_size(batch_size, world)
     torch.manual_seed(seed)
     method.build(data.spec)
     method.seed = seed
-    module = method.modules().to(resolve_device(device))
+    module = method.modules().to(target)
     dev = next(module.parameters()).device
+    if world > 1:
+        _dist.broadcast_module(module)
     options = dict(
         seed=seed,
         epochs=epochs,
@@ -129,7 +142,12 @@ def fit(
         select=select,
         device=dev.type,
     )
-    loop = _Loop(method, train, val, options, dev, sys.stderr.isatty() if progress is None else progress)
+    if world > 1:  # a single process's state file and stage cache keys stay as they were
+        options["world_size"] = world
+    show = (sys.stderr.isatty() if progress is None else progress) and _dist.is_main()
+    loop = _Loop(method, train, val, options, dev, show)
+    loop.trackers = list(trackers) if _dist.is_main() else []
+    loop.multi_stage = len(method.stages()) > 1
     if state_path is not None:
         loop.state = _StateFile(Path(state_path), _fingerprint(method, train, val, options), state_every)
     saved = loop.state.load() if loop.state is not None else None
@@ -144,7 +162,7 @@ def fit(
             resume = saved if index == first and saved is not None and saved["within"] is not None else None
             loop.run_stage(index, stage, resume, last=index == len(stages) - 1)
     module.eval()
-    if loop.state is not None:
+    if loop.state is not None and _dist.is_main():
         loop.state.path.unlink(missing_ok=True)  # done: run.py saves the final checkpoint
     return loop.result
 
@@ -172,6 +190,10 @@ class _Loop:
         self.history: list[dict[str, Any]] = []
         self.result = FitResult(-1, 0, {}, self.history)
         self.state: _StateFile | None = None
+        self.trackers: list[Tracker] = []
+        self.multi_stage = False
+        self.rank, self.world = _dist.rank(), options.get("world_size", 1)
+        self.aug_generator = torch.Generator()  # distributed: per-rank augmentation stream
 
     def run_stage(self, index: int, stage: Stage, saved: dict[str, Any] | None, last: bool) -> None:
         method, opt = self.method, self.options
@@ -200,15 +222,20 @@ class _Loop:
         with Progress(*columns, disable=not self.show, transient=True) as bar:
             task = bar.add_task("", total=epochs, completed=done)
             for epoch in range(done, epochs):
-                train_loss = self._epoch(stage, optimizer, schedule)
+                train_loss = self._epoch(stage, optimizer, schedule, index, epoch)
                 row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
                 if stage.select:
                     self._select(stage, epoch, row, best)
                 self.history.append(row if stage.name == "train" else {"stage": stage.name, **row})
                 bar.update(task, advance=1, description=_describe(row, self.train.spec.task))
-                if stage.select and epoch - best["epoch"] >= opt["patience"]:
+                for tracker in self.trackers:
+                    tracker.log_metrics(epoch_metrics(row, stage.name if self.multi_stage else None), epoch)
+                stop = stage.select and epoch - best["epoch"] >= opt["patience"]
+                if self.world > 1:  # every rank validates alike; rank 0's word makes it certain
+                    stop = _dist.broadcast_flag(stop, self.dev)
+                if stop:
                     break
-                if self.state is not None and self.state.due(last_save):
+                if self.state is not None and _dist.is_main() and self.state.due(last_save):
                     self.state.save(index, self, stateful, {"best": best, "epochs_done": epoch + 1})
                     last_save = time.monotonic()
         if stage.select:
@@ -216,12 +243,14 @@ class _Loop:
             self.result = FitResult(best["epoch"], len(self.history), best["metrics"], self.history)
         else:
             self.result = dataclasses.replace(self.result, epochs_run=len(self.history))
-        if self.state is not None and not last:  # a kill between stages resumes at the next one
+        if self.state is not None and not last and _dist.is_main():  # a kill between stages resumes at the next
             self.state.save(index + 1, self, {"model": method.modules()}, None)
-        if stage.reuse_key is not None:
+        if stage.reuse_key is not None and _dist.is_main():
             self._store(index, stage, module)
 
-    def _epoch(self, stage: Stage, optimizer: torch.optim.Optimizer, schedule: Any) -> float:
+    def _epoch(self, stage: Stage, optimizer: torch.optim.Optimizer, schedule: Any, index: int, epoch: int) -> float:
+        if self.world > 1:
+            return self._sharded_epoch(stage, optimizer, schedule, index, epoch)
         self.method.modules().train()
         total, count = 0.0, 0
         for batch in self.train.batches(self.options["batch_size"], self.generator):
@@ -232,6 +261,33 @@ class _Loop:
             schedule.step()
             total, count = total + float(loss.detach()) * len(batch), count + len(batch)
         return total / count
+
+    def _sharded_epoch(
+        self, stage: Stage, optimizer: torch.optim.Optimizer, schedule: Any, index: int, epoch: int
+    ) -> float:
+        """One data-parallel epoch: this rank's slice of every global batch, gradients averaged
+        over ranks by their share of the batch (see `distributed.py`)."""
+        # augmentation and dropout: a stream per (seed, stage, epoch, rank), so a resumed run
+        # draws what an uninterrupted one draws without saving every rank's generators
+        stream = (((self.options["seed"] * 7919 + index) * 1_000_003 + epoch) * 4099 + self.rank) % 2**62
+        self.aug_generator.manual_seed(stream)
+        torch.manual_seed(stream)
+        module = stage.module if stage.module is not None else self.method.modules()
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.method.modules().train()
+        total, count = 0.0, 0
+        batches = _dist.shard_batches(self.train, self.options["batch_size"], self.generator, self.rank, self.world)
+        for batch, mine, rows in batches:
+            optimizer.zero_grad(set_to_none=True)
+            if batch is not None:
+                loss = stage.loss(batch.to(self.dev), self.aug_generator)
+                loss.backward()
+                total, count = total + float(loss.detach()) * mine, count + mine
+            _dist.all_reduce_grads(params, mine / rows)
+            optimizer.step()
+            schedule.step()
+        summed, seen = _dist.all_sum([total, count], self.dev)
+        return summed / seen
 
     def _select(self, stage: Stage, epoch: int, row: dict[str, Any], best: dict[str, Any]) -> None:
         """Score the epoch on validation; keep the weights if it is the best so far."""

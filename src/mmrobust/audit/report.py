@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,10 +17,14 @@ from ..atomic import atomic_write
 from .metrics import LOWER_IS_BETTER
 from .result import MODEL_KEYS, AuditResult
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 FILES = ("results.csv", "results.json", "report.md", "heatmap.png")
 
 
-def _pm(mean: float, std: float, seeds: int) -> str:
+def mean_std(mean: float, std: float, seeds: int) -> str:
+    """`mean ± std`, or the mean alone for one seed (whose std is undefined, not zero)."""
     return f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
 
 
@@ -51,8 +55,8 @@ def summary_rows(result: AuditResult) -> tuple[list[str], list[list[str]]]:
             [
                 r.model,
                 r.fusion,
-                _pm(r.clean_mean, r.clean_std, n),
-                _pm(r.mean_abs_delta_subsets_mean, r.mean_abs_delta_subsets_std, n),
+                mean_std(r.clean_mean, r.clean_std, n),
+                mean_std(r.mean_abs_delta_subsets_mean, r.mean_abs_delta_subsets_std, n),
                 _worst(r.worst_subset, r.worst_delta_mean, m),
                 f"{r.delta_missing_mean:+.3f}",
                 f"{r.delta_noise_mean:+.3f}",
@@ -119,12 +123,19 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
     )
 
 
-def heatmap(result: AuditResult, path: Path) -> None:
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, so reports render without a display (CI, servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def heatmap_figure(result: AuditResult) -> Figure:
+    """Models x modality subsets (mean over seeds), shared by the audit and the comparison reports."""
+    plt = pyplot()
     m = result.primary_metric
     table = result.table[result.table.metric == m]
     if table.kind.isin(["clean", "subset"]).any():  # columns: subsets; else every scenario
@@ -149,8 +160,13 @@ def heatmap(result: AuditResult, path: Path) -> None:
     fig.colorbar(im, ax=ax, label=m)
     ax.set_title(f"{m} by modalities present\n(mean over seeds)", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def heatmap(result: AuditResult, path: Path) -> None:
+    fig = heatmap_figure(result)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def to_json(result: AuditResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,0 +1,483 @@
+"""Statistics for comparing models across finished runs (`mmrobust report`).
+
+Pure functions on the audit's tidy table (one row per dataset, model, seed, scenario, metric)
+and on numpy arrays:
+
+- `load_runs`: every run directory `mmrobust run` wrote below some folders, as one table;
+- `scenario_stats`: mean ± std over seeds of a metric per (model, scenario);
+- `bootstrap_ci` / `paired_differences`: model A − model B on the same masks, with a seeded,
+  vectorised percentile bootstrap. Run directories store per-scenario metrics, not per-sample
+  predictions, so the finest level available, and the one resampled, is the *seed*: seed s of
+  A is paired with seed s of B (same audit masks, checked through their hashes);
+- `relative_robustness` / `effective_robustness`: area under the metric-vs-severity curve
+  normalised by the severity range, and a model's area minus a reference model's (ANCHORS §6.6);
+- `shapley_values` / `modality_contributions`: exact Shapley values of each modality, the value
+  of a coalition S being the score under `subset[S]` (ANCHORS §6.13).
+
+Example:
+    runs = load_runs(["runs/demo"])
+    diffs = paired_differences(runs.table, "accuracy", seed=0)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..corruption import GaussianNoise, Missing, Subset, corruption_from_name
+from ..errors import MMRobustError, unknown_name
+from .metrics import LOWER_IS_BETTER, PRIMARY
+from .result import AuditResult
+from .scenarios import CLEAN
+
+MANIFEST = "manifest.json"  # written by `mmrobust.run` into every run directory
+RUN_FORMAT = "mmrobust-run/1"  # manifests of mmrobust 0.1 carry no `format` key: they are this one
+REQUIRED_COLUMNS = ("dataset", "model", "seed", "scenario", "kind", "metric", "value")
+MAX_PLAYERS = 16  # exact Shapley enumerates 2^M coalitions
+
+
+# --- loading -----------------------------------------------------------------------------------
+@dataclass
+class Runs:
+    """Every run found, as one tidy table, plus what the report needs per dataset."""
+
+    table: pd.DataFrame  # the audit's columns + mask_hash and run_dir
+    tasks: dict[str, str]  # dataset -> classification | regression
+    num_classes: dict[str, int | None] = field(default_factory=dict)  # dataset -> classes, if recorded
+    run_dirs: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # manifests of runs that did not finish
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(self.table.model))
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(self.table.dataset))
+
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Folders below `paths` holding a manifest.json (a run of `mmrobust run`), each once."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise MMRobustError(f"{p}: no such directory")
+        if not p.is_dir():
+            raise MMRobustError(f"{p}: not a directory; pass folders written by `mmrobust run ... --out DIR`")
+        found += [m.parent.resolve() for m in sorted(p.rglob(MANIFEST))]
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        where = ", ".join(str(p) for p in paths)
+        raise MMRobustError(
+            f"no runs found under {where}: expected run folders with {MANIFEST} and results.json, "
+            "as `mmrobust run CONFIG --out DIR` writes"
+        )
+    return unique
+
+
+def _major(version: str) -> str:
+    return version.split(".")[0]
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest, refusing formats this version cannot read (rather than misreading them)."""
+    from .. import __version__
+
+    path = run_dir / MANIFEST
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise MMRobustError(f"{path}: not a readable run manifest ({e})") from None
+    if not isinstance(record, dict):
+        raise MMRobustError(f"{path}: not a run manifest (expected a JSON object)")
+    fmt = record.get("format", RUN_FORMAT)
+    if fmt != RUN_FORMAT:
+        raise MMRobustError(f"{path}: run format '{fmt}' is not supported (mmrobust {__version__} reads {RUN_FORMAT})")
+    written_by = str(record.get("versions", {}).get("mmrobust") or __version__)
+    if _major(written_by) != _major(__version__):
+        raise MMRobustError(
+            f"{path}: written by mmrobust {written_by}, incompatible with this mmrobust {__version__}; "
+            "report it with the matching version"
+        )
+    return record
+
+
+def _num_classes(run_dir: Path) -> int | None:
+    """The class count stored in the run's checkpoint (the manifest does not record it)."""
+    import torch
+
+    try:
+        payload = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)
+        return int(json.loads(payload["config"])["spec"]["num_classes"])
+    except Exception:  # no or unreadable checkpoint: the report states its assumption instead
+        return None
+
+
+def _model_position(manifest: Mapping[str, Any]) -> int:
+    """Where the run's model stands in its config, so reports list models in the config's order."""
+    models = manifest.get("config", {}).get("models", [])
+    model = manifest.get("model")
+    return models.index(model) if model in models else len(models)
+
+
+def _read_run(run_dir: Path) -> tuple[AuditResult, dict[str, str | None]]:
+    """The run's audit result and the mask hash of each of its scenarios."""
+    results = run_dir / "results.json"
+    if not results.is_file():
+        raise MMRobustError(f"{run_dir}: has a {MANIFEST} but no results.json; re-run it with `mmrobust run`")
+    result = AuditResult.read(results)
+    missing = [c for c in REQUIRED_COLUMNS if c not in result.table.columns]
+    if missing:
+        raise MMRobustError(f"{results}: not an mmrobust results file (no column {', '.join(missing)})")
+    return result, {s["name"]: s.get("mask_hash") for s in result.scenarios}
+
+
+def _check_unique(table: pd.DataFrame) -> None:
+    """Two runs with the same (dataset, model, seed) would be silently averaged: refuse instead."""
+    owners = table.groupby(["dataset", "model", "seed"], sort=False).run_dir.unique()
+    clashes = owners[owners.map(len) > 1]
+    if len(clashes):
+        (dataset, model, seed), dirs = next(iter(clashes.items()))
+        raise MMRobustError(
+            f"model '{model}' seed {seed} on {dataset} comes from two runs ({dirs[0]} and {dirs[1]}); "
+            "pass the folders of one experiment or give the models distinct labels"
+        )
+
+
+def _dataset_facts(runs: list[tuple[str, str, Path]]) -> tuple[dict[str, str], dict[str, int | None]]:
+    """Task and class count per dataset from (dataset, task, run_dir); one dataset, one task."""
+    tasks: dict[str, str] = {}
+    classes: dict[str, int | None] = {}
+    for dataset, task, run_dir in runs:
+        if tasks.setdefault(dataset, task) != task:
+            raise MMRobustError(f"{run_dir}: dataset {dataset} is {task} here but {tasks[dataset]} elsewhere")
+        if task == "classification" and classes.get(dataset) is None:
+            classes[dataset] = _num_classes(run_dir)
+    return tasks, classes
+
+
+def load_runs(paths: Sequence[str | Path]) -> Runs:
+    """Every finished run below `paths` as one tidy table (models in their configs' order)."""
+    loaded, skipped = [], []
+    for found_at, run_dir in enumerate(find_run_dirs(paths)):
+        manifest = read_manifest(run_dir)
+        if manifest.get("status") != "done":
+            skipped.append(run_dir)
+            continue
+        result, hashes = _read_run(run_dir)
+        t = result.table.assign(mask_hash=result.table.scenario.map(hashes), run_dir=str(run_dir))
+        loaded.append(((_model_position(manifest), found_at), t, result.task, run_dir))
+    if not loaded:
+        raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({len(skipped)} unfinished)")
+    loaded.sort(key=lambda item: item[0])
+    table = pd.concat([t for _, t, _, _ in loaded], ignore_index=True)
+    _check_unique(table)
+    tasks, classes = _dataset_facts([(str(t.dataset.iloc[0]), task, d) for _, t, task, d in loaded])
+    return Runs(table, tasks, classes, [d for *_, d in loaded], skipped)
+
+
+def check_reference(reference: str, models: Iterable[str]) -> str:
+    """The reference label must name a loaded model; suggest the closest one otherwise."""
+    models = list(models)
+    if reference not in models:
+        raise unknown_name("reference model", reference, models)
+    return reference
+
+
+# --- per-scenario statistics -------------------------------------------------------------------
+def primary_metric(task: str) -> str:
+    return PRIMARY[task]
+
+
+def scenario_stats(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, std and count over seeds of `metric` per (model, scenario), in first-seen order."""
+    t = table[table.metric == metric]
+    stats = t.groupby(["model", "scenario"], sort=False).value.agg(["mean", "std", "count"])
+    return stats.reset_index().rename(columns={"count": "seeds"})
+
+
+def best_models(stats: pd.DataFrame, metric: str) -> dict[str, set[str]]:
+    """The best model(s) per scenario by mean (ties all count), honouring lower-is-better metrics."""
+    out: dict[str, set[str]] = {}
+    for scenario, g in stats.groupby("scenario", sort=False):
+        target = g["mean"].min() if metric in LOWER_IS_BETTER else g["mean"].max()
+        out[str(scenario)] = set(g.model[np.isclose(g["mean"], target, rtol=0, atol=1e-12)])
+    return out
+
+
+# --- bootstrap and paired differences ----------------------------------------------------------
+def bootstrap_ci(
+    values: np.ndarray | Sequence[float], *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, low, high): percentile bootstrap CI of the mean over the last axis, every row at once.
+
+    Resamples are drawn as multinomial counts (n_boot x n) shared by all rows, so each row's
+    resampled means are one matrix product, memory stays O(rows x n_boot), and the same `seed`
+    gives the same interval.
+    """
+    v = np.asarray(values, dtype=float)
+    n = v.shape[-1]
+    if n == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=n_boot)  # (n_boot, n)
+    means = v @ (counts.T / n)  # (..., n_boot)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail], axis=-1)
+    return v.mean(axis=-1), low, high
+
+
+def _same_masks(table: pd.DataFrame) -> dict[tuple[str, str], frozenset]:
+    """(scenario, model) -> the mask hashes its runs used, to tell which comparisons are paired."""
+    hashes = table.groupby(["scenario", "model"], sort=False).mask_hash.agg(lambda s: frozenset(s.fillna("?")))
+    return {(str(s), str(m)): h for (s, m), h in hashes.items()}
+
+
+def _differences(wide: pd.DataFrame, models: list[str]) -> list[tuple[str, str, str, np.ndarray]]:
+    """(a, b, scenario, per-seed a - b over the seeds both have) for every ordered pair a < b."""
+    out = []
+    for a, b in itertools.combinations(models, 2):
+        diff = (wide[a] - wide[b]).dropna()
+        for scenario, d in diff.groupby(level="scenario", sort=False):
+            out.append((a, b, str(scenario), d.to_numpy()))
+    return out
+
+
+def paired_differences(
+    table: pd.DataFrame, metric: str, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Model a − model b per scenario: mean over shared seeds and a bootstrap CI over seeds.
+
+    `paired` is True when both models' runs of the scenario used the same masks (equal hashes).
+    """
+    t = table[table.metric == metric]
+    models = list(dict.fromkeys(t.model))
+    wide = t.pivot_table(index=["scenario", "seed"], columns="model", values="value", sort=False)
+    diffs = _differences(wide, [m for m in models if m in wide.columns])
+    masks = _same_masks(t)
+    columns = ["model_a", "model_b", "scenario", "seeds", "mean", "low", "high", "paired"]
+    rows: list[dict[str, Any]] = []
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, (_, _, _, d) in enumerate(diffs):
+        by_length[len(d)].append(i)
+    stats: dict[int, tuple[float, float, float]] = {}
+    for indices in by_length.values():  # one vectorised bootstrap per number of shared seeds
+        mean, low, high = bootstrap_ci(np.stack([diffs[i][3] for i in indices]), n_boot=n_boot, level=level, seed=seed)
+        stats.update({i: (float(mean[k]), float(low[k]), float(high[k])) for k, i in enumerate(indices)})
+    for i, (a, b, scenario, d) in enumerate(diffs):
+        hashes = masks.get((scenario, a), frozenset()) | masks.get((scenario, b), frozenset())
+        rows.append(dict(zip(columns, [a, b, scenario, len(d), *stats[i], len(hashes) == 1], strict=True)))
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- severity curves and robustness ------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """Scenarios that differ only in one severity parameter, e.g. missing[a@0.1], missing[a@0.3]."""
+
+    name: str  # the scenario name with the varying parameter shown as `·`
+    axis: str  # what the severity measures
+    levels: dict[str, float]  # scenario -> severity (clean is severity 0)
+
+
+def _severities(scenario: str) -> list[tuple[str, str, float]]:
+    """(family, axis, severity) for each way `scenario` can sit on a severity axis."""
+    try:
+        c = corruption_from_name(scenario)
+    except MMRobustError:
+        return []
+    if isinstance(c, Missing):
+        return [(f"missing[{c.modality}@·]", "missing proportion", c.proportion)]
+    if isinstance(c, GaussianNoise):
+        at = "" if c.stage == "input" else "@token"
+        return [
+            (f"noise[{c.modality},sigma=·,p={c.proportion:g}]{at}", "noise σ", c.sigma),
+            (f"noise[{c.modality},sigma={c.sigma:g},p=·]{at}", "noisy proportion", c.proportion),
+        ]
+    return []
+
+
+def severity_families(scenarios: Iterable[str]) -> list[Family]:
+    """Families with at least two non-zero severities, clean added as severity 0.
+
+    Clean *is* severity 0 of every family (no sample missing, sigma 0), so a curve starts at the
+    model's clean score. A single severity gives no curve and is left out.
+    """
+    levels: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    names = list(scenarios)
+    for scenario in names:
+        for family, axis, severity in _severities(scenario):
+            levels[(family, axis)][scenario] = severity
+    out = []
+    for (family, axis), lv in levels.items():
+        if len(set(lv.values()) - {0.0}) < 2:
+            continue
+        if CLEAN in names and 0.0 not in lv.values():
+            lv = {CLEAN: 0.0, **lv}
+        out.append(Family(family, axis, dict(sorted(lv.items(), key=lambda kv: kv[1]))))
+    return out
+
+
+def severity_curves(table: pd.DataFrame, metric: str, family: Family) -> pd.DataFrame:
+    """Rows (model, seed), columns the family's severities (ascending): the metric's values."""
+    t = table[(table.metric == metric) & table.scenario.isin(list(family.levels))]
+    t = t.assign(severity=t.scenario.map(family.levels))
+    wide = t.pivot_table(index=["model", "seed"], columns="severity", values="value", sort=False)
+    return wide[sorted(wide.columns)]
+
+
+def relative_robustness(severity: np.ndarray | Sequence[float], values: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Area under the metric-vs-severity curve over the last axis, divided by the severity range.
+
+    The normalisation makes it the curve's mean height: in the metric's units, comparable
+    between families whose severities span different ranges.
+    """
+    x = np.asarray(severity, dtype=float)
+    y = np.asarray(values, dtype=float)
+    if x.ndim != 1 or x.size < 2 or y.shape[-1] != x.size:
+        raise ValueError("need at least two severities, one value per severity on the last axis")
+    order = np.argsort(x)
+    x, y = x[order], y[..., order]
+    span = x[-1] - x[0]
+    if span <= 0:
+        raise ValueError("severities must not all be equal")
+    area = ((y[..., 1:] + y[..., :-1]) / 2 * np.diff(x)).sum(axis=-1)  # trapezoid rule
+    return area / span
+
+
+def effective_robustness(
+    severity: np.ndarray | Sequence[float],
+    values: np.ndarray | Sequence[float],
+    reference: np.ndarray | Sequence[float],
+) -> np.ndarray:
+    """The model's normalised area minus the reference model's, on the same severities."""
+    return relative_robustness(severity, values) - relative_robustness(severity, reference)
+
+
+def robustness_summary(table: pd.DataFrame, metric: str, families: Sequence[Family], reference: str) -> pd.DataFrame:
+    """Per (family, model): relative robustness mean ± std over seeds, and effective robustness
+    (mean area minus the reference's mean area; NaN when the reference has no complete curve)."""
+    rows = []
+    for family in families:
+        wide = severity_curves(table, metric, family).dropna()  # a seed lacking a severity has no area
+        if wide.shape[1] < 2 or wide.empty:
+            continue
+        areas = pd.Series(relative_robustness(wide.columns.to_numpy(), wide.to_numpy()), index=wide.index)
+        per_model = areas.groupby(level="model", sort=False).agg(["mean", "std", "count"])
+        ref = per_model["mean"].get(reference, np.nan)
+        for model, r in per_model.iterrows():
+            rows.append(
+                {
+                    "family": family.name,
+                    "axis": family.axis,
+                    "model": model,
+                    "rr_mean": r["mean"],
+                    "rr_std": r["std"],
+                    "seeds": int(r["count"]),
+                    "er": r["mean"] - ref,
+                }
+            )
+    return pd.DataFrame(rows, columns=["family", "axis", "model", "rr_mean", "rr_std", "seeds", "er"])
+
+
+# --- Shapley values of modalities --------------------------------------------------------------
+def shapley_values(value: Mapping[frozenset[str], float], players: Sequence[str]) -> dict[str, float]:
+    """Exact Shapley values: each player's marginal contribution averaged over all join orders.
+
+    `value` maps every coalition (a frozenset of players, including the empty one) to its worth.
+    phi_i = sum over S not containing i of |S|! (M-|S|-1)! / M! * (v(S + i) - v(S)); they sum to
+    v(all) - v(empty) (efficiency).
+    """
+    m = len(players)
+    if len(set(players)) != m or m == 0:
+        raise ValueError("players must be distinct and non-empty")
+    if m > MAX_PLAYERS:
+        raise ValueError(f"exact Shapley over {m} players needs 2^{m} coalitions; at most {MAX_PLAYERS}")
+    weights = [math.factorial(k) * math.factorial(m - k - 1) / math.factorial(m) for k in range(m)]
+    out = {}
+    for player in players:
+        others = [p for p in players if p != player]
+        phi = 0.0
+        for k in range(m):
+            for coalition in map(frozenset, itertools.combinations(others, k)):
+                try:
+                    phi += weights[k] * (value[coalition | {player}] - value[coalition])
+                except KeyError as e:
+                    raise ValueError(f"no value for coalition {sorted(e.args[0])}") from None
+        out[player] = phi
+    return out
+
+
+def _subset_keep(scenario: str) -> tuple[str, ...] | None:
+    try:
+        c = corruption_from_name(scenario)
+    except MMRobustError:
+        return None
+    return c.keep if isinstance(c, Subset) else None
+
+
+def coalition(scenario: str, modalities: Sequence[str]) -> frozenset[str] | None:
+    """The modalities present under a subset scenario (clean = all of them); None for others."""
+    if scenario == CLEAN:
+        return frozenset(modalities)
+    keep = _subset_keep(scenario)
+    return None if keep is None else frozenset(keep)
+
+
+def subset_modalities(scenarios: Iterable[str]) -> list[str]:
+    """Every modality named by the subset scenarios, in order of appearance."""
+    found: dict[str, None] = {}
+    for scenario in scenarios:
+        found.update(dict.fromkeys(_subset_keep(scenario) or ()))
+    return list(found)
+
+
+def empty_coalition_value(table: pd.DataFrame, metric: str, num_classes: int | None) -> tuple[float, str]:
+    """v(∅), the score with no modality, and a sentence saying where it comes from.
+
+    Accuracy: chance, 1/num_classes. Otherwise (MAE: the score of predicting the training mean,
+    which run directories do not record) the worst score any model reached on any non-empty
+    subset; changing v(∅) shifts every modality's value by the same amount, so rankings hold.
+    """
+    if metric == "accuracy" and num_classes:
+        return 1 / num_classes, f"chance accuracy 1/{num_classes} ({num_classes} classes, from the runs' checkpoints)"
+    scores = table[(table.metric == metric) & table.kind.isin([CLEAN, "subset"])].value
+    worst = float(scores.max() if metric in LOWER_IS_BETTER else scores.min())
+    why = "the number of classes is not recorded" if metric == "accuracy" else "run folders do not record it"
+    return worst, (
+        f"the worst {metric} of any model on any non-empty subset ({worst:.3f}), since {why}; "
+        "another v(∅) shifts every modality's value by the same amount"
+    )
+
+
+def modality_contributions(table: pd.DataFrame, metric: str, empty: float) -> pd.DataFrame:
+    """Shapley value of each modality per model: mean ± std over seeds, signed so > 0 means it helps.
+
+    The coalition values are the all-subset scores (negated for lower-is-better metrics) with
+    v(∅) = `empty`; a seed whose audit lacks some subset is left out.
+    """
+    t = table[(table.metric == metric) & table.kind.isin([CLEAN, "subset"])]
+    modalities = subset_modalities(t.scenario.unique())
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    rows = []
+    for (model, seed), g in t.groupby(["model", "seed"], sort=False):
+        coalitions = (coalition(s, modalities) for s in g.scenario)
+        value = {c: sign * v for c, v in zip(coalitions, g.value, strict=True) if c is not None}
+        value[frozenset()] = sign * empty
+        if not modalities or len(value) < 2 ** len(modalities):
+            continue
+        phi = shapley_values(value, modalities)
+        rows += [{"model": model, "seed": seed, "modality": m, "shapley": phi[m]} for m in modalities]
+    per_seed = pd.DataFrame(rows, columns=["model", "seed", "modality", "shapley"])
+    stats = per_seed.groupby(["model", "modality"], sort=False).shapley.agg(["mean", "std", "count"])
+    return stats.reset_index().rename(columns={"count": "seeds"})

@@ -1,0 +1,309 @@
+"""The comparison report of `mmrobust report`: what it shows for each dataset, as document blocks.
+
+Per dataset: the primary metric's mean ± std per model and scenario (best in bold), the
+per-subset heatmap, metric-vs-severity curves, robustness against a reference model,
+Shapley values of the modalities and paired model differences with bootstrap CIs. The
+statistics live in `compare`; the HTML / Markdown writing in `document`.
+
+Example:
+    write_comparison(load_runs(["runs/demo"]), Path("report.html"), reference="joint-sum")
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .compare import (
+    Family,
+    Runs,
+    best_models,
+    check_reference,
+    empty_coalition_value,
+    modality_contributions,
+    paired_differences,
+    primary_metric,
+    robustness_summary,
+    scenario_stats,
+    severity_curves,
+    severity_families,
+)
+from .document import Block, Figure, Heading, Paragraph, Table, slug, write_document
+from .metrics import LOWER_IS_BETTER
+from .report import heatmap_figure, mean_std, pyplot
+from .result import AuditResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
+
+TITLE = "Model comparison"
+LEVEL = 0.95
+
+
+def _png(fig: MplFigure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _direction(metric: str) -> str:
+    return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+
+
+# --- 1. mean ± std table -----------------------------------------------------------------------
+def _scores(table: pd.DataFrame, metric: str) -> list[Block]:
+    """Scenarios x models (rows x columns: there are usually more scenarios), best per scenario in bold."""
+    stats = scenario_stats(table, metric)
+    scenarios = list(dict.fromkeys(stats.scenario))
+    models = list(dict.fromkeys(stats.model))
+    cell = {(r.model, r.scenario): mean_std(r.mean, r.std, r.seeds) for r in stats.itertuples()}
+    best = best_models(stats, metric)
+    rows = [[s, *(cell.get((m, s), "") for m in models)] for s in scenarios]
+    bold = {(i, j + 1) for i, s in enumerate(scenarios) for j, m in enumerate(models) if m in best.get(s, ())}
+    return [
+        Heading(f"{metric}: mean ± std over seeds", 3),
+        Paragraph(f"**{metric}** ({_direction(metric)}); the best model per scenario is in bold."),
+        Table(["scenario", *models], rows, bold),
+    ]
+
+
+# --- 2. heatmap --------------------------------------------------------------------------------
+def _heatmap(table: pd.DataFrame, task: str, dataset: str) -> list[Block]:
+    """The per-subset heatmap the audit draws, over every loaded model."""
+    if not table.kind.isin(["subset"]).any():
+        return []
+    png = _png(heatmap_figure(AuditResult(table, task)))
+    return [Heading("By modality subset", 3), Figure(f"{slug(dataset)}-heatmap", png, f"{dataset}: per-subset scores")]
+
+
+# --- 3. severity curves ------------------------------------------------------------------------
+def curves_figure(table: pd.DataFrame, metric: str, families: list[Family]) -> MplFigure:
+    """One panel per family: mean over seeds per model, a band of ± one std."""
+    plt = pyplot()
+    cols = min(3, len(families))
+    nrows = -(-len(families) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
+    colours = dict(zip(dict.fromkeys(table.model), itertools.cycle(plt.get_cmap("tab10").colors), strict=False))
+    for ax, family in zip(axes.flat, families, strict=False):
+        wide = severity_curves(table, metric, family)
+        x = wide.columns.to_numpy(dtype=float)
+        for model, g in wide.groupby(level="model", sort=False):
+            mean, std = g.mean().to_numpy(), g.std().fillna(0).to_numpy()
+            ax.plot(x, mean, marker="o", ms=3, color=colours[model], label=str(model))
+            ax.fill_between(x, mean - std, mean + std, color=colours[model], alpha=0.12, linewidth=0)
+        ax.set_title(family.name, fontsize=9)
+        ax.set_xlabel(family.axis, fontsize=8)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(families) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _curves(table: pd.DataFrame, metric: str, families: list[Family], dataset: str) -> list[Block]:
+    head: list[Block] = [Heading("Metric vs severity", 3)]
+    if not families:
+        return [
+            *head,
+            Paragraph(
+                "No curves: the audit has at most one severity per missing / noise family. Add severities "
+                'to the config, e.g. `audit.scenarios=["missing[a@0.1]","missing[a@0.6]"]`.'
+            ),
+        ]
+    png = _png(curves_figure(table, metric, families))
+    note = "Clean is severity 0 of every family; bands: ± one std over seeds."
+    return [*head, Paragraph(note), Figure(f"{slug(dataset)}-curves", png, f"{dataset}: {metric} vs severity")]
+
+
+# --- 4. robustness vs reference ----------------------------------------------------------------
+def _best_rr(summary: pd.DataFrame, metric: str) -> dict[str, set[str]]:
+    """The most robust model(s) per family: `best_models` on the RR means."""
+    return best_models(summary.rename(columns={"family": "scenario", "rr_mean": "mean"}), metric)
+
+
+def _robustness_rows(
+    summary: pd.DataFrame, models: list[str], families: list[Family], metric: str
+) -> tuple[list[list[str]], set[tuple[int, int]]]:
+    """One row per model, one cell per family: `RR mean ± std (ER ±x)`; the best RR in bold."""
+    best = _best_rr(summary, metric)
+    cells = {(r.model, r.family): r for r in summary.itertuples()}
+    rows, bold = [], set()
+    for i, m in enumerate(models):
+        row = [m]
+        for j, f in enumerate(families):
+            c = cells.get((m, f.name))
+            if c is None:
+                row.append("")
+                continue
+            er = f" (ER {c.er:+.3f})" if np.isfinite(c.er) else ""
+            row.append(f"{mean_std(c.rr_mean, c.rr_std, c.seeds)}{er}")
+            if m in best.get(f.name, ()):
+                bold.add((i, j + 1))
+        rows.append(row)
+    return rows, bold
+
+
+def _robustness(table: pd.DataFrame, metric: str, families: list[Family], reference: str | None) -> list[Block]:
+    """Relative robustness per family and its difference to the reference model."""
+    if not families:
+        return []
+    models = list(dict.fromkeys(table.model))
+    ref = reference if reference is not None else models[0]
+    summary = robustness_summary(table, metric, families, ref)
+    rows, bold = _robustness_rows(summary, models, families, metric)
+    why = "given by `--reference`" if reference is not None else "the first model; choose one with `--reference`"
+    missing = "" if ref in models else f" **{ref}** has no runs on this dataset, so ER is not available."
+    return [
+        Heading(f"Robustness against the reference `{ref}`", 3),
+        Paragraph(
+            f"**RR** (relative robustness): area under the {metric}-vs-severity curve divided by the severity "
+            f"range, i.e. the curve's mean height (mean ± std over seeds; {_direction(metric)}). **ER** "
+            f"(effective robustness): the model's mean RR minus the reference's. Reference: `{ref}`, {why}.{missing}"
+        ),
+        Table(["model", *(f.name for f in families)], rows, bold),
+    ]
+
+
+# --- 5. Shapley values -------------------------------------------------------------------------
+def _shapley(table: pd.DataFrame, metric: str, num_classes: int | None) -> list[Block]:
+    """Per-modality contributions from the all-subset scores (no extra training)."""
+    empty, source = empty_coalition_value(table, metric, num_classes)
+    contrib = modality_contributions(table, metric, empty)
+    if contrib.empty:
+        return []
+    modalities = list(dict.fromkeys(contrib.modality))
+    cells = {(r.model, r.modality): mean_std(r.mean, r.std, r.seeds) for r in contrib.itertuples()}
+    totals = contrib.groupby("model", sort=False)["mean"].sum()
+    rows = [[str(m), *(cells[(m, mod)] for mod in modalities), f"{totals[m]:.3f}"] for m in totals.index]
+    sign = "reduction of" if metric in LOWER_IS_BETTER else "gain in"
+    return [
+        Heading("Modality contributions (Shapley values)", 3),
+        Paragraph(
+            f"Exact Shapley value of each modality: its {sign} {metric} averaged over every order of adding "
+            "modalities, the value of a coalition S being the score under `subset[S]` (clean = all). "
+            f"The empty coalition's value v(∅) is {source}. Values sum to the clean score's {sign} {metric} "
+            "over v(∅); positive means the modality helps. Mean ± std over seeds."
+        ),
+        Table(["model", *modalities, "sum"], rows),
+    ]
+
+
+# --- 6. paired differences ---------------------------------------------------------------------
+def _better(low: float, high: float, metric: str) -> int:
+    """+1 if the CI says model a is better, -1 if b is, 0 if it includes no difference."""
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    if low > 0:
+        return sign
+    if high < 0:
+        return -sign
+    return 0
+
+
+def _pair_summary(diffs: pd.DataFrame, metric: str) -> Table:
+    rows = []
+    for (a, b), g in diffs.groupby(["model_a", "model_b"], sort=False):
+        verdicts = [_better(lo, hi, metric) for lo, hi in zip(g.low, g.high, strict=True)]
+        counts = [str(verdicts.count(v)) for v in (1, -1, 0)]
+        rows.append([f"{a} − {b}", str(len(g)), *counts, f"{g['mean'].mean():+.3f}"])
+    header = ["a − b", "scenarios", "a better", "b better", "CI includes 0", "mean difference"]
+    return Table(header, rows)
+
+
+def _pair_details(diffs: pd.DataFrame) -> Table:
+    rows = [
+        [
+            f"{r.model_a} − {r.model_b}",
+            str(r.scenario),
+            str(r.seeds),
+            f"{r.mean:+.3f}",
+            f"[{r.low:+.3f}, {r.high:+.3f}]",
+            "same" if r.paired else "**differ**",
+        ]
+        for r in diffs.itertuples()
+    ]
+    header = ["a − b", "scenario", "seeds", "mean difference", f"{LEVEL:.0%} CI", "masks"]
+    return Table(header, rows, collapsed=f"Every pair and scenario ({len(rows)} rows)")
+
+
+def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int) -> list[Block]:
+    """Model a − model b on the same masks, with a bootstrap CI over seeds."""
+    diffs = paired_differences(table, metric, n_boot=n_boot, level=LEVEL, seed=seed)
+    if diffs.empty:
+        return []
+    unpaired = "" if diffs.paired.all() else " Rows marked **differ** compare runs audited under different masks."
+    return [
+        Heading("Paired differences between models", 3),
+        Paragraph(
+            f"For every pair and scenario: mean over seeds of {metric}(a) − {metric}(b), seed s of a paired with "
+            f"seed s of b (the same audit masks), with a {LEVEL:.0%} percentile bootstrap CI ({n_boot} resamples, "
+            f"seed {seed}). The runs store per-scenario scores, not per-sample predictions, so the bootstrap "
+            "resamples **seeds**: with few seeds the interval is coarse (with two it spans the two differences)."
+            + unpaired
+        ),
+        _pair_summary(diffs, metric),
+        _pair_details(diffs),
+    ]
+
+
+# --- the report --------------------------------------------------------------------------------
+def _dataset_section(runs: Runs, dataset: str, reference: str | None, n_boot: int, seed: int) -> list[Block]:
+    table = runs.table[runs.table.dataset == dataset]
+    task = runs.tasks[dataset]
+    metric = primary_metric(task)
+    families = severity_families(dict.fromkeys(table.scenario))
+    models = list(dict.fromkeys(table.model))
+    seeds = sorted(table.seed.unique())
+    return [
+        Heading(f"Dataset {dataset}"),
+        Paragraph(
+            f"{task}; {len(models)} models, seeds {', '.join(map(str, seeds))}; "
+            f"{table.scenario.nunique()} audit scenarios."
+        ),
+        *_scores(table, metric),
+        *_heatmap(table, task, dataset),
+        *_curves(table, metric, families, dataset),
+        *_robustness(table, metric, families, reference),
+        *_shapley(table, metric, runs.num_classes.get(dataset)),
+        *_paired(table, metric, n_boot, seed),
+    ]
+
+
+def _overview(runs: Runs) -> Paragraph:
+    dirs = [str(d) for d in runs.run_dirs]
+    where = os.path.commonpath(dirs) if len(dirs) > 1 else dirs[0]
+    skipped = f" ({len(runs.skipped)} unfinished runs skipped)" if runs.skipped else ""
+    return Paragraph(
+        f"{len(runs.run_dirs)} runs under `{where}`{skipped}: {len(runs.models)} models on "
+        f"{', '.join(runs.datasets)}. Written by `mmrobust report`."
+    )
+
+
+def build_report(
+    runs: Runs, reference: str | None = None, *, n_boot: int = 10_000, seed: int = 0
+) -> tuple[str, list[Block]]:
+    """(title, blocks) of the comparison report; an unknown `reference` is a one-line error."""
+    if reference is not None:
+        check_reference(reference, runs.models)
+    blocks: list[Block] = [_overview(runs)]
+    for dataset in runs.datasets:
+        blocks += _dataset_section(runs, dataset, reference, n_boot, seed)
+    return TITLE, blocks
+
+
+def write_comparison(
+    runs: Runs, out: Path, fmt: str = "html", reference: str | None = None, *, n_boot: int = 10_000, seed: int = 0
+) -> list[Path]:
+    """Build and write the report; returns the files written (the report first)."""
+    title, blocks = build_report(runs, reference, n_boot=n_boot, seed=seed)
+    return write_document(title, blocks, out, fmt)
