@@ -34,19 +34,25 @@ def save_checkpoint(method: Method, path: str | Path, extra: dict[str, Any] | No
     return path
 
 
+def load_tensors(path: Path, fmt: str, what: str, unreadable: str, advice: str) -> dict[str, Any]:
+    """A file of tensors and plain containers (weights_only: nothing is unpickled that could run
+    code), whose `format` field must be `fmt`; anything else is a one-line error."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise MMRobustError(f"{path} {unreadable} ({type(e).__name__}); {advice}") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise MMRobustError(f"{path} is not an mmrobust {what} (expected format {fmt}); {advice}")
+    return payload
+
+
 def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     """Rebuild the method and its trained weights; returns (method, config)."""
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MMRobustError(
-            f"{path} is not a safe mmrobust checkpoint ({type(e).__name__}); refusing to load it"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise MMRobustError(f"{path} is not an mmrobust checkpoint (expected format {FORMAT})")
+    payload = load_tensors(path, FORMAT, "checkpoint", unreadable="is not a safe mmrobust checkpoint",
+                           advice="refusing to load it")
     config = json.loads(payload["config"])
     method = create_method(config["method"], **config["params"])
     torch.manual_seed(0)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from . import distributed as _dist
 from .atomic import atomic_write
 from .audit.metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
+from .checkpoint import load_tensors
 from .data.batch import Batch
 from .data.cache import cache_dir
 from .data.dataset import MultimodalData
@@ -398,14 +399,8 @@ class _StateFile:
         """The state saved by the same run, or None (no file, or another run's: start over)."""
         if not self.path.is_file():
             return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise MMRobustError(
-                f"{self.path} is not a readable training state ({type(e).__name__}); delete it to start over"
-            ) from None
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise MMRobustError(f"{self.path} is not an mmrobust training state; delete it to start over")
+        state = load_tensors(self.path, STATE_FORMAT, "training state",
+                             unreadable="is not a readable training state", advice="delete it to start over")
         if state["fingerprint"] != self.fingerprint:
             warnings.warn(
                 f"{self.path} was saved by a run with other settings or data; training starts over", stacklevel=3
