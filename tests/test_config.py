@@ -10,6 +10,8 @@ from mmrobust import MMRobustError
 from mmrobust.cli import main
 from mmrobust.config import ExperimentConfig, load_config
 
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "exp.yaml"
@@ -67,3 +69,11 @@ def test_missing_config_file_is_a_user_error(tmp_path: Path, capsys: pytest.Capt
         main(["run", str(tmp_path / "nope.yaml")])
     assert exit_info.value.code == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_unknown_methods_and_method_options_fail_when_the_config_is_read() -> None:
+    with pytest.raises(MMRobustError, match=r"unknown method 'actionmea'\. Did you mean 'actionmae'"):
+        load_config(DEMO, ["models.0.method=actionmea"])
+    with pytest.raises(MMRobustError, match=r"models.0 \(method 'joint'\) 'fusoin'. Did you mean 'fusion'\?") as e:
+        load_config(DEMO, ["models.0.params.fusoin=sum"])
+    assert "self" not in str(e.value)

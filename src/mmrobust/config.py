@@ -176,6 +176,16 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return loaded or {}
 
 
+def _check_methods(models: list[ModelConfig]) -> None:
+    """Unknown methods and parameters fail when the config is read, not hours into a run."""
+    from .data.registry import check_options
+    from .methods import METHODS
+
+    for i, model in enumerate(models):
+        cls = METHODS.get(model.method)  # an unknown name: one line with the closest valid one
+        check_options(f"models.{i} (method '{model.method}')", cls.__init__, model.params)
+
+
 def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
     """Validate a config given as a mapping (as read from YAML), apply overrides, validate again."""
     resolved = dataclasses.asdict(_build(ExperimentConfig, tree))
@@ -187,6 +197,7 @@ def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -
     if not config.seeds:
         raise MMRobustError("config key 'seeds' is empty: list at least one seed")
     check_loggers(config.train.loggers)
+    _check_methods(config.models)
     labels = [m.name for m in config.models]
     if len(set(labels)) != len(labels):
         raise MMRobustError(f"two models share a name ({labels}); give them distinct 'label's")

@@ -80,7 +80,8 @@ def check_options(what: str, fn: Callable[..., Any], options: dict[str, Any]) ->
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
+    names = [name for name in params if name != "self"]
     for key in options:
-        if key not in params:
-            err = unknown_name(f"option for {what}", key, params)
+        if key not in names:
+            err = unknown_name(f"option for {what}", key, names)
             raise MMRobustError(str(err))
