@@ -143,7 +143,8 @@ def heatmap_figure(result: AuditResult) -> Figure:
     wide = table.pivot_table(index=["model", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False)
     wide = wide[list(dict.fromkeys(table.scenario))]
     labels = [c.removeprefix("subset[").removesuffix("]") if c != "clean" else "all (clean)" for c in wide.columns]
-    fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.8 * len(labels)), 1.8 + 0.45 * len(wide)))
+    label_room = 0.07 * max(len(label) for label in labels)  # the 45-degree subset names hang below
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.8 * len(labels)), 1.8 + label_room + 0.45 * len(wide)))
     cmap = "viridis_r" if m in LOWER_IS_BETTER else "viridis"
     values = wide.to_numpy(dtype=float)
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
