@@ -11,7 +11,7 @@ import torch
 import mmrobust
 from mmrobust import Compose, GaussianNoise, Missing, MissingRates, MMRobustError, Subset
 from mmrobust.audit.engine import naive_outputs, scenario_outputs
-from mmrobust.audit.report import FILES
+from mmrobust.audit.report import FILES, summary_rows
 from mmrobust.audit.scenarios import custom_scenarios, default_scenarios
 from mmrobust.models import FUSIONS
 
@@ -207,6 +207,9 @@ def test_reliance_and_dominance_diagnostic(two_model_result) -> None:
     assert (summary.relies_on == "m0").all()
     joint = summary[summary.method == "joint"].iloc[0]
     assert joint.relies_on_delta == pytest.approx(without_m0) and joint.relies_on_delta < 0
+    header, rows = summary_rows(two_model_result)  # the terminal and report.md show it
+    column = header.index("relies on (Δ without it)")
+    assert all(row[column].startswith("m0 (-") for row in rows)
 
 
 def test_regression_audit_uses_mae(regression_data, fit_small) -> None:
