@@ -1,7 +1,8 @@
 """Markdown tables for the reproduction documents, from the per-run results of `mmrobust run`.
 
     python scripts/tables.py runs/actionmae/utd_mhad --metric accuracy --kinds clean,subset
-    python scripts/tables.py runs/perturbation/mosi --metric corr --scenario clean --scenario 'missing[text@0.3]' --delta
+    python scripts/tables.py runs/perturbation/mosi --metric corr --delta \
+        --scenario clean --scenario 'missing[text@0.3]'
 
 Rows are models (in config order), columns scenarios; cells are mean ± std over seeds of the
 value, or with `--delta` of the change vs. clean (the clean column keeps its value). With
