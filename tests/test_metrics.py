@@ -120,3 +120,17 @@ def test_compute_metrics_dispatches_on_task() -> None:
     logits, target = torch.randn(10, 3), torch.randint(0, 3, (10,))
     assert set(compute_metrics(logits, target, "classification", 3)) == {"accuracy", "macro_f1"}
     assert "mae" in compute_metrics(torch.randn(10), torch.randn(10), "regression", 1)
+
+
+def test_regression_metrics_by_hand_with_zero_labels() -> None:
+    """Four samples worked out on paper; two labels are exactly 0, which the non-zero Acc-2/F1
+    drop and the non-negative ("has0") ones count as positive."""
+    truth = torch.tensor([-1.0, 0.0, 0.0, 2.0])
+    pred = torch.tensor([-0.5, 0.3, -0.2, 1.0])
+    got = regression_metrics(pred, truth)
+    assert got["mae"] == pytest.approx(0.5)  # (0.5 + 0.3 + 0.2 + 1.0) / 4
+    assert got["corr"] == pytest.approx(2.35 / (1.29 * 4.75) ** 0.5)  # centred cross / norms
+    assert got["acc2"] == 1.0 and got["f1"] == 1.0  # only samples 0 and 3: both signs right
+    assert got["acc2_has0"] == 0.75  # sample 2: label 0 is ">= 0", prediction -0.2 is not
+    assert got["f1_has0"] == pytest.approx((3 * 0.8 + 1 * 2 / 3) / 4)  # weighted: F1 0.8 (n=3), 2/3 (n=1)
+    assert got["acc7"] == 0.5  # rounded predictions -0, 0, -0, 1 vs labels -1, 0, 0, 2
