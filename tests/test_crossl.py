@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 
 import pytest
@@ -297,3 +298,16 @@ def test_prediction_is_deterministic_under_any_mask(sensor_data, mode: str) -> N
     )
     first, second = method.predict(masked), method.predict(masked)
     assert torch.isfinite(first).all() and torch.equal(first, second)
+
+
+def test_a_one_sample_batch_adds_nothing_to_pretraining() -> None:
+    """The last batch of an epoch can hold one sample: VICReg's (co)variances are undefined there."""
+    data = mmrobust.load_dataset("synthetic", n_samples=60, kinds=("conv1d", "conv1d", "conv1d"), seed=0)
+    method = mmrobust.create_method("crossl", mode="fixed")
+    method.build(data.spec)
+    loss = method.pretrain_loss(data.batch(slice(0, 1)), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    # and a whole fit whose train split ends in a one-sample batch stays finite
+    result = mmrobust.fit(method, data, epochs=1, batch_size=len(data.split("train")) - 1, progress=False)
+    assert all(math.isfinite(row["train_loss"]) for row in result.history)

@@ -289,3 +289,12 @@ def test_load_checkpoint_errors(tmp_path) -> None:
     torch.save({"format": "something-else"}, other)
     with pytest.raises(MMRobustError, match="not an mmrobust checkpoint"):
         mmrobust.load_checkpoint(other)
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error(small_data) -> None:
+    class Diverging(mmrobust.methods.supervised.SupervisedMethod):
+        def loss(self, batch, generator):  # type: ignore[no-untyped-def]
+            return super().loss(batch, generator) * float("nan")
+
+    with pytest.raises(MMRobustError, match=r"loss became nan in stage 'train', epoch 0 \(diverged\); try a lower"):
+        mmrobust.fit(Diverging(), small_data, epochs=2, progress=False)

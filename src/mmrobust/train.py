@@ -256,11 +256,17 @@ class _Loop:
         total, count = 0.0, 0
         for batch in self.train.batches(self.options["batch_size"], self.generator):
             loss = stage.loss(batch.to(self.dev), self.generator)
+            value = float(loss.detach())
+            if not math.isfinite(value):  # stop before a NaN spreads into every weight
+                raise MMRobustError(
+                    f"{self.method.name}: the training loss became {value} in stage '{stage.name}', epoch {epoch} "
+                    "(diverged); try a lower train.lr"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total, count = total + float(loss.detach()) * len(batch), count + len(batch)
+            total, count = total + value * len(batch), count + len(batch)
         return total / count
 
     def _sharded_epoch(

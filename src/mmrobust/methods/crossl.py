@@ -357,13 +357,17 @@ class CroSSL(Method):
     def _zero(self) -> Tensor:
         return torch.zeros((), device=next(self.crossl_model.parameters()).device)
 
-    def _no_label_loss(self) -> Tensor:
-        """A batch without labelled samples: a zero that still has a graph (`backward` must work)."""
+    def _empty_loss(self) -> Tensor:
+        """A batch with nothing to learn from (no labelled sample, or one sample for VICReg): a zero
+        that still has a graph, so `backward` works."""
         return sum((p.sum() for p in self.crossl_model.head.parameters()), self._zero()) * 0.0
 
     def pretrain_loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
-        """VICReg on two latent-masked views; never reads `batch.target`."""
+        """VICReg on two latent-masked views; never reads `batch.target`. A batch of one sample
+        (the last of an epoch) has no variance or covariance to measure: it contributes nothing."""
         model = self.crossl_model
+        if len(batch) < 2:
+            return self._empty_loss()
         model.encoders.eval()  # the code pretrains with the encoders' dropout off
         tokens = model.encode(batch)  # (B, M, K)
         dev = tokens.z.device
@@ -393,7 +397,7 @@ class CroSSL(Method):
         """Downstream task loss, everything trainable (fine-tuning and `supervised`)."""
         model, batch = self.crossl_model, self.labelled(batch)
         if len(batch) == 0:
-            return self._no_label_loss()
+            return self._empty_loss()
         return (
             task_loss(model.fuse(self.augment(batch, generator)), batch.target, model.spec.task) + self.kernel_penalty()
         )
@@ -402,7 +406,7 @@ class CroSSL(Method):
         """Downstream task loss with encoders and aggregator frozen (eval mode, no gradient)."""
         model, batch = self.crossl_model, self.labelled(batch)
         if len(batch) == 0:
-            return self._no_label_loss()
+            return self._empty_loss()
         model.backbone().eval()
         with torch.no_grad():
             z = model.embed(self.augment(batch, generator))  # (B, P)
