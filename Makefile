@@ -33,11 +33,18 @@ browser:
 test: lint browser
 	$(PY) -m pytest -n 2
 
+# The long property-based fuzzing run (tests/test_fuzz*.py with the `long` hypothesis profile); the short,
+# derandomised `ci` profile of the same tests runs in `make test`.
+fuzz: $(VENV)/.installed
+	MMROBUST_FUZZ=long $(PY) -m pytest tests/test_fuzz*.py -p no:xdist --hypothesis-show-statistics
+
 bench: $(VENV)/.installed
 	$(PY) benchmarks/audit_cost.py
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/dropout_cost.py
 	$(PY) benchmarks/sweep_overhead.py
+	$(PY) benchmarks/audit_scale.py
+	$(PY) benchmarks/sweep_scale.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache .mypy_cache

@@ -56,12 +56,13 @@ def test_fast_path_equals_naive_path(kinds_data, fit_small, method: str, fusion:
 
 
 def test_fast_path_with_small_chunks_equals_naive(kinds_data, fit_small) -> None:
-    """Chunked encoding / fusing (several chunks per scenario and scenarios per call) changes nothing."""
+    """Streaming in chunks and batching model calls (several chunks per scenario, several batches
+    per chunk and scenarios per call) changes nothing."""
     model = fit_small(kinds_data, "dropout", "transformer")
     test = kinds_data.split("test")
     scenarios = all_scenarios(kinds_data)
-    fast, _ = scenario_outputs(model, test, scenarios, seed=3, chunk=7)
-    naive = naive_outputs(model, test, scenarios, seed=3, batch_size=13)
+    fast, _ = scenario_outputs(model, test, scenarios, seed=3, chunk=14, batch_size=5, draw_block=7)
+    naive = naive_outputs(model, test, scenarios, seed=3, batch_size=13, draw_block=7)
     for name in naive:
         torch.testing.assert_close(fast[name], naive[name], atol=1e-5, rtol=0, msg=name)
 
@@ -113,7 +114,7 @@ def test_mask_hash_is_the_hash_of_the_mask_actually_used(kinds_data, fit_small) 
     test = kinds_data.split("test")
     scen = custom_scenarios([Missing("m1", 0.5)])
     _, hashes = scenario_outputs(model, test, scen, seed=2)
-    present = scen[0].corruption(test.batch(slice(None)), scen[0].generator(2)).present
+    present = scen[0].apply(test.batch(slice(None)), seed=2).present
     assert hashes[scen[0].name] == mask_hash(present)
     assert hashes[scen[0].name] != mask_hash(test.present)
 

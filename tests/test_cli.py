@@ -302,7 +302,7 @@ def test_audit_extra_scenarios(files, tmp_path: Path, capsys) -> None:
     ("scenario", "expected"),
     [
         ("bogus", "cannot parse scenario 'bogus'"),
-        ("missing[a@1.5]", "proportion must be in [0, 1]"),
+        ("missing[a@1.5]", "proportion must be a number in [0, 1]"),
         ("missing[c@0.5]", "unknown modality 'c'"),
         ("rates[a=0.5,q=0.1]", "unknown modality 'q'"),
         ("missing[a@0.3]", "duplicate scenarios"),

@@ -359,7 +359,7 @@ SERIALISED = [
     ),
     (
         Compose((Compose((RandomDrop(),)), MissingRates({"text": 0.1}, if_all_missing="allow"))),
-        "randomdrop+rates[text=0.1]",
+        "randomdrop+rates[text=0.1,allow]",
     ),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -92,3 +93,12 @@ def test_a_run_interrupted_in_any_stage_resumes_to_identical_results(small_data,
     for k, v in reference.modules().state_dict().items():
         assert torch.equal(resumed.modules().state_dict()[k], v), k
     assert not state.exists()
+
+
+def test_a_stage_is_reused_only_for_the_same_data_spec(small_data) -> None:
+    """The same tensors under another spec (name, kinds, shapes) are other data: no reuse."""
+    renamed = dataclasses.replace(small_data, spec=dataclasses.replace(small_data.spec, name="renamed"))
+    first, second = TwoStage(reuse=True), TwoStage(reuse=True)
+    fit(first, small_data)
+    fit(second, renamed)
+    assert second.calls["pretrain"] > 0  # small_data's entry exists now, but is not this data's

@@ -1,18 +1,23 @@
 """Checkpoints: tensors plus a JSON description, loaded without unpickling code.
 
-The file is `torch.save` of {format, config (a JSON string), state (tensors)} and is read
-back with `weights_only=True`, so a crafted checkpoint cannot run code on load.
+The file is `torch.save` of {format, config (a JSON string), state (tensors), sha256} and is read
+back with `weights_only=True`, so a crafted checkpoint cannot run code on load: one that holds any
+other pickled object is refused, naming the object. `sha256` covers the tensors' bytes, which
+`torch.load` does not check, so a checkpoint corrupted on disk is refused rather than silently
+giving other weights (checkpoints of mmrobust 0.1 carry no checksum and are read as before).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import atomic_write
+from .atomic import CHECKSUM, atomic_write, payload_sha256, save_tensors
 from .data.dataset import DataSpec
 from .errors import MMRobustError
 from .methods.base import Method, create_method
@@ -30,19 +35,40 @@ def save_checkpoint(method: Method, path: str | Path, extra: dict[str, Any] | No
     }
     payload = {"format": FORMAT, "config": json.dumps(config), "state": method.modules().state_dict()}
     path = Path(path)
-    atomic_write(path, lambda p: torch.save(payload, p))
+    atomic_write(path, lambda p: save_tensors(with_checksum(payload), p))
     return path
+
+
+def with_checksum(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` plus the SHA-256 of its content, which `load_tensors` verifies."""
+    return {**payload, CHECKSUM: payload_sha256(payload)}
 
 
 def load_tensors(path: Path, fmt: str, what: str, unreadable: str, advice: str) -> dict[str, Any]:
     """A file of tensors and plain containers (weights_only: nothing is unpickled that could run
-    code), whose `format` field must be `fmt`; anything else is a one-line error."""
+    code), whose `format` field must be `fmt` and whose checksum, if it has one, must match;
+    anything else is a one-line error."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))  # torch refused to import a callable or class
+        if not found:  # an unpicklable byte stream: truncated or corrupt
+            raise MMRobustError(f"{path} {unreadable} ({type(e).__name__}); {advice}") from None
+        raise MMRobustError(
+            f"{path} is not a safe mmrobust {what}: it holds pickled Python objects other than tensors and "
+            f"plain containers ('{found.group(1)}'), and unpickling them could run arbitrary code; {advice}"
+        ) from None
     except Exception as e:
         raise MMRobustError(f"{path} {unreadable} ({type(e).__name__}); {advice}") from None
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise MMRobustError(f"{path} is not an mmrobust {what} (expected format {fmt}); {advice}")
+    if CHECKSUM in payload:
+        saved = payload.pop(CHECKSUM)
+        if saved != payload_sha256(payload):
+            raise MMRobustError(
+                f"{path}: this {what} is damaged (its content does not match the checksum saved with it: "
+                f"corrupted on disk or edited); {advice}"
+            )
     return payload
 
 
@@ -51,15 +77,25 @@ def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"checkpoint not found: {path}")
-    payload = load_tensors(path, FORMAT, "checkpoint", unreadable="is not a safe mmrobust checkpoint",
-                           advice="refusing to load it")
-    config = json.loads(payload["config"])
-    method = create_method(config["method"], **config["params"])
+    payload = load_tensors(
+        path,
+        FORMAT,
+        "checkpoint",
+        unreadable="is not a safe mmrobust checkpoint (unreadable: truncated, corrupt or another format)",
+        advice="refusing to load it",
+    )
+    try:
+        config = json.loads(payload["config"])
+        state = payload["state"]
+        name, params, spec = config["method"], config["params"], DataSpec.from_dict(config["spec"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise MMRobustError(f"{path}: malformed mmrobust checkpoint (no valid {e}); refusing to load it") from None
+    method = create_method(name, **params)
     torch.manual_seed(0)
-    method.build(DataSpec.from_dict(config["spec"]))
+    method.build(spec)
     method.seed = config.get("seed")
     try:
-        method.modules().load_state_dict(payload["state"])
+        method.modules().load_state_dict(state)
     except RuntimeError as e:
         raise MMRobustError(
             f"{path}: weights do not match the model it describes ({str(e).splitlines()[0]})"

@@ -1,7 +1,7 @@
 """The `mmrobust` command line: demo, train, audit, run, sweep, report, list, data.
 
-Problems with the user's input print one line and exit with code 2; `--debug` shows the
-traceback instead.
+Problems with the user's input, and file-system errors (disk full, read-only folder), print one
+line and exit with code 2; `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from .atomic import atomic_write
+from .atomic import atomic_write, write_error_message
 from .audit import AuditResult, audit, write_report
 from .audit.report import summary_rows
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -174,7 +174,7 @@ def audit_cmd(checkpoint, data_name, npz, data_dir, seed, extra, out) -> None:
     scenarios = [corruption_from_name(name) for name in extra]
     method, _ = load_checkpoint(checkpoint)
     data = load_data(data_name, npz, data_dir)
-    result = audit(method, data, scenarios, seed=seed)
+    result = audit(method, data, scenarios, seed=seed, progress=err_console.is_terminal)
     write_report(result, out, {"command": "mmrobust audit", "checkpoint": str(checkpoint)})
     print_summary(result, f"{data.spec.name}: audit of {checkpoint}")
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")
@@ -456,4 +456,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:  # the file system refused (disk full, read-only, no permission ...): not a bug
+        if debug or e.errno is None:
+            raise
+        err_console.print(f"[red]error:[/] {escape(write_error_message(None, e))}", highlight=False, soft_wrap=True)
         sys.exit(2)

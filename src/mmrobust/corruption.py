@@ -16,6 +16,8 @@ Conventions:
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -65,13 +67,17 @@ class Corruption(ABC):
 
 
 def corruption_from_dict(d: Mapping[str, Any]) -> Corruption:
+    if not isinstance(d, Mapping):
+        raise MMRobustError(f"a corruption is a mapping with a 'type' (e.g. {{'type': 'RandomDrop'}}), got {d!r}")
     d = dict(d)
     kind = d.pop("type", None)
-    if kind not in _TYPES:
+    if not isinstance(kind, str) or kind not in _TYPES:
         raise unknown_name("corruption", str(kind), _TYPES)
     try:
         return _TYPES[kind](**d)
-    except TypeError as e:
+    except MMRobustError:
+        raise
+    except (TypeError, ValueError) as e:
         raise MMRobustError(f"bad parameters for corruption {kind}: {e}") from None
 
 
@@ -81,9 +87,36 @@ def _index(modality: str, modalities: Sequence[str]) -> int:
     return list(modalities).index(modality)
 
 
-def _check_proportion(value: float, what: str) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise MMRobustError(f"{what} must be in [0, 1], got {value}")
+def _check_modality(modality: object) -> None:
+    if not isinstance(modality, str) or not modality:
+        raise MMRobustError(f"a modality name must be a non-empty string, got {modality!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy scalars included
+
+
+def _proportion(value: float, what: str) -> float:
+    """`value` as a plain float (JSON-safe, e.g. from a numpy scalar), if it is in [0, 1]."""
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        raise MMRobustError(f"{what} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _num(value: float) -> str:
+    """A number as names print it: short (`%g`), unless that loses digits (then exact), so that
+    `corruption_from_name(c.name) == c` and distinct corruptions never share a name."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def _policy_suffix(policy: AllMissingPolicy) -> str:
+    return ",allow" if policy == "allow" else ""
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in ("keep_one", "allow"):
+        raise MMRobustError(f"if_all_missing must be 'keep_one' or 'allow', not '{policy}'")
 
 
 def _check_stage(stage: str) -> None:
@@ -129,9 +162,12 @@ class Subset(MaskCorruption):
     type_name: ClassVar[str] = "Subset"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "keep", tuple(self.keep))
+        keep = (self.keep,) if isinstance(self.keep, str) else self.keep  # Subset("audio"): one modality
+        object.__setattr__(self, "keep", tuple(keep))
         if not self.keep:
             raise MMRobustError("an empty modality subset was requested; keep at least one")
+        for m in self.keep:
+            _check_modality(m)
         _check_stage(self.stage)
 
     @property
@@ -155,12 +191,14 @@ class Missing(MaskCorruption):
     type_name: ClassVar[str] = "Missing"
 
     def __post_init__(self) -> None:
-        _check_proportion(self.proportion, "proportion")
+        _check_modality(self.modality)
+        object.__setattr__(self, "proportion", _proportion(self.proportion, "proportion"))
+        _check_policy(self.if_all_missing)
         _check_stage(self.stage)
 
     @property
     def name(self) -> str:
-        return f"missing[{self.modality}@{self.proportion:g}]"
+        return f"missing[{self.modality}@{_num(self.proportion)}{_policy_suffix(self.if_all_missing)}]"
 
     def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
         j = _index(self.modality, modalities)
@@ -184,14 +222,20 @@ class MissingRates(MaskCorruption):
     type_name: ClassVar[str] = "MissingRates"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rates", dict(self.rates))
-        for m, r in self.rates.items():
-            _check_proportion(r, f"missing rate of '{m}'")
+        if not isinstance(self.rates, Mapping):
+            raise MMRobustError(f"rates must map modality names to missing rates, got {self.rates!r}")
+        if not self.rates:
+            raise MMRobustError("rates is empty; give at least one modality's missing rate")
+        for m in self.rates:
+            _check_modality(m)
+        object.__setattr__(self, "rates", {m: _proportion(r, f"missing rate of '{m}'") for m, r in self.rates.items()})
+        _check_policy(self.if_all_missing)
         _check_stage(self.stage)
 
     @property
     def name(self) -> str:
-        return "rates[" + ",".join(f"{m}={r:g}" for m, r in self.rates.items()) + "]"
+        rates = ",".join(f"{m}={_num(r)}" for m, r in self.rates.items())
+        return f"rates[{rates}{_policy_suffix(self.if_all_missing)}]"
 
     def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
         rate = torch.zeros(len(modalities))
@@ -235,15 +279,17 @@ def _noise(value: Tensor, sigma: float, mode: NoiseMode, generator: torch.Genera
     return value * scale.to(value.device, value.dtype).view(-1, *[1] * (value.dim() - 1))
 
 
-def _check_noise(sigma: float, mode: str) -> None:
-    if sigma < 0:
-        raise MMRobustError(f"sigma must be >= 0, got {sigma}")
+def _sigma(sigma: float, mode: str) -> float:
+    """`sigma` as a plain float, if it is finite and >= 0 and `mode` is known."""
+    if not _is_number(sigma) or not 0 <= sigma < math.inf:
+        raise MMRobustError(f"sigma must be a finite number >= 0, got {sigma!r}")
     if mode not in ("additive", "scalar"):
         raise MMRobustError(f"noise mode must be 'additive' or 'scalar', not '{mode}'")
+    return float(sigma)
 
 
 def _noise_label(modality: str, sigma: float, mode: NoiseMode) -> str:
-    return modality + (",scalar" if mode == "scalar" else "") + f",sigma={sigma:g}"
+    return modality + (",scalar" if mode == "scalar" else "") + f",sigma={_num(sigma)}"
 
 
 def _stage_suffix(stage: Stage) -> str:
@@ -267,15 +313,15 @@ class GaussianNoise(Corruption):
     type_name: ClassVar[str] = "GaussianNoise"
 
     def __post_init__(self) -> None:
-        _check_proportion(self.proportion, "proportion")
+        _check_modality(self.modality)
+        object.__setattr__(self, "proportion", _proportion(self.proportion, "proportion"))
         _check_stage(self.stage)
-        _check_noise(self.sigma, self.mode)
+        object.__setattr__(self, "sigma", _sigma(self.sigma, self.mode))
 
     @property
     def name(self) -> str:
-        return f"noise[{_noise_label(self.modality, self.sigma, self.mode)},p={self.proportion:g}]" + _stage_suffix(
-            self.stage
-        )
+        label = _noise_label(self.modality, self.sigma, self.mode)
+        return f"noise[{label},p={_num(self.proportion)}]" + _stage_suffix(self.stage)
 
     def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
         return (self.modality,)
@@ -312,17 +358,17 @@ class Perturbation(Corruption):
     type_name: ClassVar[str] = "Perturbation"
 
     def __post_init__(self) -> None:
-        _check_proportion(self.proportion, "proportion")
+        _check_modality(self.modality)
+        object.__setattr__(self, "proportion", _proportion(self.proportion, "proportion"))
         if self.proportion > 0.5:
             raise MMRobustError(f"perturbation proportion must be <= 0.5 (missing + noise), got {self.proportion}")
         _check_stage(self.stage)
-        _check_noise(self.sigma, self.mode)
+        object.__setattr__(self, "sigma", _sigma(self.sigma, self.mode))
 
     @property
     def name(self) -> str:
-        return f"perturb[{_noise_label(self.modality, self.sigma, self.mode)},p={self.proportion:g}]" + _stage_suffix(
-            self.stage
-        )
+        label = _noise_label(self.modality, self.sigma, self.mode)
+        return f"perturb[{label},p={_num(self.proportion)}]" + _stage_suffix(self.stage)
 
     def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
         return (self.modality,)
@@ -355,7 +401,11 @@ class Compose(Corruption):
     type_name: ClassVar[str] = "Compose"
 
     def __post_init__(self) -> None:
+        if isinstance(self.parts, Corruption | Mapping | str):
+            raise MMRobustError(f"Compose takes a list of corruptions, got {self.parts!r}")
         parts = tuple(p if isinstance(p, Corruption) else corruption_from_dict(p) for p in self.parts)
+        if not parts:
+            raise MMRobustError("Compose needs at least one corruption")
         object.__setattr__(self, "parts", parts)
         stages = {p.stage for p in parts if not isinstance(p, MaskCorruption)}
         if len(stages) > 1:
@@ -389,13 +439,27 @@ def _mode(match: re.Match[str]) -> NoiseMode:
     return "scalar" if match["scalar"] else "additive"
 
 
+def _policy(match: re.Match[str]) -> AllMissingPolicy:
+    return "allow" if match["allow"] else "keep_one"
+
+
+def _rates(text: str) -> dict[str, float]:
+    pairs = [kv.split("=") for kv in text.split(",")]
+    if any(len(kv) != 2 for kv in pairs):
+        raise ValueError("write each rate as modality=rate")
+    names = [k for k, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a modality is given twice in {names}")
+    return {k: float(v) for k, v in pairs}
+
+
 _NAME_PATTERNS: tuple[tuple[str, Callable[[re.Match[str]], Corruption]], ...] = (
     (r"subset\[(?P<keep>[^\]]*)\]", lambda m: Subset(tuple(filter(None, m["keep"].split("+"))))),
-    (r"missing\[(?P<mod>[^@\]]+)@(?P<p>[0-9.eE+-]+)\]", lambda m: Missing(m["mod"], float(m["p"]))),
     (
-        r"rates\[(?P<rates>[^\]]+)\]",
-        lambda m: MissingRates({k: float(v) for k, v in (kv.split("=") for kv in m["rates"].split(","))}),
+        r"missing\[(?P<mod>[^@\]]+)@(?P<p>[0-9.eE+-]+)(?P<allow>,allow)?\]",
+        lambda m: Missing(m["mod"], float(m["p"]), _policy(m)),
     ),
+    (r"rates\[(?P<rates>[^\]]+?)(?P<allow>,allow)?\]", lambda m: MissingRates(_rates(m["rates"]), _policy(m))),
     (r"randomdrop", lambda m: RandomDrop()),
     (
         r"noise\[" + _NOISE + r",p=(?P<p>[0-9.eE+-]+)\](?P<tok>@token)?",
@@ -422,5 +486,6 @@ def corruption_from_name(name: str) -> Corruption:
     raise MMRobustError(
         f"cannot parse scenario '{name}'; write it like subset[a+b], missing[a@0.3], "
         "rates[a=0.2,b=0.8], randomdrop, noise[a,sigma=1,p=0.3] (or noise[a,scalar,sigma=1,p=0.3]), "
-        "perturb[a,sigma=1,p=0.15]; append @token for the token stage"
+        "perturb[a,sigma=1,p=0.15]; append @token for the token stage, and ,allow inside missing[...] "
+        "or rates[...] to let a sample lose every modality"
     )

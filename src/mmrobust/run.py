@@ -4,11 +4,20 @@ Each (model, seed) gets a run directory `OUT/<model>/seed-<s>/` holding the chec
 validation metrics, the audit files and a manifest: the resolved config and its hash, git
 commit and dirty flag, package versions, a checksum of the data, seeds, the hash of every
 audit mask set (identical across models: comparisons are paired), device, wall time and
-peak memory. A run whose manifest says it finished under the same run hash is skipped
-when the command is repeated. While a run trains, its directory holds `training-state.pt`
-(saved atomically every `state_every` seconds, deleted when training ends): a run killed
-mid-training resumes from it and ends with the same numbers as one that never stopped.
-The combined report is written to OUT/.
+peak memory, and the SHA-256 of every file of the run; the manifest also carries a checksum of
+itself. A run whose manifest says it finished under the same run hash, and whose files match
+their checksums, is skipped when the command is repeated; one whose manifest or files are
+damaged (truncated, corrupted, missing) is run again, with a warning. While a run trains, its
+directory holds `training-state.pt` (saved atomically every `state_every` seconds, deleted when
+training ends): a run killed mid-training resumes from it and ends with the same numbers as one
+that never stopped. The combined report is written to OUT/.
+
+Crash safety: every file is written atomically; the manifest is removed before a run's files are
+(re)written and written last, so a process killed at any point leaves each run either finished
+(manifest and matching files) or unfinished (no manifest: it is redone or resumed), never a
+half-written run read as finished. A run directory is locked (an flock on `.lock`, released when
+the process dies) while a process decides about and works on it: two processes on the same OUT
+(a repeated command while an orphaned sweep worker still runs) never work on one run at once.
 
 Under `torchrun` every process runs the same loop: all train each run data-parallel (see
 `distributed.py`), rank 0 alone decides which runs are finished and writes every file
@@ -20,14 +29,19 @@ metrics and one `test/<metric>@<scenario>` value per audit scenario (see `tracke
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
+import os
 import platform
 import resource
 import subprocess
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +49,14 @@ import pandas as pd
 import torch
 
 from . import distributed as _dist
-from .atomic import atomic_write
+from .atomic import WriteError, atomic_write, file_sha256, files_problem, seal_json, seal_ok, write_error_message
 from .audit import AuditResult, audit, write_report
+from .audit.report import FILES as REPORT_FILES
 from .checkpoint import save_checkpoint
 from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from .corruption import corruption_from_name
 from .data.dataset import MultimodalData
+from .errors import MMRobustError
 from .experiment import load_data
 from .methods import create_method
 from .trackers import audit_metrics, create_trackers, require
@@ -48,6 +64,8 @@ from .train import fit, resolve_device
 
 MANIFEST = "manifest.json"
 TRAINING_STATE = "training-state.pt"
+LOCK = ".lock"
+RUN_FILES = ("checkpoint.pt", *REPORT_FILES)  # listed with their SHA-256 in the manifest
 
 
 def data_checksum(data: MultimodalData) -> str:
@@ -101,16 +119,80 @@ def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
 
 
 def _finished(run_dir: Path, expected_hash: str) -> AuditResult | None:
+    """The run's result if its manifest says it finished under `expected_hash` and its files are
+    intact; None (run it) otherwise, with a warning when a finished run is found damaged."""
     manifest = run_dir / MANIFEST
     if not manifest.is_file():
         return None
     try:
         record = json.loads(manifest.read_text())
-    except ValueError:
-        return None
+    except (OSError, ValueError) as e:
+        return _damaged(run_dir, f"{MANIFEST} is unreadable, truncated or corrupt ({e})")
+    if not isinstance(record, dict):
+        return _damaged(run_dir, f"{MANIFEST} is not a JSON object")
+    if seal_ok(record) is False:
+        return _damaged(run_dir, f"{MANIFEST} does not match its checksum (corrupted or edited)")
     if record.get("status") != "done" or record.get("run_hash") != expected_hash:
         return None
-    return AuditResult.read(run_dir / "results.json")
+    problem = files_problem(run_dir, record.get("files") or {})  # manifests of mmrobust 0.1 list none
+    if problem:
+        return _damaged(run_dir, problem)
+    try:
+        return AuditResult.read(run_dir / "results.json")
+    except MMRobustError as e:
+        return _damaged(run_dir, str(e))
+
+
+def _damaged(run_dir: Path, problem: str) -> AuditResult | None:
+    """Warn that the finished run in `run_dir` is damaged; it is not finished (None)."""
+    warnings.warn(f"{run_dir}: the finished run is damaged: {problem}; running it again", stacklevel=3)
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `run_dir` (waiting, with a warning, while another process holds
+    it). The lock is an flock on `run_dir/.lock`, removed on release; it dies with its process,
+    so a killed run never leaves a stale lock. Where the file system cannot lock, nothing is."""
+    path = run_dir / LOCK
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(write_error_message(path, e)) from e
+    warned = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise WriteError(write_error_message(path, e)) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not warned:
+                warnings.warn(f"{run_dir} is being worked on by another process; waiting for it", stacklevel=3)
+                warned = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
+                raise
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the holder removed the file while we waited: lock the current one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # still held: a waiter then finds its file gone and locks a new one
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def run_one(
@@ -145,6 +227,10 @@ def run_one(
     )
     if not _dist.is_main():
         return _empty(data)
+    try:  # the run's files change from here on: unfinished until the new manifest is written
+        (run_dir / MANIFEST).unlink(missing_ok=True)
+    except OSError as e:
+        raise WriteError(write_error_message(run_dir / MANIFEST, e)) from e
     save_checkpoint(method, run_dir / "checkpoint.pt", {"label": model.name})
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
     result = audit(method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name)
@@ -168,8 +254,10 @@ def run_one(
         "device": str(next(method.modules().parameters()).device),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "files": {name: file_sha256(run_dir / name) for name in RUN_FILES},  # as written, checked on reading
     }
-    atomic_write(run_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1, default=str)))
+    sealed = seal_json(manifest)
+    atomic_write(run_dir / MANIFEST, lambda p: p.write_text(sealed))  # last: the run is finished
     return result
 
 
@@ -211,12 +299,13 @@ def run_or_skip(
 ) -> tuple[AuditResult, bool]:
     """One run's result and whether it had finished before (then nothing is recomputed and
     `data()` is not called); an interrupted run resumes from its training state."""
-    done = finished_run(config, model, seed, run_dir) if _dist.is_main() else None
-    if _dist.active() and _dist.broadcast_flag(done is not None, _dist.device()):  # rank 0 decides
-        return (done if done is not None else _empty(data())), True
-    if done is not None:
-        return done, True
-    return run_one(config, model, seed, data(), run_dir, state_every), False
+    with run_lock(run_dir) if _dist.is_main() else contextlib.nullcontext():
+        done = finished_run(config, model, seed, run_dir) if _dist.is_main() else None
+        if _dist.active() and _dist.broadcast_flag(done is not None, _dist.device()):  # rank 0 decides
+            return (done if done is not None else _empty(data())), True
+        if done is not None:
+            return done, True
+        return run_one(config, model, seed, data(), run_dir, state_every), False
 
 
 def finished_run(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> AuditResult | None:

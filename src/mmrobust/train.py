@@ -11,8 +11,14 @@ optimizer, schedule, both random generators, the best epoch so far and the histo
 `fit` with the same arguments finds the file, restores all of it and continues with the next
 epoch, so a run killed mid-training ends with the same weights and `FitResult`, bit for bit,
 as one that never stopped. The file names what wrote it (method, parameters, data, fit options,
-torch version); a file written by a different run is discarded and training starts over. The
-file is deleted when training ends.
+torch version); a file written by a different run is discarded and training starts over. It
+carries a checksum of its content: a damaged file (flipped bytes, which `torch.load` does not
+notice) stops `fit` with an error rather than resuming from wrong weights. The file is deleted
+when training ends.
+
+Stage reuse (`Stage.reuse_key`): a stage's trained weights are cached under cache_dir()/stages,
+with a checksum too. The cache only saves time: an entry that cannot be written (disk full,
+read-only folder) or read back intact is a warning, and the stage is trained (again).
 """
 
 from __future__ import annotations
@@ -35,9 +41,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
 from . import distributed as _dist
-from .atomic import atomic_write
+from .atomic import WriteError, atomic_write, save_tensors
 from .audit.metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
-from .checkpoint import load_tensors
+from .checkpoint import load_tensors, with_checksum
 from .data.batch import Batch
 from .data.cache import cache_dir
 from .data.dataset import MultimodalData
@@ -47,6 +53,7 @@ from .methods.supervised import task_loss
 from .trackers import Tracker, epoch_metrics
 
 STATE_FORMAT = "mmrobust-training-state/1"
+STAGE_FORMAT = "mmrobust-stage/1"
 
 
 @dataclass
@@ -330,10 +337,13 @@ class _Loop:
         if not path.is_file():
             return False
         try:
-            saved = torch.load(path, map_location=self.dev, weights_only=True)
-            module.load_state_dict(saved["module"])
-        except Exception:  # a damaged or foreign entry: train again and overwrite it
+            saved = load_tensors(path, STAGE_FORMAT, "stage cache entry",
+                                 unreadable="is not a readable stage cache entry", advice="training the stage again")
+            _check_fits(saved, module, path)
+        except MMRobustError as e:  # damaged or foreign: train again and overwrite it
+            warnings.warn(str(e), stacklevel=4)
             return False
+        module.load_state_dict(saved["module"])
         self.history.extend(saved["history"])
         if stage.select:
             self.result = FitResult(saved["best_epoch"], len(self.history), saved["val_metrics"], self.history)
@@ -342,21 +352,42 @@ class _Loop:
     def _store(self, index: int, stage: Stage, module: nn.Module) -> None:
         rows = [r for r in self.history if r.get("stage", "train") == stage.name]
         payload = {
+            "format": STAGE_FORMAT,
             "module": module.state_dict(),
             "history": rows,
             "best_epoch": self.result.best_epoch,
             "val_metrics": self.result.val_metrics,
         }
         path = self._reuse_path(index, stage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda p: torch.save(payload, p))
+        try:
+            atomic_write(path, lambda p: save_tensors(with_checksum(payload), p))
+        except WriteError as e:  # the trained stage is in memory: the run goes on without the cache
+            warnings.warn(f"stage '{stage.name}' not cached for reuse: {e}", stacklevel=4)
+
+
+def _check_fits(saved: dict[str, Any], module: nn.Module, path: Path) -> None:
+    """Fail unless `saved` is a whole stage entry whose weights fit `module` key for key and
+    shape for shape (`load_state_dict` would change some weights before failing on others)."""
+    own, weights = module.state_dict(), saved.get("module")
+    if (
+        not isinstance(weights, dict)
+        or not {"history", "best_epoch", "val_metrics"} <= saved.keys()
+        or weights.keys() != own.keys()
+        or any(not isinstance(weights[k], Tensor) or weights[k].shape != v.shape for k, v in own.items())
+    ):
+        raise MMRobustError(
+            f"{path} does not hold this stage's weights (written by other code?); training the stage again"
+        )
 
 
 # --- the training state, for resuming an interrupted fit --------------------------------------
 def _data_digest(train: MultimodalData, val: MultimodalData) -> str:
-    digest = hashlib.sha256()
+    """The data's spec and every tensor's shape, dtype and bytes (bytes alone would let data of
+    another layout, e.g. (1, 8) vs (8, 1) per sample, share a key)."""
+    digest = hashlib.sha256(json.dumps(train.spec.to_dict(), sort_keys=True).encode())
     for part in (train, val):
         for t in (*(part.inputs[m] for m in part.modalities), part.present, part.target):
+            digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
             digest.update(t.contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
@@ -399,7 +430,7 @@ class _StateFile:
             "torch_rng": torch.get_rng_state(),  # dropout layers draw from the global generator
             "cuda_rng": torch.cuda.get_rng_state(loop.dev) if loop.dev.type == "cuda" else None,
         }
-        atomic_write(self.path, lambda p: torch.save(state, p))
+        atomic_write(self.path, lambda p: save_tensors(with_checksum(state), p))
 
     def load(self) -> dict[str, Any] | None:
         """The state saved by the same run, or None (no file, or another run's: start over)."""

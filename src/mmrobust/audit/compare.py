@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..atomic import file_sha256, seal_ok
 from ..corruption import GaussianNoise, Missing, Subset, corruption_from_name
 from ..errors import MMRobustError, unknown_name
 from .metrics import LOWER_IS_BETTER, PRIMARY
@@ -96,9 +97,16 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise MMRobustError(f"{path}: not a readable run manifest ({e})") from None
+        raise MMRobustError(
+            f"{path}: not a readable run manifest, truncated or corrupt ({e}); re-run it with `mmrobust run`"
+        ) from None
     if not isinstance(record, dict):
         raise MMRobustError(f"{path}: not a run manifest (expected a JSON object)")
+    if seal_ok(record) is False:
+        raise MMRobustError(
+            f"{path}: damaged run manifest (its content does not match its checksum: corrupted or edited); "
+            "re-run it with `mmrobust run`"
+        )
     fmt = record.get("format", RUN_FORMAT)
     if fmt != RUN_FORMAT:
         raise MMRobustError(f"{path}: run format '{fmt}' is not supported (mmrobust {__version__} reads {RUN_FORMAT})")
@@ -129,11 +137,18 @@ def _model_position(manifest: Mapping[str, Any]) -> int:
     return models.index(model) if model in models else len(models)
 
 
-def _read_run(run_dir: Path) -> tuple[AuditResult, dict[str, str | None]]:
-    """The run's audit result and the mask hash of each of its scenarios."""
+def _read_run(run_dir: Path, manifest: Mapping[str, Any]) -> tuple[AuditResult, dict[str, str | None]]:
+    """The run's audit result (checked against the checksum its manifest lists) and the mask hash
+    of each of its scenarios."""
     results = run_dir / "results.json"
     if not results.is_file():
         raise MMRobustError(f"{run_dir}: has a {MANIFEST} but no results.json; re-run it with `mmrobust run`")
+    expected = (manifest.get("files") or {}).get(results.name)  # manifests of mmrobust 0.1 list none
+    if expected is not None and file_sha256(results) != expected:
+        raise MMRobustError(
+            f"{results}: damaged (it does not match the checksum in {MANIFEST}: truncated, corrupted or replaced); "
+            "re-run it with `mmrobust run`"
+        )
     result = AuditResult.read(results)
     missing = [c for c in REQUIRED_COLUMNS if c not in result.table.columns]
     if missing:
@@ -173,7 +188,7 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
         if manifest.get("status") != "done":
             skipped.append(run_dir)
             continue
-        result, hashes = _read_run(run_dir)
+        result, hashes = _read_run(run_dir, manifest)
         t = result.table.assign(mask_hash=result.table.scenario.map(hashes), run_dir=str(run_dir))
         loaded.append(((_model_position(manifest), found_at), t, result.task, run_dir))
     if not loaded:

@@ -1,49 +1,143 @@
-"""The audit engine: encode the test set once, fuse it under every scenario.
+"""The audit engine: stream the test set in chunks; per chunk, encode once and fuse every scenario.
 
-Mask-only scenarios (subsets, missing proportions, imbalanced rates) reuse the cached
-tokens. A scenario that changes input values (noise) re-encodes only the modalities it
-touches, and only the rows whose values changed. Every scenario then reduces to one
-(token row, mask) pair per sample, and each distinct pair is fused once, in chunks, for
-all scenarios together: scenarios overlap heavily (a sample that `Missing` spares keeps the
-clean mask; noise changes the tokens of a few rows only). `naive_outputs` runs each
-scenario through the full model instead; the tests hold the two to 1e-5.
+The test set is read `chunk` samples at a time (a whole number of draw blocks, scenarios.py), so
+the engine's memory is bounded by the chunk, not by the test set. Within a chunk, mask-only
+scenarios (subsets, missing proportions, imbalanced rates) reuse the chunk's cached tokens. A
+scenario that changes input values (noise) re-encodes only the modalities it touches, and only
+the rows whose values changed. Every scenario then reduces to one (token row, mask) pair per
+sample, and each distinct pair is fused once, in batches, for all scenarios together: scenarios
+overlap heavily (a sample that `Missing` spares keeps the clean mask; noise changes the tokens of
+a few rows only). A chunk's outputs go to the caller (`audit` folds them into streaming metrics,
+streaming.py) and are then dropped; the mask hashes are updated chunk by chunk.
+
+Each scenario draws its randomness per draw block (`Scenario.blocks`), so the outputs do not
+depend on the chunk size. `naive_outputs` corrupts the whole test set block by block and runs
+each scenario through the full model instead; the tests hold the two to 1e-5.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
 from ..corruption import GaussianNoise, MaskCorruption
 from ..data.batch import Batch
-from ..data.dataset import MultimodalData
-from ..errors import unknown_name
+from ..data.dataset import ChunkedData, MultimodalData
+from ..errors import MMRobustError, unknown_name
 from ..methods.base import Method
 from ..models.tokens import Tokens
-from .scenarios import Scenario
+from .scenarios import DRAW_BLOCK, Scenario
+
+DEFAULT_CHUNK = 4 * DRAW_BLOCK  # samples streamed per step
+BATCH_SIZE = 512  # rows per encoder / fusion call
+FUSE_STEP, ENCODE_STEP = 64, 16  # fusion / encoder calls get a multiple of this many rows (`_padded`)
 
 
 def mask_hash(present: Tensor) -> str:
     return hashlib.sha256(present.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-class _Encoded:
-    """The test set encoded once, with chunked access so memory stays bounded."""
+class ScenarioStream:
+    """Iterate over the test set in chunks: per chunk, its targets and every scenario's outputs.
 
-    def __init__(self, method: Method, data: MultimodalData, chunk: int, device: torch.device) -> None:
-        self.method, self.chunk, self.device = method, chunk, device
-        parts = [method.encode(b.to(device)).z for b in data.batches(chunk)]
-        self.tokens = Tokens(torch.cat(parts), data.present.to(device), data.modalities)
+    `chunk` is rounded up to a whole number of draw blocks. `hashes()` (each scenario's mask
+    hash, the hash of its whole (N, M) mask) is complete once the iteration has finished.
+
+        stream = ScenarioStream(method, test, scenarios, seed=0)
+        for target, outputs in stream:   # outputs: scenario name -> (chunk, ...) tensor
+            ...
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        data: ChunkedData,
+        scenarios: Sequence[Scenario],
+        seed: int,
+        chunk: int = DEFAULT_CHUNK,
+        *,
+        batch_size: int = BATCH_SIZE,
+        draw_block: int = DRAW_BLOCK,
+        progress: bool = False,
+    ) -> None:
+        if chunk < 1 or batch_size < 1:
+            raise MMRobustError(f"chunk and batch size must be positive, got {chunk} and {batch_size}")
+        self.method, self.data, self.scenarios, self.seed = method, data, list(scenarios), seed
+        self.chunk = -(-chunk // draw_block) * draw_block
+        self.batch_size, self.draw_block, self.progress = batch_size, draw_block, progress
+        self._hashers = {sc.name: hashlib.sha256() for sc in self.scenarios}
+
+    def __iter__(self) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+        self.method.modules().eval()
+        device = next(self.method.modules().parameters()).device
+        self._hashers = {sc.name: hashlib.sha256() for sc in self.scenarios}
+        columns = (
+            TextColumn(f"[bold]audit[/] {self.method.name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("samples"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, disable=not self.progress, transient=True) as bar:
+            task = bar.add_task("", total=len(self.data))
+            start = 0
+            for batch in self.data.batches(self.chunk):
+                if start % self.chunk or len(batch) > self.chunk:
+                    raise MMRobustError(f"the data yielded a batch of {len(batch)} rows at row {start}; "
+                                        f"the audit needs consecutive batches of {self.chunk}")
+                with torch.no_grad():
+                    outputs = self._chunk(batch, start, device)
+                yield batch.target, outputs
+                start += len(batch)
+                bar.update(task, advance=len(batch))
+        if start != len(self.data):
+            raise MMRobustError(f"the data yielded {start} samples but has {len(self.data)}")
+
+    def hashes(self) -> dict[str, str]:
+        return {name: h.hexdigest()[:16] for name, h in self._hashers.items()}
+
+    def _chunk(self, batch: Batch, start: int, device: torch.device) -> dict[str, Tensor]:
+        """Every scenario's outputs on the chunk of test-set rows [start, start + len(batch))."""
+        enc = _Encoded(self.method, batch, self.batch_size, device)
+        plan = _FusionPlan(enc.tokens)
+        for sc in self.scenarios:
+            corruption = sc.corruption
+            blocks = list(sc.blocks(self.seed, start, len(batch), self.draw_block))
+            if isinstance(corruption, MaskCorruption):
+                present = torch.cat([corruption.new_present(batch.present[lo:hi], batch.modalities, g)
+                                     for lo, hi, g in blocks])
+                tokens = enc.tokens.with_present(present.to(device))
+            elif corruption.stage == "token":
+                tokens = sc.apply(enc.tokens, self.seed, start, self.draw_block)
+            elif isinstance(corruption, GaussianNoise):
+                tokens = _reencode_noised(enc, batch, corruption, blocks)
+            else:
+                tokens = _reencode_changed(enc, batch, sc, blocks)
+            self._hashers[sc.name].update(tokens.present.cpu().numpy().tobytes())
+            plan.add(sc.name, tokens)
+        return plan.fuse(self.method, self.batch_size)
+
+
+class _Encoded:
+    """One chunk encoded once (in batches), and re-encoding of single modalities' rows."""
+
+    def __init__(self, method: Method, batch: Batch, batch_size: int, device: torch.device) -> None:
+        self.method, self.batch_size, self.device = method, batch_size, device
+        parts = [method.encode(_rows(batch, i, i + batch_size).to(device)).z for i in range(0, len(batch), batch_size)]
+        self.tokens = Tokens(torch.cat(parts), batch.present.to(device), batch.modalities)  # (C, M, D)
 
     def encode_rows(self, modality: str, x: Tensor) -> Tensor:
-        parts = [
-            self.method.encode_modality(modality, x[i : i + self.chunk].to(self.device))
-            for i in range(0, len(x), self.chunk)
-        ]
-        return torch.cat(parts) if parts else x.new_zeros((0, self.tokens.z.shape[-1]))
+        parts = []
+        for i in torch.arange(len(x)).split(self.batch_size):
+            rows = x[_padded(i, self.batch_size, ENCODE_STEP)].to(self.device)
+            parts.append(self.method.encode_modality(modality, rows)[: len(i)])
+        return torch.cat(parts) if parts else self.tokens.z.new_zeros((0, self.tokens.z.shape[-1]))
 
 
 class _FusionPlan:
@@ -57,8 +151,8 @@ class _FusionPlan:
         self.tokens = tokens
         self.bank = [tokens.z]  # blocks of token rows, (n_i, M, D) each
         self.bank_rows = len(tokens)
-        self.rows: dict[str, Tensor] = {}  # scenario -> (N,) bank row per sample
-        self.presents: dict[str, Tensor] = {}  # scenario -> (N, M) mask
+        self.rows: dict[str, Tensor] = {}  # scenario -> (C,) bank row per sample
+        self.presents: dict[str, Tensor] = {}  # scenario -> (C, M) mask
 
     def add(self, name: str, tokens: Tokens) -> None:
         base = self.tokens.z
@@ -70,13 +164,13 @@ class _FusionPlan:
             self.bank_rows += len(changed)
         self.rows[name], self.presents[name] = row, tokens.present
 
-    def fuse(self, method: Method, chunk: int) -> dict[str, Tensor]:
-        """Outputs (N, ...) per scenario, fusing `chunk` distinct pairs per call."""
+    def fuse(self, method: Method, batch_size: int) -> dict[str, Tensor]:
+        """Outputs (C, ...) per scenario, fusing `batch_size` distinct pairs per call."""
         if not self.rows:
             return {}
-        rows = torch.cat(list(self.rows.values()))  # (S*N,)
-        presents = torch.cat(list(self.presents.values()))  # (S*N, M)
-        pair = _pair_ids(rows, presents)  # (S*N,) dense id of each (row, mask) pair
+        rows = torch.cat(list(self.rows.values()))  # (S*C,)
+        presents = torch.cat(list(self.presents.values()))  # (S*C, M)
+        pair = _pair_ids(rows, presents)  # (S*C,) dense id of each (row, mask) pair
         index = torch.arange(len(pair), device=pair.device)
         first = index.new_full((int(pair.max()) + 1,), len(pair))
         first = first.scatter_reduce(0, pair, index, "amin")  # (U,) first occurrence of each pair
@@ -86,16 +180,30 @@ class _FusionPlan:
         order = torch.argsort(mask_id, stable=True)
         sizes = torch.unique_consecutive(mask_id[order], return_counts=True)[1].tolist()
         outs = [
-            method.fuse(Tokens(bank[rows[i]], presents[i], self.tokens.modalities))
+            method.fuse(Tokens(bank[rows[p]], presents[p], self.tokens.modalities))[: len(i)]
             for group in first[order].split(sizes)
-            for i in group.split(chunk)
+            for i in group.split(batch_size)
+            for p in [_padded(i, batch_size, FUSE_STEP)]
         ]
         fused_sorted = torch.cat(outs)  # (U, ...) in mask order
         fused = torch.empty_like(fused_sorted)
         fused[order] = fused_sorted
-        fused = fused[pair]  # (S*N, ...)
-        per_scenario = fused.unflatten(0, (len(self.rows), len(self.tokens)))  # (S, N, ...)
+        fused = fused[pair]  # (S*C, ...)
+        per_scenario = fused.unflatten(0, (len(self.rows), len(self.tokens)))  # (S, C, ...)
         return {name: out.cpu() for name, out in zip(self.rows, per_scenario, strict=True)}
+
+
+def _padded(index: Tensor, batch_size: int, step: int) -> Tensor:
+    """`index` with its first entry repeated up to a multiple of `step` rows (at most `batch_size`).
+
+    Rows do not interact in the model, so the padding only costs its compute (about 1% of a
+    default audit; encoders, the costly part, get the finer step), and the model sees a bounded
+    set of batch shapes instead of a new one at almost every call: with arbitrary shapes the
+    process's memory kept growing with the number of chunks (PyTorch's CPU kernels and the
+    allocator keep memory per shape; benchmarks/README.md §5).
+    """
+    size = min(-(-len(index) // step) * step, max(batch_size, len(index)))
+    return torch.cat([index, index[:1].expand(size - len(index))]) if size > len(index) else index
 
 
 def _pair_ids(rows: Tensor, presents: Tensor) -> Tensor:
@@ -108,82 +216,102 @@ def _pair_ids(rows: Tensor, presents: Tensor) -> Tensor:
     return ids
 
 
-@torch.no_grad()
-def scenario_outputs(
-    method: Method, data: MultimodalData, scenarios: Sequence[Scenario], seed: int, chunk: int = 512
-) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Outputs (N, ...) of `method` on `data` under every scenario, plus each scenario's mask hash."""
-    method.modules().eval()
-    device = next(method.modules().parameters()).device
-    enc = _Encoded(method, data, chunk, device)
-    full = data.batch(slice(None))
-    plan = _FusionPlan(enc.tokens)
-    hashes: dict[str, str] = {}
-    for sc in scenarios:
-        corruption, generator = sc.corruption, sc.generator(seed)
-        if isinstance(corruption, MaskCorruption):
-            present = corruption.new_present(full.present, full.modalities, generator)
-            tokens = enc.tokens.with_present(present.to(device))
-        elif corruption.stage == "token":
-            tokens = corruption(enc.tokens, generator)
-        elif isinstance(corruption, GaussianNoise):
-            tokens = _reencode_noised(enc, full, corruption, generator)
-        else:
-            tokens = _reencode_changed(enc, full, corruption(full, generator))
-        hashes[sc.name] = mask_hash(tokens.present)
-        plan.add(sc.name, tokens)
-    return plan.fuse(method, chunk), hashes
-
-
-def _reencode_noised(enc: _Encoded, full: Batch, noise: GaussianNoise, generator: torch.Generator) -> Tokens:
+def _reencode_noised(
+    enc: _Encoded, batch: Batch, noise: GaussianNoise, blocks: list[tuple[int, int, torch.Generator]]
+) -> Tokens:
     """Cached tokens with the noised rows re-encoded, without copying or comparing whole inputs."""
-    if noise.modality not in full.modalities:
-        raise unknown_name("modality", noise.modality, full.modalities)
-    rows, noised = noise.noised_rows(full.value(noise.modality), full.present, full.modalities, generator)
+    if noise.modality not in batch.modalities:
+        raise unknown_name("modality", noise.modality, batch.modalities)
+    value, rows, noised = batch.value(noise.modality), [], []
+    for lo, hi, g in blocks:
+        block_rows, block_noised = noise.noised_rows(value[lo:hi], batch.present[lo:hi], batch.modalities, g)
+        rows.append(block_rows + lo)
+        noised.append(block_noised)
+    hit = torch.cat(rows)
+    if not len(hit):
+        return enc.tokens
     z = enc.tokens.z.clone()
-    z[rows.to(z.device), full.modalities.index(noise.modality)] = enc.encode_rows(noise.modality, noised)
+    z[hit.to(z.device), batch.modalities.index(noise.modality)] = enc.encode_rows(noise.modality, torch.cat(noised))
     return Tokens(z, enc.tokens.present, enc.tokens.modalities)
 
 
-def _reencode_changed(enc: _Encoded, before: Batch, after: Batch) -> Tokens:
-    """Cached tokens, with only the rows whose input values changed re-encoded."""
-    z = enc.tokens.z
-    for j, m in enumerate(before.modalities):
-        if after.inputs[m] is before.inputs[m]:
-            continue
-        n = len(before)
-        changed = (after.inputs[m].reshape(n, -1) != before.inputs[m].reshape(n, -1)).any(dim=1)
-        rows = (changed & after.present[:, j]).nonzero().flatten()
-        if len(rows):
-            z = z.clone() if z is enc.tokens.z else z
-            z[rows.to(z.device), j] = enc.encode_rows(m, after.inputs[m][rows])
-    return Tokens(z, after.present.to(z.device), enc.tokens.modalities)
+def _reencode_changed(
+    enc: _Encoded, batch: Batch, scenario: Scenario, blocks: list[tuple[int, int, torch.Generator]]
+) -> Tokens:
+    """Cached tokens, with only the rows whose input values the scenario changed re-encoded."""
+    z, presents = enc.tokens.z, []
+    for lo, hi, g in blocks:
+        before = _rows(batch, lo, hi)
+        after = scenario.corruption(before, g)
+        presents.append(after.present)
+        for j, m in enumerate(batch.modalities):
+            if after.inputs[m] is before.inputs[m]:
+                continue
+            n = hi - lo
+            changed = (after.inputs[m].reshape(n, -1) != before.inputs[m].reshape(n, -1)).any(dim=1)
+            rows = (changed & after.present[:, j]).nonzero().flatten()
+            if len(rows):
+                z = z.clone() if z is enc.tokens.z else z
+                z[(rows + lo).to(z.device), j] = enc.encode_rows(m, after.inputs[m][rows])
+    return Tokens(z, torch.cat(presents).to(z.device), enc.tokens.modalities)
+
+
+def scenario_outputs(
+    method: Method,
+    data: ChunkedData,
+    scenarios: Sequence[Scenario],
+    seed: int,
+    chunk: int = DEFAULT_CHUNK,
+    *,
+    batch_size: int = BATCH_SIZE,
+    draw_block: int = DRAW_BLOCK,
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Outputs (N, ...) of `method` on `data` under every scenario, plus each scenario's mask hash
+    (the streamed engine with its chunks put back together: for tests and small sets)."""
+    stream = ScenarioStream(method, data, scenarios, seed, chunk, batch_size=batch_size, draw_block=draw_block)
+    parts: dict[str, list[Tensor]] = {sc.name: [] for sc in scenarios}
+    for _, outputs in stream:
+        for name, out in outputs.items():
+            parts[name].append(out)
+    return {name: torch.cat(p) for name, p in parts.items()}, stream.hashes()
+
+
+def whole_batch(data: ChunkedData) -> Batch:
+    """The whole test set as one batch (the naive path's input)."""
+    if isinstance(data, MultimodalData):
+        return data.batch(slice(None))
+    return next(iter(data.batches(max(len(data), 1))))
 
 
 @torch.no_grad()
 def naive_outputs(
-    method: Method, data: MultimodalData, scenarios: Sequence[Scenario], seed: int, batch_size: int = 512
+    method: Method,
+    data: ChunkedData,
+    scenarios: Sequence[Scenario],
+    seed: int,
+    batch_size: int = BATCH_SIZE,
+    *,
+    draw_block: int = DRAW_BLOCK,
 ) -> dict[str, Tensor]:
     """Reference path: corrupt the whole test set, then run the full model on it, per scenario."""
     method.modules().eval()
     device = next(method.modules().parameters()).device
-    full = data.batch(slice(None))
+    full = whole_batch(data)
     outputs = {}
     for sc in scenarios:
-        g = sc.generator(seed)
         if sc.corruption.stage == "token" and not isinstance(sc.corruption, MaskCorruption):
-            tokens = sc.corruption(method.encode(full.to(device)), g)
+            tokens = sc.apply(method.encode(full.to(device)), seed, block=draw_block)
             outputs[sc.name] = method.fuse(tokens).cpu()
             continue
-        corrupted = sc.corruption(full, g)
+        corrupted = sc.apply(full, seed, block=draw_block)
         parts = [
-            method.predict(_slice(corrupted, i, batch_size).to(device)).cpu()
+            method.predict(_rows(corrupted, i, i + batch_size).to(device)).cpu()
             for i in range(0, len(corrupted), batch_size)
         ]
         outputs[sc.name] = torch.cat(parts)
     return outputs
 
 
-def _slice(batch: Batch, start: int, size: int) -> Batch:
-    s = slice(start, start + size)
+def _rows(batch: Batch, lo: int, hi: int) -> Batch:
+    s = slice(lo, hi)
     return Batch({m: x[s] for m, x in batch.inputs.items()}, batch.present[s], batch.target[s], batch.modalities)

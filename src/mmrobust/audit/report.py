@@ -1,7 +1,8 @@
 """Reports people read and machines parse: results.csv, results.json, report.md, heatmap.png.
 
 Every file is written to a temporary name and renamed into place, so an interrupted write
-never leaves a half-written report that looks valid.
+never leaves a half-written report that looks valid; results.json also carries a SHA-256 of its
+content (`sha256`), checked by `AuditResult.read`, so damage after writing is noticed too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, seal_json
 from .metrics import LOWER_IS_BETTER
 from .result import MODEL_KEYS, AuditResult
 
@@ -189,10 +190,8 @@ def write_report(result: AuditResult, out_dir: str | Path, extra: dict[str, Any]
     """Write the four report files into `out_dir` (created if needed) and return it."""
     out = Path(out_dir)
     atomic_write(out / "results.csv", lambda p: result.table.to_csv(p, index=False))
-    atomic_write(
-        out / "results.json",
-        lambda p: p.write_text(json.dumps(to_json(result, extra), indent=1, default=str)),
-    )
+    sealed = seal_json(to_json(result, extra))  # carries its own checksum, verified by AuditResult.read
+    atomic_write(out / "results.json", lambda p: p.write_text(sealed))
     atomic_write(out / "report.md", lambda p: p.write_text(markdown(result)))
     atomic_write(out / "heatmap.png", lambda p: heatmap(result, p))
     return out

@@ -16,12 +16,13 @@ from typing import Any
 
 import pandas as pd
 
+from ..atomic import seal_ok
 from ..corruption import Corruption
-from ..data.dataset import MultimodalData
+from ..data.dataset import ChunkedData, DataSpec, MultimodalData
 from ..errors import MMRobustError
 from ..methods.base import Method
-from .engine import naive_outputs, scenario_outputs
-from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
+from .engine import DEFAULT_CHUNK, ScenarioStream, naive_outputs, whole_batch
+from .metrics import LOWER_IS_BETTER, PRIMARY, accumulator, compute_metrics
 from .scenarios import CLEAN, Scenario, custom_scenarios, default_scenarios
 
 KEYS = ["dataset", "model", "method", "fusion", "seed"]
@@ -41,12 +42,26 @@ class AuditResult:
 
     @classmethod
     def read(cls, results_json: str | Path) -> AuditResult:
-        """Load a result written by `write_report` (its results.json)."""
+        """Load a result written by `write_report` (its results.json), checking its checksum: a
+        truncated or damaged file is a one-line error, never read as valid."""
+        path = Path(results_json)
+        rerun = "re-run the command that wrote it (`mmrobust run` redoes a damaged run)"
         try:
-            record = json.loads(Path(results_json).read_text())
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise MMRobustError(f"{path}: no such results file") from None
+        except (OSError, ValueError) as e:
+            raise MMRobustError(
+                f"{path}: not a readable mmrobust results file, truncated or corrupt ({e}); {rerun}"
+            ) from None
+        if seal_ok(record) is False:
+            raise MMRobustError(
+                f"{path}: damaged results file (its content does not match its checksum: corrupted or edited); {rerun}"
+            )
+        try:
             return cls(pd.DataFrame(record["results"]), record["task"], record["scenarios"], record["models"])
-        except (OSError, ValueError, KeyError) as e:
-            raise MMRobustError(f"{results_json}: not a readable mmrobust results file ({e})") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise MMRobustError(f"{path}: not an mmrobust results file (no {e}); {rerun}") from None
 
     @classmethod
     def concat(cls, results: Sequence[AuditResult]) -> AuditResult:
@@ -130,7 +145,7 @@ class AuditResult:
 
 def audit(
     method: Method,
-    data: MultimodalData,
+    data: MultimodalData | ChunkedData,
     scenarios: Iterable[Corruption] | None = None,
     *,
     defaults: bool = True,
@@ -138,6 +153,8 @@ def audit(
     split: str | None = "test",
     fast: bool = True,
     label: str | None = None,
+    chunk: int = DEFAULT_CHUNK,
+    progress: bool = False,
 ) -> AuditResult:
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
@@ -145,11 +162,18 @@ def audit(
     sigma-1 noise per modality), or replaces them with `defaults=False`. `seed` fixes the
     scenario masks: the same seed gives every model the same masks. `label` names the model
     in the results (default: the method's name).
+
+    The test set is streamed `chunk` samples at a time (rounded up to whole draw blocks of
+    `scenarios.DRAW_BLOCK` samples) and the metrics are folded in chunk by chunk, so memory does
+    not grow with the test set; the results do not depend on `chunk`.
+    `data` may also be any `ChunkedData` (e.g. `SyntheticStream`), which has no splits: all of
+    it is audited. `progress=True` shows a progress bar with an ETA on the terminal (off by default:
+    `mmrobust run` shows its own). `fast=False` runs the naive reference path on the whole set at once.
     """
     problem = method.spec.compatibility_problem(data.spec)
     if problem:
         raise MMRobustError(f"the model was trained for other data ({problem})")
-    test = data.split(split) if split else data
+    test = data.split(split) if split and isinstance(data, MultimodalData) else data
     if len(test) == 0:
         raise MMRobustError("nothing to audit: the split is empty")
     chosen = default_scenarios(data.modalities) if defaults else []
@@ -159,23 +183,32 @@ def audit(
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):
         raise MMRobustError(f"duplicate scenarios: {sorted({n for n in names if names.count(n) > 1})}")
+    spec = test.spec
     if fast:
-        outputs, hashes = scenario_outputs(method, test, chosen, seed)
+        stream = ScenarioStream(method, test, chosen, seed, chunk, progress=progress)
+        folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in chosen}
+        for target, outputs in stream:
+            for name, output in outputs.items():
+                folds[name].update(output, target)
+        metrics = {name: fold.result() for name, fold in folds.items()}
+        hashes = stream.hashes()
     else:
-        outputs, hashes = naive_outputs(method, test, chosen, seed), {}
-    return _tidy(method, test, chosen, outputs, hashes, seed, label or method.name)
+        target = whole_batch(test).target
+        outputs = naive_outputs(method, test, chosen, seed)
+        metrics = {name: compute_metrics(out, target, spec.task, spec.num_classes) for name, out in outputs.items()}
+        hashes = {}
+    return _tidy(method, spec, chosen, metrics, hashes, seed, label or method.name)
 
 
 def _tidy(
     method: Method,
-    test: MultimodalData,
+    spec: DataSpec,
     scenarios: list[Scenario],
-    outputs: dict,
+    metrics: dict[str, dict[str, float]],
     hashes: dict,
     audit_seed: int,
     label: str,
 ) -> AuditResult:
-    spec = test.spec
     params = method.get_params()
     base = {
         "dataset": spec.name,
@@ -185,11 +218,10 @@ def _tidy(
         "seed": method.seed,
     }
     rows = []
-    clean_metrics = compute_metrics(outputs[scenarios[0].name], test.target, spec.task, spec.num_classes)
+    clean_metrics = metrics[scenarios[0].name]
     has_clean = scenarios[0].name == CLEAN
     for sc in scenarios:
-        metrics = compute_metrics(outputs[sc.name], test.target, spec.task, spec.num_classes)
-        for metric, value in metrics.items():
+        for metric, value in metrics[sc.name].items():
             delta = value - clean_metrics[metric] if has_clean else float("nan")
             rows.append(
                 {

@@ -2,20 +2,34 @@
 
 Defaults: every non-empty modality subset (the full set is the clean reference),
 `Missing` at 30% for each modality and `GaussianNoise` (sigma 1 at 30%) for each modality.
+
+A scenario draws its randomness per *draw block*: the test set is cut into consecutive blocks
+of `DRAW_BLOCK` samples and the corruption is applied to each block with a generator of its
+own, seeded by (audit seed, scenario name, block index). A sample's mask and noise therefore do
+not depend on how the audit streams the test set (its chunks are whole blocks), and block 0
+keeps the seed of the earlier whole-set draw: on a test set of at most `DRAW_BLOCK` samples the
+masks are exactly those of a single draw over the set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset
+from ..data.batch import Batch
+from ..errors import MMRobustError
+from ..models.tokens import Tokens
 
 CLEAN = "clean"
+DRAW_BLOCK = 1024  # samples per draw block: part of a scenario's definition, like the seed
+T = TypeVar("T", Batch, Tokens)
 
 
 @dataclass(frozen=True)
@@ -24,10 +38,29 @@ class Scenario:
     kind: str  # "clean" | "subset" | "missing" | "noise" | "custom"
     corruption: Corruption
 
-    def generator(self, seed: int) -> torch.Generator:
-        """A generator that depends only on (audit seed, scenario name): the same masks for every
-        model audited with the same seed, so comparisons are paired."""
-        return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{self.name}".encode()))
+    def generator(self, seed: int, block: int = 0) -> torch.Generator:
+        """The generator of draw block `block`; it depends only on (audit seed, scenario name,
+        block): the same masks for every model audited with the same seed, so comparisons are paired."""
+        if block == 0:  # the seed a whole-set draw used
+            return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{self.name}".encode()))
+        digest = hashlib.blake2b(f"{seed}:{self.name}:{block}".encode(), digest_size=8).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+
+    def blocks(
+        self, seed: int, start: int, n: int, block: int = DRAW_BLOCK
+    ) -> Iterator[tuple[int, int, torch.Generator]]:
+        """(lo, hi, generator) for the draw blocks of test-set rows [start, start + n), with lo and hi
+        relative to `start`; `start` must begin a block."""
+        if block < 1 or start % block:
+            raise MMRobustError(f"rows from {start} do not start a draw block of {block} samples")
+        for lo in range(0, n, block):
+            yield lo, min(lo + block, n), self.generator(seed, (start + lo) // block)
+
+    def apply(self, x: T, seed: int, start: int = 0, block: int = DRAW_BLOCK) -> T:
+        """The scenario on rows [start, start + len(x)) of the test set (a `Batch`, or `Tokens` for a
+        token-stage corruption): its corruption applied block by block."""
+        parts = [self.corruption(_rows(x, lo, hi), g) for lo, hi, g in self.blocks(seed, start, len(x), block)]
+        return parts[0] if len(parts) == 1 else _concat(parts)
 
 
 def subset_scenarios(modalities: Sequence[str]) -> list[Scenario]:
@@ -83,3 +116,18 @@ def rate_scenarios(
         if c.name not in {s.name for s in out}:
             out.append(Scenario(c.name, "custom", c))
     return out
+
+
+def _rows(x: T, lo: int, hi: int) -> T:
+    if isinstance(x, Tokens):
+        return Tokens(x.z[lo:hi], x.present[lo:hi], x.modalities)
+    return Batch({m: v[lo:hi] for m, v in x.inputs.items()}, x.present[lo:hi], x.target[lo:hi], x.modalities)
+
+
+def _concat(parts: Sequence[T]) -> T:
+    first = parts[0]
+    present = torch.cat([p.present for p in parts])
+    if isinstance(first, Tokens):
+        return Tokens(torch.cat([p.z for p in parts]), present, first.modalities)
+    inputs = {m: torch.cat([p.inputs[m] for p in parts]) for m in first.inputs}
+    return Batch(inputs, present, torch.cat([p.target for p in parts]), first.modalities)

@@ -3,8 +3,10 @@
 A loader calls `cached(name, recipe, raw_files, options, build)`. The key hashes the dataset
 name, the recipe version string, the loader options and the SHA-256 of every raw file, so
 editing a raw file or bumping the recipe rebuilds automatically. Entries are tensors plus a
-JSON spec, written atomically and read with `weights_only=True`; an unreadable entry (a
-truncated write, a corrupt file) is rebuilt, never trusted.
+JSON spec and a SHA-256 of them, written atomically and read with `weights_only=True`; an
+unreadable or damaged entry (a truncated write, flipped bytes) is rebuilt, never trusted. The cache
+only saves time: when an entry cannot be written (disk full, read-only folder) the data built is
+used anyway, with a warning.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..atomic import atomic_write
+from ..atomic import CHECKSUM, WriteError, atomic_write, payload_sha256, save_tensors
 from .dataset import DataSpec, MultimodalData
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -57,12 +60,19 @@ def _save(data: MultimodalData, path: Path) -> None:
         "target": data.target,
         "splits": data.splits,
     }
-    atomic_write(path, lambda p: torch.save(payload, p))
+    payload[CHECKSUM] = payload_sha256(payload)
+    try:
+        atomic_write(path, lambda p: save_tensors(payload, p))
+    except WriteError as e:
+        warnings.warn(f"not cached: {e}", stacklevel=3)
 
 
 def _load(path: Path) -> MultimodalData | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+        saved = payload.pop(CHECKSUM, None)  # entries of mmrobust 0.1 have none
+        if saved is not None and saved != payload_sha256(payload):
+            return None
         spec = DataSpec.from_dict(json.loads(payload["spec"]))
         return MultimodalData(
             spec, payload["inputs"], payload["present"], payload["target"], payload["splits"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -123,6 +123,25 @@ class MultimodalData:
                 yield self.batch(slice(start, start + batch_size))
             else:
                 yield self.batch(order[start : start + batch_size])
+
+
+class ChunkedData(Protocol):
+    """What the audit streams over: a spec, a length and the samples in order, a chunk at a time.
+
+    `batches(size)` yields consecutive batches of exactly `size` samples (the last one may be
+    shorter). `MultimodalData` is one; `data.synthetic.SyntheticStream` is another, which makes
+    each chunk on demand, so a test set need never be in memory as a whole.
+    """
+
+    @property
+    def spec(self) -> DataSpec: ...
+
+    @property
+    def modalities(self) -> tuple[str, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int) -> Iterator[Batch]: ...
 
 
 def _validate(data: MultimodalData) -> None:

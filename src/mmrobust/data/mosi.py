@@ -23,7 +23,6 @@ Recipe (`mosi/1`):
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ from .cache import cached
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
 from .paths import data_dir as resolve_data_dir
 from .registry import DatasetInfo, register_dataset
+from .safe_npz import read_npz
 
 _FEATURES = "cmu_mosi/mosi_utterance_features.npz"
 _WIDTHS = {"text_feat": 100, "audio_feat": 73, "video_feat": 100}
@@ -106,17 +106,7 @@ def _build(path: Path, text: TextSource, val_fraction: float, split_seed: int) -
 
 def _read(path: Path) -> dict[str, np.ndarray]:
     """The arrays the recipe needs, checked for presence and shape (one-line errors)."""
-    keys = (*_WIDTHS, "sentiment", "split", "video_id", "text")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise MMRobustError(f"{path}: missing arrays {missing}")
-            arrays = {k: f[k] for k in keys}
-    except MMRobustError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise MMRobustError(f"{path}: cannot read as npz, truncated or corrupt ({e})") from None
+    arrays = read_npz(path, (*_WIDTHS, "sentiment", "split", "video_id", "text"))
     n = len(arrays["sentiment"])
     for key, width in _WIDTHS.items():
         if arrays[key].shape != (n, width):

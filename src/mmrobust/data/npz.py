@@ -14,7 +14,6 @@ The file is read with pickling disabled.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from .dataset import (
     standardize,
     stratified_split,
 )
+from .safe_npz import read_npz
 
 _KIND_BY_RANK = {2: "mlp", 3: "conv1d", 4: "conv2d"}
 
@@ -39,11 +39,7 @@ def load_npz(path: str | Path, split_seed: int = 0, normalize: bool = True) -> M
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"npz file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise MMRobustError(f"cannot read {path} as npz without pickling: {e}") from None
+    arrays = read_npz(path)
     if "y" not in arrays:
         raise MMRobustError(f"{path.name} has no labels array 'y' (arrays: {sorted(arrays)})")
     names = sorted(k[2:] for k in arrays if k.startswith("x_"))

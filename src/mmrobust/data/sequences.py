@@ -8,8 +8,6 @@ to a fixed length, cut sliding windows and split by subject in a few vectorised 
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,20 +16,14 @@ import torch
 from torch import Tensor
 
 from ..errors import MMRobustError
-
-READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)  # a bad npz raises these
+from .safe_npz import READ_ERRORS as READ_ERRORS  # re-exported for the loaders that import them from here
+from .safe_npz import read_npz
 
 
 def read_arrays(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Named arrays of an npz (only those are decompressed; pickling disabled), or a one-line error."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise MMRobustError(f"{path}: missing arrays {missing} (has {sorted(f.files)})")
-            return {k: f[k] for k in keys}
-    except READ_ERRORS as e:
-        raise MMRobustError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    """Named arrays of an npz (only those are decompressed; pickling disabled), or the one-line
+    error `safe_npz` gives for a bad file."""
+    return read_npz(path, keys)
 
 
 def check_ragged(offsets: np.ndarray, lengths: np.ndarray, total: int, min_length: int, where: str) -> None:

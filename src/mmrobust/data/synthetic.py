@@ -14,12 +14,13 @@ others; the audit then shows a large drop exactly when it is missing (a test che
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from math import prod
 
 import torch
 
 from ..errors import MMRobustError
+from .batch import Batch
 from .dataset import ENCODER_KINDS, DataSpec, ModalitySpec, MultimodalData, Task, stratified_split
 from .registry import DatasetInfo, register_dataset
 
@@ -43,14 +44,7 @@ def load_synthetic(
 ) -> MultimodalData:
     """Generate the dataset; `kinds` picks each modality's encoder kind (default all `mlp`)."""
     n_mod = len(informativeness)
-    kinds = tuple(kinds) if kinds is not None else ("mlp",) * n_mod
-    if len(kinds) != n_mod or n_mod < 1:
-        raise MMRobustError(f"{len(kinds)} kinds for {n_mod} modalities")
-    for kind in kinds:
-        if kind not in ENCODER_KINDS:
-            raise MMRobustError(f"unknown encoder kind '{kind}' (valid: {', '.join(ENCODER_KINDS)})")
-    if task not in ("classification", "regression"):
-        raise MMRobustError(f"task must be classification or regression, not '{task}'")
+    kinds = _checked_kinds(kinds, n_mod, task)
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(num_classes, (n_samples,), generator=g)
     prototypes = torch.randn(num_classes, latent_dim, generator=g)  # (C, L)
@@ -82,3 +76,133 @@ def load_synthetic(
         tuple(str(c) for c in range(num_classes)) if task == "classification" else (),
     )
     return MultimodalData(spec, inputs, present, target, {"train": train, "val": val, "test": test})
+
+
+class SyntheticStream:
+    """The `synthetic` generator as a stream: any number of samples, made a chunk at a time on demand.
+
+    The same model of the data as `load_synthetic` (the class prototypes and each modality's mixing
+    map are drawn from `seed` once), but sample i is drawn from a generator of (seed, i // BLOCK)
+    only, so `batches(size)` gives the same samples whatever `size`, and memory holds one chunk,
+    not N samples: the audit's scale benchmark streams 1,000,000 of them. The stream has no
+    splits (the audit reads all of it); `offset` starts it at another sample index, so
+    `SyntheticStream(n, offset=10**9)` is a test set disjoint from `SyntheticStream(m).to_data()`.
+
+        train = SyntheticStream(5_000, informativeness=(3, 1, 1, 1)).to_data()   # in memory, split
+        test = SyntheticStream(1_000_000, informativeness=(3, 1, 1, 1), offset=10**9)
+        mmrobust.audit(model, test)
+    """
+
+    BLOCK = 4096  # samples per generator
+
+    def __init__(
+        self,
+        n_samples: int,
+        num_classes: int = 4,
+        informativeness: Sequence[float] = (5.0, 0.8, 0.8),
+        kinds: Sequence[str] | None = None,
+        latent_dim: int = 8,
+        noise: float = 0.5,
+        missing_rate: float = 0.0,
+        sign_flip: bool = True,
+        task: Task = "classification",
+        seed: int = 0,
+        offset: int = 0,
+    ) -> None:
+        n_mod = len(informativeness)
+        kinds = _checked_kinds(kinds, n_mod, task)
+        if n_samples < 0 or offset < 0:
+            raise MMRobustError(f"n_samples and offset must be >= 0, got {n_samples} and {offset}")
+        self.n_samples, self.num_classes, self.latent_dim = n_samples, num_classes, latent_dim
+        self.informativeness, self.kinds = tuple(informativeness), kinds
+        self.noise, self.missing_rate, self.sign_flip, self.task = noise, missing_rate, sign_flip, task
+        self.seed, self.offset = seed, offset
+        self._last: tuple[int, tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] | None = None
+        g = torch.Generator().manual_seed(seed)
+        self.prototypes = torch.randn(num_classes, latent_dim, generator=g)  # (C, L)
+        self.shapes = [_DEFAULT_SHAPES[kind] for kind in kinds]
+        self.mixing = [torch.randn(latent_dim, prod(s), generator=g) / latent_dim**0.5 for s in self.shapes]
+        names = tuple(f"m{j}" for j in range(n_mod))
+        self.spec = DataSpec(
+            "synthetic",
+            tuple(ModalitySpec(n, k, s) for n, k, s in zip(names, kinds, self.shapes, strict=True)),
+            task,
+            num_classes if task == "classification" else 1,
+            tuple(str(c) for c in range(num_classes)) if task == "classification" else (),
+        )
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.spec.modality_names
+
+    def batch(self, start: int, stop: int) -> Batch:
+        """Samples [start, stop) of the stream."""
+        inputs, present, labels = self._rows(start, min(stop, self.n_samples))
+        return Batch(inputs, present, self._target(labels), self.modalities)
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        for start in range(0, self.n_samples, batch_size):
+            yield self.batch(start, start + batch_size)
+
+    def to_data(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> MultimodalData:
+        """All samples in memory, with stratified train/val/test splits (for training a model)."""
+        inputs, present, labels = self._rows(0, self.n_samples)
+        parts = stratified_split(labels, fractions, torch.Generator().manual_seed(self.seed))
+        splits = dict(zip(("train", "val", "test"), parts, strict=False))
+        return MultimodalData(self.spec, inputs, present, self._target(labels), splits)
+
+    def _target(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return labels
+        return (labels.float() / max(self.num_classes - 1, 1)) * 6 - 3  # as load_synthetic
+
+    def _rows(self, start: int, stop: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Inputs, present mask and class labels of samples [start, stop), from the blocks covering them."""
+        first, last = self.offset + start, self.offset + max(stop, start)
+        blocks = [self._block(b) for b in range(first // self.BLOCK, -(-last // self.BLOCK))]
+        if not blocks:  # an empty range
+            return self._empty()
+        cut = slice(first % self.BLOCK, first % self.BLOCK + last - first)
+        inputs = {m: torch.cat([blk[0][m] for blk in blocks])[cut] for m in self.modalities}
+        return inputs, torch.cat([blk[1] for blk in blocks])[cut], torch.cat([blk[2] for blk in blocks])[cut]
+
+    def _empty(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        inputs = {m: torch.zeros(0, *shape) for m, shape in zip(self.modalities, self.shapes, strict=True)}
+        return inputs, torch.zeros(0, len(self.modalities), dtype=torch.bool), torch.zeros(0, dtype=torch.long)
+
+    def _block(self, block: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Inputs, present mask and labels of the BLOCK samples of one generator (load_synthetic's model);
+        the last block made is kept, so batches smaller than a block do not make it again."""
+        if self._last is not None and self._last[0] == block:
+            return self._last[1]
+        n, n_mod = self.BLOCK, len(self.modalities)
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + block) % 2**63)
+        labels = torch.randint(self.num_classes, (n,), generator=g)
+        signal = self.prototypes[labels]  # (n, L)
+        inputs = {}
+        for j, (name, shape) in enumerate(zip(self.modalities, self.shapes, strict=True)):
+            private = torch.randn(n, self.latent_dim, generator=g)
+            sign = torch.randint(2, (n, 1), generator=g) * 2.0 - 1 if self.sign_flip else 1.0
+            latent = self.informativeness[j] * sign * signal + private  # (n, L)
+            x = latent @ self.mixing[j] + self.noise * torch.randn(n, prod(shape), generator=g)
+            inputs[name] = x.reshape(n, *shape)
+        present = torch.rand(n, n_mod, generator=g) >= self.missing_rate
+        present[torch.arange(n), torch.randint(n_mod, (n,), generator=g)] = True
+        self._last = (block, (inputs, present, labels))
+        return inputs, present, labels
+
+
+def _checked_kinds(kinds: Sequence[str] | None, n_mod: int, task: str) -> tuple[str, ...]:
+    """Each modality's encoder kind (default all `mlp`), after checking the generator's options."""
+    kinds = tuple(kinds) if kinds is not None else ("mlp",) * n_mod
+    if len(kinds) != n_mod or n_mod < 1:
+        raise MMRobustError(f"{len(kinds)} kinds for {n_mod} modalities")
+    for kind in kinds:
+        if kind not in ENCODER_KINDS:
+            raise MMRobustError(f"unknown encoder kind '{kind}' (valid: {', '.join(ENCODER_KINDS)})")
+    if task not in ("classification", "regression"):
+        raise MMRobustError(f"task must be classification or regression, not '{task}'")
+    return kinds

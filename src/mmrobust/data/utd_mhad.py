@@ -206,6 +206,8 @@ def _depth(path: Path, index: dict[str, np.ndarray], mode: str, frames: int, siz
             check_ragged(offsets, lengths, shape[0], 2, str(path))
             pooled = (len(lengths), shape[1] // 2, shape[2] // 2)
             maps, occupancy = _depth_maps(blocks, offsets, lengths, mode, frames, pooled)
+    except MMRobustError:  # a ValueError too: already says what is wrong
+        raise
     except READ_ERRORS as e:
         raise MMRobustError(f"cannot read {path}: {type(e).__name__}: {e}") from None
     return _crop_to_body(torch.from_numpy(maps), torch.from_numpy(occupancy), size)

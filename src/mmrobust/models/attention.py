@@ -10,10 +10,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import MMRobustError
+
 
 class Block(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float = 0.1) -> None:
         super().__init__()
+        if dim < 1 or dim % heads:
+            raise MMRobustError(f"dim {dim} must be divisible by the {heads} heads of the attention layers")
         self.heads, self.dropout = heads, dropout
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)

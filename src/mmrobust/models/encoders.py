@@ -115,4 +115,9 @@ class SpaceTimeEncoder(nn.Module):
 
 
 def create_encoder(kind: str, shape: tuple[int, ...], dim: int) -> nn.Module:
-    return ENCODERS.get(kind)(shape, dim)
+    build = ENCODERS.get(kind)
+    if not shape or any(int(s) < 1 for s in shape):
+        raise MMRobustError(f"{kind} encoder: per-sample shape {tuple(shape)} is invalid; every dimension must be >= 1")
+    if dim < 1:
+        raise MMRobustError(f"{kind} encoder: dim must be >= 1, got {dim}")
+    return build(tuple(shape), dim)

@@ -23,6 +23,19 @@ from .encoders import create_encoder
 from .fusion import create_fusion
 from .tokens import Tokens
 
+_TAKEN = frozenset(dir(nn.ModuleDict()))  # names a ModuleDict key cannot have ('to', 'train', 'keys', ...)
+
+
+def check_modality_names(names: Sequence[str]) -> None:
+    """Modality names key the per-modality modules (encoders, heads): a name torch cannot use as a
+    key is a one-line error here rather than a KeyError from deep inside `nn.ModuleDict`."""
+    for name in names:
+        if not isinstance(name, str) or not name or "." in name or name in _TAKEN:
+            raise MMRobustError(
+                f"modality name {name!r} cannot name a model part: it is empty, contains '.', or is an "
+                "attribute of torch modules (like 'to', 'train', 'type', 'keys'); rename the modality"
+            )
+
 
 class MultimodalModel(nn.Module):
     use_mask: Tensor  # (M,) bool buffer: which modalities the model reads
@@ -32,6 +45,9 @@ class MultimodalModel(nn.Module):
     ) -> None:
         super().__init__()
         self.spec, self.dim, self.fusion_name = spec, dim, fusion
+        if dim < 1:
+            raise MMRobustError(f"dim must be >= 1, got {dim}")
+        check_modality_names(spec.modality_names)
         if use is not None and not use:
             raise MMRobustError("a model must use at least one modality")
         for name in use or ():
@@ -51,9 +67,24 @@ class MultimodalModel(nn.Module):
     def encode_modality(self, modality: str, x: Tensor) -> Tensor:
         if modality not in self.encoders:  # an unused modality: a placeholder that fuse never reads
             return x.new_zeros((len(x), self.dim), dtype=torch.float32)
+        x = x.float() if x.is_floating_point() else x  # float64 (e.g. collated numpy arrays) runs in float32
         return self.encoders[modality](x)  # (n, D)
 
+    def check_batch(self, batch: Batch) -> None:
+        """A one-line error for a batch of other data, instead of a shape error deep in an encoder."""
+        if batch.modalities != self.modalities:
+            raise MMRobustError(
+                f"the batch has modalities {list(batch.modalities)} but the model expects {list(self.modalities)}"
+            )
+        for m in self.spec.modalities:
+            shape = tuple(batch.inputs[m.name].shape[1:])
+            if m.name in self.used and shape != tuple(m.shape):
+                raise MMRobustError(
+                    f"modality '{m.name}' has per-sample shape {shape} but the model expects {tuple(m.shape)}"
+                )
+
     def encode(self, batch: Batch) -> Tokens:
+        self.check_batch(batch)
         z = batch.present.new_zeros((len(batch), len(self.modalities), self.dim), dtype=torch.float32)
         present = batch.present & self.use_mask
         for j, m in enumerate(self.modalities):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import torch
 from torch import Tensor
+
+from ..errors import MMRobustError
 
 
 @dataclass(frozen=True)
@@ -14,6 +17,16 @@ class Tokens:
     z: Tensor  # (B, M, D)
     present: Tensor  # (B, M) bool
     modalities: tuple[str, ...]
+
+    def __post_init__(self) -> None:  # shapes only: free, and a one-line error instead of one deep in a fusion
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.z.dim() != 3 or self.present.dtype != torch.bool or self.present.shape != self.z.shape[:2]:
+            raise MMRobustError(
+                f"tokens need z (B, M, D) and a bool present (B, M); got z {tuple(self.z.shape)}, "
+                f"present {tuple(self.present.shape)} {self.present.dtype}"
+            )
+        if len(self.modalities) != self.z.shape[1]:
+            raise MMRobustError(f"{len(self.modalities)} modality names for {self.z.shape[1]} token slots")
 
     def __len__(self) -> int:
         return int(self.z.shape[0])

@@ -56,6 +56,10 @@ _READ_ERRORS = (
     AttributeError,
     IndexError,
     KeyError,
+    OverflowError,
+    RecursionError,
+    MemoryError,
+    OSError,
 )
 
 
@@ -72,8 +76,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise MMRobustError(
                 f"{self.source}: refused to unpickle '{module}.{name}' (only numpy arrays and plain "
-                "containers are allowed); pass trust_pickle=True to load it anyway, at your own risk: "
-                "unpickling an untrusted file can run arbitrary code"
+                "containers are allowed); pass trust_pickle=True (in a config: data.options.trust_pickle=true) to "
+                "load it anyway, only if you trust the file: unpickling it can run arbitrary code"
             ) from None
 
 
@@ -83,7 +87,11 @@ def load_pickle(path: Path, trust: bool = False) -> Any:
     Unreadable files raise a one-line `MMRobustError` naming the file.
     """
     try:
-        with path.open("rb") as f:
+        f = path.open("rb")
+    except OSError as e:
+        raise MMRobustError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        with f:
             if trust:
                 return pickle.Unpickler(f, encoding="latin1").load()
             return RestrictedUnpickler(f, str(path)).load()
