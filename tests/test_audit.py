@@ -274,12 +274,12 @@ def test_audit_rejects_a_model_for_other_data(kinds_data, small_data, fit_small)
         mmrobust.audit(fit_small(small_data, "joint", "sum"), kinds_data)
 
 
-def test_audit_rejects_duplicate_and_empty_scenarios(kinds_data, fit_small) -> None:
+def test_audit_rejects_duplicate_scenarios_and_always_measures_clean(kinds_data, fit_small) -> None:
     model = fit_small(kinds_data, "joint", "sum")
     with pytest.raises(MMRobustError, match="duplicate"):
         mmrobust.audit(model, kinds_data, [Missing("m0", 0.3)])  # also a default scenario
-    with pytest.raises(MMRobustError, match="no scenarios"):
-        mmrobust.audit(model, kinds_data, defaults=False)
+    clean_only = mmrobust.audit(model, kinds_data, defaults=False)
+    assert [s["name"] for s in clean_only.scenarios] == ["clean"]
 
 
 def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:
@@ -292,8 +292,8 @@ def test_audit_custom_scenarios_only(kinds_data, fit_small) -> None:
     result = mmrobust.audit(
         model, kinds_data, [Subset(("m0", "m1", "m2")), Missing("m0", 0.3)], defaults=False
     )
-    assert [s["name"] for s in result.scenarios] == ["subset[m0+m1+m2]", "missing[m0@0.3]"]
-    assert set(result.table.kind) == {"custom"}
+    assert [s["name"] for s in result.scenarios] == ["clean", "subset[m0+m1+m2]", "missing[m0@0.3]"]
+    assert set(result.table.kind) == {"clean", "custom"}
 
 
 def test_summary_and_report_without_default_scenarios(kinds_data, fit_small, tmp_path) -> None:

@@ -23,7 +23,7 @@ from ..errors import MMRobustError
 from ..methods.base import Method
 from .engine import DEFAULT_CHUNK, ScenarioStream, naive_outputs, whole_batch
 from .metrics import LOWER_IS_BETTER, PRIMARY, accumulator, compute_metrics
-from .scenarios import CLEAN, Scenario, custom_scenarios, default_scenarios
+from .scenarios import CLEAN, Scenario, clean_scenario, custom_scenarios, default_scenarios
 
 KEYS = ["dataset", "model", "method", "fusion", "seed"]
 MODEL_KEYS = KEYS[:-1]  # one trained configuration, over seeds
@@ -159,7 +159,8 @@ def audit(
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
     `scenarios` adds user corruptions to the defaults (all subsets, 30% missing and 30%
-    sigma-1 noise per modality), or replaces them with `defaults=False`. `seed` fixes the
+    sigma-1 noise per modality), or with `defaults=False` to the clean reference alone (every
+    delta is taken against it, so it is always measured). `seed` fixes the
     scenario masks: the same seed gives every model the same masks. `label` names the model
     in the results (default: the method's name).
 
@@ -176,10 +177,8 @@ def audit(
     test = data.split(split) if split and isinstance(data, MultimodalData) else data
     if len(test) == 0:
         raise MMRobustError("nothing to audit: the split is empty")
-    chosen = default_scenarios(data.modalities) if defaults else []
+    chosen = default_scenarios(data.modalities) if defaults else clean_scenario(data.modalities)
     chosen += custom_scenarios(list(scenarios or []))
-    if not chosen:
-        raise MMRobustError("no scenarios to audit")
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):
         raise MMRobustError(f"duplicate scenarios: {sorted({n for n in names if names.count(n) > 1})}")

@@ -63,9 +63,14 @@ class Scenario:
         return parts[0] if len(parts) == 1 else _concat(parts)
 
 
+def clean_scenario(modalities: Sequence[str]) -> list[Scenario]:
+    """The clean reference: every modality kept (a sample's own absences stay)."""
+    return [Scenario(CLEAN, "clean", Subset(tuple(modalities)))]
+
+
 def subset_scenarios(modalities: Sequence[str]) -> list[Scenario]:
     """The clean reference, then every proper non-empty subset (largest first)."""
-    out = [Scenario(CLEAN, "clean", Subset(tuple(modalities)))]
+    out = clean_scenario(modalities)
     for size in range(len(modalities) - 1, 0, -1):
         for keep in itertools.combinations(modalities, size):
             c = Subset(keep)
