@@ -102,3 +102,16 @@ def test_a_stage_is_reused_only_for_the_same_data_spec(small_data) -> None:
     fit(first, small_data)
     fit(second, renamed)
     assert second.calls["pretrain"] > 0  # small_data's entry exists now, but is not this data's
+
+
+def test_a_stage_is_reused_across_options_it_does_not_read_only(small_data) -> None:
+    """The pretraining (no selection, its own epochs) ignores select, patience and fit's epochs;
+    the learning rate changes what it learns, so it must not be reused across lr."""
+    first = TwoStage(reuse=True)
+    fit(first, small_data)
+    other_selection = TwoStage(reuse=True)
+    mmrobust.fit(other_selection, small_data, seed=0, epochs=3, batch_size=32, progress=False, select="accuracy", patience=2)
+    assert other_selection.calls["pretrain"] == 0 and other_selection.calls["finetune"] > 0
+    other_lr = TwoStage(reuse=True)
+    fit(other_lr, small_data, lr=5e-3)
+    assert other_lr.calls["pretrain"] > 0

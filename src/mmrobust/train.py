@@ -325,7 +325,7 @@ class _Loop:
         key = {
             "stage": dict(stage.reuse_key or {}),
             "index": index,
-            "options": self.options,
+            "options": _options_read_by(stage, self.options),
             "data": _data_digest(self.train, self.val),
             "torch": torch.__version__,
         }
@@ -381,6 +381,14 @@ def _check_fits(saved: dict[str, Any], module: nn.Module, path: Path) -> None:
 
 
 # --- the training state, for resuming an interrupted fit --------------------------------------
+def _options_read_by(stage: Stage, options: dict[str, Any]) -> dict[str, Any]:
+    """The `fit` options a stage's training depends on: a stage that does not select ignores
+    `select` and `patience`, one with its own `epochs` ignores `fit`'s. Keying the stage cache on
+    these alone lets e.g. one label-free pretraining serve runs that select on different metrics."""
+    unread = ({"select", "patience"} if not stage.select else set()) | ({"epochs"} if stage.epochs else set())
+    return {k: v for k, v in options.items() if k not in unread}
+
+
 def _data_digest(train: MultimodalData, val: MultimodalData) -> str:
     """The data's spec and every tensor's shape, dtype and bytes (bytes alone would let data of
     another layout, e.g. (1, 8) vs (8, 1) per sample, share a key)."""
