@@ -110,7 +110,8 @@ def test_a_stage_is_reused_across_options_it_does_not_read_only(small_data) -> N
     first = TwoStage(reuse=True)
     fit(first, small_data)
     other_selection = TwoStage(reuse=True)
-    mmrobust.fit(other_selection, small_data, seed=0, epochs=3, batch_size=32, progress=False, select="accuracy", patience=2)
+    options = {"seed": 0, "epochs": 3, "batch_size": 32, "progress": False}
+    mmrobust.fit(other_selection, small_data, select="accuracy", patience=2, **options)
     assert other_selection.calls["pretrain"] == 0 and other_selection.calls["finetune"] > 0
     other_lr = TwoStage(reuse=True)
     fit(other_lr, small_data, lr=5e-3)
