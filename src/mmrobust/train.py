@@ -380,7 +380,6 @@ def _check_fits(saved: dict[str, Any], module: nn.Module, path: Path) -> None:
         )
 
 
-# --- the training state, for resuming an interrupted fit --------------------------------------
 def _options_read_by(stage: Stage, options: dict[str, Any]) -> dict[str, Any]:
     """The `fit` options a stage's training depends on: a stage that does not select ignores
     `select` and `patience`, one with its own `epochs` ignores `fit`'s. Keying the stage cache on
@@ -400,6 +399,7 @@ def _data_digest(train: MultimodalData, val: MultimodalData) -> str:
     return digest.hexdigest()[:16]
 
 
+# --- the training state, for resuming an interrupted fit --------------------------------------
 def _fingerprint(method: Method, train: MultimodalData, val: MultimodalData, options: dict[str, Any]) -> str:
     """What determines the rest of a run: method and parameters, the data fit reads, fit options."""
     key = {
