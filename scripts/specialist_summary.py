@@ -1,7 +1,7 @@
 """Per model: mean score over the modality subsets, the worst shortfall vs. the subset specialists,
 and scores under balanced / imbalanced test missing rates (docs/reproductions/ume_redcore.md).
 
-    python scripts/specialist_summary.py runs/ume_redcore/mosi
+    python scripts/specialist_summary.py runs/ume_redcore/mosi [--metric macro_f1]
 
 Specialists are the models labelled `specialist-<a+b>`; the balanced rate scenario is the one
 whose rates are all equal.
@@ -9,7 +9,7 @@ whose rates are all equal.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -28,11 +28,13 @@ def per_seed(table: pd.DataFrame, rows: pd.Series) -> pd.Series:
     return table[rows].groupby("seed").value.mean()
 
 
-def main(run_root: Path) -> None:
+def main(run_root: Path, metric: str | None = None) -> None:
+    """`metric` defaults to the task's primary one; any metric works, higher or lower is better
+    as `specialist_gaps` knows it."""
     result = mmrobust.AuditResult.read(run_root / "results.json")
-    metric = result.primary_metric
+    metric = metric or result.primary_metric
     labels = [str(m) for m in result.table.model.unique() if str(m).startswith(PREFIX)]
-    gaps = specialist_gaps(result, specialists={label: label[len(PREFIX) :].split("+") for label in labels})
+    gaps = specialist_gaps(result, metric, specialists={label: label[len(PREFIX) :].split("+") for label in labels})
     gaps = gaps[~gaps.model.str.startswith(PREFIX)]
     t = result.table[result.table.metric == metric]
     rates = [str(s) for s in t.scenario.unique() if str(s).startswith("rates[")]
@@ -52,4 +54,8 @@ def main(run_root: Path) -> None:
         print(row + " |")
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/ume_redcore/mosi"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_root", type=Path, nargs="?", default=Path("runs/ume_redcore/mosi"))
+    parser.add_argument("--metric", help="default: the task's primary metric")
+    args = parser.parse_args()
+    main(args.run_root, args.metric)
