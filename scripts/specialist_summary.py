@@ -58,4 +58,7 @@ if __name__ == "__main__":
     parser.add_argument("run_root", type=Path, nargs="?", default=Path("runs/ume_redcore/mosi"))
     parser.add_argument("--metric", help="default: the task's primary metric")
     args = parser.parse_args()
-    main(args.run_root, args.metric)
+    try:
+        main(args.run_root, args.metric)
+    except mmrobust.MMRobustError as e:  # a missing or damaged run folder: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
