@@ -5,9 +5,9 @@
 
 Every `<model>/seed-<s>/` folder under the given roots is one point: its x is the model's
 `--x` parameter (read from the run's manifest; the method's default when the config leaves it
-out), its curve is (mode, masking) — supervised runs have no masking — and its y is `--metric`
-on clean test data; curves with one x only are dropped. Writes OUT.png (mean ± std over seeds)
-and prints a Markdown table.
+out), its curve is (mode, masking, and the masking ratio unless that is x) — supervised runs have
+no masking — and its y is `--metric` on clean test data; curves with one x only are dropped.
+Writes OUT.png (mean ± std over seeds) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -25,6 +25,14 @@ import pandas as pd
 DEFAULTS = {"label_fraction": 1.0, "mask_ratio": 0.1, "masking": "spatial", "mode": "finetune"}
 
 
+def curve_name(params: dict, x: str) -> str:
+    """Runs that differ in anything but x belong to different curves."""
+    mode = params["mode"]
+    if mode == "supervised":
+        return mode
+    return f"{mode}-{params['masking']}" + ("" if x == "mask_ratio" else f"-r{float(params['mask_ratio']):g}")
+
+
 def points(roots: list[Path], x: str, metric: str) -> pd.DataFrame:
     rows = []
     for root in roots:
@@ -34,8 +42,7 @@ def points(roots: list[Path], x: str, metric: str) -> pd.DataFrame:
             value = results[(results.scenario == "clean") & (results.metric == metric)].value
             if value.empty:
                 continue
-            mode = params["mode"]
-            curve = mode if mode == "supervised" else f"{mode}-{params['masking']}"
+            curve = curve_name(params, x)
             seed = manifest.parent.name
             rows.append({"curve": curve, "x": float(params[x]), "seed": seed, "y": float(value.iloc[0])})
     if not rows:
