@@ -1,0 +1,42 @@
+"""How far validation on CMU-MOSI can be trusted: a least-squares probe on one modality.
+
+    python scripts/mosi_text_probe.py --data-dir ../shared/data [--modality text]
+
+Fits sentiment by least squares on the `mosi` train split (the training videos minus the validation
+videos, exactly as the loader splits them) and prints MAE and Acc-2 (non-zero scores) on train, val and
+test. With the released text features, val is nearly as easy as train and far easier than test:
+the features carry the labels of every training-split video (docs/reproductions/ume_redcore.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from mmrobust.data import load_dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--modality", default="text", choices=["text", "audio", "video"])
+    parser.add_argument("--split-seed", type=int, default=0)
+    args = parser.parse_args()
+    data = load_dataset("mosi", data_dir=args.data_dir, split_seed=args.split_seed)
+    x = data.inputs[args.modality].flatten(1).double()
+    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    y = data.target.double()
+    train = data.splits["train"]
+    weights = torch.linalg.lstsq(design[train], y[train, None]).solution
+    print(f"| {args.modality} probe | samples | MAE | Acc-2 (non-zero) |\n|---|---|---|---|")
+    for name in ("train", "val", "test"):
+        rows = data.splits[name]
+        pred, true = (design[rows] @ weights).squeeze(1), y[rows]
+        nonzero = true != 0
+        acc2 = ((pred[nonzero] > 0) == (true[nonzero] > 0)).double().mean()
+        print(f"| {name} | {len(rows)} | {(pred - true).abs().mean():.3f} | {acc2:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
