@@ -26,7 +26,7 @@ DEFAULTS = {"label_fraction": 1.0, "mask_ratio": 0.1, "masking": "spatial", "mod
 
 
 def curve_name(params: dict, x: str) -> str:
-    """Runs that differ in anything but x belong to different curves."""
+    """(mode, masking), plus the masking ratio unless it is x: label curves at two ratios stay apart."""
     mode = params["mode"]
     if mode == "supervised":
         return mode

@@ -15,6 +15,7 @@ import argparse
 import torch
 
 from mmrobust.data import load_dataset
+from mmrobust.errors import MMRobustError
 
 
 def main() -> None:
@@ -23,7 +24,10 @@ def main() -> None:
     parser.add_argument("--modality", default="text", choices=["text", "audio", "video"])
     parser.add_argument("--split-seed", type=int, default=0)
     args = parser.parse_args()
-    data = load_dataset("mosi", data_dir=args.data_dir, split_seed=args.split_seed)
+    try:
+        data = load_dataset("mosi", data_dir=args.data_dir, split_seed=args.split_seed)
+    except MMRobustError as e:
+        raise SystemExit(f"error: {e}") from None
     x = data.inputs[args.modality].flatten(1).double()
     design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
     y = data.target.double()
