@@ -53,6 +53,7 @@ def main(run_root: Path, metric: str | None = None) -> None:
             row += f" | {mean_std(even)} | {mean_std(uneven)}"
         print(row + " |")
 
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_root", type=Path, nargs="?", default=Path("runs/ume_redcore/mosi"))

@@ -48,8 +48,9 @@ def table(t: pd.DataFrame, metric: str, scenarios: list[str], delta: bool, model
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in models:
         g = t[t.model == model]
-        cells = [cell(g[g.scenario == s].value if s == "clean" or not delta else g[g.scenario == s].delta)
-                 for s in scenarios]
+        cells = [
+            cell(g[g.scenario == s].value if s == "clean" or not delta else g[g.scenario == s].delta) for s in scenarios
+        ]
         if subsets:
             cells.append(cell(g[g.scenario.isin(subsets)].groupby("seed").delta.apply(lambda d: d.abs().mean())))
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {g.seed.nunique()} |")
