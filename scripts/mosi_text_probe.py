@@ -4,8 +4,9 @@
 
 Fits sentiment by least squares on the `mosi` train split (the training videos minus the validation
 videos, exactly as the loader splits them) and prints MAE and Acc-2 (non-zero scores) on train, val and
-test. With the released text features, val is nearly as easy as train and far easier than test:
-the features carry the labels of every training-split video (docs/reproductions/ume_redcore.md).
+test (`mmrobust.audit.metrics`). With the released text features, val is nearly as easy as train
+and far easier than test: the features carry the labels of every training-split video
+(docs/reproductions/ume_redcore.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 
 import torch
 
+from mmrobust.audit.metrics import regression_metrics
 from mmrobust.data import load_dataset
 from mmrobust.errors import MMRobustError
 
@@ -36,10 +38,8 @@ def main() -> None:
     print(f"| {args.modality} probe | samples | MAE | Acc-2 (non-zero) |\n|---|---|---|---|")
     for name in ("train", "val", "test"):
         rows = data.splits[name]
-        pred, true = (design[rows] @ weights).squeeze(1), y[rows]
-        nonzero = true != 0
-        acc2 = ((pred[nonzero] > 0) == (true[nonzero] > 0)).double().mean()
-        print(f"| {name} | {len(rows)} | {(pred - true).abs().mean():.3f} | {acc2:.3f} |")
+        scores = regression_metrics((design[rows] @ weights).float(), y[rows].float())
+        print(f"| {name} | {len(rows)} | {scores['mae']:.3f} | {scores['acc2']:.3f} |")
 
 
 if __name__ == "__main__":
