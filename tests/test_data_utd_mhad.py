@@ -17,6 +17,8 @@ from mmrobust.data.sequences import resample
 
 FILES = (*utd_mhad._FILES.values(), utd_mhad._ACTIONS, utd_mhad._JOINTS)
 FAST = ("inertial", "skeleton")
+JOINTS = {"shoulder_center": 1, "hip_center": 3}
+PLAIN = {"kind": "seq", "velocity": False, "scale": False}
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +142,60 @@ def test_skeleton_is_centred_on_the_hip_and_keeps_hip_displacement(tmp_path: Pat
     data = (pose[None] + hip[:, None]).astype(np.float32)  # (10, 20, 3): a rigid, translating body
     path = tmp_path / "skel.npz"
     np.savez(path, data=data)
-    x = utd_mhad._skeleton(path, {"offsets": offsets, "lengths": lengths}, 3, root=3).numpy()  # (2, 3, 60)
+    index = {"offsets": offsets, "lengths": lengths}
+    x = utd_mhad._skeleton(path, index, 3, JOINTS, PLAIN).numpy()  # (2, 3, 60)
     joints = x.reshape(2, 3, 20, 3)
     others = np.delete(joints, 3, axis=2)
     assert np.allclose(others, (np.delete(pose, 3, axis=0) - pose[3])[None, None], atol=1e-5)
     assert np.allclose(joints[0, :, 3, 1], [0, 1.5, 3]) and np.allclose(joints[1, :, 3, 1], [0, 2.5, 5])
+
+
+def test_skeleton_options_scale_by_torso_add_velocity_and_lay_out_channels(tmp_path: Path) -> None:
+    lengths = np.array([5])
+    pose = np.random.default_rng(0).normal(size=(20, 3))
+    pose[1] = pose[3] + [0.0, 2.0, 0.0]  # shoulder centre 2 above the hip centre: torso length 2
+    moving = np.zeros((5, 20, 3))
+    moving[:, 7, 0] = np.arange(5.0)  # one joint moves by 1 per frame along x
+    path = tmp_path / "skel.npz"
+    np.savez(path, data=(pose[None] + moving).astype(np.float32))
+    index = {"offsets": np.array([0]), "lengths": lengths}
+    plain = utd_mhad._skeleton(path, index, 5, JOINTS, PLAIN).numpy()
+    options = {"kind": "conv1d", "velocity": True, "scale": True}
+    x = utd_mhad._skeleton(path, index, 5, JOINTS, options).numpy()  # (1, 120, 5): channels first
+    assert x.shape == (1, 120, 5)
+    positions, velocity = x[0, :60].T, x[0, 60:].T  # (5, 60) each
+    assert np.allclose(positions, plain[0] / 2, atol=1e-5)
+    assert np.allclose(velocity[0], 0) and np.allclose(velocity[1:, 7 * 3], 0.5, atol=1e-5)
+    assert np.allclose(np.delete(velocity[1:], 7 * 3, axis=1), 0, atol=1e-5)
+
+
+def test_side_and_top_depth_motion_maps_bin_readings_by_depth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One pixel at a fixed depth that moves one row down per frame: the side view sees it move
+    between rows at its depth bin, the top view sees nothing move (same column, same depth)."""
+    monkeypatch.setattr(utd_mhad, "_CHUNK_FRAMES", 2)  # a trial straddles chunks
+    video = np.zeros((4, 8, 6), dtype=np.uint16)  # (frames, H, W); subsampled to (4, 3)
+    for t in range(3):
+        video[t, 2 * t, 2] = 1010  # depth bin 40 (25 mm bins), subsampled row t, column 1
+    video[3, 2, 4] = 2000  # a one-frame second trial
+    np.savez(tmp_path / "depth.npz", data=video)
+    with utd_mhad._open_depth(tmp_path / "depth.npz") as (_, blocks):
+        side, top, centre = utd_mhad._side_top_maps(blocks, np.array([3, 1]), (2, 4, 3))
+    assert side.shape == (2, 4, utd_mhad._DEPTH_BINS) and top.shape == (2, utd_mhad._DEPTH_BINS, 3)
+    expected = np.zeros((4, utd_mhad._DEPTH_BINS))
+    expected[[0, 2], 40] = 1 / 2  # |diff| summed over 2 steps: rows 0 and 2 change once each
+    expected[1, 40] = 2 / 2  # row 1 turns on, then off
+    assert np.allclose(side[0], np.log1p(expected))
+    assert np.allclose(top[0], 0) and np.allclose(side[1], 0)  # a static pixel; a single frame
+    assert np.allclose(centre, [40.5, 80.5])
+
+
+def test_split_independent_cache_and_training_on_all_four_training_subjects(shared_data: Path) -> None:
+    fold = mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data), modalities=FAST, val_subjects=(1,))
+    final = mmrobust.load_dataset("utd_mhad", data_dir=str(shared_data), modalities=FAST, val_subjects=())
+    assert len(fold.splits["val"]) == 107 and len(final.splits["val"]) == 0  # a8_s1_t4 is missing
+    assert len(final.splits["train"]) == 431 and torch.equal(final.splits["test"], fold.splits["test"])
+    train = final.split("train").inputs["inertial"]  # standardised on all four subjects
+    assert abs(float(train.mean())) < 1e-4 and abs(float(train.std()) - 1) < 1e-2
 
 
 def _depth_file(path: Path, lengths: np.ndarray) -> np.ndarray:
@@ -191,7 +242,8 @@ def test_depth_crop_follows_the_subject_wherever_they_stand() -> None:
     occupancy[0, 10:30, 20:30] = 1.0  # a 20 x 10 body ...
     occupancy[1, 25:45, 47:57] = 1.0  # ... elsewhere in the frame
     maps = occupancy[:, None].clone()  # (2, 1, 60, 80)
-    out = utd_mhad._crop_to_body(maps, occupancy, (44, 24))  # box: 22 rows high, 12 columns wide
+    box = utd_mhad._body_box(occupancy, (44, 24))  # 22 rows high, 12 columns wide
+    out = utd_mhad._resample_box(maps, box, (44, 24))
     assert out.shape == (2, 1, 44, 24)
     assert torch.allclose(out[0], out[1], atol=1e-5)  # the same crop, whatever the position
     body_rows = out[0, 0].mean(dim=1)

@@ -56,7 +56,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     patience: int = 20
-    select: str = "loss"
+    select: str = "loss"  # a val metric, or "none": a fixed budget of `epochs`, last epoch kept
+    augment: dict[str, Any] = field(default_factory=dict)  # modality -> {crop, scale, jitter}
     device: str = "auto"
     loggers: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
 

@@ -219,6 +219,7 @@ def run_one(
         weight_decay=t.weight_decay,
         patience=t.patience,
         select=t.select,
+        augment=t.augment,
         device=t.device,
         progress=False,
         state_path=run_dir / TRAINING_STATE,  # resumes a run killed mid-training

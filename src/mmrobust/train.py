@@ -31,7 +31,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from . import distributed as _dist
 from .atomic import WriteError, atomic_write, save_tensors
 from .audit.metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
 from .checkpoint import load_tensors, with_checksum
+from .data.augment import Augment, augment_batch, parse_augment
 from .data.batch import Batch
 from .data.cache import cache_dir
 from .data.dataset import MultimodalData
@@ -106,6 +107,7 @@ def fit(
     weight_decay: float = 1e-2,
     patience: int = 20,
     select: str = "loss",
+    augment: Mapping[str, Mapping[str, float]] | None = None,
     device: str = "auto",
     progress: bool | None = None,
     state_path: str | Path | None = None,
@@ -115,7 +117,10 @@ def fit(
     """Train `method` on `data`'s train split, selecting each stage's epoch on its val split.
 
     `select` is the validation metric used for early stopping and checkpoint selection
-    ("loss", or any metric name such as "accuracy"/"mae"). Progress is shown when stderr is a
+    ("loss", or any metric name such as "accuracy"/"mae"), or "none": a fixed budget of `epochs`
+    whose last epoch is kept (the budget itself chosen on validation beforehand), so the val
+    split may be empty and final models can train on train + val. `augment` maps modalities to
+    `data.augment.Augment` options, applied to every training batch. Progress is shown when stderr is a
     terminal unless `progress` says otherwise. With `state_path`, training resumes from the state
     saved there by an interrupted `fit` with the same arguments, and saves its own state there
     at the end of an epoch once `state_every` seconds have passed since the last save (0: every
@@ -126,9 +131,14 @@ def fit(
     Under `torchrun` (WORLD_SIZE > 1) every process calls `fit` and trains data-parallel
     (`distributed.py` has the sharding rule); only rank 0 writes the state file and logs.
     """
-    train, val = data.split("train"), data.split("val")
-    if len(train) == 0 or len(val) == 0:
-        raise MMRobustError("the train and val splits must both be non-empty")
+    train = data.split("train")
+    fixed_budget = select == "none"
+    val = data.split("val") if "val" in data.splits or not fixed_budget else data.subset(torch.arange(0))
+    if len(train) == 0 or (len(val) == 0 and not fixed_budget):
+        raise MMRobustError(
+            "the train and val splits must both be non-empty (a fixed budget, train.select=none, needs no val)"
+        )
+    augments = parse_augment(data.spec, augment or {})
     target = resolve_device(_dist.local_device(device))
     world = _dist.world_size() if _dist.setup(target) else 1
     if world > 1:
@@ -150,10 +160,12 @@ def fit(
         select=select,
         device=dev.type,
     )
+    if augments:  # absent, the state and stage-cache keys of runs without augmentation stay as they were
+        options["augment"] = {m: dataclasses.asdict(a) for m, a in augments.items()}
     if world > 1:  # a single process's state file and stage cache keys stay as they were
         options["world_size"] = world
     show = (sys.stderr.isatty() if progress is None else progress) and _dist.is_main()
-    loop = _Loop(method, train, val, options, dev, show)
+    loop = _Loop(method, train, val, options, dev, show, augments)
     loop.trackers = list(trackers) if _dist.is_main() else []
     loop.multi_stage = len(method.stages()) > 1
     if state_path is not None:
@@ -192,8 +204,11 @@ class _Loop:
         options: dict[str, Any],
         dev: torch.device,
         show: bool,
+        augments: Mapping[str, Augment],
     ) -> None:
         self.method, self.train, self.val, self.options, self.dev, self.show = method, train, val, options, dev, show
+        self.augments = augments
+        self.kinds = {m.name: m.kind for m in train.spec.modalities}
         self.generator = torch.Generator().manual_seed(options["seed"])
         self.history: list[dict[str, Any]] = []
         self.result = FitResult(-1, 0, {}, self.history)
@@ -217,8 +232,9 @@ class _Loop:
         optimizer = torch.optim.AdamW(trainable, lr=opt["lr"], weight_decay=opt["weight_decay"], foreach=True)
         schedule = _warmup_cosine(optimizer, warmup=steps_per_epoch, total=steps_per_epoch * epochs)
         stateful = {"model": method.modules(), "optimizer": optimizer, "schedule": schedule}
+        selects = stage.select and opt["select"] != "none"  # early stopping and best-epoch restore
         best: dict[str, Any] = {"score": math.inf, "epoch": -1, "metrics": {}, "state": None}
-        if stage.select:
+        if selects:
             best["state"] = copy.deepcopy(method.modules().state_dict())
         done = 0
         if saved is not None:  # an interrupted run: continue after its last saved epoch
@@ -232,13 +248,15 @@ class _Loop:
             for epoch in range(done, epochs):
                 train_loss = self._epoch(stage, optimizer, schedule, index, epoch)
                 row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
-                if stage.select:
-                    self._select(stage, epoch, row, best)
+                if stage.select and len(self.val):  # scored on val even on a fixed budget: the curves
+                    self._select(stage, epoch, row, best, selects)
+                elif stage.select:
+                    best["epoch"] = epoch
                 self.history.append(row if stage.name == "train" else {"stage": stage.name, **row})
                 bar.update(task, advance=1, description=_describe(row, self.train.spec.task))
                 for tracker in self.trackers:
                     tracker.log_metrics(epoch_metrics(row, stage.name if self.multi_stage else None), epoch)
-                stop = stage.select and epoch - best["epoch"] >= opt["patience"]
+                stop = selects and epoch - best["epoch"] >= opt["patience"]
                 if self.world > 1:  # every rank validates alike; rank 0's word makes it certain
                     stop = _dist.broadcast_flag(stop, self.dev)
                 if stop:
@@ -246,8 +264,9 @@ class _Loop:
                 if self.state is not None and _dist.is_main() and self.state.due(last_save):
                     self.state.save(index, self, stateful, {"best": best, "epochs_done": epoch + 1})
                     last_save = time.monotonic()
-        if stage.select:
+        if selects:
             method.modules().load_state_dict(best["state"])
+        if stage.select:
             self.result = FitResult(best["epoch"], len(self.history), best["metrics"], self.history)
         else:
             self.result = dataclasses.replace(self.result, epochs_run=len(self.history))
@@ -262,6 +281,8 @@ class _Loop:
         self.method.modules().train()
         total, count = 0.0, 0
         for batch in self.train.batches(self.options["batch_size"], self.generator):
+            if self.augments:
+                batch = augment_batch(batch, self.augments, self.kinds, self.generator)
             loss = stage.loss(batch.to(self.dev), self.generator)
             value = float(loss.detach())
             if not math.isfinite(value):  # stop before a NaN spreads into every weight
@@ -294,6 +315,8 @@ class _Loop:
         for batch, mine, rows in batches:
             optimizer.zero_grad(set_to_none=True)
             if batch is not None:
+                if self.augments:
+                    batch = augment_batch(batch, self.augments, self.kinds, self.aug_generator)
                 loss = stage.loss(batch.to(self.dev), self.aug_generator)
                 loss.backward()
                 total, count = total + float(loss.detach()) * mine, count + mine
@@ -303,13 +326,17 @@ class _Loop:
         summed, seen = _dist.all_sum([total, count], self.dev)
         return summed / seen
 
-    def _select(self, stage: Stage, epoch: int, row: dict[str, Any], best: dict[str, Any]) -> None:
-        """Score the epoch on validation; keep the weights if it is the best so far."""
+    def _select(self, stage: Stage, epoch: int, row: dict[str, Any], best: dict[str, Any], choose: bool) -> None:
+        """Score the epoch on validation; keep the weights if it is the best so far (with `choose`;
+        on a fixed budget the last epoch is the one kept)."""
         select = self.options["select"]
         metrics = evaluate(self.method, self.val, predict_fn=stage.predict)
+        row.update({f"val_{k}": v for k, v in metrics.items()})
+        if not choose:
+            best.update(epoch=epoch, metrics=metrics)
+            return
         if select not in metrics:
             raise MMRobustError(f"cannot select on '{select}': valid are {sorted(metrics)}")
-        row.update({f"val_{k}": v for k, v in metrics.items()})
         score = (1.0 if select in LOWER_IS_BETTER else -1.0) * metrics[select]
         if score < best["score"]:
             state = copy.deepcopy(self.method.modules().state_dict())

@@ -48,12 +48,20 @@ class SupervisedMethod(Method):
 
     `modalities` restricts the model to those modalities (e.g. `["audio"]` for a uni-modal
     baseline): the others are ignored in training, validation, prediction and the audit.
+    `label_smoothing` is a recipe element (the same for every method in a comparison).
     """
 
-    def __init__(self, fusion: str = "transformer", dim: int = 64, modalities: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        fusion: str = "transformer",
+        dim: int = 64,
+        modalities: Sequence[str] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
         self.fusion = fusion
         self.dim = dim
         self.modalities = None if modalities is None else list(modalities)
+        self.label_smoothing = label_smoothing
 
     @property
     def train_corruption(self) -> Corruption | None:
@@ -71,7 +79,7 @@ class SupervisedMethod(Method):
             output = model.fuse(corruption(model.encode(batch), generator))
         else:  # masks are applied before encoding, so dropped modalities cost nothing
             output = model(corruption(batch, generator))
-        return task_loss(output, batch.target, model.spec.task)
+        return task_loss(output, batch.target, model.spec.task, self.label_smoothing)
 
 
 @register_method("dropout")
@@ -85,8 +93,9 @@ class ModalityDropout(SupervisedMethod):
         dim: int = 64,
         corruption: Corruption | Mapping[str, Any] | None = None,
         modalities: Sequence[str] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(fusion, dim, modalities)
+        super().__init__(fusion, dim, modalities, label_smoothing)
         self.corruption = corruption
 
     def get_params(self) -> dict[str, Any]:

@@ -1,0 +1,152 @@
+"""Search a dataset's training recipe on validation only, by leave-one-subject-out over the
+training subjects (docs/recipes.md).
+
+    python scripts/recipe_search.py configs/recipes/search/utd_mhad.yaml --data-dir DIR [--shard 0/2]
+    python scripts/recipe_search.py configs/recipes/search/utd_mhad.yaml --summary
+
+A search file names the dataset, the folds (each a list of validation subjects, drawn from the
+training subjects only), the models (method parameters, e.g. a specialist's `modalities`), the
+seeds, and the candidate recipes: data options, `fit` options and method parameters layered on a
+shared `base` (a candidate's `models` list limits it to the models it can change). Every (candidate, model, fold, seed) trains on a fixed budget (`select: none`) and
+records its validation curve; the test split is never read. Results go to one JSON line per run
+in the search's `results` file (resumable: finished runs are skipped; `--shard i/n` splits the
+runs between n processes, each appending to its own file). `--summary` prints, per candidate and
+model, the mean validation accuracy of the last epoch over folds and seeds, with its standard error
+over folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import mmrobust
+from mmrobust.config import read_yaml_mapping
+from mmrobust.errors import MMRobustError
+from mmrobust.train import fit
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` layered on `base`, mappings merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def plan(search: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, run description) of every run, in a fixed order."""
+    base = search.get("base", {})
+    for (name, candidate), (label, model), fold, seed in product(
+        search["candidates"].items(), search["models"].items(), search["folds"], search["seeds"]
+    ):
+        recipe = merged(base, candidate or {})
+        if label not in recipe.pop("models", search["models"]):  # a candidate that changes one modality
+            continue
+        key = f"{name}|{label}|val={'+'.join(map(str, fold))}|seed={seed}"
+        yield key, {"candidate": name, "model": label, "fold": fold, "seed": seed, "recipe": recipe, "params": model}
+
+
+def finished(results: Path) -> set[str]:
+    keys = set()
+    for path in sorted(results.parent.glob(results.name + "*")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                keys.add(json.loads(line)["key"])
+    return keys
+
+
+def run_one(dataset: str, data_dir: str | None, key: str, run: dict[str, Any]) -> dict[str, Any]:
+    recipe = run["recipe"]
+    options = {**recipe.get("data", {}), "val_subjects": run["fold"]}
+    data = mmrobust.load_dataset(dataset, data_dir=data_dir, **options)
+    params = {**recipe.get("params", {}), **run["params"]}
+    method = mmrobust.create_method(params.pop("method", "joint"), **params)
+    start = time.perf_counter()
+    result = fit(method, data, seed=run["seed"], select="none", progress=False, **recipe.get("train", {}))
+    curve = [round(row["val_accuracy"], 4) for row in result.history if "val_accuracy" in row]
+    return {
+        "key": key,
+        **{k: run[k] for k in ("candidate", "model", "fold", "seed")},
+        "val_accuracy": result.val_metrics["accuracy"],
+        "val_macro_f1": result.val_metrics["macro_f1"],
+        "curve": curve,
+        "seconds": round(time.perf_counter() - start, 1),
+        "commit": _commit(),
+    }
+
+
+def _commit() -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+def summary(results: Path) -> None:
+    rows = [
+        json.loads(line)
+        for p in sorted(results.parent.glob(results.name + "*"))
+        for line in p.read_text().splitlines()
+        if line.strip()
+    ]
+    if not rows:
+        raise MMRobustError(f"no results in {results}*: run the search first")
+    table: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        table.setdefault((row["candidate"], row["model"]), []).append(row)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    print("| candidate | " + " | ".join(models) + " |")
+    print("|---|" + "---|" * len(models))
+    for candidate in dict.fromkeys(r["candidate"] for r in rows):
+        cells = []
+        for model in models:
+            runs = table.get((candidate, model), [])
+            per_fold: dict[str, list[float]] = {}
+            for r in runs:
+                per_fold.setdefault("+".join(map(str, r["fold"])), []).append(r["val_accuracy"])
+            means = np.array([np.mean(v) for v in per_fold.values()])
+            sem = means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else float("nan")
+            cells.append(f"{means.mean():.3f} ± {sem:.3f} ({len(runs)})" if len(means) else "—")
+        print(f"| {candidate} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("search", type=Path)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th planned run from the i-th")
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    search = read_yaml_mapping(args.search)
+    results = args.search.parent / search["results"]
+    if args.summary:
+        summary(results)
+        return
+    index, count = (int(v) for v in args.shard.split("/"))
+    torch.set_num_threads(1)
+    done = finished(results)
+    todo = [(k, r) for i, (k, r) in enumerate(plan(search)) if i % count == index and k not in done]
+    out = results.with_name(f"{results.name}.{index}-of-{count}")
+    print(f"{len(todo)} runs to do in shard {args.shard}", file=sys.stderr)
+    for n, (key, run) in enumerate(todo, 1):
+        row = run_one(search["dataset"], args.data_dir, key, run)
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"[{n}/{len(todo)}] {key}: val accuracy {row['val_accuracy']:.3f} ({row['seconds']} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MMRobustError as e:
+        sys.exit(f"error: {e}")
