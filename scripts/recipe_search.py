@@ -7,12 +7,13 @@ training subjects (docs/recipes.md).
 A search file names the dataset, the folds (each a list of validation subjects, drawn from the
 training subjects only), the models (method parameters, e.g. a specialist's `modalities`), the
 seeds, and the candidate recipes: data options, `fit` options and method parameters layered on a
-shared `base` (a candidate's `models` list limits it to the models it can change). Every (candidate, model, fold, seed) trains on a fixed budget (`select: none`) and
-records its validation curve; the test split is never read. Results go to one JSON line per run
-in the search's `results` file (resumable: finished runs are skipped; `--shard i/n` splits the
-runs between n processes, each appending to its own file). `--summary` prints, per candidate and
-model, the mean validation accuracy of the last epoch over folds and seeds, with its standard error
-over folds.
+shared `base` (a candidate's `models` list limits it to the models it can change). Every
+(candidate, model, fold, seed) trains on a fixed budget (`select: none`) and records its
+validation curve; the test split is never read. Results go to one JSON line per run in the
+search's `results` file (resumable: finished runs are skipped; `--shard i/n` splits the runs
+between n processes, each appending to its own file). `--summary` prints, per candidate and
+model, the mean validation accuracy of the last epoch over folds and seeds, with its standard
+error over folds.
 """
 
 from __future__ import annotations
