@@ -34,7 +34,6 @@ from torch import Tensor, nn
 import mmrobust
 from mmrobust import Batch, DataSpec, MMRobustError, MultimodalData, collate, corruption_from_dict
 from mmrobust.audit.engine import naive_outputs, scenario_outputs
-from mmrobust.audit.metrics import classification_metrics, regression_metrics
 from mmrobust.audit.scenarios import custom_scenarios, default_scenarios
 from mmrobust.corruption import (
     _TYPES,
@@ -49,8 +48,10 @@ from mmrobust.corruption import (
     Subset,
     corruption_from_name,
 )
+from mmrobust.data import Tokens
 from mmrobust.data.dataset import ModalitySpec
-from mmrobust.models import ENCODERS, FUSIONS, MultimodalModel, Tokens, create_encoder, create_fusion
+from mmrobust.metrics import classification_metrics, regression_metrics
+from mmrobust.models import ENCODERS, FUSIONS, MultimodalModel, create_encoder, create_fusion
 
 # --- budget -----------------------------------------------------------------------------------
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]

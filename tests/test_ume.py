@@ -15,6 +15,7 @@ from mmrobust.audit.result import AuditResult
 from mmrobust.audit.scenarios import rate_scenarios
 from mmrobust.audit.specialists import specialist_gaps
 from mmrobust.corruption import MissingRates, corruption_from_name
+from mmrobust.data import Tokens
 from mmrobust.data.batch import Batch
 from mmrobust.methods.ume import (
     UMEMMA,
@@ -23,7 +24,6 @@ from mmrobust.methods.ume import (
     _no_training,
     specialist_configs,
 )
-from mmrobust.models.tokens import Tokens
 
 
 @pytest.fixture(autouse=True)

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from .data.batch import Batch
+from .data.tokens import Tokens
 from .errors import MMRobustError, unknown_name
-from .models.tokens import Tokens
 
 Stage = Literal["input", "token"]
 AllMissingPolicy = Literal["keep_one", "allow"]

@@ -61,6 +61,7 @@ from .experiment import load_data
 from .methods import create_method
 from .trackers import audit_metrics, create_trackers, require
 from .train import fit, resolve_device
+from .version import __version__
 
 MANIFEST = "manifest.json"
 TRAINING_STATE = "training-state.pt"
@@ -91,8 +92,6 @@ def _git_state() -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     import numpy
     import pandas
-
-    from . import __version__
 
     return {
         "mmrobust": __version__,

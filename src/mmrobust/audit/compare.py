@@ -36,7 +36,8 @@ import pandas as pd
 from ..atomic import file_sha256, seal_ok
 from ..corruption import GaussianNoise, Missing, Subset, corruption_from_name
 from ..errors import MMRobustError, unknown_name
-from .metrics import LOWER_IS_BETTER, PRIMARY
+from ..metrics import LOWER_IS_BETTER, PRIMARY
+from ..version import __version__
 from .result import AuditResult
 from .scenarios import CLEAN
 
@@ -91,8 +92,6 @@ def _major(version: str) -> str:
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """The run's manifest, refusing formats this version cannot read (rather than misreading them)."""
-    from .. import __version__
-
     path = run_dir / MANIFEST
     try:
         record = json.loads(path.read_text())

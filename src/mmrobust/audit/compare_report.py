@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..metrics import LOWER_IS_BETTER
 from .compare import (
     Family,
     Runs,
@@ -35,7 +36,6 @@ from .compare import (
     severity_families,
 )
 from .document import Block, Figure, Heading, Paragraph, Table, slug, write_document
-from .metrics import LOWER_IS_BETTER
 from .report import heatmap_figure, mean_std, pyplot
 from .result import AuditResult
 

@@ -27,9 +27,9 @@ from torch import Tensor
 from ..corruption import GaussianNoise, MaskCorruption
 from ..data.batch import Batch
 from ..data.dataset import ChunkedData, MultimodalData
+from ..data.tokens import Tokens
 from ..errors import MMRobustError, unknown_name
 from ..methods.base import Method
-from ..models.tokens import Tokens
 from .scenarios import DRAW_BLOCK, Scenario
 
 DEFAULT_CHUNK = 4 * DRAW_BLOCK  # samples streamed per step
@@ -89,8 +89,10 @@ class ScenarioStream:
             start = 0
             for batch in self.data.batches(self.chunk):
                 if start % self.chunk or len(batch) > self.chunk:
-                    raise MMRobustError(f"the data yielded a batch of {len(batch)} rows at row {start}; "
-                                        f"the audit needs consecutive batches of {self.chunk}")
+                    raise MMRobustError(
+                        f"the data yielded a batch of {len(batch)} rows at row {start}; "
+                        f"the audit needs consecutive batches of {self.chunk}"
+                    )
                 with torch.no_grad():
                     outputs = self._chunk(batch, start, device)
                 yield batch.target, outputs
@@ -110,8 +112,9 @@ class ScenarioStream:
             corruption = sc.corruption
             blocks = list(sc.blocks(self.seed, start, len(batch), self.draw_block))
             if isinstance(corruption, MaskCorruption):
-                present = torch.cat([corruption.new_present(batch.present[lo:hi], batch.modalities, g)
-                                     for lo, hi, g in blocks])
+                present = torch.cat(
+                    [corruption.new_present(batch.present[lo:hi], batch.modalities, g) for lo, hi, g in blocks]
+                )
                 tokens = enc.tokens.with_present(present.to(device))
             elif corruption.stage == "token":
                 tokens = sc.apply(enc.tokens, self.seed, start, self.draw_block)

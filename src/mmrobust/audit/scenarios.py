@@ -24,8 +24,8 @@ import torch
 
 from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset
 from ..data.batch import Batch
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
-from ..models.tokens import Tokens
 
 CLEAN = "clean"
 DRAW_BLOCK = 1024  # samples per draw block: part of a scenario's definition, like the seed

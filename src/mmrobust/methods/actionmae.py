@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..models.attention import Block
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
 from .base import Method, register_method
 from .supervised import task_loss
 
@@ -176,4 +176,3 @@ class ActionMAE(Method):
         target = normalised_target(z) if self.normalize_target else z
         per_slot = F.mse_loss(reconstruction, target, reduction="none").mean(dim=-1)  # (B, N)
         return per_slot[dropped].mean()
-

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.registry import check_options
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
 from ..registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")

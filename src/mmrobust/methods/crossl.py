@@ -69,11 +69,11 @@ from torch import Tensor, nn
 from ..corruption import Corruption, MaskCorruption, corruption_from_dict
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.encoders import create_encoder
 from ..models.fusion import create_fusion
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
 from .base import Method, Stage, register_method
 from .supervised import corruption_param, task_loss
 

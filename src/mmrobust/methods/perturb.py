@@ -22,9 +22,9 @@ from torch import Tensor
 from ..corruption import NoiseMode, Perturbation, Stage
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import unknown_name
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
 from .base import register_method
 from .supervised import SupervisedMethod, task_loss
 

@@ -62,9 +62,9 @@ from torch import Tensor, nn
 from ..corruption import Corruption
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
 from .base import Method, register_method
 from .supervised import corruption_param, resolve_corruption, task_loss
 

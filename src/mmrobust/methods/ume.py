@@ -60,10 +60,10 @@ from torch import Tensor, nn
 from ..corruption import Corruption, MaskCorruption, MissingRates, corruption_from_dict, corruption_from_name
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.fusion import _PerModalityHeads
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
 from .base import Method, Stage, register_method
 from .supervised import corruption_param, resolve_corruption, task_loss
 

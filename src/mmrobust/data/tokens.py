@@ -1,4 +1,8 @@
-"""`Tokens`: the per-modality encoder outputs that every fusion consumes."""
+"""`Tokens`: the per-modality encoder outputs that every fusion consumes.
+
+A data-path type like `Batch` (same `present` mask, same `with_present`/`value`/`with_value`
+interface), so corruptions act on both without knowing about models.
+"""
 
 from __future__ import annotations
 
