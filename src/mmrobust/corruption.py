@@ -65,6 +65,23 @@ class Corruption(ABC):
         """The modalities whose values (not just masks) this corruption changes."""
         return ()
 
+    @property
+    def on_tokens(self) -> bool:
+        """Whether it acts on encoded tokens (token-stage noise) rather than on the batch before
+        encoding (masks, whatever their stage, and input noise: a dropped modality is never encoded)."""
+        return self.stage == "token" and not isinstance(self, MaskCorruption)
+
+
+def encode_corrupted(
+    encode: Callable[[Batch], Tokens], batch: Batch, corruption: Corruption | None, generator: torch.Generator
+) -> Tokens:
+    """`batch` encoded under `corruption` (None: as it is), which acts where `on_tokens` says."""
+    if corruption is None:
+        return encode(batch)
+    if corruption.on_tokens:
+        return corruption(encode(batch), generator)
+    return encode(corruption(batch, generator))
+
 
 def corruption_from_dict(d: Mapping[str, Any]) -> Corruption:
     if not isinstance(d, Mapping):

@@ -132,7 +132,9 @@ class _Encoded:
 
     def __init__(self, method: Method, batch: Batch, batch_size: int, device: torch.device) -> None:
         self.method, self.batch_size, self.device = method, batch_size, device
-        parts = [method.encode(_rows(batch, i, i + batch_size).to(device)).z for i in range(0, len(batch), batch_size)]
+        parts = [
+            method.encode(batch.rows(slice(i, i + batch_size)).to(device)).z for i in range(0, len(batch), batch_size)
+        ]
         self.tokens = Tokens(torch.cat(parts), batch.present.to(device), batch.modalities)  # (C, M, D)
 
     def encode_rows(self, modality: str, x: Tensor) -> Tensor:
@@ -244,7 +246,7 @@ def _reencode_changed(
     """Cached tokens, with only the rows whose input values the scenario changed re-encoded."""
     z, presents = enc.tokens.z, []
     for lo, hi, g in blocks:
-        before = _rows(batch, lo, hi)
+        before = batch.rows(slice(lo, hi))
         after = scenario.corruption(before, g)
         presents.append(after.present)
         for j, m in enumerate(batch.modalities):
@@ -302,19 +304,14 @@ def naive_outputs(
     full = whole_batch(data)
     outputs = {}
     for sc in scenarios:
-        if sc.corruption.stage == "token" and not isinstance(sc.corruption, MaskCorruption):
+        if sc.corruption.on_tokens:
             tokens = sc.apply(method.encode(full.to(device)), seed, block=draw_block)
             outputs[sc.name] = method.fuse(tokens).cpu()
             continue
         corrupted = sc.apply(full, seed, block=draw_block)
         parts = [
-            method.predict(_rows(corrupted, i, i + batch_size).to(device)).cpu()
+            method.predict(corrupted.rows(slice(i, i + batch_size)).to(device)).cpu()
             for i in range(0, len(corrupted), batch_size)
         ]
         outputs[sc.name] = torch.cat(parts)
     return outputs
-
-
-def _rows(batch: Batch, lo: int, hi: int) -> Batch:
-    s = slice(lo, hi)
-    return Batch({m: x[s] for m, x in batch.inputs.items()}, batch.present[s], batch.target[s], batch.modalities)

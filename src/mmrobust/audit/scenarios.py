@@ -59,7 +59,7 @@ class Scenario:
     def apply(self, x: T, seed: int, start: int = 0, block: int = DRAW_BLOCK) -> T:
         """The scenario on rows [start, start + len(x)) of the test set (a `Batch`, or `Tokens` for a
         token-stage corruption): its corruption applied block by block."""
-        parts = [self.corruption(_rows(x, lo, hi), g) for lo, hi, g in self.blocks(seed, start, len(x), block)]
+        parts = [self.corruption(x.rows(slice(lo, hi)), g) for lo, hi, g in self.blocks(seed, start, len(x), block)]
         return parts[0] if len(parts) == 1 else _concat(parts)
 
 
@@ -121,12 +121,6 @@ def rate_scenarios(
         if c.name not in {s.name for s in out}:
             out.append(Scenario(c.name, "custom", c))
     return out
-
-
-def _rows(x: T, lo: int, hi: int) -> T:
-    if isinstance(x, Tokens):
-        return Tokens(x.z[lo:hi], x.present[lo:hi], x.modalities)
-    return Batch({m: v[lo:hi] for m, v in x.inputs.items()}, x.present[lo:hi], x.target[lo:hi], x.modalities)
 
 
 def _concat(parts: Sequence[T]) -> T:

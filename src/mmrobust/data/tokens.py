@@ -35,6 +35,10 @@ class Tokens:
     def __len__(self) -> int:
         return int(self.z.shape[0])
 
+    def rows(self, index: slice | Tensor) -> Tokens:
+        """The samples at `index` (a slice, a bool mask or indices), as `Batch.rows` does."""
+        return Tokens(self.z[index], self.present[index], self.modalities)
+
     def with_present(self, present: Tensor) -> Tokens:
         return replace(self, present=present)
 

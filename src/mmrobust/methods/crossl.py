@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..corruption import Corruption, MaskCorruption, corruption_from_dict
+from ..corruption import Corruption, corruption_from_dict, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -380,18 +380,11 @@ class CroSSL(Method):
         """The batch's samples whose labels the downstream stage may use (`label_fraction`)."""
         if self.label_fraction >= 1:
             return batch
-        rows = label_keys(batch, self.seed or 0) < self.label_fraction
-        return Batch(
-            {m: x[rows] for m, x in batch.inputs.items()}, batch.present[rows], batch.target[rows], batch.modalities
-        )
+        return batch.rows(label_keys(batch, self.seed or 0) < self.label_fraction)
 
     def augment(self, batch: Batch, generator: torch.Generator) -> Tokens:
-        corruption, model = self.train_corruption, self.crossl_model
-        if corruption is None:
-            return model.encode(batch)
-        if corruption.stage == "token" and not isinstance(corruption, MaskCorruption):
-            return corruption(model.encode(batch), generator)
-        return model.encode(corruption(batch, generator))  # masks before encoding: dropped costs nothing
+        """The labelled batch encoded under the optional training `corruption`."""
+        return encode_corrupted(self.crossl_model.encode, batch, self.train_corruption, generator)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """Downstream task loss, everything trainable (fine-tuning and `supervised`)."""

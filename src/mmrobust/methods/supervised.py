@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..corruption import Corruption, MaskCorruption, RandomDrop, corruption_from_dict
+from ..corruption import Corruption, RandomDrop, corruption_from_dict, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..models.model import MultimodalModel
@@ -64,13 +64,8 @@ class SupervisedMethod(Method):
         self.model = MultimodalModel(spec, fusion=self.fusion, dim=self.dim, use=self.modalities)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
-        model, corruption = self.fitted_model, self.train_corruption
-        if corruption is None:
-            output = model(batch)
-        elif corruption.stage == "token" and not isinstance(corruption, MaskCorruption):
-            output = model.fuse(corruption(model.encode(batch), generator))
-        else:  # masks are applied before encoding, so dropped modalities cost nothing
-            output = model(corruption(batch, generator))
+        model = self.fitted_model
+        output = model.fuse(encode_corrupted(model.encode, batch, self.train_corruption, generator))
         return task_loss(output, batch.target, model.spec.task)
 
 

@@ -50,14 +50,15 @@ metrics rather than the last member's. Members and adapted model live side by si
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..corruption import Corruption, MaskCorruption, MissingRates, corruption_from_dict, corruption_from_name
+from ..corruption import Corruption, MissingRates, corruption_from_dict, corruption_from_name, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -132,7 +133,7 @@ class AdaptedModel(MultimodalModel):
         self.ensemble = ensemble
         self.register_buffer("choice", torch.tensor(choice))
         self.register_buffer("initialised", torch.tensor(False))
-        self._adapted_only = False  # set while `adapted_output` runs
+        self._adapted_only = False  # set within `adapted_only`
 
     @property
     def uses_ensemble(self) -> bool:
@@ -153,13 +154,19 @@ class AdaptedModel(MultimodalModel):
                 self.fusion.bias[j].copy_(head.bias)
         self.initialised.fill_(True)
 
-    def adapted_output(self, batch: Batch) -> Tensor:
-        """The adapted model's prediction, whatever `choice` says."""
+    @contextlib.contextmanager
+    def adapted_only(self) -> Iterator[None]:
+        """Within it, `encode`/`fuse` are the adapted model's, whatever `choice` says."""
         self._adapted_only = True
         try:
-            return self(batch)
+            yield
         finally:
             self._adapted_only = False
+
+    def adapted_output(self, batch: Batch) -> Tensor:
+        """The adapted model's prediction, whatever `choice` says."""
+        with self.adapted_only():
+            return self(batch)
 
     def encode_modality(self, modality: str, x: Tensor) -> Tensor:
         if self.uses_ensemble:
@@ -293,12 +300,8 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
         model = self.adapted_model
         if not bool(model.initialised):  # first step of the stage (a resumed run has it in its weights)
             self.start_adaptation()
-        corruption = self.train_corruption
-        if corruption.stage == "token" and not isinstance(corruption, MaskCorruption):
-            # the adapted model: choice is 1 (mma) or not made yet (ume_mma) while this stage runs
-            output = model.fuse(corruption(model.encode(batch), generator))
-        else:  # masks are applied before encoding, so dropped modalities cost nothing
-            output = model.adapted_output(corruption(batch, generator))
+        with model.adapted_only():
+            output = model.fuse(encode_corrupted(model.encode, batch, self.train_corruption, generator))
         return task_loss(output, batch.target, model.spec.task)
 
     def stages(self) -> Sequence[Stage]:
