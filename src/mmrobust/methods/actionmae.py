@@ -155,9 +155,7 @@ class ActionMAE(Method):
 
     @property
     def actionmae_model(self) -> ActionMAEModel:
-        model = self.fitted_model
-        assert isinstance(model, ActionMAEModel)
-        return model
+        return self.fitted_as(ActionMAEModel)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         model = self.actionmae_model

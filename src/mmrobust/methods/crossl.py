@@ -73,9 +73,10 @@ from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.encoders import create_encoder
 from ..models.fusion import create_fusion
+from ..models.layers import mlp
 from ..models.model import MultimodalModel
 from .base import Method, Stage, register_method
-from .supervised import corruption_param, task_loss
+from .supervised import task_loss
 
 MODES = ("finetune", "fixed", "supervised")
 MASKINGS = ("spatial", "random")
@@ -130,11 +131,7 @@ class Aggregator(nn.Module):
         super().__init__()
         self.fusion_name = fusion
         if fusion == "mlp":
-            sizes = (n_modalities * dim, *hidden, out)
-            layers: list[nn.Module] = [nn.Flatten()]
-            for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-                layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
-            self.body: nn.Module = nn.Sequential(*layers)
+            self.body: nn.Module = nn.Sequential(nn.Flatten(), *mlp((n_modalities * dim, *hidden, out)))
         else:
             self.body = create_fusion(fusion, n_modalities, dim, out)
         self.norm = nn.LayerNorm(out)
@@ -218,13 +215,7 @@ class CroSSLModel(MultimodalModel):
         )
         self.aggregator = Aggregator(len(spec.modalities), embed_dim, aggregator_hidden, proj_dim, fusion)
         del self.fusion
-        sizes = (proj_dim, *head_hidden, spec.num_classes)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers += [nn.ReLU(), nn.Dropout(head_dropout)]
-        self.head = nn.Sequential(*layers)
+        self.head = mlp((proj_dim, *head_hidden, spec.num_classes), dropout=head_dropout)
 
     def backbone(self) -> nn.ModuleList:
         """What pretraining trains (and `fixed` freezes): encoders and aggregator."""
@@ -292,9 +283,6 @@ class CroSSL(Method):
         self.head_dropout = head_dropout
         self.kernel_l2 = kernel_l2
 
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "corruption": corruption_param(self.corruption)}
-
     @property
     def train_corruption(self) -> Corruption | None:
         c = self.corruption
@@ -324,9 +312,7 @@ class CroSSL(Method):
 
     @property
     def crossl_model(self) -> CroSSLModel:
-        model = self.fitted_model
-        assert isinstance(model, CroSSLModel)
-        return model
+        return self.fitted_as(CroSSLModel)
 
     # --- stages ------------------------------------------------------------------------
     def pretrain_key(self) -> dict[str, Any]:

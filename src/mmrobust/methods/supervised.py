@@ -37,11 +37,6 @@ def resolve_corruption(corruption: Corruption | Mapping[str, Any] | None) -> Cor
     return corruption_from_dict(corruption) if isinstance(corruption, Mapping) else corruption
 
 
-def corruption_param(corruption: Corruption | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The corruption parameter as checkpoints and configs record it (a dict, never an object)."""
-    return corruption.to_dict() if isinstance(corruption, Corruption) else corruption
-
-
 @register_method("joint")
 class SupervisedMethod(Method):
     """Plain training of one encode/fuse model on the data as given (the usual baseline).
@@ -83,9 +78,6 @@ class ModalityDropout(SupervisedMethod):
     ) -> None:
         super().__init__(fusion, dim, modalities)
         self.corruption = corruption
-
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "corruption": corruption_param(self.corruption)}
 
     @property
     def train_corruption(self) -> Corruption:
