@@ -26,8 +26,6 @@ from .compare import (
     Runs,
     best_models,
     check_reference,
-    empty_coalition_value,
-    modality_contributions,
     paired_differences,
     primary_metric,
     robustness_summary,
@@ -38,6 +36,7 @@ from .compare import (
 from .document import Block, Figure, Heading, Paragraph, Table, slug, write_document
 from .report import heatmap_figure, mean_std, pyplot
 from .result import AuditResult
+from .shapley import empty_coalition_value, modality_contributions
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
