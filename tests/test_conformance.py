@@ -91,5 +91,5 @@ def test_check_method_catches_a_method_that_reads_placeholders() -> None:
         with pytest.raises(AssertionError, match=name):
             check_method(name, fusion="sum")
     finally:
-        mmrobust.METHODS._entries.pop(name)  # keep the registry clean for other tests
+        mmrobust.METHODS.unregister(name)  # keep the registry clean for other tests
     assert name not in mmrobust.METHODS

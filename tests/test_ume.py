@@ -220,7 +220,7 @@ def test_ume_mma_picks_the_better_on_validation_and_records_it(small_data, tmp_p
     try:
         reloaded, _ = mmrobust.load_checkpoint(mmrobust.save_checkpoint(method, tmp_path / "m.pt"))
     finally:
-        mmrobust.METHODS._entries.pop(cls.__name__)
+        mmrobust.METHODS.unregister(cls.__name__)
         cls.name = "ume_mma"
     assert isinstance(reloaded, UMEMMA) and reloaded.chosen == expected
     torch.testing.assert_close(reloaded.predict(batch), method.predict(batch))

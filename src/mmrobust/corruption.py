@@ -30,11 +30,12 @@ from torch import Tensor
 from .data.batch import Batch
 from .data.tokens import Tokens
 from .errors import MMRobustError, unknown_name
+from .registry import Registry
 
 Stage = Literal["input", "token"]
 AllMissingPolicy = Literal["keep_one", "allow"]
 T = TypeVar("T", Batch, Tokens)
-_TYPES: dict[str, type[Corruption]] = {}
+CORRUPTIONS: Registry[type[Corruption]] = Registry("corruption")  # by `type_name`, as `to_dict` records it
 
 
 class Corruption(ABC):
@@ -45,7 +46,7 @@ class Corruption(ABC):
 
     def __init_subclass__(cls) -> None:
         if "type_name" in cls.__dict__:
-            _TYPES[cls.type_name] = cls
+            CORRUPTIONS.register(cls.type_name)(cls)
 
     @property
     @abstractmethod
@@ -88,10 +89,9 @@ def corruption_from_dict(d: Mapping[str, Any]) -> Corruption:
         raise MMRobustError(f"a corruption is a mapping with a 'type' (e.g. {{'type': 'RandomDrop'}}), got {d!r}")
     d = dict(d)
     kind = d.pop("type", None)
-    if not isinstance(kind, str) or kind not in _TYPES:
-        raise unknown_name("corruption", str(kind), _TYPES)
+    cls = CORRUPTIONS.get(str(kind))
     try:
-        return _TYPES[kind](**d)
+        return cls(**d)
     except MMRobustError:
         raise
     except (TypeError, ValueError) as e:

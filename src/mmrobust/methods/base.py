@@ -19,11 +19,10 @@ from torch import Tensor, nn
 from ..corruption import Corruption
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
-from ..data.registry import check_options
 from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.model import MultimodalModel
-from ..registry import Registry
+from ..registry import Registry, check_options
 
 METHODS: Registry[type[Method]] = Registry("method")
 ModelT = TypeVar("ModelT", bound=MultimodalModel)
