@@ -33,7 +33,7 @@ from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
 from ..models.attention import Block
 from ..models.model import MultimodalModel
-from .base import Method, register_method
+from .base import EVERY_TASK, Method, MethodTags, register_method
 from .supervised import task_loss
 
 
@@ -123,6 +123,8 @@ class ActionMAEModel(MultimodalModel):
 class ActionMAE(Method):
     """ActionMAE with the paper's ablation switches: `n_memory` (0 = no memory token),
     `position_embedding`, the loss weights and the fusion (sum / concat / transformer / late)."""
+
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
     def __init__(
         self,

@@ -43,11 +43,15 @@ def create_method(name: str, **params: Any) -> Method:
     return cls(**params)
 
 
+EVERY_TASK = frozenset({"classification", "regression"})
+
+
 @dataclass(frozen=True)
 class MethodTags:
-    """Capabilities, read by `check_method` and by planners that skip impossible combinations."""
+    """Capabilities: `fit` refuses a task left out, the sweep planner skips combinations a method
+    cannot run, and `check_method` verifies every claim. The defaults claim the most."""
 
-    tasks: frozenset[str] = frozenset({"classification", "regression"})
+    tasks: frozenset[str] = EVERY_TASK
     needs_complete_training_data: bool = False
     per_sample_masks: bool = True
 

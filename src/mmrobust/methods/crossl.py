@@ -75,7 +75,7 @@ from ..models.encoders import create_encoder
 from ..models.fusion import create_fusion
 from ..models.layers import mlp
 from ..models.model import MultimodalModel
-from .base import Method, Stage, register_method
+from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
 from .supervised import task_loss
 
 MODES = ("finetune", "fixed", "supervised")
@@ -240,6 +240,8 @@ class CroSSL(Method):
     pretrains for `fit`'s `epochs` (the paper: 100). The pretraining stage's `reuse_key` holds
     every parameter it depends on, so fixed and fine-tuned runs with the same pretraining share it.
     `fusion="mlp"` is the paper's aggregator; any registered fusion can replace its flatten-MLP."""
+
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
     def __init__(
         self,

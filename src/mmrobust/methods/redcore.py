@@ -66,7 +66,7 @@ from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.layers import BatchedLinear, mlp
 from ..models.model import MultimodalModel
-from .base import Method, register_method
+from .base import EVERY_TASK, Method, MethodTags, register_method
 from .supervised import resolve_corruption, task_loss
 
 
@@ -212,6 +212,8 @@ class RedCore(Method):
     """RedCore with every constant of the paper's code as a parameter (names as in the module docstring);
     `corruption` is the training-time drop (default `RandomDrop`; the paper trains under fixed
     imbalanced `MissingRates` with `if_all_missing="allow"`), applied to the tokens after encoding."""
+
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
     def __init__(
         self,

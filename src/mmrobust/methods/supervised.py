@@ -21,7 +21,7 @@ from ..corruption import Corruption, RandomDrop, corruption_from_dict, encode_co
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..models.model import MultimodalModel
-from .base import Method, register_method
+from .base import EVERY_TASK, Method, MethodTags, register_method
 
 
 def task_loss(output: Tensor, target: Tensor, task: str, label_smoothing: float = 0.0) -> Tensor:
@@ -44,6 +44,8 @@ class SupervisedMethod(Method):
     `modalities` restricts the model to those modalities (e.g. `["audio"]` for a uni-modal
     baseline): the others are ignored in training, validation, prediction and the audit.
     """
+
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
     def __init__(self, fusion: str = "transformer", dim: int = 64, modalities: Sequence[str] | None = None) -> None:
         self.fusion = fusion

@@ -65,7 +65,7 @@ from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.fusion import _PerModalityHeads
 from ..models.model import MultimodalModel
-from .base import Method, Stage, register_method
+from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
 from .supervised import resolve_corruption, task_loss
 
 Combine = Literal["logits", "probs"]
@@ -191,6 +191,8 @@ class UniModalEnsembleMethod(Method):
     `fusion` is accepted for a uniform interface (the conformance suite passes every fusion) and
     ignored: the ensemble is a late fusion by construction. It is the fusion of `mma`/`ume_mma`.
     """
+
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
     def __init__(self, fusion: str = "late", dim: int = 64, combine: Combine = "logits") -> None:
         self.fusion = fusion
