@@ -50,7 +50,7 @@ from .cache import cached
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize
 from .paths import data_dir as resolve_data_dir
 from .registry import DatasetInfo, register_dataset
-from .sequences import READ_ERRORS, check_ragged, positions, read_arrays, resample, subject_splits
+from .sequences import READ_ERRORS, check_ragged, positions, read_arrays, stretch, subject_splits
 
 MODALITIES = ("inertial", "skeleton", "depth")
 _FILES = {
@@ -185,13 +185,13 @@ def _read_data(path: Path, index: dict[str, np.ndarray], frame_shape: tuple[int,
 
 def _inertial(path: Path, index: dict[str, np.ndarray], steps: int) -> torch.Tensor:
     data = _read_data(path, index, (6,))
-    x = resample(data, index["offsets"], index["lengths"], steps)  # (S, T, 6)
+    x = stretch(data, index["offsets"], index["lengths"], steps)  # (S, T, 6)
     return torch.from_numpy(x).transpose(1, 2).contiguous()  # (S, 6, T)
 
 
 def _skeleton(path: Path, index: dict[str, np.ndarray], frames: int, root: int) -> torch.Tensor:
     data = _read_data(path, index, (20, 3))
-    x = resample(data, index["offsets"], index["lengths"], frames)  # (S, T, 20, 3)
+    x = stretch(data, index["offsets"], index["lengths"], frames)  # (S, T, 20, 3)
     hip = x[:, :, root : root + 1]  # (S, T, 1, 3)
     rel = x - hip
     rel[:, :, root] = hip[:, :, 0] - hip[:, :1, 0]  # hip slot: displacement from the first frame

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..corruption import NoiseMode, Perturbation, Stage
+from ..corruption import CorruptionStage, NoiseMode, Perturbation
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -52,7 +52,7 @@ class PerturbationTraining(SupervisedMethod):
         proportion: float = 0.15,
         sigma: float = 1.0,
         noise: NoiseMode = "additive",
-        stage: Stage = "token",
+        stage: CorruptionStage = "token",
         modalities: Sequence[str] | None = None,
     ) -> None:
         super().__init__(fusion, dim, modalities)
