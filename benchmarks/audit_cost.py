@@ -25,7 +25,7 @@ from _common import (
 
 import mmrobust
 from mmrobust.audit import default_scenarios
-from mmrobust.models import Tokens
+from mmrobust.data import Tokens
 
 METHOD, FUSION = "dropout", "transformer"
 GOALS = {3: 1.5, 6: 3.0}  # modalities -> goal for audit / predict
@@ -76,10 +76,7 @@ def measure(n_mod: int, goal: float, args: argparse.Namespace) -> list[object]:
     ratio = median(times["audit"]) / median(times["predict"])
     paired = paired_ratio(times["audit"], times["predict"])
     fuse_share = median(times["  fuse part"]) / median(times["predict"])
-    print(
-        f"ratio audit/predict = {ratio:.3f} (paired median {paired:.3f})  "
-        f"{verdict(ratio, goal, False)}"
-    )
+    print(f"ratio audit/predict = {ratio:.3f} (paired median {paired:.3f})  {verdict(ratio, goal, False)}")
     return [n_mod, n_scen, len(test), fuse_share, ratio, paired, verdict(ratio, goal, False)]
 
 

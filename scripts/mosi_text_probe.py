@@ -4,7 +4,7 @@
 
 Fits sentiment by least squares on the `mosi` train split (the training videos minus the validation
 videos, exactly as the loader splits them) and prints MAE and Acc-2 (non-zero scores) on train, val and
-test (`mmrobust.audit.metrics`). With the released text features, val is nearly as easy as train
+test (`mmrobust.metrics`). With the released text features, val is nearly as easy as train
 and far easier than test: the features carry the labels of every training-split video
 (docs/reproductions/ume_redcore.md).
 """
@@ -15,9 +15,9 @@ import argparse
 
 import torch
 
-from mmrobust.audit.metrics import regression_metrics
 from mmrobust.data import load_dataset
 from mmrobust.errors import MMRobustError
+from mmrobust.metrics import regression_metrics
 
 
 def main() -> None:

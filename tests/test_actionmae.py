@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import mmrobust
+from mmrobust.data import Tokens
 from mmrobust.methods import actionmae
 from mmrobust.methods.actionmae import ActionMAE, TokenAutoencoder, normalised_target, sample_drop, sinusoidal_positions
-from mmrobust.models.tokens import Tokens
 
 D = 8
 

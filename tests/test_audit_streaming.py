@@ -12,11 +12,11 @@ import torch
 import mmrobust
 from mmrobust import GaussianNoise, Missing, MissingRates, MMRobustError
 from mmrobust.audit.engine import ScenarioStream, mask_hash, naive_outputs, scenario_outputs
-from mmrobust.audit.metrics import accumulator, compute_metrics
 from mmrobust.audit.scenarios import custom_scenarios, default_scenarios
 from mmrobust.corruption import Compose, Perturbation, RandomDrop
 from mmrobust.data.batch import Batch
 from mmrobust.data.synthetic import SyntheticStream
+from mmrobust.metrics import accumulator, compute_metrics
 
 
 def scenarios_for(modalities: tuple[str, ...]):  # type: ignore[no-untyped-def]
@@ -228,8 +228,9 @@ def test_a_data_source_that_breaks_the_chunk_contract_is_a_clear_error(kinds_dat
 
     model = fit_small(kinds_data, "joint", "sum")
     with pytest.raises(MMRobustError, match="consecutive batches"):
-        scenario_outputs(model, Ragged(kinds_data.split("test")), scenarios_for(kinds_data.modalities), 0,
-                         chunk=8, draw_block=4)
+        scenario_outputs(
+            model, Ragged(kinds_data.split("test")), scenarios_for(kinds_data.modalities), 0, chunk=8, draw_block=4
+        )
 
 
 # --- the streamed synthetic dataset -----------------------------------------------------------

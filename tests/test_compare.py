@@ -20,12 +20,11 @@ from mmrobust.audit.compare import (
     bootstrap_ci,
     effective_robustness,
     load_runs,
-    modality_contributions,
     paired_differences,
     relative_robustness,
     severity_families,
-    shapley_values,
 )
+from mmrobust.audit.shapley import modality_contributions, shapley_values
 from mmrobust.cli import main
 
 CHROMIUM = Path("/usr/bin/chromium")

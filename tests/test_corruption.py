@@ -20,7 +20,7 @@ from mmrobust import (
     corruption_from_dict,
 )
 from mmrobust.corruption import Perturbation, corruption_from_name
-from mmrobust.models import Tokens
+from mmrobust.data import Tokens
 
 N = 20_000
 MODS = ("audio", "video", "text")
@@ -67,9 +67,7 @@ def assert_same(a: mmrobust.Batch, b: mmrobust.Batch) -> None:
 
 
 def differs(a: mmrobust.Batch, b: mmrobust.Batch) -> bool:
-    return not torch.equal(a.present, b.present) or any(
-        not torch.equal(a.inputs[m], b.inputs[m]) for m in MODS
-    )
+    return not torch.equal(a.present, b.present) or any(not torch.equal(a.inputs[m], b.inputs[m]) for m in MODS)
 
 
 RANDOM_CORRUPTIONS = [

@@ -13,7 +13,7 @@ import torch
 import mmrobust
 from mmrobust import MMRobustError
 from mmrobust.data import utd_mhad
-from mmrobust.data.sequences import resample
+from mmrobust.data.sequences import stretch
 
 FILES = (*utd_mhad._FILES.values(), utd_mhad._ACTIONS, utd_mhad._JOINTS)
 FAST = ("inertial", "skeleton")
@@ -123,11 +123,11 @@ def test_second_load_comes_from_the_cache(
 
 
 # --- recipe details on small generated data -----------------------------------------------------
-def test_resample_is_linear_interpolation_over_the_whole_sequence() -> None:
+def test_stretch_is_linear_interpolation_over_the_whole_sequence() -> None:
     lengths = np.array([3, 5])
     offsets = np.cumsum(lengths) - lengths
     data = np.concatenate([np.arange(3.0), 10 + 2 * np.arange(5.0)])[:, None] * [1.0, -1.0]  # (8, 2)
-    out = resample(data, offsets, lengths, 5)  # (2, 5, 2)
+    out = stretch(data, offsets, lengths, 5)  # (2, 5, 2)
     assert np.allclose(out[0, :, 0], [0, 0.5, 1, 1.5, 2])
     assert np.allclose(out[1, :, 0], [10, 12, 14, 16, 18])
     assert np.allclose(out[..., 1], -out[..., 0]) and out.dtype == np.float32

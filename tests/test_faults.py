@@ -42,7 +42,8 @@ from mmrobust.config import load_config
 from mmrobust.data.cache import cache_dir, cached
 from mmrobust.data.formats.safe_pickle import load_pickle
 from mmrobust.data.npz import load_npz
-from mmrobust.run import MANIFEST, TRAINING_STATE, finished_run, run_experiment, run_or_skip
+from mmrobust.run import finished_run, run_experiment, run_or_skip
+from mmrobust.runfolder import MANIFEST, TRAINING_STATE
 
 CONFIG = """
 name: faults
@@ -563,8 +564,9 @@ def test_corrupt_checkpoint_is_a_clear_error(reference, tmp_path: Path, capsys) 
     with pytest.raises(MMRobustError) as e:
         mmrobust.load_checkpoint(path)
     assert "checkpoint is damaged (its content does not match the checksum" in str(e.value)
-    code, _, err = run_cli(["audit", "--checkpoint", str(path), "--data", "synthetic", "--out", str(tmp_path / "o")],
-                           capsys)
+    code, _, err = run_cli(
+        ["audit", "--checkpoint", str(path), "--data", "synthetic", "--out", str(tmp_path / "o")], capsys
+    )
     one_line_cli_error(code, err, str(path), "damaged")
     _truncate(path)
     with pytest.raises(MMRobustError, match="not a safe mmrobust checkpoint \\(unreadable: truncated, corrupt"):
@@ -633,8 +635,9 @@ def test_truncated_npz_is_a_clear_error_at_every_cut(tmp_path: Path, capsys) -> 
     flipped.write_bytes(good[:200] + bytes([good[200] ^ 0xFF]) + good[201:])
     with pytest.raises(MMRobustError, match="truncated or corrupt \\(Bad CRC-32"):
         load_npz(flipped)
-    code, _, err = run_cli(["train", "--npz", str(tmp_path / f"cut{len(good) // 2}.npz"), "--out", str(tmp_path / "o")],
-                           capsys)
+    code, _, err = run_cli(
+        ["train", "--npz", str(tmp_path / f"cut{len(good) // 2}.npz"), "--out", str(tmp_path / "o")], capsys
+    )
     one_line_cli_error(code, err, f"cut{len(good) // 2}.npz", "truncated")
 
 

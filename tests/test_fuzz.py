@@ -34,10 +34,9 @@ from torch import Tensor, nn
 import mmrobust
 from mmrobust import Batch, DataSpec, MMRobustError, MultimodalData, collate, corruption_from_dict
 from mmrobust.audit.engine import naive_outputs, scenario_outputs
-from mmrobust.audit.metrics import classification_metrics, regression_metrics
 from mmrobust.audit.scenarios import custom_scenarios, default_scenarios
 from mmrobust.corruption import (
-    _TYPES,
+    CORRUPTIONS,
     Compose,
     Corruption,
     GaussianNoise,
@@ -49,8 +48,10 @@ from mmrobust.corruption import (
     Subset,
     corruption_from_name,
 )
+from mmrobust.data import Tokens
 from mmrobust.data.dataset import ModalitySpec
-from mmrobust.models import ENCODERS, FUSIONS, MultimodalModel, Tokens, create_encoder, create_fusion
+from mmrobust.metrics import classification_metrics, regression_metrics
+from mmrobust.models import ENCODERS, FUSIONS, MultimodalModel, create_encoder, create_fusion
 
 # --- budget -----------------------------------------------------------------------------------
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
@@ -218,8 +219,8 @@ def _init_fields(cls: type[Corruption]) -> list[dataclasses.Field[Any]]:
 
 @st.composite
 def corruptions(draw: st.DrawFn, mods: tuple[str, ...], compose: bool = True, kind: str | None = None) -> Corruption:
-    names = sorted(n for n in _TYPES if compose or n != "Compose")
-    cls = _TYPES[kind or draw(st.sampled_from(names))]
+    names = [n for n in CORRUPTIONS.names() if compose or n != "Compose"]
+    cls = CORRUPTIONS.get(kind or draw(st.sampled_from(names)))
     params = {}
     for f in _init_fields(cls):
         has_default = f.default is not dataclasses.MISSING
@@ -418,9 +419,10 @@ def test_invalid_batches_are_user_errors(case: str) -> None:
 def test_every_corruption_parameter_has_a_strategy() -> None:
     """A new corruption is fuzzed for free as long as its parameters have strategies above."""
     assert {"Subset", "Missing", "MissingRates", "RandomDrop", "GaussianNoise", "Perturbation", "Compose"} <= set(
-        _TYPES
+        CORRUPTIONS
     )
-    for name, cls in _TYPES.items():
+    for name in CORRUPTIONS:
+        cls = CORRUPTIONS.get(name)
         for f in _init_fields(cls):
             assert f.name in FIELDS or (name, f.name) in OVERRIDES, f"add a strategy for {name}.{f.name}"
 
@@ -437,7 +439,7 @@ def corrupted_cases(draw: st.DrawFn, kind: str) -> tuple[Corruption, Batch | Tok
     return c, batch
 
 
-@pytest.mark.parametrize("kind", sorted(_TYPES))
+@pytest.mark.parametrize("kind", CORRUPTIONS.names())
 @budget(0.5)
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
 def test_corruption_contract(kind: str, data: st.DataObject, seed: int) -> None:
@@ -548,7 +550,7 @@ def corruption_dicts(draw: st.DrawFn) -> dict[str, Any]:
     elif action == "add":
         d[draw(st.text("xyz", min_size=1, max_size=3))] = draw(JSON_VALUES)
     else:
-        d["type"] = draw(st.sampled_from(sorted(_TYPES)) | st.text("Misng", max_size=8))
+        d["type"] = draw(st.sampled_from(CORRUPTIONS.names()) | st.text("Misng", max_size=8))
     return d
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrobust.audit.metrics import classification_metrics, compute_metrics, regression_metrics
+from mmrobust.metrics import classification_metrics, compute_metrics, regression_metrics
 
 skm = pytest.importorskip("sklearn.metrics")
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import mmrobust
+from mmrobust.data import Tokens
 from mmrobust.methods.redcore import RedCore, RelativeAdvantage, kl_divergence, reconstruction_losses
-from mmrobust.models.tokens import Tokens
 
 SMALL = {"dim": 16, "predictor_layers": (32, 16), "predictor_blocks": 2, "classifier_hidden": (16,)}
 ALL = torch.ones(3, dtype=torch.bool)

@@ -15,6 +15,7 @@ from mmrobust.audit.result import AuditResult
 from mmrobust.audit.scenarios import rate_scenarios
 from mmrobust.audit.specialists import specialist_gaps
 from mmrobust.corruption import MissingRates, corruption_from_name
+from mmrobust.data import Tokens
 from mmrobust.data.batch import Batch
 from mmrobust.methods.ume import (
     UMEMMA,
@@ -23,7 +24,6 @@ from mmrobust.methods.ume import (
     _no_training,
     specialist_configs,
 )
-from mmrobust.models.tokens import Tokens
 
 
 @pytest.fixture(autouse=True)
@@ -220,7 +220,7 @@ def test_ume_mma_picks_the_better_on_validation_and_records_it(small_data, tmp_p
     try:
         reloaded, _ = mmrobust.load_checkpoint(mmrobust.save_checkpoint(method, tmp_path / "m.pt"))
     finally:
-        mmrobust.METHODS._entries.pop(cls.__name__)
+        mmrobust.METHODS.unregister(cls.__name__)
         cls.name = "ume_mma"
     assert isinstance(reloaded, UMEMMA) and reloaded.chosen == expected
     torch.testing.assert_close(reloaded.predict(batch), method.predict(batch))

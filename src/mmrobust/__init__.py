@@ -25,8 +25,7 @@ from .data import Batch, DataSpec, MultimodalData, collate, load_dataset, load_n
 from .errors import MMRobustError
 from .methods import METHODS, Method, create_method, register_method
 from .train import FitResult, evaluate, fit, predict
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = [
     "METHODS",

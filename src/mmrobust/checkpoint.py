@@ -72,6 +72,16 @@ def load_tensors(path: Path, fmt: str, what: str, unreadable: str, advice: str) 
     return payload
 
 
+def checkpoint_config(path: Path) -> dict[str, Any]:
+    """A checkpoint's description alone (method, params, spec): the file is memory-mapped, so its
+    tensors are neither read nor checked (what a report needs from many runs' checkpoints)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise MMRobustError(f"{path} is not an mmrobust checkpoint (expected format {FORMAT})")
+    config: dict[str, Any] = json.loads(payload["config"])
+    return config
+
+
 def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     """Rebuild the method and its trained weights; returns (method, config)."""
     path = Path(path)
@@ -97,8 +107,6 @@ def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     try:
         method.modules().load_state_dict(state)
     except RuntimeError as e:
-        raise MMRobustError(
-            f"{path}: weights do not match the model it describes ({str(e).splitlines()[0]})"
-        ) from None
+        raise MMRobustError(f"{path}: weights do not match the model it describes ({str(e).splitlines()[0]})") from None
     method.modules().eval()
     return method, config

@@ -179,8 +179,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 def _check_methods(models: list[ModelConfig]) -> None:
     """Unknown methods and parameters fail when the config is read, not hours into a run."""
-    from .data.registry import check_options
     from .methods import METHODS
+    from .registry import check_options
 
     for i, model in enumerate(models):
         cls = METHODS.get(model.method)  # an unknown name: one line with the closest valid one

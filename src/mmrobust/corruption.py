@@ -28,24 +28,25 @@ import torch
 from torch import Tensor
 
 from .data.batch import Batch
+from .data.tokens import Tokens
 from .errors import MMRobustError, unknown_name
-from .models.tokens import Tokens
+from .registry import Registry
 
-Stage = Literal["input", "token"]
+CorruptionStage = Literal["input", "token"]
 AllMissingPolicy = Literal["keep_one", "allow"]
 T = TypeVar("T", Batch, Tokens)
-_TYPES: dict[str, type[Corruption]] = {}
+CORRUPTIONS: Registry[type[Corruption]] = Registry("corruption")  # by `type_name`, as `to_dict` records it
 
 
 class Corruption(ABC):
     """Base class: `corruption(batch_or_tokens, generator) -> same type`."""
 
     type_name: ClassVar[str]
-    stage: Stage = "input"
+    stage: CorruptionStage = "input"
 
     def __init_subclass__(cls) -> None:
         if "type_name" in cls.__dict__:
-            _TYPES[cls.type_name] = cls
+            CORRUPTIONS.register(cls.type_name)(cls)
 
     @property
     @abstractmethod
@@ -65,16 +66,32 @@ class Corruption(ABC):
         """The modalities whose values (not just masks) this corruption changes."""
         return ()
 
+    @property
+    def on_tokens(self) -> bool:
+        """Whether it acts on encoded tokens (token-stage noise) rather than on the batch before
+        encoding (masks, whatever their stage, and input noise: a dropped modality is never encoded)."""
+        return self.stage == "token" and not isinstance(self, MaskCorruption)
+
+
+def encode_corrupted(
+    encode: Callable[[Batch], Tokens], batch: Batch, corruption: Corruption | None, generator: torch.Generator
+) -> Tokens:
+    """`batch` encoded under `corruption` (None: as it is), which acts where `on_tokens` says."""
+    if corruption is None:
+        return encode(batch)
+    if corruption.on_tokens:
+        return corruption(encode(batch), generator)
+    return encode(corruption(batch, generator))
+
 
 def corruption_from_dict(d: Mapping[str, Any]) -> Corruption:
     if not isinstance(d, Mapping):
         raise MMRobustError(f"a corruption is a mapping with a 'type' (e.g. {{'type': 'RandomDrop'}}), got {d!r}")
     d = dict(d)
     kind = d.pop("type", None)
-    if not isinstance(kind, str) or kind not in _TYPES:
-        raise unknown_name("corruption", str(kind), _TYPES)
+    cls = CORRUPTIONS.get(str(kind))
     try:
-        return _TYPES[kind](**d)
+        return cls(**d)
     except MMRobustError:
         raise
     except (TypeError, ValueError) as e:
@@ -158,7 +175,7 @@ class Subset(MaskCorruption):
     """Only the modalities in `keep` are present, for every sample."""
 
     keep: tuple[str, ...]
-    stage: Stage = "input"
+    stage: CorruptionStage = "input"
     type_name: ClassVar[str] = "Subset"
 
     def __post_init__(self) -> None:
@@ -187,7 +204,7 @@ class Missing(MaskCorruption):
     modality: str
     proportion: float
     if_all_missing: AllMissingPolicy = "keep_one"
-    stage: Stage = "input"
+    stage: CorruptionStage = "input"
     type_name: ClassVar[str] = "Missing"
 
     def __post_init__(self) -> None:
@@ -218,7 +235,7 @@ class MissingRates(MaskCorruption):
 
     rates: Mapping[str, float]
     if_all_missing: AllMissingPolicy = "keep_one"
-    stage: Stage = "input"
+    stage: CorruptionStage = "input"
     type_name: ClassVar[str] = "MissingRates"
 
     def __post_init__(self) -> None:
@@ -250,7 +267,7 @@ class MissingRates(MaskCorruption):
 class RandomDrop(MaskCorruption):
     """Drop K ~ Uniform{0..P-1} of the P present modalities per sample: never all."""
 
-    stage: Stage = "input"
+    stage: CorruptionStage = "input"
     type_name: ClassVar[str] = "RandomDrop"
 
     @property
@@ -292,7 +309,7 @@ def _noise_label(modality: str, sigma: float, mode: NoiseMode) -> str:
     return modality + (",scalar" if mode == "scalar" else "") + f",sigma={_num(sigma)}"
 
 
-def _stage_suffix(stage: Stage) -> str:
+def _stage_suffix(stage: CorruptionStage) -> str:
     return "" if stage == "input" else "@token"
 
 
@@ -308,7 +325,7 @@ class GaussianNoise(Corruption):
     modality: str
     sigma: float = 1.0
     proportion: float = 1.0
-    stage: Stage = "input"
+    stage: CorruptionStage = "input"
     mode: NoiseMode = "additive"
     type_name: ClassVar[str] = "GaussianNoise"
 
@@ -353,7 +370,7 @@ class Perturbation(Corruption):
     modality: str
     proportion: float = 0.15
     sigma: float = 1.0
-    stage: Stage = "token"
+    stage: CorruptionStage = "token"
     mode: NoiseMode = "additive"
     type_name: ClassVar[str] = "Perturbation"
 
@@ -397,7 +414,7 @@ class Compose(Corruption):
     """Apply corruptions in order (e.g. missing text for some samples, noise for others)."""
 
     parts: tuple[Corruption, ...]
-    stage: Stage = "input"  # derived from the parts
+    stage: CorruptionStage = "input"  # derived from the parts
     type_name: ClassVar[str] = "Compose"
 
     def __post_init__(self) -> None:
@@ -431,7 +448,7 @@ class Compose(Corruption):
 _NOISE = r"(?P<mod>[^,\]]+)(?P<scalar>,scalar)?,sigma=(?P<s>[0-9.eE+-]+)"
 
 
-def _stage(match: re.Match[str]) -> Stage:
+def _stage(match: re.Match[str]) -> CorruptionStage:
     return "token" if match["tok"] else "input"
 
 

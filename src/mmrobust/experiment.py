@@ -23,7 +23,7 @@ def load_data(
     if npz is not None:
         return load_npz(npz)
     assert name is not None
-    loader = DATASETS.get(name)
+    loader = DATASETS.get(name).loader
     options = dict(options or {})
     if data_dir and "data_dir" in inspect.signature(loader).parameters:
         options["data_dir"] = data_dir

@@ -1,11 +1,12 @@
-"""One small registry type, used for datasets, encoders, fusions and methods (timm-style)."""
+"""One small registry type, used for datasets, corruptions, encoders, fusions and methods (timm-style)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from .errors import unknown_name
+from .errors import MMRobustError, unknown_name
 
 T = TypeVar("T")
 
@@ -26,6 +27,12 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> T:
+        """Remove and return an entry (e.g. a method registered for one experiment or test)."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def get(self, name: str) -> T:
         if name not in self._entries:
             raise unknown_name(self.kind, name, self._entries)
@@ -39,3 +46,15 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def check_options(what: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Reject keyword options that `fn` (a registered factory) does not accept, suggesting the closest one."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [name for name in params if name != "self"]
+    for key in options:
+        if key not in names:
+            err = unknown_name(f"option for {what}", key, names)
+            raise MMRobustError(str(err))

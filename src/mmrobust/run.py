@@ -31,17 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import hashlib
 import json
-import os
 import platform
 import resource
 import subprocess
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +45,7 @@ import pandas as pd
 import torch
 
 from . import distributed as _dist
-from .atomic import WriteError, atomic_write, file_sha256, files_problem, seal_json, seal_ok, write_error_message
+from .atomic import atomic_write, file_sha256
 from .audit import AuditResult, audit, write_report
 from .audit.report import FILES as REPORT_FILES
 from .checkpoint import save_checkpoint
@@ -59,13 +55,21 @@ from .data.dataset import MultimodalData
 from .errors import MMRobustError
 from .experiment import load_data
 from .methods import create_method
+from .runfolder import (
+    CHECKPOINT,
+    RESULTS,
+    TRAINING_STATE,
+    clear_manifest,
+    finished_manifest,
+    run_lock,
+    warn_damaged,
+    write_manifest,
+)
 from .trackers import audit_metrics, create_trackers, require
 from .train import fit, resolve_device
+from .version import __version__
 
-MANIFEST = "manifest.json"
-TRAINING_STATE = "training-state.pt"
-LOCK = ".lock"
-RUN_FILES = ("checkpoint.pt", *REPORT_FILES)  # listed with their SHA-256 in the manifest
+RUN_FILES = (CHECKPOINT, *REPORT_FILES)  # listed with their SHA-256 in the manifest
 
 
 def data_checksum(data: MultimodalData) -> str:
@@ -92,8 +96,6 @@ def _versions() -> dict[str, str]:
     import numpy
     import pandas
 
-    from . import __version__
-
     return {
         "mmrobust": __version__,
         "python": platform.python_version(),
@@ -116,83 +118,6 @@ def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _finished(run_dir: Path, expected_hash: str) -> AuditResult | None:
-    """The run's result if its manifest says it finished under `expected_hash` and its files are
-    intact; None (run it) otherwise, with a warning when a finished run is found damaged."""
-    manifest = run_dir / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        record = json.loads(manifest.read_text())
-    except (OSError, ValueError) as e:
-        return _damaged(run_dir, f"{MANIFEST} is unreadable, truncated or corrupt ({e})")
-    if not isinstance(record, dict):
-        return _damaged(run_dir, f"{MANIFEST} is not a JSON object")
-    if seal_ok(record) is False:
-        return _damaged(run_dir, f"{MANIFEST} does not match its checksum (corrupted or edited)")
-    if record.get("status") != "done" or record.get("run_hash") != expected_hash:
-        return None
-    problem = files_problem(run_dir, record.get("files") or {})  # manifests of mmrobust 0.1 list none
-    if problem:
-        return _damaged(run_dir, problem)
-    try:
-        return AuditResult.read(run_dir / "results.json")
-    except MMRobustError as e:
-        return _damaged(run_dir, str(e))
-
-
-def _damaged(run_dir: Path, problem: str) -> AuditResult | None:
-    """Warn that the finished run in `run_dir` is damaged; it is not finished (None)."""
-    warnings.warn(f"{run_dir}: the finished run is damaged: {problem}; running it again", stacklevel=3)
-    return None
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `run_dir` (waiting, with a warning, while another process holds
-    it). The lock is an flock on `run_dir/.lock`, removed on release; it dies with its process,
-    so a killed run never leaves a stale lock. Where the file system cannot lock, nothing is."""
-    path = run_dir / LOCK
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WriteError(write_error_message(path, e)) from e
-    warned = False
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise WriteError(write_error_message(path, e)) from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not warned:
-                warnings.warn(f"{run_dir} is being worked on by another process; waiting for it", stacklevel=3)
-                warned = True
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as e:
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                os.close(fd)
-                raise
-        if _same_file(fd, path):
-            break
-        os.close(fd)  # the holder removed the file while we waited: lock the current one
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()  # still held: a waiter then finds its file gone and locks a new one
-        os.close(fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def run_one(
@@ -228,11 +153,8 @@ def run_one(
     )
     if not _dist.is_main():
         return _empty(data)
-    try:  # the run's files change from here on: unfinished until the new manifest is written
-        (run_dir / MANIFEST).unlink(missing_ok=True)
-    except OSError as e:
-        raise WriteError(write_error_message(run_dir / MANIFEST, e)) from e
-    save_checkpoint(method, run_dir / "checkpoint.pt", {"label": model.name})
+    clear_manifest(run_dir)  # the run's files change from here on: unfinished until the new manifest is written
+    save_checkpoint(method, run_dir / CHECKPOINT, {"label": model.name})
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
     result = audit(method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name)
     write_report(result, run_dir)
@@ -257,8 +179,7 @@ def run_one(
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "files": {name: file_sha256(run_dir / name) for name in RUN_FILES},  # as written, checked on reading
     }
-    sealed = seal_json(manifest)
-    atomic_write(run_dir / MANIFEST, lambda p: p.write_text(sealed))  # last: the run is finished
+    write_manifest(run_dir, manifest)  # last: the run is finished
     return result
 
 
@@ -310,8 +231,15 @@ def run_or_skip(
 
 
 def finished_run(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> AuditResult | None:
-    """The result of the run in `run_dir` if it finished under the same run hash, else None."""
-    return _finished(run_dir, run_hash(config, model, seed))
+    """The result of the run in `run_dir` if it finished under the same run hash and is intact, else
+    None (with a warning when a finished run is found damaged)."""
+    if finished_manifest(run_dir, run_hash(config, model, seed)) is None:
+        return None
+    try:
+        return AuditResult.read(run_dir / RESULTS)
+    except MMRobustError as e:
+        warn_damaged(run_dir, str(e))
+        return None
 
 
 def _trackers(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> list[Any]:

@@ -42,7 +42,6 @@ from torch import Tensor, nn
 
 from . import distributed as _dist
 from .atomic import WriteError, atomic_write, save_tensors
-from .audit.metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
 from .checkpoint import load_tensors, with_checksum
 from .data.augment import Augment, augment_batch, parse_augment
 from .data.batch import Batch
@@ -51,6 +50,7 @@ from .data.dataset import MultimodalData
 from .errors import MMRobustError
 from .methods.base import Method, Stage
 from .methods.supervised import task_loss
+from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
 from .trackers import Tracker, epoch_metrics
 
 STATE_FORMAT = "mmrobust-training-state/1"

@@ -3,16 +3,15 @@
 Pure functions on the audit's tidy table (one row per dataset, model, seed, scenario, metric)
 and on numpy arrays:
 
-- `load_runs`: every run directory `mmrobust run` wrote below some folders, as one table;
+- `load_runs`: every run folder `mmrobust run` wrote below some folders (runfolder.py), as one table;
 - `scenario_stats`: mean ± std over seeds of a metric per (model, scenario);
 - `bootstrap_ci` / `paired_differences`: model A − model B on the same masks, with a seeded,
   vectorised percentile bootstrap. Run directories store per-scenario metrics, not per-sample
   predictions, so the finest level available, and the one resampled, is the *seed*: seed s of
   A is paired with seed s of B (same audit masks, checked through their hashes);
 - `relative_robustness` / `effective_robustness`: area under the metric-vs-severity curve
-  normalised by the severity range, and a model's area minus a reference model's (ANCHORS §6.6);
-- `shapley_values` / `modality_contributions`: exact Shapley values of each modality, the value
-  of a coalition S being the score under `subset[S]` (ANCHORS §6.13).
+  normalised by the severity range, and a model's area minus a reference model's;
+- the modalities' Shapley values are in shapley.py.
 
 Example:
     runs = load_runs(["runs/demo"])
@@ -22,8 +21,6 @@ Example:
 from __future__ import annotations
 
 import itertools
-import json
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,17 +30,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import file_sha256, seal_ok
-from ..corruption import GaussianNoise, Missing, Subset, corruption_from_name
+from ..atomic import file_sha256
+from ..checkpoint import checkpoint_config
+from ..corruption import GaussianNoise, Missing, corruption_from_name
 from ..errors import MMRobustError, unknown_name
-from .metrics import LOWER_IS_BETTER, PRIMARY
+from ..metrics import LOWER_IS_BETTER, PRIMARY
+from ..runfolder import CHECKPOINT, MANIFEST, RESULTS, find_run_dirs, read_manifest
 from .result import AuditResult
 from .scenarios import CLEAN
 
-MANIFEST = "manifest.json"  # written by `mmrobust.run` into every run directory
-RUN_FORMAT = "mmrobust-run/1"  # manifests of mmrobust 0.1 carry no `format` key: they are this one
 REQUIRED_COLUMNS = ("dataset", "model", "seed", "scenario", "kind", "metric", "value")
-MAX_PLAYERS = 16  # exact Shapley enumerates 2^M coalitions
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -66,66 +62,10 @@ class Runs:
         return list(dict.fromkeys(self.table.dataset))
 
 
-def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Folders below `paths` holding a manifest.json (a run of `mmrobust run`), each once."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise MMRobustError(f"{p}: no such directory")
-        if not p.is_dir():
-            raise MMRobustError(f"{p}: not a directory; pass folders written by `mmrobust run ... --out DIR`")
-        found += [m.parent.resolve() for m in sorted(p.rglob(MANIFEST))]
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        where = ", ".join(str(p) for p in paths)
-        raise MMRobustError(
-            f"no runs found under {where}: expected run folders with {MANIFEST} and results.json, "
-            "as `mmrobust run CONFIG --out DIR` writes"
-        )
-    return unique
-
-
-def _major(version: str) -> str:
-    return version.split(".")[0]
-
-
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """The run's manifest, refusing formats this version cannot read (rather than misreading them)."""
-    from .. import __version__
-
-    path = run_dir / MANIFEST
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise MMRobustError(
-            f"{path}: not a readable run manifest, truncated or corrupt ({e}); re-run it with `mmrobust run`"
-        ) from None
-    if not isinstance(record, dict):
-        raise MMRobustError(f"{path}: not a run manifest (expected a JSON object)")
-    if seal_ok(record) is False:
-        raise MMRobustError(
-            f"{path}: damaged run manifest (its content does not match its checksum: corrupted or edited); "
-            "re-run it with `mmrobust run`"
-        )
-    fmt = record.get("format", RUN_FORMAT)
-    if fmt != RUN_FORMAT:
-        raise MMRobustError(f"{path}: run format '{fmt}' is not supported (mmrobust {__version__} reads {RUN_FORMAT})")
-    written_by = str(record.get("versions", {}).get("mmrobust") or __version__)
-    if _major(written_by) != _major(__version__):
-        raise MMRobustError(
-            f"{path}: written by mmrobust {written_by}, incompatible with this mmrobust {__version__}; "
-            "report it with the matching version"
-        )
-    return record
-
-
 def _num_classes(run_dir: Path) -> int | None:
     """The class count stored in the run's checkpoint (the manifest does not record it)."""
-    import torch
-
     try:
-        payload = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)
-        return int(json.loads(payload["config"])["spec"]["num_classes"])
+        return int(checkpoint_config(run_dir / CHECKPOINT)["spec"]["num_classes"])
     except Exception:  # no or unreadable checkpoint: the report states its assumption instead
         return None
 
@@ -140,7 +80,7 @@ def _model_position(manifest: Mapping[str, Any]) -> int:
 def _read_run(run_dir: Path, manifest: Mapping[str, Any]) -> tuple[AuditResult, dict[str, str | None]]:
     """The run's audit result (checked against the checksum its manifest lists) and the mask hash
     of each of its scenarios."""
-    results = run_dir / "results.json"
+    results = run_dir / RESULTS
     if not results.is_file():
         raise MMRobustError(f"{run_dir}: has a {MANIFEST} but no results.json; re-run it with `mmrobust run`")
     expected = (manifest.get("files") or {}).get(results.name)  # manifests of mmrobust 0.1 list none
@@ -403,96 +343,3 @@ def robustness_summary(table: pd.DataFrame, metric: str, families: Sequence[Fami
                 }
             )
     return pd.DataFrame(rows, columns=["family", "axis", "model", "rr_mean", "rr_std", "seeds", "er"])
-
-
-# --- Shapley values of modalities --------------------------------------------------------------
-def shapley_values(value: Mapping[frozenset[str], float], players: Sequence[str]) -> dict[str, float]:
-    """Exact Shapley values: each player's marginal contribution averaged over all join orders.
-
-    `value` maps every coalition (a frozenset of players, including the empty one) to its worth.
-    phi_i = sum over S not containing i of |S|! (M-|S|-1)! / M! * (v(S + i) - v(S)); they sum to
-    v(all) - v(empty) (efficiency).
-    """
-    m = len(players)
-    if len(set(players)) != m or m == 0:
-        raise ValueError("players must be distinct and non-empty")
-    if m > MAX_PLAYERS:
-        raise ValueError(f"exact Shapley over {m} players needs 2^{m} coalitions; at most {MAX_PLAYERS}")
-    weights = [math.factorial(k) * math.factorial(m - k - 1) / math.factorial(m) for k in range(m)]
-    out = {}
-    for player in players:
-        others = [p for p in players if p != player]
-        phi = 0.0
-        for k in range(m):
-            for coalition in map(frozenset, itertools.combinations(others, k)):
-                try:
-                    phi += weights[k] * (value[coalition | {player}] - value[coalition])
-                except KeyError as e:
-                    raise ValueError(f"no value for coalition {sorted(e.args[0])}") from None
-        out[player] = phi
-    return out
-
-
-def _subset_keep(scenario: str) -> tuple[str, ...] | None:
-    try:
-        c = corruption_from_name(scenario)
-    except MMRobustError:
-        return None
-    return c.keep if isinstance(c, Subset) else None
-
-
-def coalition(scenario: str, modalities: Sequence[str]) -> frozenset[str] | None:
-    """The modalities present under a subset scenario (clean = all of them); None for others."""
-    if scenario == CLEAN:
-        return frozenset(modalities)
-    keep = _subset_keep(scenario)
-    return None if keep is None else frozenset(keep)
-
-
-def subset_modalities(scenarios: Iterable[str]) -> list[str]:
-    """Every modality named by the subset scenarios, in order of appearance."""
-    found: dict[str, None] = {}
-    for scenario in scenarios:
-        found.update(dict.fromkeys(_subset_keep(scenario) or ()))
-    return list(found)
-
-
-def empty_coalition_value(table: pd.DataFrame, metric: str, num_classes: int | None) -> tuple[float, str]:
-    """v(∅), the score with no modality, and a sentence saying where it comes from.
-
-    Accuracy: chance, 1/num_classes. Otherwise (MAE: the score of predicting the training mean,
-    which run directories do not record) the worst score any model reached on any non-empty
-    subset; changing v(∅) shifts every modality's value by the same amount, so rankings hold.
-    """
-    if metric == "accuracy" and num_classes:
-        return 1 / num_classes, f"chance accuracy 1/{num_classes} ({num_classes} classes, from the runs' checkpoints)"
-    scores = table[(table.metric == metric) & table.kind.isin([CLEAN, "subset"])].value
-    worst = float(scores.max() if metric in LOWER_IS_BETTER else scores.min())
-    why = "the number of classes is not recorded" if metric == "accuracy" else "run folders do not record it"
-    return worst, (
-        f"the worst {metric} of any model on any non-empty subset ({worst:.3f}), since {why}; "
-        "another v(∅) shifts every modality's value by the same amount"
-    )
-
-
-def modality_contributions(table: pd.DataFrame, metric: str, empty: float) -> pd.DataFrame:
-    """Shapley value of each modality per model: mean ± std over seeds, signed so > 0 means it helps.
-
-    The coalition values are the all-subset scores (negated for lower-is-better metrics) with
-    v(∅) = `empty`; a seed whose audit lacks some subset is left out.
-    """
-    t = table[(table.metric == metric) & table.kind.isin([CLEAN, "subset"])]
-    modalities = subset_modalities(t.scenario.unique())
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    rows = []
-    for (model, seed), g in t.groupby(["model", "seed"], sort=False):
-        coalitions = (coalition(s, modalities) for s in g.scenario)
-        value = {c: sign * v for c, v in zip(coalitions, g.value, strict=True) if c is not None}
-        value[frozenset()] = sign * empty
-        if not modalities or len(value) < 2 ** len(modalities):
-            continue
-        phi = shapley_values(value, modalities)
-        rows += [{"model": model, "seed": seed, "modality": m, "shapley": phi[m]} for m in modalities]
-    per_seed = pd.DataFrame(rows, columns=["model", "seed", "modality", "shapley"])
-    stats = per_seed.groupby(["model", "modality"], sort=False).shapley.agg(["mean", "std", "count"])
-    return stats.reset_index().rename(columns={"count": "seeds"})

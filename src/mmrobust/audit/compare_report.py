@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..metrics import LOWER_IS_BETTER
 from .compare import (
     Family,
     Runs,
     best_models,
     check_reference,
-    empty_coalition_value,
-    modality_contributions,
     paired_differences,
     primary_metric,
     robustness_summary,
@@ -35,9 +34,9 @@ from .compare import (
     severity_families,
 )
 from .document import Block, Figure, Heading, Paragraph, Table, slug, write_document
-from .metrics import LOWER_IS_BETTER
 from .report import heatmap_figure, mean_std, pyplot
 from .result import AuditResult
+from .shapley import empty_coalition_value, modality_contributions
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure

@@ -27,9 +27,9 @@ from torch import Tensor
 from ..corruption import GaussianNoise, MaskCorruption
 from ..data.batch import Batch
 from ..data.dataset import ChunkedData, MultimodalData
+from ..data.tokens import Tokens
 from ..errors import MMRobustError, unknown_name
 from ..methods.base import Method
-from ..models.tokens import Tokens
 from .scenarios import DRAW_BLOCK, Scenario
 
 DEFAULT_CHUNK = 4 * DRAW_BLOCK  # samples streamed per step
@@ -89,8 +89,10 @@ class ScenarioStream:
             start = 0
             for batch in self.data.batches(self.chunk):
                 if start % self.chunk or len(batch) > self.chunk:
-                    raise MMRobustError(f"the data yielded a batch of {len(batch)} rows at row {start}; "
-                                        f"the audit needs consecutive batches of {self.chunk}")
+                    raise MMRobustError(
+                        f"the data yielded a batch of {len(batch)} rows at row {start}; "
+                        f"the audit needs consecutive batches of {self.chunk}"
+                    )
                 with torch.no_grad():
                     outputs = self._chunk(batch, start, device)
                 yield batch.target, outputs
@@ -110,8 +112,9 @@ class ScenarioStream:
             corruption = sc.corruption
             blocks = list(sc.blocks(self.seed, start, len(batch), self.draw_block))
             if isinstance(corruption, MaskCorruption):
-                present = torch.cat([corruption.new_present(batch.present[lo:hi], batch.modalities, g)
-                                     for lo, hi, g in blocks])
+                present = torch.cat(
+                    [corruption.new_present(batch.present[lo:hi], batch.modalities, g) for lo, hi, g in blocks]
+                )
                 tokens = enc.tokens.with_present(present.to(device))
             elif corruption.stage == "token":
                 tokens = sc.apply(enc.tokens, self.seed, start, self.draw_block)
@@ -129,7 +132,9 @@ class _Encoded:
 
     def __init__(self, method: Method, batch: Batch, batch_size: int, device: torch.device) -> None:
         self.method, self.batch_size, self.device = method, batch_size, device
-        parts = [method.encode(_rows(batch, i, i + batch_size).to(device)).z for i in range(0, len(batch), batch_size)]
+        parts = [
+            method.encode(batch.rows(slice(i, i + batch_size)).to(device)).z for i in range(0, len(batch), batch_size)
+        ]
         self.tokens = Tokens(torch.cat(parts), batch.present.to(device), batch.modalities)  # (C, M, D)
 
     def encode_rows(self, modality: str, x: Tensor) -> Tensor:
@@ -241,7 +246,7 @@ def _reencode_changed(
     """Cached tokens, with only the rows whose input values the scenario changed re-encoded."""
     z, presents = enc.tokens.z, []
     for lo, hi, g in blocks:
-        before = _rows(batch, lo, hi)
+        before = batch.rows(slice(lo, hi))
         after = scenario.corruption(before, g)
         presents.append(after.present)
         for j, m in enumerate(batch.modalities):
@@ -299,19 +304,14 @@ def naive_outputs(
     full = whole_batch(data)
     outputs = {}
     for sc in scenarios:
-        if sc.corruption.stage == "token" and not isinstance(sc.corruption, MaskCorruption):
+        if sc.corruption.on_tokens:
             tokens = sc.apply(method.encode(full.to(device)), seed, block=draw_block)
             outputs[sc.name] = method.fuse(tokens).cpu()
             continue
         corrupted = sc.apply(full, seed, block=draw_block)
         parts = [
-            method.predict(_rows(corrupted, i, i + batch_size).to(device)).cpu()
+            method.predict(corrupted.rows(slice(i, i + batch_size)).to(device)).cpu()
             for i in range(0, len(corrupted), batch_size)
         ]
         outputs[sc.name] = torch.cat(parts)
     return outputs
-
-
-def _rows(batch: Batch, lo: int, hi: int) -> Batch:
-    s = slice(lo, hi)
-    return Batch({m: x[s] for m, x in batch.inputs.items()}, batch.present[s], batch.target[s], batch.modalities)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write, seal_json
-from .metrics import LOWER_IS_BETTER
+from ..metrics import LOWER_IS_BETTER
 from .result import MODEL_KEYS, AuditResult
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from ..corruption import Corruption
 from ..data.dataset import ChunkedData, DataSpec, MultimodalData
 from ..errors import MMRobustError
 from ..methods.base import Method
+from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator, compute_metrics
 from .engine import DEFAULT_CHUNK, ScenarioStream, naive_outputs, whole_batch
-from .metrics import LOWER_IS_BETTER, PRIMARY, accumulator, compute_metrics
 from .scenarios import CLEAN, Scenario, clean_scenario, custom_scenarios, default_scenarios
 
 KEYS = ["dataset", "model", "method", "fusion", "seed"]

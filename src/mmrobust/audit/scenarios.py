@@ -24,8 +24,8 @@ import torch
 
 from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset
 from ..data.batch import Batch
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
-from ..models.tokens import Tokens
 
 CLEAN = "clean"
 DRAW_BLOCK = 1024  # samples per draw block: part of a scenario's definition, like the seed
@@ -59,7 +59,7 @@ class Scenario:
     def apply(self, x: T, seed: int, start: int = 0, block: int = DRAW_BLOCK) -> T:
         """The scenario on rows [start, start + len(x)) of the test set (a `Batch`, or `Tokens` for a
         token-stage corruption): its corruption applied block by block."""
-        parts = [self.corruption(_rows(x, lo, hi), g) for lo, hi, g in self.blocks(seed, start, len(x), block)]
+        parts = [self.corruption(x.rows(slice(lo, hi)), g) for lo, hi, g in self.blocks(seed, start, len(x), block)]
         return parts[0] if len(parts) == 1 else _concat(parts)
 
 
@@ -121,12 +121,6 @@ def rate_scenarios(
         if c.name not in {s.name for s in out}:
             out.append(Scenario(c.name, "custom", c))
     return out
-
-
-def _rows(x: T, lo: int, hi: int) -> T:
-    if isinstance(x, Tokens):
-        return Tokens(x.z[lo:hi], x.present[lo:hi], x.modalities)
-    return Batch({m: v[lo:hi] for m, v in x.inputs.items()}, x.present[lo:hi], x.target[lo:hi], x.modalities)
 
 
 def _concat(parts: Sequence[T]) -> T:

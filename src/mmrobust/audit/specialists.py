@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from ..errors import MMRobustError
-from .metrics import LOWER_IS_BETTER
+from ..metrics import LOWER_IS_BETTER
 from .result import MODEL_KEYS, AuditResult
 from .scenarios import CLEAN
 

@@ -62,6 +62,12 @@ class Batch:
             self.modalities,
         )
 
+    def rows(self, index: slice | Tensor) -> Batch:
+        """The samples at `index` (a slice, a bool mask or indices), as a batch of their own."""
+        return Batch(
+            {m: x[index] for m, x in self.inputs.items()}, self.present[index], self.target[index], self.modalities
+        )
+
     def with_present(self, present: Tensor) -> Batch:
         return replace(self, present=present)
 

@@ -11,6 +11,7 @@ used anyway, with a warning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -21,10 +22,8 @@ from typing import Any
 
 import torch
 
-from ..atomic import CHECKSUM, WriteError, atomic_write, payload_sha256, save_tensors
+from ..atomic import CHECKSUM, WriteError, atomic_write, file_sha256, payload_sha256, save_tensors
 from .dataset import DataSpec, MultimodalData
-
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def cache_dir() -> Path:
@@ -33,22 +32,21 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mmrobust" / "processed"
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, memoised per (path, size, mtime) within the process."""
+def raw_file_sha256(path: Path) -> str:
+    """SHA-256 of a raw data file, memoised per (path, size, mtime) within the process (raw files are
+    large and every load hashes them)."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_DIGESTS:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _FILE_DIGESTS[key] = digest.hexdigest()
-    return _FILE_DIGESTS[key]
+    return _memoised_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _memoised_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 def cache_key(name: str, recipe: str, raw_files: Sequence[Path], options: Mapping[str, Any]) -> str:
     parts = [name, recipe, json.dumps(options, sort_keys=True, default=str)]
-    parts += [f"{p.name}:{file_sha256(p)}" for p in raw_files]
+    parts += [f"{p.name}:{raw_file_sha256(p)}" for p in raw_files]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
@@ -74,9 +72,7 @@ def _load(path: Path) -> MultimodalData | None:
         if saved is not None and saved != payload_sha256(payload):
             return None
         spec = DataSpec.from_dict(json.loads(payload["spec"]))
-        return MultimodalData(
-            spec, payload["inputs"], payload["present"], payload["target"], payload["splits"]
-        )
+        return MultimodalData(spec, payload["inputs"], payload["present"], payload["target"], payload["splits"])
     except Exception:  # any unreadable entry is rebuilt, never trusted
         return None
 

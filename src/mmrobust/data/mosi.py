@@ -13,7 +13,7 @@ Recipe (`mosi/1`):
 - `audio` mlp (73,): openSMILE statistics (unnormalised, up to ~376, hence standardised).
 - `video` mlp (100,): 3D-CNN features.
 - Target: the sentiment score as a float (regression, `num_classes=1`); score with
-  MAE / Corr / Acc-2 (`mmrobust.audit.metrics.regression_metrics`).
+  MAE / Corr / Acc-2 (`mmrobust.metrics.regression_metrics`).
 - Split: Poria et al.'s speaker-independent split, 1447 train (62 videos) / 752 test
   (31 videos). Validation is carved from the train *videos* (seeded, `val_fraction` of them,
   stratified by the sign of the video's mean sentiment) so no speaker is in train and val.

@@ -3,18 +3,16 @@ each dataset needs on disk (for `mmrobust data list/info/verify/download`)."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import MMRobustError, unknown_name
-from ..registry import Registry
+from ..errors import MMRobustError
+from ..registry import Registry, check_options
 from .dataset import MultimodalData
 
 Loader = Callable[..., MultimodalData]
-DATASETS: Registry[Loader] = Registry("dataset")
 
 
 @dataclass(frozen=True)
@@ -52,36 +50,32 @@ class DatasetInfo:
             )
 
 
-INFO: dict[str, DatasetInfo] = {}
+@dataclass(frozen=True)
+class Dataset:
+    """A registry entry: the loader and what it reads."""
+
+    loader: Loader
+    info: DatasetInfo
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")
 
 
 def register_dataset(name: str, info: DatasetInfo | None = None) -> Callable[[Loader], Loader]:
     def decorator(loader: Loader) -> Loader:
-        INFO[name] = info or DatasetInfo(summary=(loader.__doc__ or "").strip().split("\n")[0])
-        return DATASETS.register(name)(loader)
+        summary = (loader.__doc__ or "").strip().split("\n")[0]
+        DATASETS.register(name)(Dataset(loader, info or DatasetInfo(summary=summary)))
+        return loader
 
     return decorator
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    DATASETS.get(name)  # unknown names fail with a suggestion
-    return INFO[name]
+    return DATASETS.get(name).info  # unknown names fail with a suggestion
 
 
 def load_dataset(name: str, **options: Any) -> MultimodalData:
     """Load a registered dataset by name; unknown options are named in the error."""
-    loader = DATASETS.get(name)
+    loader = DATASETS.get(name).loader
     check_options(f"dataset '{name}'", loader, options)
     return loader(**options)
-
-
-def check_options(what: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
-    """Reject keyword options that `fn` does not accept, suggesting the closest one."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    names = [name for name in params if name != "self"]
-    for key in options:
-        if key not in names:
-            err = unknown_name(f"option for {what}", key, names)
-            raise MMRobustError(str(err))

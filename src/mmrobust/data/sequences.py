@@ -2,8 +2,9 @@
 
 Raw recordings come packed in npz files (`read_arrays`), concatenated along time: sequence i
 at rows `offsets[i] : offsets[i] + lengths[i]`. Everything here works on that layout for all
-sequences at once (index arithmetic, no per-sequence Python loop), so a loader can resample
-to a fixed length, cut sliding windows and split by subject in a few vectorised calls.
+sequences at once (index arithmetic, no per-sequence Python loop), so a loader can stretch
+every sequence to a fixed length (`stretch`; `formats/_windows.resample` changes a sampling rate
+instead), cut sliding windows and split by subject in a few vectorised calls.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def positions(offsets: np.ndarray, lengths: np.ndarray, steps: int) -> np.ndarra
     return offsets[:, None] + frac[None, :] * (lengths[:, None] - 1)
 
 
-def resample(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, steps: int) -> np.ndarray:
+def stretch(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, steps: int) -> np.ndarray:
     """Linearly interpolate every sequence to `steps` points: (rows, *F) -> (S, steps, *F) float32.
 
     First and last samples are kept exactly, so a sequence keeps its full extent whatever its

@@ -58,7 +58,7 @@ from .cache import cached
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize
 from .paths import data_dir as resolve_data_dir
 from .registry import DatasetInfo, register_dataset
-from .sequences import READ_ERRORS, check_ragged, positions, read_arrays, resample, subject_splits
+from .sequences import READ_ERRORS, check_ragged, positions, read_arrays, stretch, subject_splits
 
 MODALITIES = ("inertial", "skeleton", "depth")
 _FILES = {
@@ -202,7 +202,7 @@ def _read_data(path: Path, index: dict[str, np.ndarray], frame_shape: tuple[int,
 
 def _inertial(path: Path, index: dict[str, np.ndarray], steps: int) -> torch.Tensor:
     data = _read_data(path, index, (6,))
-    x = resample(data, index["offsets"], index["lengths"], steps)  # (S, T, 6)
+    x = stretch(data, index["offsets"], index["lengths"], steps)  # (S, T, 6)
     return torch.from_numpy(x).transpose(1, 2).contiguous()  # (S, 6, T)
 
 
@@ -213,7 +213,7 @@ def _skeleton(
     removed), with per-frame joint velocities appended (`velocity`: (S, T, 120)), and laid out
     channels-first for a temporal CNN (`kind="conv1d"`: (S, 60 or 120, T))."""
     data = _read_data(path, index, (20, 3))
-    x = resample(data, index["offsets"], index["lengths"], frames)  # (S, T, 20, 3)
+    x = stretch(data, index["offsets"], index["lengths"], frames)  # (S, T, 20, 3)
     root = joints[_ROOT_JOINT]
     hip = x[:, :, root : root + 1]  # (S, T, 1, 3)
     rel = x - hip

@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..models.attention import Block
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
-from .base import Method, register_method
+from .base import EVERY_TASK, Method, MethodTags, register_method
 from .supervised import task_loss
 
 
@@ -124,6 +124,8 @@ class ActionMAE(Method):
     """ActionMAE with the paper's ablation switches: `n_memory` (0 = no memory token),
     `position_embedding`, the loss weights and the fusion (sum / concat / transformer / late)."""
 
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
+
     def __init__(
         self,
         fusion: str = "transformer",
@@ -155,9 +157,7 @@ class ActionMAE(Method):
 
     @property
     def actionmae_model(self) -> ActionMAEModel:
-        model = self.fitted_model
-        assert isinstance(model, ActionMAEModel)
-        return model
+        return self.fitted_as(ActionMAEModel)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         model = self.actionmae_model
@@ -176,4 +176,3 @@ class ActionMAE(Method):
         target = normalised_target(z) if self.normalize_target else z
         per_slot = F.mse_loss(reconstruction, target, reduction="none").mean(dim=-1)  # (B, N)
         return per_slot[dropped].mean()
-

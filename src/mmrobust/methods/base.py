@@ -11,20 +11,21 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from ..corruption import Corruption
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
-from ..data.registry import check_options
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
-from ..registry import Registry
+from ..registry import Registry, check_options
 
 METHODS: Registry[type[Method]] = Registry("method")
+ModelT = TypeVar("ModelT", bound=MultimodalModel)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
@@ -42,11 +43,15 @@ def create_method(name: str, **params: Any) -> Method:
     return cls(**params)
 
 
+EVERY_TASK = frozenset({"classification", "regression"})
+
+
 @dataclass(frozen=True)
 class MethodTags:
-    """Capabilities, read by `check_method` and by planners that skip impossible combinations."""
+    """Capabilities: `fit` refuses a task left out, the sweep planner skips combinations a method
+    cannot run, and `check_method` verifies every claim. The defaults claim the most."""
 
-    tasks: frozenset[str] = frozenset({"classification", "regression"})
+    tasks: frozenset[str] = EVERY_TASK
     needs_complete_training_data: bool = False
     per_sample_masks: bool = True
 
@@ -82,8 +87,10 @@ class Method(ABC):
     seed: int | None = None  # set by `fit`
 
     def get_params(self) -> dict[str, Any]:
+        """The constructor's parameters, with corruption objects as their dicts: what configs and
+        checkpoints record, and what `create_method(name, **params)` takes back."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {p: getattr(self, p) for p in names}
+        return {p: _recorded(getattr(self, p)) for p in names}
 
     @abstractmethod
     def build(self, spec: DataSpec) -> None:
@@ -103,6 +110,13 @@ class Method(ABC):
         if self.model is None:
             raise MMRobustError(f"method '{self.name}' is not trained yet: call fit first")
         return self.model
+
+    def fitted_as(self, kind: type[ModelT]) -> ModelT:
+        """The fitted model, typed as the `kind` this method builds."""
+        model = self.fitted_model
+        if not isinstance(model, kind):
+            raise MMRobustError(f"method '{self.name}' holds a {type(model).__name__}, not a {kind.__name__}")
+        return model
 
     @property
     def spec(self) -> DataSpec:
@@ -133,3 +147,7 @@ class Method(ABC):
     def describe(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{self.name}({params})"
+
+
+def _recorded(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, Corruption) else value

@@ -66,16 +66,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..corruption import Corruption, MaskCorruption, corruption_from_dict
+from ..corruption import Corruption, corruption_from_dict, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.encoders import create_encoder
 from ..models.fusion import create_fusion
+from ..models.layers import mlp
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
-from .base import Method, Stage, register_method
-from .supervised import corruption_param, task_loss
+from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
+from .supervised import task_loss
 
 MODES = ("finetune", "fixed", "supervised")
 MASKINGS = ("spatial", "random")
@@ -130,11 +131,7 @@ class Aggregator(nn.Module):
         super().__init__()
         self.fusion_name = fusion
         if fusion == "mlp":
-            sizes = (n_modalities * dim, *hidden, out)
-            layers: list[nn.Module] = [nn.Flatten()]
-            for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-                layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
-            self.body: nn.Module = nn.Sequential(*layers)
+            self.body: nn.Module = nn.Sequential(nn.Flatten(), *mlp((n_modalities * dim, *hidden, out)))
         else:
             self.body = create_fusion(fusion, n_modalities, dim, out)
         self.norm = nn.LayerNorm(out)
@@ -218,13 +215,7 @@ class CroSSLModel(MultimodalModel):
         )
         self.aggregator = Aggregator(len(spec.modalities), embed_dim, aggregator_hidden, proj_dim, fusion)
         del self.fusion
-        sizes = (proj_dim, *head_hidden, spec.num_classes)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers += [nn.ReLU(), nn.Dropout(head_dropout)]
-        self.head = nn.Sequential(*layers)
+        self.head = mlp((proj_dim, *head_hidden, spec.num_classes), dropout=head_dropout)
 
     def backbone(self) -> nn.ModuleList:
         """What pretraining trains (and `fixed` freezes): encoders and aggregator."""
@@ -249,6 +240,8 @@ class CroSSL(Method):
     pretrains for `fit`'s `epochs` (the paper: 100). The pretraining stage's `reuse_key` holds
     every parameter it depends on, so fixed and fine-tuned runs with the same pretraining share it.
     `fusion="mlp"` is the paper's aggregator; any registered fusion can replace its flatten-MLP."""
+
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
     def __init__(
         self,
@@ -292,9 +285,6 @@ class CroSSL(Method):
         self.head_dropout = head_dropout
         self.kernel_l2 = kernel_l2
 
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "corruption": corruption_param(self.corruption)}
-
     @property
     def train_corruption(self) -> Corruption | None:
         c = self.corruption
@@ -324,9 +314,7 @@ class CroSSL(Method):
 
     @property
     def crossl_model(self) -> CroSSLModel:
-        model = self.fitted_model
-        assert isinstance(model, CroSSLModel)
-        return model
+        return self.fitted_as(CroSSLModel)
 
     # --- stages ------------------------------------------------------------------------
     def pretrain_key(self) -> dict[str, Any]:
@@ -380,18 +368,11 @@ class CroSSL(Method):
         """The batch's samples whose labels the downstream stage may use (`label_fraction`)."""
         if self.label_fraction >= 1:
             return batch
-        rows = label_keys(batch, self.seed or 0) < self.label_fraction
-        return Batch(
-            {m: x[rows] for m, x in batch.inputs.items()}, batch.present[rows], batch.target[rows], batch.modalities
-        )
+        return batch.rows(label_keys(batch, self.seed or 0) < self.label_fraction)
 
     def augment(self, batch: Batch, generator: torch.Generator) -> Tokens:
-        corruption, model = self.train_corruption, self.crossl_model
-        if corruption is None:
-            return model.encode(batch)
-        if corruption.stage == "token" and not isinstance(corruption, MaskCorruption):
-            return corruption(model.encode(batch), generator)
-        return model.encode(corruption(batch, generator))  # masks before encoding: dropped costs nothing
+        """The labelled batch encoded under the optional training `corruption`."""
+        return encode_corrupted(self.crossl_model.encode, batch, self.train_corruption, generator)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """Downstream task loss, everything trainable (fine-tuning and `supervised`)."""

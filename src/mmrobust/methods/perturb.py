@@ -19,12 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..corruption import NoiseMode, Perturbation, Stage
+from ..corruption import CorruptionStage, NoiseMode, Perturbation
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import unknown_name
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
 from .base import register_method
 from .supervised import SupervisedMethod, task_loss
 
@@ -52,7 +52,7 @@ class PerturbationTraining(SupervisedMethod):
         proportion: float = 0.15,
         sigma: float = 1.0,
         noise: NoiseMode = "additive",
-        stage: Stage = "token",
+        stage: CorruptionStage = "token",
         modalities: Sequence[str] | None = None,
     ) -> None:
         super().__init__(fusion, dim, modalities)

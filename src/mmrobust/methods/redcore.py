@@ -52,8 +52,8 @@ Where this differs from the released code (METHODS.md §4.9):
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -62,34 +62,17 @@ from torch import Tensor, nn
 from ..corruption import Corruption
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
+from ..models.layers import BatchedLinear, mlp
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
-from .base import Method, register_method
-from .supervised import corruption_param, resolve_corruption, task_loss
-
-
-class BatchedLinear(nn.Module):
-    """M independent linear maps applied in one einsum: (B, M, in) -> (B, M, out)."""
-
-    def __init__(self, n: int, fan_in: int, fan_out: int) -> None:
-        super().__init__()
-        bound = 1.0 / max(fan_in, 1) ** 0.5  # nn.Linear's default initialisation
-        self.weight = nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n, fan_out).uniform_(-bound, bound))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.einsum("bmi,mio->bmo", x, self.weight) + self.bias
+from .base import EVERY_TASK, Method, MethodTags, register_method
+from .supervised import resolve_corruption, task_loss
 
 
 def batched_mlp(n: int, sizes: Sequence[int], activation: type[nn.Module], dropout: float = 0.0) -> nn.Sequential:
-    """BatchedLinear layers through `sizes`, with activation (and dropout) between them, none after the last."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(BatchedLinear(n, a, b))
-        if i < len(sizes) - 2:
-            layers += [activation(), nn.Dropout(dropout)] if dropout > 0 else [activation()]
-    return nn.Sequential(*layers)
+    """M independent MLPs in one (`BatchedLinear` layers; a Dropout only where `dropout` > 0)."""
+    return mlp(sizes, activation, dropout or None, partial(BatchedLinear, n))
 
 
 class CrossModalPredictors(nn.Module):
@@ -230,6 +213,8 @@ class RedCore(Method):
     `corruption` is the training-time drop (default `RandomDrop`; the paper trains under fixed
     imbalanced `MissingRates` with `if_all_missing="allow"`), applied to the tokens after encoding."""
 
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
+
     def __init__(
         self,
         fusion: str = "transformer",
@@ -270,9 +255,6 @@ class RedCore(Method):
         self.classifier_dropout = classifier_dropout
         self.sample_at_eval = sample_at_eval
 
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "corruption": corruption_param(self.corruption)}
-
     @property
     def train_corruption(self) -> Corruption:
         return resolve_corruption(self.corruption)
@@ -309,9 +291,7 @@ class RedCore(Method):
 
     @property
     def redcore_model(self) -> RedCoreModel:
-        model = self.fitted_model
-        assert isinstance(model, RedCoreModel)
-        return model
+        return self.fitted_as(RedCoreModel)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         model = self.redcore_model

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..corruption import Corruption, MaskCorruption, RandomDrop, corruption_from_dict
+from ..corruption import Corruption, RandomDrop, corruption_from_dict, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..models.model import MultimodalModel
-from .base import Method, register_method
+from .base import EVERY_TASK, Method, MethodTags, register_method
 
 
 def task_loss(output: Tensor, target: Tensor, task: str, label_smoothing: float = 0.0) -> Tensor:
@@ -37,11 +37,6 @@ def resolve_corruption(corruption: Corruption | Mapping[str, Any] | None) -> Cor
     return corruption_from_dict(corruption) if isinstance(corruption, Mapping) else corruption
 
 
-def corruption_param(corruption: Corruption | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The corruption parameter as checkpoints and configs record it (a dict, never an object)."""
-    return corruption.to_dict() if isinstance(corruption, Corruption) else corruption
-
-
 @register_method("joint")
 class SupervisedMethod(Method):
     """Plain training of one encode/fuse model on the data as given (the usual baseline).
@@ -50,6 +45,8 @@ class SupervisedMethod(Method):
     baseline): the others are ignored in training, validation, prediction and the audit.
     `label_smoothing` is a recipe element (the same for every method in a comparison).
     """
+
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
     def __init__(
         self,
@@ -72,13 +69,8 @@ class SupervisedMethod(Method):
         self.model = MultimodalModel(spec, fusion=self.fusion, dim=self.dim, use=self.modalities)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
-        model, corruption = self.fitted_model, self.train_corruption
-        if corruption is None:
-            output = model(batch)
-        elif corruption.stage == "token" and not isinstance(corruption, MaskCorruption):
-            output = model.fuse(corruption(model.encode(batch), generator))
-        else:  # masks are applied before encoding, so dropped modalities cost nothing
-            output = model(corruption(batch, generator))
+        model = self.fitted_model
+        output = model.fuse(encode_corrupted(model.encode, batch, self.train_corruption, generator))
         return task_loss(output, batch.target, model.spec.task, self.label_smoothing)
 
 
@@ -97,9 +89,6 @@ class ModalityDropout(SupervisedMethod):
     ) -> None:
         super().__init__(fusion, dim, modalities, label_smoothing)
         self.corruption = corruption
-
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "corruption": corruption_param(self.corruption)}
 
     @property
     def train_corruption(self) -> Corruption:

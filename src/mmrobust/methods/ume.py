@@ -50,25 +50,27 @@ metrics rather than the last member's. Members and adapted model live side by si
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..corruption import Corruption, MaskCorruption, MissingRates, corruption_from_dict, corruption_from_name
+from ..corruption import Corruption, MissingRates, corruption_from_dict, corruption_from_name, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.fusion import _PerModalityHeads
 from ..models.model import MultimodalModel
-from ..models.tokens import Tokens
-from .base import Method, Stage, register_method
-from .supervised import corruption_param, resolve_corruption, task_loss
+from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
+from .supervised import resolve_corruption, task_loss
 
 Combine = Literal["logits", "probs"]
 MEMBER_FORMAT = "ume-member/1"  # bump when a member's architecture or training changes
+CANDIDATES = ("ume", "mma")  # what ume_mma chooses between: `choice` 0 and 1
 
 
 class EnsembleFusion(nn.Module):
@@ -132,7 +134,7 @@ class AdaptedModel(MultimodalModel):
         self.ensemble = ensemble
         self.register_buffer("choice", torch.tensor(choice))
         self.register_buffer("initialised", torch.tensor(False))
-        self._adapted_only = False  # set while `adapted_output` runs
+        self._adapted_only = False  # set within `adapted_only`
 
     @property
     def uses_ensemble(self) -> bool:
@@ -153,13 +155,19 @@ class AdaptedModel(MultimodalModel):
                 self.fusion.bias[j].copy_(head.bias)
         self.initialised.fill_(True)
 
-    def adapted_output(self, batch: Batch) -> Tensor:
-        """The adapted model's prediction, whatever `choice` says."""
+    @contextlib.contextmanager
+    def adapted_only(self) -> Iterator[None]:
+        """Within it, `encode`/`fuse` are the adapted model's, whatever `choice` says."""
         self._adapted_only = True
         try:
-            return self(batch)
+            yield
         finally:
             self._adapted_only = False
+
+    def adapted_output(self, batch: Batch) -> Tensor:
+        """The adapted model's prediction, whatever `choice` says."""
+        with self.adapted_only():
+            return self(batch)
 
     def encode_modality(self, modality: str, x: Tensor) -> Tensor:
         if self.uses_ensemble:
@@ -184,6 +192,8 @@ class UniModalEnsembleMethod(Method):
     ignored: the ensemble is a late fusion by construction. It is the fusion of `mma`/`ume_mma`.
     """
 
+    tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
+
     def __init__(self, fusion: str = "late", dim: int = 64, combine: Combine = "logits") -> None:
         self.fusion = fusion
         self.dim = dim
@@ -200,9 +210,7 @@ class UniModalEnsembleMethod(Method):
 
     @property
     def ensemble(self) -> UniModalEnsemble:
-        model = self.fitted_model
-        assert isinstance(model, UniModalEnsemble)
-        return model
+        return self.fitted_as(UniModalEnsemble)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """The sum of the members' losses (what the member stages minimise one at a time)."""
@@ -261,9 +269,6 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
 
     _initial_choice = 1
 
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "corruption": corruption_param(self.corruption)}
-
     def build(self, spec: DataSpec) -> None:
         self._check(spec)
         ensemble = UniModalEnsemble(spec, self.dim, self.combine)
@@ -271,9 +276,7 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
 
     @property
     def adapted_model(self) -> AdaptedModel:
-        model = self.fitted_model
-        assert isinstance(model, AdaptedModel)
-        return model
+        return self.fitted_as(AdaptedModel)
 
     @property
     def ensemble(self) -> UniModalEnsemble:
@@ -293,12 +296,8 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
         model = self.adapted_model
         if not bool(model.initialised):  # first step of the stage (a resumed run has it in its weights)
             self.start_adaptation()
-        corruption = self.train_corruption
-        if corruption.stage == "token" and not isinstance(corruption, MaskCorruption):
-            # the adapted model: choice is 1 (mma) or not made yet (ume_mma) while this stage runs
-            output = model.fuse(corruption(model.encode(batch), generator))
-        else:  # masks are applied before encoding, so dropped modalities cost nothing
-            output = model.adapted_output(corruption(batch, generator))
+        with model.adapted_only():
+            output = model.fuse(encode_corrupted(model.encode, batch, self.train_corruption, generator))
         return task_loss(output, batch.target, model.spec.task)
 
     def stages(self) -> Sequence[Stage]:
@@ -329,31 +328,33 @@ class UMEMMA(MissingModalityAdaptation):
     ) -> None:
         super().__init__(fusion, dim, drop_probability, corruption, combine)
         self.target = target
-        self._armed = False
+        self._epoch_begun = False
         self._target_generator = torch.Generator()
-
-    def get_params(self) -> dict[str, Any]:
-        target = self.target.to_dict() if isinstance(self.target, Corruption) else self.target
-        return {**super().get_params(), "target": target}
 
     @property
     def chosen(self) -> str | None:
         """The choice of `ume_mma`: "ume" or "mma" once trained, None before."""
         if self.model is None or int(self.adapted_model.choice) < 0:
             return None
-        return "ume" if self.adapted_model.uses_ensemble else "mma"
+        return CANDIDATES[int(self.adapted_model.choice)]
 
     def describe(self) -> str:
         return super().describe() + (f" -> {self.chosen}" if self.chosen else "")
 
-    def _arm(self, batch: Batch, generator: torch.Generator) -> Tensor:
-        self._armed = True  # the next validation pass scores the next candidate
+    # --- the choice: a stage that trains nothing and validates one candidate per epoch --------------
+    # `fit` runs it for two epochs and restores the best one, so the better candidate is kept through
+    # the `choice` buffer. A stage has no epoch hook, but `fit` calls its loss on the training batches
+    # before each validation pass: the loss only records that an epoch has begun.
+    def _begin_epoch(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        self._epoch_begun = True
         return _no_training(batch, generator)
 
-    def _candidate_output(self, batch: Batch) -> Tensor:
+    def _score_candidate(self, batch: Batch) -> Tensor:
+        """The current candidate's output under `target`; the first validation batch of an epoch moves
+        `choice` to the next candidate and re-seeds the target, so both are scored on the same masks."""
         model = self.adapted_model
-        if self._armed:  # a new epoch of the choose stage: next candidate, same masks
-            self._armed = False
+        if self._epoch_begun:
+            self._epoch_begun = False
             model.choice.add_(1)
             self._target_generator.manual_seed(self.seed or 0)
         target = resolve_target(self.target)
@@ -363,8 +364,9 @@ class UMEMMA(MissingModalityAdaptation):
 
     def stages(self) -> Sequence[Stage]:
         resolve_target(self.target)  # a bad target fails before any training
-        self._armed = False
-        return (*super().stages(), Stage("choose", self._arm, predict=self._candidate_output, epochs=2))
+        self._epoch_begun = False
+        choose = Stage("choose", self._begin_epoch, predict=self._score_candidate, epochs=len(CANDIDATES))
+        return (*super().stages(), choose)
 
 
 def specialist_configs(modalities: Sequence[str], fusion: str = "late", dim: int = 64) -> list[dict[str, Any]]:

@@ -3,6 +3,5 @@
 from .encoders import ENCODERS, create_encoder
 from .fusion import FUSIONS, create_fusion
 from .model import MultimodalModel
-from .tokens import Tokens
 
-__all__ = ["ENCODERS", "FUSIONS", "MultimodalModel", "Tokens", "create_encoder", "create_fusion"]
+__all__ = ["ENCODERS", "FUSIONS", "MultimodalModel", "create_encoder", "create_fusion"]

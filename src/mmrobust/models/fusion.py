@@ -11,9 +11,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..data.tokens import Tokens
 from ..registry import Registry
 from .attention import ReadoutTransformer
-from .tokens import Tokens
 
 FUSIONS: Registry[Callable[[int, int, int], nn.Module]] = Registry("fusion")
 

@@ -18,10 +18,10 @@ from torch import Tensor, nn
 
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
+from ..data.tokens import Tokens
 from ..errors import MMRobustError, unknown_name
 from .encoders import create_encoder
 from .fusion import create_fusion
-from .tokens import Tokens
 
 _TAKEN = frozenset(dir(nn.ModuleDict()))  # names a ModuleDict key cannot have ('to', 'train', 'keys', ...)
 

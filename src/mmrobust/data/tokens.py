@@ -1,4 +1,8 @@
-"""`Tokens`: the per-modality encoder outputs that every fusion consumes."""
+"""`Tokens`: the per-modality encoder outputs that every fusion consumes.
+
+A data-path type like `Batch` (same `present` mask, same `with_present`/`value`/`with_value`
+interface), so corruptions act on both without knowing about models.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ class Tokens:
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
+
+    def rows(self, index: slice | Tensor) -> Tokens:
+        """The samples at `index` (a slice, a bool mask or indices), as `Batch.rows` does."""
+        return Tokens(self.z[index], self.present[index], self.modalities)
 
     def with_present(self, present: Tensor) -> Tokens:
         return replace(self, present=present)

@@ -1,0 +1,166 @@
+"""The run folder: the one place that knows what `mmrobust run` leaves on disk per (model, seed).
+
+    OUT/<model>/seed-<s>/
+        manifest.json        written last (sealed with its own SHA-256): the run is finished
+        checkpoint.pt ...    the run's files, listed with their SHA-256 in the manifest
+        training-state.pt    only while the run trains (a killed run resumes from it)
+        .lock                only while a process works on the run
+
+The manifest carries `format` (`RUN_FORMAT`); readers refuse another format, or another major
+version of mmrobust, rather than misread it. `run.py` writes run folders; `mmrobust report`
+(audit/compare.py) and the sweep read them through this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .atomic import WriteError, atomic_write, files_problem, seal_json, seal_ok, write_error_message
+from .errors import MMRobustError
+from .version import __version__
+
+MANIFEST = "manifest.json"
+CHECKPOINT = "checkpoint.pt"
+RESULTS = "results.json"
+TRAINING_STATE = "training-state.pt"
+LOCK = ".lock"
+RUN_FORMAT = "mmrobust-run/1"  # manifests of mmrobust 0.1 carry no `format` key: they are this one
+RERUN = "re-run it with `mmrobust run`"
+
+
+def write_manifest(run_dir: Path, record: Mapping[str, Any]) -> None:
+    """Seal and write the manifest: the last write of a run, which makes it finished."""
+    sealed = seal_json({"format": RUN_FORMAT, **record})
+    atomic_write(run_dir / MANIFEST, lambda p: p.write_text(sealed))
+
+
+def clear_manifest(run_dir: Path) -> None:
+    """Mark the run unfinished before its files are (re)written."""
+    try:
+        (run_dir / MANIFEST).unlink(missing_ok=True)
+    except OSError as e:
+        raise WriteError(write_error_message(run_dir / MANIFEST, e)) from e
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest, or a one-line error saying why it cannot be trusted (for readers)."""
+    record, problem = _parse(run_dir)
+    if record is None:
+        advice = "report it with the matching version" if problem.startswith("written by") else RERUN
+        raise MMRobustError(f"{run_dir / MANIFEST}: {problem}; {advice}")
+    return record
+
+
+def finished_manifest(run_dir: Path, run_hash: str) -> dict[str, Any] | None:
+    """The manifest if the run finished under `run_hash` and its files match their checksums; None
+    (run it) otherwise, with a warning when a finished run is found damaged (for the writer)."""
+    if not (run_dir / MANIFEST).is_file():
+        return None
+    record, problem = _parse(run_dir)
+    if record is None:
+        warn_damaged(run_dir, f"{MANIFEST}: {problem}")
+        return None
+    if record.get("status") != "done" or record.get("run_hash") != run_hash:
+        return None
+    damage = files_problem(run_dir, record.get("files") or {})  # manifests of mmrobust 0.1 list none
+    if damage is not None:
+        warn_damaged(run_dir, damage)
+        return None
+    return record
+
+
+def warn_damaged(run_dir: Path, problem: str) -> None:
+    """Warn that the finished run in `run_dir` is damaged, so it runs again."""
+    warnings.warn(f"{run_dir}: the finished run is damaged: {problem}; running it again", stacklevel=3)
+
+
+def _parse(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """(the manifest, "") or (None, what is wrong with it)."""
+    try:
+        record = json.loads((run_dir / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        return None, f"not a readable run manifest, truncated or corrupt ({e})"
+    if not isinstance(record, dict):
+        return None, "not a run manifest (expected a JSON object)"
+    if seal_ok(record) is False:
+        return None, "damaged run manifest (its content does not match its checksum: corrupted or edited)"
+    fmt = record.get("format", RUN_FORMAT)
+    if fmt != RUN_FORMAT:
+        return None, f"run format '{fmt}' is not supported (mmrobust {__version__} reads {RUN_FORMAT})"
+    written_by = str(record.get("versions", {}).get("mmrobust") or __version__)
+    if written_by.split(".")[0] != __version__.split(".")[0]:
+        return None, f"written by mmrobust {written_by}, incompatible with this mmrobust {__version__}"
+    return record, ""
+
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Folders below `paths` holding a manifest (a run of `mmrobust run`), each once."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise MMRobustError(f"{p}: no such directory")
+        if not p.is_dir():
+            raise MMRobustError(f"{p}: not a directory; pass folders written by `mmrobust run ... --out DIR`")
+        found += [m.parent.resolve() for m in sorted(p.rglob(MANIFEST))]
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        where = ", ".join(str(p) for p in paths)
+        raise MMRobustError(
+            f"no runs found under {where}: expected run folders with {MANIFEST} and {RESULTS}, "
+            "as `mmrobust run CONFIG --out DIR` writes"
+        )
+    return unique
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `run_dir` (waiting, with a warning, while another process holds
+    it). The lock is an flock on `run_dir/.lock`, removed on release; it dies with its process,
+    so a killed run never leaves a stale lock. Where the file system cannot lock, nothing is."""
+    path = run_dir / LOCK
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(write_error_message(path, e)) from e
+    warned = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise WriteError(write_error_message(path, e)) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not warned:
+                warnings.warn(f"{run_dir} is being worked on by another process; waiting for it", stacklevel=3)
+                warned = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
+                raise
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the holder removed the file while we waited: lock the current one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # still held: a waiter then finds its file gone and locks a new one
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
