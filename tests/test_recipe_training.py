@@ -101,3 +101,19 @@ def test_label_smoothing_changes_the_loss_of_joint_and_dropout(small_data) -> No
         smooth, _ = fitted(small_data, epochs=1, method=name, params={"label_smoothing": 0.3})
         assert mmrobust.create_method(name, label_smoothing=0.3).get_params()["label_smoothing"] == 0.3
         assert not all(torch.equal(x, y) for x, y in zip(weights(sharp), weights(smooth), strict=True))
+
+
+@pytest.mark.parametrize("name", mmrobust.METHODS.names())
+def test_every_method_takes_label_smoothing_into_its_classification_loss(small_data, name: str) -> None:
+    """Label smoothing is a recipe element: every method must accept it, so a comparison can give
+    every method the same value."""
+    batch = small_data.split("train").batch(slice(0, 32))
+    losses = []
+    for smoothing in (0.0, 0.3):
+        method = mmrobust.create_method(name, label_smoothing=smoothing)
+        assert method.get_params()["label_smoothing"] == smoothing
+        torch.manual_seed(0)
+        method.build(small_data.spec)
+        method.modules().eval()  # no dropout: the two losses differ only by the smoothing
+        losses.append(float(method.loss(batch, torch.Generator().manual_seed(0)).detach()))
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4)

@@ -264,6 +264,7 @@ class CroSSL(Method):
         head_hidden: Sequence[int] = (128,),
         head_dropout: float = 0.1,
         kernel_l2: float = 1e-4,
+        label_smoothing: float = 0.0,
     ) -> None:
         self.mode = mode
         self.masking = masking
@@ -284,6 +285,7 @@ class CroSSL(Method):
         self.head_hidden = list(head_hidden)
         self.head_dropout = head_dropout
         self.kernel_l2 = kernel_l2
+        self.label_smoothing = label_smoothing
 
     @property
     def train_corruption(self) -> Corruption | None:
@@ -380,7 +382,8 @@ class CroSSL(Method):
         if len(batch) == 0:
             return self._empty_loss()
         return (
-            task_loss(model.fuse(self.augment(batch, generator)), batch.target, model.spec.task) + self.kernel_penalty()
+            task_loss(model.fuse(self.augment(batch, generator)), batch.target, model.spec.task, self.label_smoothing)
+            + self.kernel_penalty()
         )
 
     def frozen_loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
@@ -393,4 +396,4 @@ class CroSSL(Method):
             z = model.embed(self.augment(batch, generator))  # (B, P)
         out = model.head(z)
         out = out.squeeze(-1) if model.spec.task == "regression" else out
-        return task_loss(out, batch.target, model.spec.task)
+        return task_loss(out, batch.target, model.spec.task, self.label_smoothing)

@@ -54,8 +54,9 @@ class PerturbationTraining(SupervisedMethod):
         noise: NoiseMode = "additive",
         stage: CorruptionStage = "token",
         modalities: Sequence[str] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(fusion, dim, modalities)
+        super().__init__(fusion, dim, modalities, label_smoothing)
         self.modality = modality
         self.proportion = proportion
         self.sigma = sigma
@@ -78,7 +79,7 @@ class PerturbationTraining(SupervisedMethod):
             output = model.fuse(perturbation(tokens, generator))
         else:
             output = model(perturbation(batch, generator))
-        return task_loss(output, batch.target, model.spec.task)
+        return task_loss(output, batch.target, model.spec.task, self.label_smoothing)
 
     def pick_modality(
         self, model: MultimodalModel, batch: Batch, tokens: Tokens | None, generator: torch.Generator

@@ -2,9 +2,9 @@
 b2c6a2d3): variational cross-modal representations for missing modalities, whose reconstruction
 supervision is re-weighted by each modality's *relative advantage* (METHODS.md §4).
 
-Per sample, P_m: modality m was encoded from real data; K_m ⊆ P_m: m survived the training-time
-drop (`corruption`, default `RandomDrop`, applied to the tokens after encoding, so a dropped code
-is still a target);
+Per sample, K_m: modality m is observed in training, i.e. present in the data and not removed by
+the training-time drop (`corruption`, default `RandomDrop`), which acts before encoding as in the
+released code: a dropped modality is never encoded, so it is no reconstruction or KL target;
 f_m = Tokens.z[:, m] (B, D). At prediction K = P = the given mask.
 
 1. VIB heads     [μ_m, log σ²_m] = W_m f_m + b_m;  c_m = μ_m + σ_m ⊙ ε, ε ~ N(0, I) in training,
@@ -16,8 +16,8 @@ f_m = Tokens.z[:, m] (B, D). At prediction K = P = the given mask.
 4. heads         ŷ = Fusion(r_1..r_M) with every slot present (any registered fusion);
                  ŷ_m = C_m(r_m), per-modality MLP heads (`classifier_hidden`, ReLU, dropout);
 5. loss          L = ℓ(ŷ, y) + λ_uni Σ_m ℓ(ŷ_m, y) + L_KL + γ Σ_m β_m ℓ_m,   ℓ = CE, or L1 for regression,
-                 L_KL = λ_KL (1/B) Σ_i Σ_m P_{m,i} · [−Σ_j (1 + log σ²_{m,ij} − μ²_{m,ij} − σ²_{m,ij})],
-                 ℓ_m  = (1/n_m) Σ_i P_{m,i} ‖ĉ_{m,i} − c_{m,i}‖²,  n_m = Σ_i P_{m,i}  (ℓ_m = 0 if n_m = 0),
+                 L_KL = λ_KL (1/B) Σ_i Σ_m K_{m,i} · [−Σ_j (1 + log σ²_{m,ij} − μ²_{m,ij} − σ²_{m,ij})],
+                 ℓ_m  = (1/n_m) Σ_i K_{m,i} ‖ĉ_{m,i} − c_{m,i}‖²,  n_m = Σ_i K_{m,i}  (ℓ_m = 0 if n_m = 0),
                  no side detached; every sample counts in the task terms, all-missing ones included;
 6. weights β     at training step s = 0, 1, ... (before the loss of that step, as the code does):
                  ℓ̄_m ← (1 − κ) ℓ̄_m + κ ℓ_m   only if n_m > 0  (ℓ̄ starts at 0; t_m counts these updates),
@@ -35,8 +35,6 @@ checkpoints and resumed runs carry them; they move only when `loss` runs in trai
 Where this differs from the released code (METHODS.md §4.9):
 - absent modalities are never encoded (invariant 1); the code runs its encoder on zero-filled input,
   i.e. feeds the predictors a constant per modality, which the learned filler e_k stands in for;
-- the drop is applied to tokens, so reconstruction and KL cover every real code (P), dropped ones
-  included; the code drops inputs and can only supervise the kept codes (K);
 - guards: n_m = 0 gives ℓ_m = 0 and leaves ℓ̄_m alone (the code divides 0/0 = NaN); a modality never
   observed is left out of ρ (its ℓ̄ = 0 would read as "perfectly predicted"), and ℓ̂ undoes the
   EMA's zero start so a modality first seen late is comparable. ρ is scale-invariant, so ℓ̂ gives
@@ -59,7 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..corruption import Corruption
+from ..corruption import Corruption, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -211,7 +209,7 @@ class RedCoreModel(MultimodalModel):
 class RedCore(Method):
     """RedCore with every constant of the paper's code as a parameter (names as in the module docstring);
     `corruption` is the training-time drop (default `RandomDrop`; the paper trains under fixed
-    imbalanced `MissingRates` with `if_all_missing="allow"`), applied to the tokens after encoding."""
+    imbalanced `MissingRates` with `if_all_missing="allow"`), applied before encoding."""
 
     tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
@@ -235,6 +233,7 @@ class RedCore(Method):
         classifier_hidden: Sequence[int] = (128, 128),
         classifier_dropout: float = 0.5,
         sample_at_eval: bool = False,
+        label_smoothing: float = 0.0,
     ) -> None:
         self.fusion = fusion
         self.dim = dim
@@ -254,6 +253,7 @@ class RedCore(Method):
         self.classifier_hidden = list(classifier_hidden)
         self.classifier_dropout = classifier_dropout
         self.sample_at_eval = sample_at_eval
+        self.label_smoothing = label_smoothing
 
     @property
     def train_corruption(self) -> Corruption:
@@ -282,12 +282,7 @@ class RedCore(Method):
         for bad, message in problems:
             if bad:
                 raise MMRobustError(f"redcore: {message}")
-        corruption = self.train_corruption
-        if corruption.stage == "input" and corruption.touched(spec.modality_names):
-            raise MMRobustError(
-                f"redcore applies its training corruption to the encoded tokens; '{corruption.name}' "
-                "noises raw inputs: use stage='token' noise or a mask corruption"
-            )
+        resolve_corruption(self.corruption)  # a malformed corruption fails now, not mid-training
 
     @property
     def redcore_model(self) -> RedCoreModel:
@@ -295,11 +290,9 @@ class RedCore(Method):
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         model = self.redcore_model
-        tokens = model.encode(batch)  # every present modality is encoded; the drop is token-level
-        real = tokens.present  # P: codes from real data (targets, KL)
-        dropped = self.train_corruption(tokens, generator)
-        kept = dropped.present & real  # K: what the predictors and the fusion may read
-        mu, logvar = model.posterior(dropped.z, real)
+        tokens = encode_corrupted(model.encode, batch, self.train_corruption, generator)
+        kept = tokens.present  # K: all the loss may read; a dropped modality is unobserved, as in the code
+        mu, logvar = model.posterior(tokens.z, kept)
         code = model.sample(mu, logvar)  # (B, M, D)
         prediction = model.cross_predict(code, kept)  # (B, M, D)
         completed = torch.where(kept[..., None], code, prediction)
@@ -307,13 +300,15 @@ class RedCore(Method):
         unimodal = model.unimodal_heads(completed)  # (B, M, C)
         unimodal = unimodal.squeeze(-1) if task == "regression" else unimodal
         targets = batch.target[:, None].expand(-1, len(model.modalities))  # (B, M)
-        losses = reconstruction_losses(prediction, code, real)  # (M,)
+        losses = reconstruction_losses(prediction, code, kept)  # (M,)
         if model.training:  # β is updated before this step's loss uses it, as in the released code
-            model.advantage.update(losses, observed=real.any(dim=0))
-        beta = model.advantage.beta.clone()
+            model.advantage.update(losses, observed=kept.any(dim=0))
+        beta, smoothing = model.advantage.beta.clone(), self.label_smoothing
         return (
-            task_loss(model.classify(completed), batch.target, task)
-            + self.lambda_unimodal * len(model.modalities) * task_loss(unimodal.flatten(0, 1), targets.flatten(), task)
-            + self.lambda_kl * kl_divergence(mu, logvar, real)
+            task_loss(model.classify(completed), batch.target, task, smoothing)
+            + self.lambda_unimodal
+            * len(model.modalities)
+            * task_loss(unimodal.flatten(0, 1), targets.flatten(), task, smoothing)
+            + self.lambda_kl * kl_divergence(mu, logvar, kept)
             + self.gamma * (beta * losses).sum()
         )

@@ -194,10 +194,13 @@ class UniModalEnsembleMethod(Method):
 
     tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
-    def __init__(self, fusion: str = "late", dim: int = 64, combine: Combine = "logits") -> None:
+    def __init__(
+        self, fusion: str = "late", dim: int = 64, combine: Combine = "logits", label_smoothing: float = 0.0
+    ) -> None:
         self.fusion = fusion
         self.dim = dim
         self.combine = combine
+        self.label_smoothing = label_smoothing
 
     def _check(self, spec: DataSpec) -> None:
         self.check_task(spec)
@@ -222,7 +225,7 @@ class UniModalEnsembleMethod(Method):
             if not bool(rows.any()):
                 return _no_training(batch, generator)
             output = self.ensemble.member_output(modality, batch)
-            return task_loss(output[rows], batch.target[rows], self.spec.task)
+            return task_loss(output[rows], batch.target[rows], self.spec.task, self.label_smoothing)
 
         return loss
 
@@ -238,6 +241,7 @@ class UniModalEnsembleMethod(Method):
                 "dim": self.dim,
                 "task": spec.task,
                 "outputs": spec.num_classes,
+                "label_smoothing": self.label_smoothing,
             }
 
             def predict(batch: Batch, name: str = m.name) -> Tensor:
@@ -262,8 +266,9 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
         drop_probability: float = 0.3,
         corruption: Corruption | Mapping[str, Any] | None = None,
         combine: Combine = "logits",
+        label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(fusion, dim, combine)
+        super().__init__(fusion, dim, combine, label_smoothing)
         self.drop_probability = drop_probability
         self.corruption = corruption
 
@@ -298,7 +303,7 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
             self.start_adaptation()
         with model.adapted_only():
             output = model.fuse(encode_corrupted(model.encode, batch, self.train_corruption, generator))
-        return task_loss(output, batch.target, model.spec.task)
+        return task_loss(output, batch.target, model.spec.task, self.label_smoothing)
 
     def stages(self) -> Sequence[Stage]:
         model = self.adapted_model
@@ -325,8 +330,9 @@ class UMEMMA(MissingModalityAdaptation):
         corruption: Corruption | Mapping[str, Any] | None = None,
         combine: Combine = "logits",
         target: Corruption | Mapping[str, Any] | str | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(fusion, dim, drop_probability, corruption, combine)
+        super().__init__(fusion, dim, drop_probability, corruption, combine, label_smoothing)
         self.target = target
         self._epoch_begun = False
         self._target_generator = torch.Generator()
