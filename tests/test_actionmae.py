@@ -11,7 +11,14 @@ import torch.nn.functional as F
 import mmrobust
 from mmrobust.data import Tokens
 from mmrobust.methods import actionmae
-from mmrobust.methods.actionmae import ActionMAE, TokenAutoencoder, normalised_target, sample_drop, sinusoidal_positions
+from mmrobust.methods.actionmae import (
+    ActionMAE,
+    TokenAutoencoder,
+    denormalise,
+    normalised_target,
+    sample_drop,
+    sinusoidal_positions,
+)
 
 D = 8
 
@@ -90,7 +97,7 @@ def test_reconstruction_ignores_dropped_values() -> None:
 @pytest.mark.parametrize("n_memory", [0, 1, 4])
 def test_memory_tokens_are_never_predicted(n_memory: int) -> None:
     ae = TokenAutoencoder(3, D, n_memory=n_memory)
-    out = ae(torch.randn(2, 3, D), torch.tensor([[True, False, False], [False, False, False]]))
+    out, _ = ae.reconstruct(torch.randn(2, 3, D), torch.tensor([[True, False, False], [False, False, False]]))
     assert out.shape == (2, 3, D) and torch.isfinite(out).all()
 
 
@@ -106,12 +113,19 @@ def test_fusion_gets_originals_where_present_and_reconstructions_elsewhere(small
     batch = small_data.split("test").batch(slice(0, 8))
     tokens = model.encode(batch)
     present = torch.tensor([[False, True, False]] * 8)  # a non-prefix subset
-    completed, reconstruction = model.complete(tokens.with_present(present))
-    assert reconstruction is not None and completed.present.all()
+    completed, prediction = model.complete(tokens.with_present(present))
+    assert prediction is not None and completed.present.all()
     torch.testing.assert_close(completed.z[:, 1], tokens.z[:, 1])
-    torch.testing.assert_close(completed.z[:, [0, 2]], reconstruction[:, [0, 2]])
+    torch.testing.assert_close(completed.z[:, [0, 2]], denormalise(prediction)[:, [0, 2]])
     full, none = model.complete(tokens)
     assert none is None and full is tokens  # nothing missing: the autoencoder is skipped
+
+
+def test_a_perfect_prediction_reconstructs_the_token_on_its_own_scale() -> None:
+    z = torch.randn(4, 3, 16) * 5 + 2  # tokens far from zero mean, unit variance
+    std = z.var(dim=-1, unbiased=False).add(1e-6).sqrt()
+    prediction = torch.cat([normalised_target(z), z.mean(dim=-1, keepdim=True), std.log()[..., None]], dim=-1)
+    torch.testing.assert_close(denormalise(prediction), z)
 
 
 def test_loss_counts_only_dropped_slots(small_data, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,13 +138,20 @@ def test_loss_counts_only_dropped_slots(small_data, monkeypatch: pytest.MonkeyPa
     model.eval()  # no dropout, so the manual recomputation below matches exactly
     loss = method.loss(batch, torch.Generator())
     tokens = model.encode(batch)
-    reconstruction = model.autoencoder(tokens.z, ~drop)
+    prediction = model.autoencoder(tokens.z, ~drop)  # (B, N, D + 2)
+    normalised, mean, log_std = prediction[..., :-2], prediction[..., -2], prediction[..., -1]
+    reconstruction = mean[..., None] + log_std.exp()[..., None] * normalised  # on the tokens' scale
     completed = Tokens(torch.where(drop[..., None], reconstruction, tokens.z), torch.ones_like(drop), tokens.modalities)
     ce = F.cross_entropy(model.fuse(completed), batch.target, label_smoothing=0.1)
-    per_slot = ((reconstruction - normalised_target(tokens.z)) ** 2).mean(dim=-1)
+    std = tokens.z.var(dim=-1, unbiased=False).add(1e-6).sqrt()
+    per_slot = (
+        ((normalised - normalised_target(tokens.z)) ** 2).mean(dim=-1)
+        + (mean - tokens.z.mean(dim=-1)) ** 2
+        + (log_std - std.log()) ** 2
+    )
     torch.testing.assert_close(loss, ce + 2.0 * per_slot[drop].mean())
     # the reconstruction loss alone has no gradient at kept slots
-    r = reconstruction.detach().requires_grad_()
+    r = prediction.detach().requires_grad_()
     method.reconstruction_loss(r, tokens.z.detach(), drop).backward()
     assert r.grad is not None and (r.grad[~drop] == 0).all() and (r.grad[drop] != 0).any()
 

@@ -9,13 +9,17 @@ With N modality tokens f_1..f_N (one per encoder, `Tokens.z`), training does, pe
    position; each kept token plus the fixed sinusoidal embedding of its slot index);
 3. decoder: [encoder outputs at the memory positions; encoder outputs at kept slots, a
    learnable mask token at every other slot, *scattered by slot index* so any subset works],
-   plus slot positions again -> transformer -> drop the memory positions -> Linear:
-   reconstructions f̂_1..f̂_N;
+   plus slot positions again -> transformer -> drop the memory positions -> Linear: per slot
+   a normalised token n̂_m and the two numbers the normalisation removes, μ̂_m and log σ̂_m;
+   the reconstruction is f̂_m = μ̂_m + σ̂_m · n̂_m, on the scale of the token it replaces;
 4. fusion input: the original f_m where kept, f̂_m where not (the paper's semantics; the
    released code fed decoder outputs for all slots);
-5. loss = λ_cls · CE_{smoothing 0.1}(fusion) + λ_rec · L_rec, with
-   L_rec = mean over dropped-but-present slots of (1/D)·||f̂ − f̃||², where
-   f̃ = (f − mean_D f) / sqrt(var_D f + 1e-6) (per-token normalised target, not detached).
+5. loss = λ_cls · CE_{smoothing 0.1}(fusion) + λ_rec · L_rec, with L_rec the mean over
+   dropped-but-present slots of (1/D)·||n̂ − f̃||² + (μ̂ − μ)² + (log σ̂ − log σ)², where
+   μ = mean_D f, σ = sqrt(var_D f + 1e-6) and f̃ = (f − μ) / σ (the paper's per-token normalised
+   target, not detached). The paper reconstructs f̃ alone and fuses it beside raw tokens, on
+   another scale; the two statistics put it back on the token's (`normalize_target=False`
+   instead reconstructs f itself).
 
 At inference only the available modalities are encoded, the missing slots are reconstructed
 the same way (K = however many are missing), and the fusion sees N tokens. The released
@@ -53,9 +57,20 @@ def sample_drop(present: Tensor, generator: torch.Generator) -> Tensor:
     return (rank < k).to(present.device)
 
 
+def token_std(z: Tensor) -> Tensor:
+    """Each token's standard deviation over its channels (B, N), as the normalisation uses it."""
+    return torch.sqrt(z.var(dim=-1, unbiased=False) + 1e-6)
+
+
+def denormalise(prediction: Tensor) -> Tensor:
+    """[n̂, μ̂, log σ̂] (..., D + 2) -> the token μ̂ + σ̂ · n̂ (..., D): undoes `normalised_target`."""
+    normalised, mean, log_std = prediction.split([prediction.shape[-1] - 2, 1, 1], dim=-1)
+    return mean + log_std.exp() * normalised
+
+
 def normalised_target(z: Tensor) -> Tensor:
     """MAE's per-token normalisation over channels (no affine), the reconstruction target."""
-    return (z - z.mean(dim=-1, keepdim=True)) / torch.sqrt(z.var(dim=-1, keepdim=True, unbiased=False) + 1e-6)
+    return (z - z.mean(dim=-1, keepdim=True)) / token_std(z)[..., None]
 
 
 class TokenAutoencoder(nn.Module):
@@ -71,9 +86,10 @@ class TokenAutoencoder(nn.Module):
         layers: int = 2,
         heads: int = 4,
         position_embedding: bool = True,
+        with_statistics: bool = True,
     ) -> None:
         super().__init__()
-        self.n_memory = n_memory
+        self.n_memory, self.with_statistics = n_memory, with_statistics
         self.memory = nn.Parameter(torch.randn(1, n_memory, dim) * 0.02)
         self.mask_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         positions = sinusoidal_positions(n_slots, dim) if position_embedding else torch.zeros(n_slots, dim)
@@ -81,10 +97,15 @@ class TokenAutoencoder(nn.Module):
         self.encoder = nn.ModuleList(Block(dim, heads, dropout=0.0) for _ in range(layers))
         self.decoder = nn.ModuleList(Block(dim, heads, dropout=0.0) for _ in range(layers))
         self.encoder_norm, self.decoder_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.predict = nn.Linear(dim, dim)
+        self.predict = nn.Linear(dim, dim + 2 if with_statistics else dim)
+
+    def reconstruct(self, z: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
+        """The reconstructions on the tokens' scale (B, N, D) and the raw predictions the loss reads."""
+        prediction = self(z, kept)
+        return (denormalise(prediction) if self.with_statistics else prediction), prediction
 
     def forward(self, z: Tensor, kept: Tensor) -> Tensor:
-        """z (B, N, D), kept (B, N) bool -> reconstructions (B, N, D); z is never read where not kept."""
+        """z (B, N, D), kept (B, N) bool -> predictions (B, N, D or D + 2); z is never read where not kept."""
         batch, p = len(z), self.n_memory
         memory = self.memory.expand(batch, -1, -1)  # (B, P, D)
         h = torch.cat([memory, z.masked_fill(~kept[..., None], 0.0) + self.slot_position], dim=1)  # (B, P+N, D)
@@ -108,12 +129,13 @@ class ActionMAEModel(MultimodalModel):
         self.autoencoder = autoencoder
 
     def complete(self, tokens: Tokens) -> tuple[Tokens, Tensor | None]:
-        """Originals where present, reconstructions elsewhere (None if nothing was missing)."""
+        """Originals where present, reconstructions elsewhere, and the autoencoder's raw predictions
+        (None if nothing was missing)."""
         if bool(tokens.present.all()):
             return tokens, None
-        reconstruction = self.autoencoder(tokens.z, tokens.present)
+        reconstruction, prediction = self.autoencoder.reconstruct(tokens.z, tokens.present)
         z = torch.where(tokens.present[..., None], tokens.z, reconstruction)
-        return Tokens(z, torch.ones_like(tokens.present), tokens.modalities), reconstruction
+        return Tokens(z, torch.ones_like(tokens.present), tokens.modalities), prediction
 
     def fuse(self, tokens: Tokens) -> Tensor:
         return super().fuse(self.complete(tokens)[0])
@@ -151,7 +173,12 @@ class ActionMAE(Method):
     def build(self, spec: DataSpec) -> None:
         self.check_task(spec)
         autoencoder = TokenAutoencoder(
-            len(spec.modalities), self.dim, self.n_memory, self.layers, position_embedding=self.position_embedding
+            len(spec.modalities),
+            self.dim,
+            self.n_memory,
+            self.layers,
+            position_embedding=self.position_embedding,
+            with_statistics=self.normalize_target,
         )
         self.model = ActionMAEModel(spec, self.fusion, self.dim, autoencoder)
 
@@ -163,16 +190,23 @@ class ActionMAE(Method):
         model = self.actionmae_model
         tokens = model.encode(batch)  # every present modality is encoded; dropping is token-level
         kept = tokens.present & ~sample_drop(tokens.present, generator)
-        completed, reconstruction = model.complete(tokens.with_present(kept))
+        completed, prediction = model.complete(tokens.with_present(kept))
         output = model.fuse(completed)
         loss = self.lambda_cls * task_loss(output, batch.target, model.spec.task, self.label_smoothing)
         dropped = tokens.present & ~kept  # slots with an original to reconstruct
-        if reconstruction is not None and bool(dropped.any()):
-            loss = loss + self.lambda_rec * self.reconstruction_loss(reconstruction, tokens.z, dropped)
+        if prediction is not None and bool(dropped.any()):
+            loss = loss + self.lambda_rec * self.reconstruction_loss(prediction, tokens.z, dropped)
         return loss
 
-    def reconstruction_loss(self, reconstruction: Tensor, z: Tensor, dropped: Tensor) -> Tensor:
-        """Mean squared error over the dropped slots only (the target keeps its gradient)."""
-        target = normalised_target(z) if self.normalize_target else z
-        per_slot = F.mse_loss(reconstruction, target, reduction="none").mean(dim=-1)  # (B, N)
+    def reconstruction_loss(self, prediction: Tensor, z: Tensor, dropped: Tensor) -> Tensor:
+        """Squared errors over the dropped slots only (the target keeps its gradient): of the
+        normalised token and its two statistics, or of the token itself."""
+        if not self.normalize_target:
+            return F.mse_loss(prediction, z, reduction="none").mean(dim=-1)[dropped].mean()
+        normalised, mean, log_std = prediction.split([z.shape[-1], 1, 1], dim=-1)
+        per_slot = (
+            F.mse_loss(normalised, normalised_target(z), reduction="none").mean(dim=-1)
+            + (mean[..., 0] - z.mean(dim=-1)).square()
+            + (log_std[..., 0] - token_std(z).log()).square()
+        )  # (B, N)
         return per_slot[dropped].mean()
