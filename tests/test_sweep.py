@@ -184,7 +184,7 @@ def test_pool_gives_the_same_results_and_progress_adds_up(tmp_path: Path, sequen
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmrobust.sweep as sweep
+    import mmrobust.sweep.backends as sweep
 
     real = sweep.run_or_skip
 
