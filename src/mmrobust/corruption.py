@@ -1,7 +1,7 @@
 """Every way a modality can go missing or noisy, as one set of seeded, serialisable objects.
 
 The same objects are training augmentations (modality dropout, perturbation) and audit
-scenarios (ARCHITECTURE.md invariant 2). Each is a pure function of its input and an
+scenarios (docs/architecture.md, invariant 2). Each is a pure function of its input and an
 explicit `torch.Generator`, and has a short stable `name` plus a `to_dict()` so that results
 record exactly what was applied.
 

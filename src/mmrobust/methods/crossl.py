@@ -1,8 +1,8 @@
 """CroSSL (Deldari et al., "Latent Masking for Multimodal Self-supervised Learning in Health
-Timeseries", ICML 2023 workshop; WSDM 2024 "CroSSL", arXiv 2307.16847; the released TensorFlow code
-is summarised in METHODS.md §5.1): self-supervised pretraining by masking the *intermediate embeddings*
+Timeseries", ICML 2023 workshop; WSDM 2024 "CroSSL", arXiv 2307.16847, and its released TensorFlow
+code): self-supervised pretraining by masking the *intermediate embeddings*
 of per-modality encoders and aggregating two masked views with a cross-modal aggregator under
-VICReg, then a downstream classifier (METHODS.md §5).
+VICReg, then a downstream classifier.
 
 For M modalities, batch B, embedding K = `embed_dim` (96) and global embedding P = `proj_dim` (32):
 
@@ -52,7 +52,7 @@ Differences from the released code: PyTorch default initialisation (not N(0, 0.0
 rate for all stages (`fit`'s; the paper uses 1e-4 for SSL, 1e-3 for the classifier); early stopping
 on validation in the downstream stage only (the code also stops SSL on the training loss).
 
-    mmrobust run configs/crossl/spsw_har.yaml data.data_dir=../shared/data
+    mmrobust run configs/crossl/spsw_har.yaml data.data_dir=DATA_DIR
     create_method("crossl", mode="fixed", masking="spatial", mask_ratio=0.1, pretrain_epochs=100)
 """
 

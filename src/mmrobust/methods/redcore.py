@@ -1,6 +1,6 @@
 """RedCore (Sun et al., AAAI 2024, arXiv 2312.10386; code github.com/sunjunaimer/RedCore, read at
 b2c6a2d3): variational cross-modal representations for missing modalities, whose reconstruction
-supervision is re-weighted by each modality's *relative advantage* (METHODS.md §4).
+supervision is re-weighted by each modality's *relative advantage*.
 
 Per sample, P_m: modality m was encoded from real data; K_m ⊆ P_m: m survived the training-time
 drop (`corruption`, default `RandomDrop`, applied to the tokens after encoding, so a dropped code
@@ -32,9 +32,9 @@ Defaults are the released IEMOCAP values: λ_KL = 8e-4 (the code omits KL's ½),
 x 5 blocks, heads (128, 128) with dropout 0.5. ℓ̄, t, β and s are buffers of the model, so
 checkpoints and resumed runs carry them; they move only when `loss` runs in training mode.
 
-Where this differs from the released code (METHODS.md §4.9):
-- absent modalities are never encoded (invariant 1); the code runs its encoder on zero-filled input,
-  i.e. feeds the predictors a constant per modality, which the learned filler e_k stands in for;
+Where this differs from the released code:
+- absent modalities are never encoded (docs/architecture.md, invariant 1); the code runs its encoder on
+  zero-filled input, i.e. feeds the predictors a constant per modality, which the learned filler e_k stands in for;
 - the drop is applied to tokens, so reconstruction and KL cover every real code (P), dropped ones
   included; the code drops inputs and can only supervise the kept codes (K);
 - guards: n_m = 0 gives ℓ_m = 0 and leaves ℓ̄_m alone (the code divides 0/0 = NaN); a modality never

@@ -1,8 +1,8 @@
 """UME, MMA and UME-MMA (Li, Du, Zhao, Huang, Zhao, arXiv 2310.06383, withdrawn from ICLR 2024; no
-official code; METHODS.md §2): a late-fusion model whose encoders come from uni-modal training.
+official code): a late-fusion model whose encoders come from uni-modal training.
 
-Only the abstract and the reviews were readable (METHODS.md §2.2); what follows is the
-reconstruction of §2.3, marked [INFERRED] there. Per modality m: encoder E_m and linear head h_m.
+Only the abstract and the public ICLR 2024 reviews were readable; what follows is a reconstruction
+from them, the choices they leave open made explicit below. Per modality m: encoder E_m and linear head h_m.
 
 1. members (stage 1, UME)   one stage per modality: (E_m, h_m) trained *alone* on the samples where m
                             is present, ℓ(h_m(E_m(x_m)), y) (CE, or L1 for regression), selected on
@@ -24,10 +24,11 @@ reconstruction of §2.3, marked [INFERRED] there. Per modality m: encoder E_m an
                             heads start fresh. Then it is fine-tuned jointly under missing-modality
                             augmentation: by default `MissingRates({m: drop_probability for every m},
                             if_all_missing="keep_one")`, i.e. each modality independently absent with
-                            probability p, never all of them (METHODS.md §2.3's "replace one modality
-                            by its missing representation" for two modalities, up to the p² case);
+                            probability p, never all of them (the abstract's "replace one modality by
+                            its missing representation" for two modalities, up to the p² case);
                             `corruption` overrides it with any corruption (object or dict).
-                            Missing modalities are masks, never zero inputs (invariant 1).
+                            Missing modalities are masks, never zero inputs
+                            (docs/architecture.md, invariant 1).
 4. choice (`ume_mma`)       members → adaptation → a "choose" stage that trains nothing and runs two
                             epochs: epoch 0 scores the ensemble, epoch 1 the adapted model, on the val
                             split under `target` (a corruption, its dict or its name such as
@@ -36,8 +37,7 @@ reconstruction of §2.3, marked [INFERRED] there. Per modality m: encoder E_m an
                             selection (its `select` metric) keeps the better one: the choice is the
                             buffer `choice` (0 ensemble, 1 adapted), so checkpoints carry it;
                             `describe()` and `chosen` report it, and the run's `best_epoch` is it.
-                            The paper's rule is unknown; this follows Du et al.'s validation-guided
-                            choice, as METHODS.md §2.3 proposes.
+                            The paper's rule is unknown; this is a validation-guided choice.
 
 `ume` also ends with a no-training "ensemble" stage, so that `fit` reports the ensemble's validation
 metrics rather than the last member's. Members and adapted model live side by side in `mma` and
@@ -370,7 +370,7 @@ class UMEMMA(MissingModalityAdaptation):
 
 
 def specialist_configs(modalities: Sequence[str], fusion: str = "late", dim: int = 64) -> list[dict[str, Any]]:
-    """The reference of "Easy to get wrong" (METHODS.md §2): for every non-empty modality subset S a
+    """The reference UME-MMA's reviewers asked for: for every non-empty modality subset S a
     `joint` model trained and tested on S only, as experiment-config model entries labelled
     `specialist[a+b]` (what `mmrobust.audit.specialists.specialist_gaps` looks for)."""
     out = []
