@@ -84,6 +84,13 @@ def encode_corrupted(
     return encode(corruption(batch, generator))
 
 
+def as_corruption(value: Corruption | Mapping[str, Any] | str) -> Corruption:
+    """A corruption parameter as methods take it: the object, its dict or its short name."""
+    if isinstance(value, Corruption):
+        return value
+    return corruption_from_name(value) if isinstance(value, str) else corruption_from_dict(value)
+
+
 def corruption_from_dict(d: Mapping[str, Any]) -> Corruption:
     if not isinstance(d, Mapping):
         raise MMRobustError(f"a corruption is a mapping with a 'type' (e.g. {{'type': 'RandomDrop'}}), got {d!r}")

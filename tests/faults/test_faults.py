@@ -62,7 +62,8 @@ from mmrobust.data.npz import load_npz
 from mmrobust.data.registry import DatasetInfo, Download
 from mmrobust.data.sequences import read_arrays
 from mmrobust.methods.base import Stage
-from mmrobust.methods.supervised import SupervisedMethod, task_loss
+from mmrobust.methods.losses import task_loss
+from mmrobust.methods.supervised import SupervisedMethod
 from mmrobust.run import finished_run, run_experiment, run_or_skip
 from mmrobust.runfolder import MANIFEST, TRAINING_STATE
 

@@ -12,7 +12,8 @@ from torch import Tensor
 import mmrobust
 from mmrobust.data.batch import Batch
 from mmrobust.methods.base import Stage
-from mmrobust.methods.supervised import SupervisedMethod, task_loss
+from mmrobust.methods.losses import task_loss
+from mmrobust.methods.supervised import SupervisedMethod
 
 
 class TwoStage(SupervisedMethod):

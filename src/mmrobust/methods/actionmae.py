@@ -35,7 +35,7 @@ from ..data.tokens import Tokens
 from ..models.attention import Block
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, register_method
-from .supervised import task_loss
+from .losses import task_loss
 
 
 def sinusoidal_positions(n: int, dim: int) -> Tensor:

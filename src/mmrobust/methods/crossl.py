@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..corruption import Corruption, corruption_from_dict, encode_corrupted
+from ..corruption import Corruption, as_corruption, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -76,7 +76,7 @@ from ..models.fusion import create_fusion
 from ..models.layers import mlp
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
-from .supervised import task_loss
+from .losses import task_loss
 
 MODES = ("finetune", "fixed", "supervised")
 MASKINGS = ("spatial", "random")
@@ -287,8 +287,7 @@ class CroSSL(Method):
 
     @property
     def train_corruption(self) -> Corruption | None:
-        c = self.corruption
-        return corruption_from_dict(c) if isinstance(c, Mapping) else c
+        return None if self.corruption is None else as_corruption(self.corruption)
 
     def check_params(self) -> None:
         problems = [

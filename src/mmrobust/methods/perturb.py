@@ -27,7 +27,8 @@ from ..data.tokens import Tokens
 from ..errors import unknown_name
 from ..models.model import MultimodalModel
 from .base import register_method
-from .supervised import SupervisedMethod, task_loss
+from .losses import task_loss
+from .supervised import SupervisedMethod
 
 
 @torch.no_grad()

@@ -59,7 +59,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..corruption import Corruption
+from ..corruption import Corruption, RandomDrop, as_corruption
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -67,7 +67,7 @@ from ..errors import MMRobustError
 from ..models.layers import BatchedLinear, mlp
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, register_method
-from .supervised import resolve_corruption, task_loss
+from .losses import task_loss
 
 
 def batched_mlp(n: int, sizes: Sequence[int], activation: type[nn.Module], dropout: float = 0.0) -> nn.Sequential:
@@ -257,7 +257,7 @@ class RedCore(Method):
 
     @property
     def train_corruption(self) -> Corruption:
-        return resolve_corruption(self.corruption)
+        return RandomDrop() if self.corruption is None else as_corruption(self.corruption)
 
     def build(self, spec: DataSpec) -> None:
         self.check_task(spec)

@@ -58,7 +58,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..corruption import Corruption, MissingRates, corruption_from_dict, corruption_from_name, encode_corrupted
+from ..corruption import Corruption, MissingRates, as_corruption, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -66,7 +66,7 @@ from ..errors import MMRobustError
 from ..models.fusion import _PerModalityHeads
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
-from .supervised import resolve_corruption, task_loss
+from .losses import task_loss
 
 Combine = Literal["logits", "probs"]
 MEMBER_FORMAT = "ume-member/1"  # bump when a member's architecture or training changes
@@ -287,7 +287,7 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
         if self.corruption is None:
             rates = {m: self.drop_probability for m in self.spec.modality_names}
             return MissingRates(rates, if_all_missing="keep_one")
-        return resolve_corruption(self.corruption)
+        return as_corruption(self.corruption)
 
     def start_adaptation(self) -> None:
         self.adapted_model.initialise_from_members()
@@ -303,12 +303,6 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
     def stages(self) -> Sequence[Stage]:
         model = self.adapted_model
         return (*self.member_stages(), Stage("mma", self.loss, model.adapted(), model.adapted_output))
-
-
-def resolve_target(target: Corruption | Mapping[str, Any] | str | None) -> Corruption | None:
-    if target is None or isinstance(target, Corruption):
-        return target
-    return corruption_from_name(target) if isinstance(target, str) else corruption_from_dict(target)
 
 
 @register_method("ume_mma")
@@ -357,13 +351,13 @@ class UMEMMA(MissingModalityAdaptation):
             self._epoch_begun = False
             model.choice.add_(1)
             self._target_generator.manual_seed(self.seed or 0)
-        target = resolve_target(self.target)
-        if target is not None:
-            batch = target(batch, self._target_generator)
+        if self.target is not None:
+            batch = as_corruption(self.target)(batch, self._target_generator)
         return model(batch)
 
     def stages(self) -> Sequence[Stage]:
-        resolve_target(self.target)  # a bad target fails before any training
+        if self.target is not None:
+            as_corruption(self.target)  # a bad target fails before any training
         self._epoch_begun = False
         choose = Stage("choose", self._begin_epoch, predict=self._score_candidate, epochs=len(CANDIDATES))
         return (*super().stages(), choose)
