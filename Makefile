@@ -21,7 +21,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
-# Headless Chromium for the browser test of the HTML report (tests/test_compare.py): installed
+# Headless Chromium for the browser test of the HTML report (tests/audit/test_compare.py): installed
 # with apt when missing and possible; otherwise a warning, and that test skips.
 browser:
 	@if [ -x /usr/bin/chromium ]; then :; \
@@ -33,10 +33,10 @@ browser:
 test: lint browser
 	$(PY) -m pytest -n 2
 
-# The long property-based fuzzing run (tests/test_fuzz*.py with the `long` hypothesis profile); the short,
+# The long property-based fuzzing run (tests/faults/test_fuzz.py with the `long` hypothesis profile); the short,
 # derandomised `ci` profile of the same tests runs in `make test`.
 fuzz: $(VENV)/.installed
-	MMROBUST_FUZZ=long $(PY) -m pytest tests/test_fuzz*.py -p no:xdist --hypothesis-show-statistics
+	MMROBUST_FUZZ=long $(PY) -m pytest tests/faults/test_fuzz.py -p no:xdist --hypothesis-show-statistics
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/audit_cost.py

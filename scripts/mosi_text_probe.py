@@ -1,6 +1,6 @@
 """How far validation on CMU-MOSI can be trusted: a least-squares probe on one modality.
 
-    python scripts/mosi_text_probe.py --data-dir ../shared/data [--modality text]
+    python scripts/mosi_text_probe.py --data-dir DATA_DIR [--modality text]
 
 Fits sentiment by least squares on the `mosi` train split (the training videos minus the validation
 videos, exactly as the loader splits them) and prints MAE and Acc-2 (non-zero scores) on train, val and

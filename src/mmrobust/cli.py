@@ -320,7 +320,7 @@ def data() -> None:
 
     \b
     Example:
-      mmrobust data list --data-dir ../shared/data
+      mmrobust data list --data-dir DATA_DIR
     """
 
 
@@ -337,7 +337,7 @@ def data_list(data_dir: str | None) -> None:
 
     \b
     Example:
-      mmrobust data list --data-dir ../shared/data
+      mmrobust data list --data-dir DATA_DIR
     """
     root = resolve_data_dir(data_dir)
     table = Table(title=f"datasets (data dir: {root})", header_style="bold")
@@ -396,7 +396,7 @@ def data_verify(name: str, data_dir: str | None) -> None:
 
     \b
     Example:
-      mmrobust data verify utd_mhad --data-dir ../shared/data
+      mmrobust data verify utd_mhad --data-dir DATA_DIR
     """
     info = dataset_info(name)
     root = resolve_data_dir(data_dir)

@@ -1,7 +1,7 @@
 """Every way a modality can go missing or noisy, as one set of seeded, serialisable objects.
 
 The same objects are training augmentations (modality dropout, perturbation) and audit
-scenarios (ARCHITECTURE.md invariant 2). Each is a pure function of its input and an
+scenarios (docs/architecture.md, invariant 2). Each is a pure function of its input and an
 explicit `torch.Generator`, and has a short stable `name` plus a `to_dict()` so that results
 record exactly what was applied.
 
@@ -82,6 +82,13 @@ def encode_corrupted(
     if corruption.on_tokens:
         return corruption(encode(batch), generator)
     return encode(corruption(batch, generator))
+
+
+def as_corruption(value: Corruption | Mapping[str, Any] | str) -> Corruption:
+    """A corruption parameter as methods take it: the object, its dict or its short name."""
+    if isinstance(value, Corruption):
+        return value
+    return corruption_from_name(value) if isinstance(value, str) else corruption_from_dict(value)
 
 
 def corruption_from_dict(d: Mapping[str, Any]) -> Corruption:

@@ -2,7 +2,8 @@
 test set of any size in bounded memory and training can score a whole split with the same code.
 
 Classification: accuracy and macro-F1, from a running confusion matrix. Sentiment-style
-regression (labels in [-3, 3]), as defined in METHODS.md §3.5: MAE, Pearson correlation, Acc-2
+regression (labels in [-3, 3]), as CMU-MOSI papers report it (e.g. Hazarika et al., "Analyzing Modality
+Robustness in Multimodal Sentiment Analysis", NAACL 2022, arXiv 2205.15465): MAE, Pearson correlation, Acc-2
 and weighted F1 in both conventions (`acc2`/`f1`: non-zero labels, negative vs positive;
 `acc2_has0`/`f1_has0`: all samples, negative vs non-negative), and Acc-7 (clip to [-3, 3], round,
 exact match); kept as the count, the sum of |pred - target|, the means and co-moments of (pred,

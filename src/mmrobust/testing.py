@@ -4,8 +4,8 @@
   **get_params())` gives a method with the same parameters;
 - tags: a task the method's `MethodTags` leave out is refused by `fit`; one they claim is checked
   below, on training data with missing modalities unless `needs_complete_training_data`;
-- invariant 1 (absence is a mask, never a value): for every modality subset, and for per-sample
-  masks if the tags claim them, filling the absent placeholders with NaN, with random garbage or
+- invariant 1 of docs/architecture.md (absence is a mask, never a value): for every modality subset,
+  and for per-sample masks if the tags claim them, filling the absent placeholders with NaN, with random garbage or
   with zeros gives identical, finite predictions;
 - determinism: two fits with the same seed predict identically;
 - checkpoints: a saved and reloaded method predicts as before.

@@ -49,7 +49,7 @@ from .data.cache import cache_dir
 from .data.dataset import MultimodalData
 from .errors import MMRobustError
 from .methods.base import Method, Stage
-from .methods.supervised import task_loss
+from .methods.losses import task_loss
 from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
 from .trackers import Tracker, epoch_metrics
 

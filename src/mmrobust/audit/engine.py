@@ -8,7 +8,7 @@ the rows whose values changed. Every scenario then reduces to one (token row, ma
 sample, and each distinct pair is fused once, in batches, for all scenarios together: scenarios
 overlap heavily (a sample that `Missing` spares keeps the clean mask; noise changes the tokens of
 a few rows only). A chunk's outputs go to the caller (`audit` folds them into streaming metrics,
-streaming.py) and are then dropped; the mask hashes are updated chunk by chunk.
+metrics.py) and are then dropped; the mask hashes are updated chunk by chunk.
 
 Each scenario draws its randomness per draw block (`Scenario.blocks`), so the outputs do not
 depend on the chunk size. `naive_outputs` corrupts the whole test set block by block and runs

@@ -101,9 +101,9 @@ def custom_scenarios(corruptions: Sequence[Corruption]) -> list[Scenario]:
 def rate_scenarios(
     modalities: Sequence[str], rates: Sequence[float] = (0.2, 0.5, 0.8), balanced: float | None = 0.5
 ) -> list[Scenario]:
-    """Imbalanced missing-rate scenarios (RedCore's protocol, METHODS.md §4): `MissingRates` with
-    the balanced rate for every modality, then every distinct assignment of `rates` to the
-    modalities (all permutations, e.g. 0.2/0.5/0.8 over a, b, c: six scenarios).
+    """Imbalanced missing-rate scenarios (the protocol of RedCore, Sun et al., AAAI 2024, arXiv
+    2312.10386): `MissingRates` with the balanced rate for every modality, then every distinct
+    assignment of `rates` to the modalities (all permutations, e.g. 0.2/0.5/0.8 over a, b, c: six scenarios).
 
     With fewer rates than modalities the rates repeat in order; with more, the first M are used.
     `balanced=None` leaves the balanced scenario out. Names are `rates[a=0.2,b=0.5,c=0.8]`, which

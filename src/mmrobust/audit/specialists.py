@@ -1,5 +1,5 @@
 """Gaps to the specialists: how far a model that sees a modality subset S at test time falls short
-of a model trained *and* tested on S alone (the reference UME-MMA's reviewers asked for, METHODS.md §2).
+of a model trained *and* tested on S alone (the reference UME-MMA's reviewers asked for, arXiv 2310.06383).
 
 Specialists are ordinary audited models labelled `specialist[a+b]` (the labels
 `mmrobust.methods.ume.specialist_configs` writes: `joint` with `modalities: [a, b]`), or any labels

@@ -1,6 +1,6 @@
 """The masked batch: every modality tensor plus a `present[B, M]` mask.
 
-Absence is a mask, never a value (ARCHITECTURE.md invariant 1): the rows of `inputs[m]`
+Absence is a mask, never a value (docs/architecture.md, invariant 1): the rows of `inputs[m]`
 where `present[:, m]` is False are placeholders that no model output may depend on.
 """
 

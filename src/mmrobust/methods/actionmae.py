@@ -1,5 +1,6 @@
-"""ActionMAE (Woo et al., AAAI 2023): a masked autoencoder over modality tokens, between the
-encoders and the fusion, so that one model handles every subset of modalities.
+"""ActionMAE (Woo et al., "Towards Good Practices for Missing Modality Robust Action Recognition",
+AAAI 2023, arXiv 2211.13916; code github.com/sangminwoo/ActionMAE): a masked autoencoder over modality
+tokens, between the encoders and the fusion, so that one model handles every subset of modalities.
 
 With N modality tokens f_1..f_N (one per encoder, `Tokens.z`), training does, per batch:
 
@@ -23,7 +24,7 @@ With N modality tokens f_1..f_N (one per encoder, `Tokens.z`), training does, pe
 
 At inference only the available modalities are encoded, the missing slots are reconstructed
 the same way (K = however many are missing), and the fusion sees N tokens. The released
-code's slot-order and K = 0 bugs (METHODS.md §1.5) do not apply here by construction.
+code's slot-order and K = 0 bugs do not apply here by construction.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..data.tokens import Tokens
 from ..models.attention import Block
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, register_method
-from .supervised import task_loss
+from .losses import task_loss
 
 
 def sinusoidal_positions(n: int, dim: int) -> Tensor:

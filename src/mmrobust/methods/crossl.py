@@ -1,8 +1,8 @@
 """CroSSL (Deldari et al., "Latent Masking for Multimodal Self-supervised Learning in Health
-Timeseries", ICML 2023 workshop; WSDM 2024 "CroSSL", arXiv 2307.16847; the released TensorFlow code
-is summarised in METHODS.md §5.1): self-supervised pretraining by masking the *intermediate embeddings*
+Timeseries", ICML 2023 workshop; WSDM 2024 "CroSSL", arXiv 2307.16847, and its released TensorFlow
+code): self-supervised pretraining by masking the *intermediate embeddings*
 of per-modality encoders and aggregating two masked views with a cross-modal aggregator under
-VICReg, then a downstream classifier (METHODS.md §5).
+VICReg, then a downstream classifier.
 
 For M modalities, batch B, embedding K = `embed_dim` (96) and global embedding P = `proj_dim` (32):
 
@@ -52,7 +52,7 @@ Differences from the released code: PyTorch default initialisation (not N(0, 0.0
 rate for all stages (`fit`'s; the paper uses 1e-4 for SSL, 1e-3 for the classifier); early stopping
 on validation in the downstream stage only (the code also stops SSL on the training loss).
 
-    mmrobust run configs/crossl/spsw_har.yaml data.data_dir=../shared/data
+    mmrobust run configs/crossl/spsw_har.yaml data.data_dir=DATA_DIR
     create_method("crossl", mode="fixed", masking="spatial", mask_ratio=0.1, pretrain_epochs=100)
 """
 
@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..corruption import Corruption, corruption_from_dict, encode_corrupted
+from ..corruption import Corruption, as_corruption, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -76,7 +76,7 @@ from ..models.fusion import create_fusion
 from ..models.layers import mlp
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
-from .supervised import task_loss
+from .losses import task_loss
 
 MODES = ("finetune", "fixed", "supervised")
 MASKINGS = ("spatial", "random")
@@ -289,8 +289,7 @@ class CroSSL(Method):
 
     @property
     def train_corruption(self) -> Corruption | None:
-        c = self.corruption
-        return corruption_from_dict(c) if isinstance(c, Mapping) else c
+        return None if self.corruption is None else as_corruption(self.corruption)
 
     def check_params(self) -> None:
         problems = [

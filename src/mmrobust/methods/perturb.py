@@ -1,4 +1,5 @@
-"""`perturb`: modality-perturbation robust training (Hazarika et al., NAACL 2022).
+"""`perturb`: modality-perturbation robust training (Hazarika et al., "Analyzing Modality Robustness in
+Multimodal Sentiment Analysis", NAACL 2022, arXiv 2205.15465).
 
 Every training batch, of the samples that have the target modality, exactly ⌊B·p⌋ lose it
 and another, disjoint ⌊B·p⌋ get it noised (`Perturbation`, the same object the audit can
@@ -26,7 +27,8 @@ from ..data.tokens import Tokens
 from ..errors import unknown_name
 from ..models.model import MultimodalModel
 from .base import register_method
-from .supervised import SupervisedMethod, task_loss
+from .losses import task_loss
+from .supervised import SupervisedMethod
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """RedCore (Sun et al., AAAI 2024, arXiv 2312.10386; code github.com/sunjunaimer/RedCore, read at
 b2c6a2d3): variational cross-modal representations for missing modalities, whose reconstruction
-supervision is re-weighted by each modality's *relative advantage* (METHODS.md §4).
+supervision is re-weighted by each modality's *relative advantage*.
 
 Per sample, K_m: modality m is observed in training, i.e. present in the data and not removed by
 the training-time drop (`corruption`, default `RandomDrop`), which acts before encoding as in the
@@ -32,9 +32,9 @@ Defaults are the released IEMOCAP values: λ_KL = 8e-4 (the code omits KL's ½),
 x 5 blocks, heads (128, 128) with dropout 0.5. ℓ̄, t, β and s are buffers of the model, so
 checkpoints and resumed runs carry them; they move only when `loss` runs in training mode.
 
-Where this differs from the released code (METHODS.md §4.9):
-- absent modalities are never encoded (invariant 1); the code runs its encoder on zero-filled input,
-  i.e. feeds the predictors a constant per modality, which the learned filler e_k stands in for;
+Where this differs from the released code:
+- absent modalities are never encoded (docs/architecture.md, invariant 1); the code runs its encoder on
+  zero-filled input, i.e. feeds the predictors a constant per modality, which the learned filler e_k stands in for;
 - guards: n_m = 0 gives ℓ_m = 0 and leaves ℓ̄_m alone (the code divides 0/0 = NaN); a modality never
   observed is left out of ρ (its ℓ̄ = 0 would read as "perfectly predicted"), and ℓ̂ undoes the
   EMA's zero start so a modality first seen late is comparable. ρ is scale-invariant, so ℓ̂ gives
@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..corruption import Corruption, encode_corrupted
+from ..corruption import Corruption, RandomDrop, as_corruption, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -65,7 +65,7 @@ from ..errors import MMRobustError
 from ..models.layers import BatchedLinear, mlp
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, register_method
-from .supervised import resolve_corruption, task_loss
+from .losses import task_loss
 
 
 def batched_mlp(n: int, sizes: Sequence[int], activation: type[nn.Module], dropout: float = 0.0) -> nn.Sequential:
@@ -257,7 +257,7 @@ class RedCore(Method):
 
     @property
     def train_corruption(self) -> Corruption:
-        return resolve_corruption(self.corruption)
+        return RandomDrop() if self.corruption is None else as_corruption(self.corruption)
 
     def build(self, spec: DataSpec) -> None:
         self.check_task(spec)
@@ -282,7 +282,7 @@ class RedCore(Method):
         for bad, message in problems:
             if bad:
                 raise MMRobustError(f"redcore: {message}")
-        resolve_corruption(self.corruption)  # a malformed corruption fails now, not mid-training
+        self.train_corruption.to_dict()  # a malformed corruption fails now, not mid-training
 
     @property
     def redcore_model(self) -> RedCoreModel:

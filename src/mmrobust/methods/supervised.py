@@ -14,27 +14,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..corruption import Corruption, RandomDrop, corruption_from_dict, encode_corrupted
+from ..corruption import Corruption, RandomDrop, as_corruption, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, register_method
-
-
-def task_loss(output: Tensor, target: Tensor, task: str, label_smoothing: float = 0.0) -> Tensor:
-    if task == "classification":
-        return F.cross_entropy(output, target, label_smoothing=label_smoothing)
-    return F.l1_loss(output, target.float())
-
-
-def resolve_corruption(corruption: Corruption | Mapping[str, Any] | None) -> Corruption:
-    """A training corruption given as an object, as its dict, or None (`RandomDrop`)."""
-    if corruption is None:
-        return RandomDrop()
-    return corruption_from_dict(corruption) if isinstance(corruption, Mapping) else corruption
+from .losses import task_loss
 
 
 @register_method("joint")
@@ -92,4 +79,4 @@ class ModalityDropout(SupervisedMethod):
 
     @property
     def train_corruption(self) -> Corruption:
-        return resolve_corruption(self.corruption)
+        return RandomDrop() if self.corruption is None else as_corruption(self.corruption)

@@ -1,8 +1,8 @@
 """UME, MMA and UME-MMA (Li, Du, Zhao, Huang, Zhao, arXiv 2310.06383, withdrawn from ICLR 2024; no
-official code; METHODS.md §2): a late-fusion model whose encoders come from uni-modal training.
+official code): a late-fusion model whose encoders come from uni-modal training.
 
-Only the abstract and the reviews were readable (METHODS.md §2.2); what follows is the
-reconstruction of §2.3, marked [INFERRED] there. Per modality m: encoder E_m and linear head h_m.
+Only the abstract and the public ICLR 2024 reviews were readable; what follows is a reconstruction
+from them, the choices they leave open made explicit below. Per modality m: encoder E_m and linear head h_m.
 
 1. members (stage 1, UME)   one stage per modality: (E_m, h_m) trained *alone* on the samples where m
                             is present, ℓ(h_m(E_m(x_m)), y) (CE, or L1 for regression), selected on
@@ -24,10 +24,11 @@ reconstruction of §2.3, marked [INFERRED] there. Per modality m: encoder E_m an
                             heads start fresh. Then it is fine-tuned jointly under missing-modality
                             augmentation: by default `MissingRates({m: drop_probability for every m},
                             if_all_missing="keep_one")`, i.e. each modality independently absent with
-                            probability p, never all of them (METHODS.md §2.3's "replace one modality
-                            by its missing representation" for two modalities, up to the p² case);
+                            probability p, never all of them (the abstract's "replace one modality by
+                            its missing representation" for two modalities, up to the p² case);
                             `corruption` overrides it with any corruption (object or dict).
-                            Missing modalities are masks, never zero inputs (invariant 1).
+                            Missing modalities are masks, never zero inputs
+                            (docs/architecture.md, invariant 1).
 4. choice (`ume_mma`)       members → adaptation → a "choose" stage that trains nothing and runs two
                             epochs: epoch 0 scores the ensemble, epoch 1 the adapted model, on the val
                             split under `target` (a corruption, its dict or its name such as
@@ -36,8 +37,7 @@ reconstruction of §2.3, marked [INFERRED] there. Per modality m: encoder E_m an
                             selection (its `select` metric) keeps the better one: the choice is the
                             buffer `choice` (0 ensemble, 1 adapted), so checkpoints carry it;
                             `describe()` and `chosen` report it, and the run's `best_epoch` is it.
-                            The paper's rule is unknown; this follows Du et al.'s validation-guided
-                            choice, as METHODS.md §2.3 proposes.
+                            The paper's rule is unknown; this is a validation-guided choice.
 
 `ume` also ends with a no-training "ensemble" stage, so that `fit` reports the ensemble's validation
 metrics rather than the last member's. Members and adapted model live side by side in `mma` and
@@ -58,7 +58,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..corruption import Corruption, MissingRates, corruption_from_dict, corruption_from_name, encode_corrupted
+from ..corruption import Corruption, MissingRates, as_corruption, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
@@ -66,7 +66,7 @@ from ..errors import MMRobustError
 from ..models.fusion import _PerModalityHeads
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
-from .supervised import resolve_corruption, task_loss
+from .losses import task_loss
 
 Combine = Literal["logits", "probs"]
 MEMBER_FORMAT = "ume-member/1"  # bump when a member's architecture or training changes
@@ -292,7 +292,7 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
         if self.corruption is None:
             rates = {m: self.drop_probability for m in self.spec.modality_names}
             return MissingRates(rates, if_all_missing="keep_one")
-        return resolve_corruption(self.corruption)
+        return as_corruption(self.corruption)
 
     def start_adaptation(self) -> None:
         self.adapted_model.initialise_from_members()
@@ -308,12 +308,6 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
     def stages(self) -> Sequence[Stage]:
         model = self.adapted_model
         return (*self.member_stages(), Stage("mma", self.loss, model.adapted(), model.adapted_output))
-
-
-def resolve_target(target: Corruption | Mapping[str, Any] | str | None) -> Corruption | None:
-    if target is None or isinstance(target, Corruption):
-        return target
-    return corruption_from_name(target) if isinstance(target, str) else corruption_from_dict(target)
 
 
 @register_method("ume_mma")
@@ -363,20 +357,20 @@ class UMEMMA(MissingModalityAdaptation):
             self._epoch_begun = False
             model.choice.add_(1)
             self._target_generator.manual_seed(self.seed or 0)
-        target = resolve_target(self.target)
-        if target is not None:
-            batch = target(batch, self._target_generator)
+        if self.target is not None:
+            batch = as_corruption(self.target)(batch, self._target_generator)
         return model(batch)
 
     def stages(self) -> Sequence[Stage]:
-        resolve_target(self.target)  # a bad target fails before any training
+        if self.target is not None:
+            as_corruption(self.target)  # a bad target fails before any training
         self._epoch_begun = False
         choose = Stage("choose", self._begin_epoch, predict=self._score_candidate, epochs=len(CANDIDATES))
         return (*super().stages(), choose)
 
 
 def specialist_configs(modalities: Sequence[str], fusion: str = "late", dim: int = 64) -> list[dict[str, Any]]:
-    """The reference of "Easy to get wrong" (METHODS.md §2): for every non-empty modality subset S a
+    """The reference UME-MMA's reviewers asked for: for every non-empty modality subset S a
     `joint` model trained and tested on S only, as experiment-config model entries labelled
     `specialist[a+b]` (what `mmrobust.audit.specialists.specialist_gaps` looks for)."""
     out = []

@@ -1,7 +1,7 @@
 """The multimodal model: per-modality encoders, then a fusion, split at the token tensor.
 
 `encode` and `fuse` are separate so that the audit can encode a batch once and fuse it
-under many masks (ARCHITECTURE.md invariant 3). Each encoder only runs on the samples
+under many masks (docs/architecture.md, invariant 3). Each encoder only runs on the samples
 where its modality is present (gather -> encode -> scatter): absent placeholders are never
 read, and training under modality dropout costs in proportion to what is present.
 

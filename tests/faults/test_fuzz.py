@@ -11,7 +11,7 @@ Budget: the hypothesis profile `ci` (the default) runs few, derandomised example
 reproducible; `MMROBUST_FUZZ=long` (`make fuzz`) runs many, freshly random, and keeps failures in
 `.hypothesis/`. A failing example prints a `@reproduce_failure` blob.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/test_fuzz.py -p no:xdist
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/faults/test_fuzz.py -p no:xdist
     make fuzz
 """
 

@@ -1,4 +1,4 @@
-"""Resuming (invariant 5): a fit interrupted mid-training, in-process or by `kill -9`, continues
+"""Resuming (docs/architecture.md, invariant 5): a fit interrupted mid-training, in-process or by `kill -9`, continues
 from its saved state and ends bit for bit where an uninterrupted run ends; finished runs are skipped."""
 
 from __future__ import annotations

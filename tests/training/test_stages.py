@@ -12,7 +12,8 @@ from torch import Tensor
 import mmrobust
 from mmrobust.data.batch import Batch
 from mmrobust.methods.base import Stage
-from mmrobust.methods.supervised import SupervisedMethod, task_loss
+from mmrobust.methods.losses import task_loss
+from mmrobust.methods.supervised import SupervisedMethod
 
 
 class TwoStage(SupervisedMethod):
@@ -33,8 +34,14 @@ class TwoStage(SupervisedMethod):
     def stages(self) -> Sequence[Stage]:
         model = self.fitted_model
         return (
-            Stage("pretrain", self._loss("pretrain"), module=model.encoders, select=False, epochs=2,
-                  reuse_key={"test": "pretrain"} if self.reuse else None),
+            Stage(
+                "pretrain",
+                self._loss("pretrain"),
+                module=model.encoders,
+                select=False,
+                epochs=2,
+                reuse_key={"test": "pretrain"} if self.reuse else None,
+            ),
             Stage("finetune", self._loss("finetune")),
         )
 

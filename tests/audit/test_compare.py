@@ -28,7 +28,7 @@ from mmrobust.audit.shapley import modality_contributions, shapley_values
 from mmrobust.cli import main
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "runs" / "report-screenshot.png"
 
 # configs/demo.yaml made cheap: two models, two seeds, one epoch, several missing / noise severities

@@ -32,7 +32,7 @@ def close(actual: torch.Tensor, expected: list[float]) -> None:
     torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), rtol=1e-5, atol=1e-6)
 
 
-# --- the supervision weights (METHODS.md §4.4), numbers worked out by hand -------------------------
+# --- the supervision weights (step 6 of methods/redcore.py), numbers worked out by hand -------------------------
 def test_supervision_weights_follow_the_hand_computed_sequence() -> None:
     """κ = 0.7, η = 0.1 grown by 1.5 every S = 2 steps (and at step 0), β updated at steps 0 and 3."""
     adv = advantage(eta_every=2)

@@ -10,7 +10,7 @@ from mmrobust import MMRobustError
 from mmrobust.cli import main
 from mmrobust.config import ExperimentConfig, load_config
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:

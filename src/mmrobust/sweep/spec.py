@@ -1,0 +1,89 @@
+"""The sweep file: a base experiment config and a grid of dotted config keys (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import read_yaml_mapping
+from ..errors import MMRobustError, unknown_name
+
+SWEEP_KEYS = ("name", "base", "grid")
+SEEDS = "seeds"  # grid key that lists the seeds of every combination instead of being an axis
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base: dict[str, Any]  # an experiment config as read from YAML
+    grid: dict[str, list[Any]]  # dotted key -> values, in the order given
+    overrides: list[str] = field(default_factory=list)  # `key=value` applied to the base
+
+
+def read_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[str] = ()) -> SweepSpec:
+    """A sweep file (with `base` and/or `grid`) or a plain experiment config, plus `--grid` options
+    (`key=v1,v2`; they replace the file's values of the same key)."""
+    path = Path(path)
+    tree = read_yaml_mapping(path)
+    if not {"base", "grid"} & set(tree):  # a plain experiment config: sweep it with --grid only
+        tree = {"base": tree}
+    for key in tree:
+        if key not in SWEEP_KEYS:
+            raise MMRobustError(f"{path}: {unknown_name('sweep key', str(key), SWEEP_KEYS)}")
+    base = tree.get("base") or {}
+    if isinstance(base, str):
+        base = read_yaml_mapping(path.parent / base)
+    if not isinstance(base, dict):
+        raise MMRobustError(f"{path}: 'base' must be an experiment config (a mapping) or the path of one")
+    file_grid = tree.get("grid") or {}
+    if not isinstance(file_grid, dict):
+        raise MMRobustError(f"{path}: malformed grid: 'grid' must map dotted keys to lists of values")
+    values = {str(k): _check_values(str(k), v) for k, v in file_grid.items()}
+    for text in grid:
+        key, vals = parse_grid_option(text)
+        values[key] = _check_values(key, vals)
+    name = tree.get("name") or base.get("name") or path.stem
+    return SweepSpec(str(name), base, values, list(overrides))
+
+
+def parse_grid_option(text: str) -> tuple[str, list[Any]]:
+    """`train.epochs=10,20` -> ("train.epochs", [10, 20]); each value is read as YAML, and commas
+    inside brackets or braces do not split (`audit.scenarios=[a],[a,b]` is two values)."""
+    key, sep, raw = text.partition("=")
+    malformed = f"malformed --grid '{text}': write key=v1,v2,..., e.g. train.epochs=10,20"
+    if not sep or not key or not raw or any(not part for part in key.split(".")):
+        raise MMRobustError(malformed)
+    pieces, depth, start = [], 0, 0
+    for i, ch in enumerate(raw):
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if depth < 0:
+            raise MMRobustError(malformed)
+        if ch == "," and depth == 0:
+            pieces.append(raw[start:i])
+            start = i + 1
+    pieces.append(raw[start:])
+    if depth != 0 or any(not p.strip() for p in pieces):
+        raise MMRobustError(malformed)
+    try:
+        return key, [yaml.safe_load(p) for p in pieces]
+    except yaml.YAMLError as e:
+        raise MMRobustError(f"{malformed} ({getattr(e, 'problem', e)})") from None
+
+
+def _check_values(key: str, values: Any) -> list[Any]:
+    if not key or any(not part for part in key.split(".")):
+        raise MMRobustError(f"malformed grid key '{key}': write a dotted config key, e.g. train.epochs")
+    if not isinstance(values, list) or not values:
+        raise MMRobustError(f"malformed grid: key '{key}' must have a non-empty list of values, got {values!r}")
+    seen = [json.dumps(v, sort_keys=True) for v in values]
+    if len(set(seen)) != len(seen):
+        raise MMRobustError(f"malformed grid: key '{key}' lists a value twice ({values!r})")
+    if key == SEEDS and not all(isinstance(s, int) and not isinstance(s, bool) for s in values):
+        raise MMRobustError(f"malformed grid: '{SEEDS}' takes a list of integer seeds, got {values!r}")
+    return values
