@@ -246,3 +246,13 @@ def test_cli_download_of_a_manual_source_says_where_to_get_it(
     code, _, err = _run(["data", "download", name, "--data-dir", str(tmp_path)], capsys)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "cannot be downloaded automatically; get it from http" in err and "mmrobust data verify" in err
+
+
+def test_part_of_a_release_already_there_is_named_before_fetching(server: Server, tmp_path: Path) -> None:
+    info = _info(server)
+    second = Download(f"{server.url}/more.zip", "toy/MORE", unpack="zip", find="x.csv")
+    info = DatasetInfo("toy", release=info.release, downloads=(*info.downloads, second))
+    (tmp_path / "toy" / "DATA").mkdir(parents=True)
+    with pytest.raises(MMRobustError, match=r"toy/DATA is there but not the rest of toy's release: remove it"):
+        dl.download("toy", info, tmp_path)
+    assert server.requests == []

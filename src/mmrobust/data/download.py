@@ -44,6 +44,13 @@ def download(name: str, info: DatasetInfo, root: Path, console: Console | None =
         raise MMRobustError(info.manual or _no_download(name, info, root))
     say = console.print if console is not None else (lambda *_: None)
     todo = [item for item in info.downloads if not _already_there(name, item, root)]
+    archives = [item for item in info.downloads if item.unpack]
+    if 0 < len([item for item in archives if item not in todo]) < len(archives):  # the release is checked whole
+        there = next(item for item in archives if item not in todo)
+        raise MMRobustError(
+            f"{root / there.path} is there but not the rest of {name}'s release: remove it (or use an empty "
+            "--data-dir) and run the command again"
+        )
     if not todo:
         say(f"{name}: already in {root}; `mmrobust data verify {name}` checks it")
         return []
