@@ -26,8 +26,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, load_config
 from .corruption import corruption_from_name
 from .data import DATASETS
-from .data.cache import raw_file_sha256
-from .data.download import download
+from .data.download import download, verify
 from .data.paths import data_dir as resolve_data_dir
 from .data.registry import dataset_info
 from .errors import MMRobustError
@@ -346,8 +345,8 @@ def data_list(data_dir: str | None) -> None:
     for name in DATASETS.names():
         info = dataset_info(name)
         missing = info.missing_files(root)
-        size = sum((root / f).stat().st_size for f in info.files if (root / f).is_file())
-        on_disk = f"{size / 1e6:.1f} MB" if info.files else "built in"
+        size = sum(p.stat().st_size for p in info.raw_files(root) if p.is_file())
+        on_disk = f"{size / 1e6:.1f} MB" if info.files or info.release else "built in"
         table.add_row(name, info.summary, on_disk, "[red]no[/]" if missing else "[green]yes[/]")
     console.print(table)
 
@@ -392,21 +391,14 @@ def data_info(name: str, data_dir: str | None) -> None:
 @click.argument("name")
 @_data_dir_option
 def data_verify(name: str, data_dir: str | None) -> None:
-    """Check that NAME's files exist, match their published checksums and load.
+    """Check NAME's files (the official release: every file, by SHA-256), then load it.
 
     \b
     Example:
       mmrobust data verify utd_mhad --data-dir DATA_DIR
     """
-    info = dataset_info(name)
-    root = resolve_data_dir(data_dir)
-    info.require(name, root)
-    for f in info.files:
-        digest = raw_file_sha256(root / f)
-        expected = info.checksums.get(f)
-        if expected and digest != expected:
-            raise MMRobustError(f"{root / f}: checksum mismatch (got {digest}, expected {expected})")
-        console.print(f"{f}: sha256 {digest} " + ("[green]matches[/]" if expected else "(no published checksum)"))
+    for line in verify(name, dataset_info(name), resolve_data_dir(data_dir)):
+        console.print(line, highlight=False)
     dataset = load_data(name, None, data_dir)
     console.print(f"[green]ok[/]: {name} loads ({len(dataset)} samples)")
 
@@ -415,15 +407,19 @@ def data_verify(name: str, data_dir: str | None) -> None:
 @click.argument("name")
 @_data_dir_option
 def data_download(name: str, data_dir: str | None) -> None:
-    """Fetch NAME's public files into the data directory and verify their checksums.
+    """Fetch NAME from its official source, check its SHA-256 and unpack it into the official layout.
+
+    An interrupted download resumes when the command is repeated. Sources that need a manual
+    step (a licence form, no direct link) say where to get the files and where to put them.
 
     \b
     Example:
-      mmrobust data download basicmotions --data-dir ~/data
+      mmrobust data download spsw_har --data-dir ~/data
     """
     root = resolve_data_dir(data_dir)
-    for path in download(name, dataset_info(name), root, lambda msg: err_console.print(msg)):
-        console.print(f"wrote {path}")
+    installed = download(name, dataset_info(name), root, err_console)
+    if installed:
+        console.print(f"[green]ok[/]: {name} is in {root}; `mmrobust data verify {name}` loads it")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ import gzip
 import io
 import shutil
 import struct
+import tarfile
 import wave
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def test_second_load_comes_from_the_cache(
 def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(MMRobustError) as e:
         load_dataset("avmnist", data_dir=str(tmp_path))
-    assert "dataset 'avmnist' not found" in one_line_error(e) and "fsdd/index.csv" in str(e.value)
+    assert "dataset 'avmnist' not found" in one_line_error(e) and "fsdd/recordings/{digit}_" in str(e.value)
 
 
 @pytest.fixture
@@ -253,3 +254,44 @@ def test_mel_filterbank_and_log_mel_locate_a_tone() -> None:
     assert spec.shape == (1, 40, 63)
     band = int(spec[0].mean(dim=1).argmax())
     assert 1000 * 31 / 32 <= float(peaks[band]) * 8000 / 256 <= 1000 * 33 / 32  # the band of 1 kHz
+
+
+# --- FSDD's own layout (recordings/*.wav) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def official(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with FSDD as its repository has it (recordings/*.wav, unpacked here from the
+    packed archive, whose wav bytes are unchanged) and the MNIST files."""
+    root = tmp_path_factory.mktemp("official")
+    with tarfile.open(shared_data / avmnist.RECORDINGS) as tar:
+        for member in tar:
+            handle = tar.extractfile(member)
+            if handle is not None:
+                (root / "fsdd" / member.name).parent.mkdir(parents=True, exist_ok=True)
+                (root / "fsdd" / member.name).write_bytes(handle.read())
+    (root / "mnist").mkdir()
+    for f in (*avmnist.MNIST["train"], *avmnist.MNIST["test"]):
+        (root / f).symlink_to(shared_data / f)
+    return root
+
+
+def test_official_recordings_folder_gives_the_index(official: Path, index) -> None:
+    scanned = avmnist.scan_recordings(official / avmnist.FOLDER)
+    for got, expected in zip(scanned, index, strict=True):
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_both_layouts_load_to_identical_tensors(official: Path, shared_data: Path) -> None:
+    options = {"max_per_class": 8, "use_cache": False}
+    a = load_dataset("avmnist", data_dir=str(official), **options)
+    b = load_dataset("avmnist", data_dir=str(shared_data), **options)
+    assert len(a) == 160 and all(torch.equal(a.inputs[m], b.inputs[m]) for m in a.modalities)
+    assert torch.equal(a.target, b.target) and all(torch.equal(a.splits[k], b.splits[k]) for k in a.splits)
+
+
+def test_a_stray_file_in_recordings_is_named(official: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(official / "fsdd", root / "fsdd")
+    (root / "mnist").symlink_to(official / "mnist")
+    (root / avmnist.FOLDER / "7_jackson_x.wav").write_bytes(b"")
+    with pytest.raises(MMRobustError, match=r"recordings: unexpected file 7_jackson_x\.wav; FSDD's recordings are"):
+        load_dataset("avmnist", data_dir=str(root), max_per_class=2, use_cache=False)

@@ -3,6 +3,7 @@ alignment of the two devices, the cache, and one-line errors for bad files."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_window_and_class_counts(data: mmrobust.MultimodalData) -> None:
 
 def test_aligned_grid_keeps_the_time_share_of_every_activity(shared_data: Path) -> None:
     """At 50 Hz, each label fills about 50/102.5 as many steps as the phone has samples."""
-    raw = spsw_har._read(shared_data / spsw_har._FILE)
+    _, raw = spsw_har._read(shared_data)
     values, labels, steps = spsw_har._align(raw, 20.0)
     assert len(steps) == 223 and (steps >= 8.5 * 50).all() and steps.sum() == len(values) == len(labels)
     grid = np.bincount(labels, minlength=5)
@@ -153,7 +154,7 @@ def test_split_helpers() -> None:
 
 # --- errors -------------------------------------------------------------------------------------
 def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(MMRobustError, match=r"dataset .spsw_har. not found: expected sp_sw_har/sp_sw_har\.npz") as e:
+    with pytest.raises(MMRobustError, match=r"dataset .spsw_har. not found: expected sp_sw_har/DATA/sXX/") as e:
         mmrobust.load_dataset("spsw_har", data_dir=str(tmp_path))
     assert "\n" not in str(e.value)
 
@@ -187,3 +188,86 @@ def test_bad_options_are_one_line_errors(shared_data: Path) -> None:
         mmrobust.load_dataset("spsw_har", data_dir=str(shared_data), streams="phone")
     with pytest.raises(MMRobustError, match=r"\[3\] are in both"):
         mmrobust.load_dataset("spsw_har", data_dir=str(shared_data), val_subjects=(3,))
+
+
+# --- the official CSV layout --------------------------------------------------------------------
+@pytest.fixture
+def official(shared_data: Path, tmp_path: Path) -> Path:
+    """A data dir holding the release sample (subjects 1-3, executions 1-2) in the official layout."""
+    sample = shared_data / "sp_sw_har" / "official_sample" / "DATA"
+    if not sample.is_dir():
+        pytest.skip(f"no official sample at {sample}")
+    root = tmp_path / "official"
+    (root / "sp_sw_har").mkdir(parents=True)
+    (root / spsw_har._DATA).symlink_to(sample)
+    return root
+
+
+@pytest.fixture
+def packed_sample(shared_data: Path, official: Path, tmp_path: Path) -> Path:
+    """A data dir holding the shared packed file restricted to the sample's executions."""
+    with np.load(shared_data / spsw_har._FILE, allow_pickle=False) as f:
+        full = {k: f[k] for k in f.files}
+    ids = sorted(p.name[:6] for p in (official / spsw_har._DATA).glob("s*/*_sp.csv"))
+    keep = np.flatnonzero(np.isin(full["execution_id"], ids))
+    part = {"execution_id": full["execution_id"][keep], "subject": full["subject"][keep]}
+    part["label_names"] = full["label_names"]
+    for d in ("sp", "sw"):
+        offsets, lengths = full[f"{d}_offsets"][keep], full[f"{d}_lengths"][keep]
+        rows = np.concatenate([np.arange(o, o + n) for o, n in zip(offsets, lengths, strict=True)])
+        for key in ("data", "timestamp_ms", "label"):
+            part[f"{d}_{key}"] = full[f"{d}_{key}"][rows]
+        part[f"{d}_lengths"], part[f"{d}_offsets"] = lengths, np.cumsum(lengths) - lengths
+    root = tmp_path / "packed"
+    (root / "sp_sw_har").mkdir(parents=True)
+    np.savez(root / spsw_har._FILE, **part)
+    return root
+
+
+def test_official_csvs_give_the_packed_arrays_exactly(official: Path, packed_sample: Path) -> None:
+    (source, raw), (_, packed) = spsw_har._read(official), spsw_har._read(packed_sample)
+    assert source == official / spsw_har._DATA
+    assert raw["execution_id"].tolist() == ["s01_01", "s01_02", "s02_01", "s02_02", "s03_01", "s03_02"]
+    for key, value in packed.items():
+        assert raw[key].dtype == value.dtype and np.array_equal(raw[key], value), key
+
+
+def test_both_layouts_load_to_identical_tensors(official: Path, packed_sample: Path) -> None:
+    options = {"streams": "device", "test_subjects": (3,), "val_subjects": (2,), "use_cache": False}
+    a = mmrobust.load_dataset("spsw_har", data_dir=str(official), **options)
+    b = mmrobust.load_dataset("spsw_har", data_dir=str(packed_sample), **options)
+    assert len(a) > 50 and a.modalities == b.modalities
+    assert all(torch.equal(a.inputs[m], b.inputs[m]) for m in a.modalities)
+    assert torch.equal(a.target, b.target) and all(torch.equal(a.splits[k], b.splits[k]) for k in a.splits)
+
+
+def _copy_sample(official: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "copy"
+    (root / "sp_sw_har").mkdir(parents=True)
+    shutil.copytree(official / spsw_har._DATA, root / spsw_har._DATA)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("y_gyro,", "", 1), r"s01_01_sp\.csv: missing column\(s\) y_gyro; the release's CSVs"),
+        (lambda t: t.replace("WALKING", "RUNNING", 1), r"s01_01_sp\.csv: unknown label 'RUNNING'"),
+        (lambda t: t[: len(t) // 2] + "oops\n", r"s01_01_sp\.csv: non-numeric or empty sensor values"),
+    ],
+    ids=["missing-column", "unknown-label", "bad-row"],
+)
+def test_bad_csv_is_a_one_line_error_naming_it(official: Path, tmp_path: Path, edit, message: str) -> None:
+    root = _copy_sample(official, tmp_path)
+    csv = root / spsw_har._DATA / "s01" / "s01_01_sp.csv"
+    csv.write_text(edit(csv.read_text()))
+    with pytest.raises(MMRobustError, match=message) as e:
+        mmrobust.load_dataset("spsw_har", data_dir=str(root), use_cache=False)
+    assert "\n" not in str(e.value)
+
+
+def test_an_execution_without_its_watch_file_is_named(official: Path, tmp_path: Path) -> None:
+    root = _copy_sample(official, tmp_path)
+    (root / spsw_har._DATA / "s02" / "s02_02_sw.csv").unlink()
+    with pytest.raises(MMRobustError, match=r"s02_02_sp\.csv: the sw file of execution s02_02 is missing"):
+        mmrobust.load_dataset("spsw_har", data_dir=str(root), use_cache=False)

@@ -3,6 +3,7 @@ skeleton centring, the chunked depth reader, and one-line errors for bad files."
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import torch
 import mmrobust
 from mmrobust import MMRobustError
 from mmrobust.data import utd_mhad
-from mmrobust.data.sequences import stretch
+from mmrobust.data.formats import utd_mhad_mat as mat
+from mmrobust.data.sequences import read_arrays, stretch
 
 FILES = (*utd_mhad._FILES.values(), utd_mhad._ACTIONS, utd_mhad._JOINTS)
 FAST = ("inertial", "skeleton")
@@ -279,3 +281,110 @@ def test_wrong_shape_file_is_a_one_line_error(shared_data: Path, tmp_path: Path)
     np.savez(root / file, **arrays)
     with pytest.raises(MMRobustError, match=r"utd_mhad_inertial.npz: data has rows of shape \(5,\), expected \(6,\)"):
         mmrobust.load_dataset("utd_mhad", data_dir=str(root), modalities=("inertial",), use_cache=False)
+
+
+# --- the official .mat layout -------------------------------------------------------------------
+SAMPLE_TRIALS = [(a, s, 1) for a in (1, 2) for s in (1, 2, 3)]  # actions 1-2, subjects 1-3, trial 1
+
+
+@pytest.fixture
+def official(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data dir holding the release sample in the official layout (links to its three folders);
+    the sample has subjects 1-3, so subject 2 stands for the test subjects."""
+    monkeypatch.setattr(utd_mhad, "_TEST_SUBJECTS", (2,))
+    sample = shared_data / "utd_mhad" / "official_sample"
+    if not sample.is_dir():
+        pytest.skip(f"no official sample at {sample}")
+    root = tmp_path / "official"
+    (root / "utd_mhad").mkdir(parents=True)
+    for folder in mat.FOLDERS.values():
+        (root / "utd_mhad" / folder).symlink_to(sample / folder)
+    return root
+
+
+def _packed_rows(shared_data: Path, modality: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The packed file's index and data rows of the sample's trials (depth read in chunks)."""
+    path = shared_data / utd_mhad._FILES[modality]
+    full = read_arrays(path, utd_mhad._INDEX_KEYS)
+    trials = list(zip(full["action"].tolist(), full["subject"].tolist(), full["trial"].tolist(), strict=True))
+    keep = [trials.index(t) for t in SAMPLE_TRIALS]
+    index = {k: full[k][keep] for k in ("lengths", "action", "subject", "trial")}
+    index["offsets"] = np.cumsum(index["lengths"]) - index["lengths"]
+    rows = np.concatenate([np.arange(o, o + n) for o, n in zip(full["offsets"][keep], index["lengths"], strict=True)])
+    if modality != "depth":
+        return index, read_arrays(path, ("data",))["data"][rows]
+    parts = []
+    with utd_mhad._open_depth(path) as (_, blocks):
+        for start, block in blocks:  # the sample's trials are among the first frames
+            parts.append(block[rows[(rows >= start) & (rows < start + len(block))] - start])
+            if start + len(block) > rows.max():
+                break
+    return index, np.concatenate(parts)
+
+
+@pytest.mark.parametrize("modality", utd_mhad.MODALITIES)
+def test_official_mat_files_give_the_packed_arrays_exactly(shared_data: Path, official: Path, modality: str) -> None:
+    expected_index, expected = _packed_rows(shared_data, modality)
+    index = utd_mhad._raw_index(official, modality)
+    assert index.keys() == expected_index.keys()
+    assert all(index[k].dtype == v.dtype and np.array_equal(index[k], v) for k, v in expected_index.items())
+    folder = utd_mhad._source(official, modality)
+    if modality == "depth":
+        with utd_mhad._open_depth(folder) as (shape, blocks):
+            got = np.concatenate([block for _, block in blocks])
+        assert shape == got.shape
+    else:
+        got = utd_mhad._raw_data(folder)
+    assert got.dtype == expected.dtype and got.shape == expected.shape and np.array_equal(got, expected)
+
+
+def test_both_layouts_load_to_identical_tensors(shared_data: Path, official: Path, tmp_path: Path) -> None:
+    packed = tmp_path / "packed"
+    (packed / "utd_mhad").mkdir(parents=True)
+    for m in utd_mhad.MODALITIES:
+        index, data = _packed_rows(shared_data, m)
+        np.savez(packed / utd_mhad._FILES[m], data=data, **index)
+    for f in (utd_mhad._ACTIONS, utd_mhad._JOINTS):
+        (packed / f).symlink_to(shared_data / f)
+    for depth in ("motion", "frames"):
+        options = {"depth": depth, "val_subjects": (3,), "use_cache": False}
+        a = mmrobust.load_dataset("utd_mhad", data_dir=str(official), **options)
+        b = mmrobust.load_dataset("utd_mhad", data_dir=str(packed), **options)
+        assert len(a) == 6 and a.spec == b.spec
+        assert all(torch.equal(a.inputs[m], b.inputs[m]) for m in a.modalities)
+        assert torch.equal(a.target, b.target) and all(torch.equal(a.splits[k], b.splits[k]) for k in a.splits)
+
+
+def test_release_file_names_match_the_published_list(shared_data: Path) -> None:
+    listed = shared_data / "utd_mhad" / "official_sha256.csv"
+    if not listed.is_file():
+        pytest.skip(f"no {listed}")
+    names = {line.split(",")[0] for line in listed.read_text().splitlines()[1:]}
+    assert set(mat.release_files()) == names and len(names) == 2584
+
+
+def test_a_missing_modality_folder_is_a_one_line_error(official: Path) -> None:
+    (official / "utd_mhad" / "Depth").unlink()
+    fast = mmrobust.load_dataset(
+        "utd_mhad", data_dir=str(official), modalities=FAST, val_subjects=(3,), use_cache=False
+    )
+    assert len(fast) == 6  # the other modalities still load
+    with pytest.raises(MMRobustError, match=r"utd_mhad/Depth not found: the official UTD-MHAD layout has") as e:
+        mmrobust.load_dataset("utd_mhad", data_dir=str(official), val_subjects=(3,), use_cache=False)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("modality", ["inertial", "depth"])
+def test_a_truncated_mat_file_is_a_one_line_error_naming_it(official: Path, modality: str) -> None:
+    folder = official / "utd_mhad" / mat.FOLDERS[modality]
+    copy = folder.with_name(folder.name + "_copy")
+    shutil.copytree(folder.resolve(), copy)
+    folder.unlink()
+    copy.rename(folder)
+    victim = folder / f"a2_s2_t1_{modality}.mat"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(MMRobustError, match=rf"cannot read .*a2_s2_t1_{modality}\.mat: .*re-download") as e:
+        mmrobust.load_dataset(
+            "utd_mhad", data_dir=str(official), modalities=(modality,), val_subjects=(3,), use_cache=False
+        )
+    assert "\n" not in str(e.value)

@@ -55,7 +55,7 @@ from mmrobust.checkpoint import with_checksum
 from mmrobust.config import load_config
 from mmrobust.data.batch import Batch
 from mmrobust.data.cache import cache_dir, cached
-from mmrobust.data.download import download
+from mmrobust.data.download import WORK, download
 from mmrobust.data.formats.safe_pickle import load_pickle
 from mmrobust.data.mosi import _FEATURES as MOSI_FILE
 from mmrobust.data.npz import load_npz
@@ -996,20 +996,14 @@ def test_download_to_a_full_disk_says_so_and_leaves_no_file(source, monkeypatch:
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full")
     info, root, _ = source
-    real = tempfile.mkstemp
-
-    def mkstemp(*args, **kwargs):  # type: ignore[no-untyped-def]
-        fd, name = real(*args, **kwargs)  # the temporary file points at /dev/full: writes get ENOSPC
-        os.unlink(name)
-        os.symlink("/dev/full", name)
-        return fd, name
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    part = root / WORK / "ds" / "remote.bin"  # the download's partial file points at /dev/full: writes get ENOSPC
+    part.parent.mkdir(parents=True)
+    part.symlink_to("/dev/full")
     target = root / "ds" / "data.bin"
     with pytest.raises(MMRobustError) as e:
         download("ds", info, root)
     assert str(e.value) == (
-        f"cannot write {target}: No space left on device; free some disk space (or write elsewhere) and repeat "
+        f"cannot write {part}: No space left on device; free some disk space (or write elsewhere) and repeat "
         "the command; finished work is kept"
     )
     assert not target.exists() and not temps(root)
@@ -1018,14 +1012,13 @@ def test_download_to_a_full_disk_says_so_and_leaves_no_file(source, monkeypatch:
 def test_download_to_a_read_only_folder_says_so(source, monkeypatch: pytest.MonkeyPatch) -> None:
     info, root, _ = source
 
-    def mkstemp(*args, dir: str, **kwargs):  # type: ignore[no-untyped-def]
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
     with pytest.raises(
         MMRobustError,
-        match=r"^cannot write .*/ds/data\.bin: Read-only file system; the folder is "
-        "read-only or not yours",
+        match=r"^cannot write .*/ds/staging: Read-only file system; the folder is read-only or not yours",
     ):
         download("ds", info, root)
     assert not (root / "ds" / "data.bin").exists()
@@ -1034,7 +1027,7 @@ def test_download_to_a_read_only_folder_says_so(source, monkeypatch: pytest.Monk
 def test_download_below_a_file_says_so(source, tmp_path: Path) -> None:
     info, _, _ = source
     (tmp_path / "file").write_text("")
-    with pytest.raises(MMRobustError, match=r"^cannot write .*/file/ds/data\.bin: Not a directory"):
+    with pytest.raises(MMRobustError, match=r"^cannot write .*/file/\.mmrobust-download/ds/staging: Not a directory"):
         download("ds", info, tmp_path / "file")
 
 
@@ -1043,8 +1036,8 @@ def test_download_network_failures_still_say_offline(source, monkeypatch: pytest
     gone = Download((root / "missing.bin").as_uri(), "ds/data.bin", "0" * 64)
     with pytest.raises(
         MMRobustError,
-        match=r"^cannot download file://.*missing\.bin \(.*\); offline, put ds/data\.bin "
-        r"under .* by hand \(official page: https://example\.org\)$",
+        match=r"^cannot download file://.*missing\.bin \(.*\); if offline, download "
+        r"file://.* by hand \(official page: https://example\.org\), save it as .*/ds/data\.bin, then",
     ):
         download("ds", DatasetInfo("t", files=info.files, homepage=info.homepage, downloads=(gone,)), root)
 
@@ -1065,7 +1058,8 @@ def test_download_network_failures_still_say_offline(source, monkeypatch: pytest
             return content[:size]
 
     monkeypatch.setattr(mmrobust.data.download.urllib.request, "urlopen", lambda url, timeout: Dropped())
-    with pytest.raises(MMRobustError, match=r"^cannot download file://.*Connection reset by peer\); offline"):
+    with pytest.raises(MMRobustError, match=r"^download of file://.* interrupted after 1\.0 MB \(ConnectionResetError: "
+                       r".*Connection reset by peer\); run the same command again to resume it$"):
         download("ds", info, root)
     assert not (root / "ds" / "data.bin").exists() and not temps(root)
 
@@ -1074,6 +1068,6 @@ def test_download_with_a_wrong_checksum_leaves_no_file(source) -> None:
     info, root, _ = source
     (item,) = info.downloads
     tampered = DatasetInfo("t", files=info.files, downloads=(Download(item.url, item.path, "0" * 64),))
-    with pytest.raises(MMRobustError, match=r"^checksum mismatch for file://.*: got [0-9a-f]{64}, expected 0{64}$"):
+    with pytest.raises(MMRobustError, match=r"^checksum mismatch for file://.*: got [0-9a-f]{64}, expected 0{64}; "):
         download("ds", tampered, root)
     assert not (root / "ds" / "data.bin").exists() and not temps(root)

@@ -7,6 +7,11 @@ is paired with an MNIST image (LeCun et al. 1998) of the same digit. The publish
 removes most of the image energy by PCA and adds environmental noise to the audio so that
 neither modality alone suffices; this loader does the same with white noise.
 
+Files: FSDD as its repository has it, `<data dir>/fsdd/recordings/{digit}_{speaker}_{take}.wav`,
+and MNIST's four `mnist/*-ubyte.gz` files (`mmrobust data download avmnist` fetches and checks
+both). Without `fsdd/recordings/`, a packed `fsdd/index.csv` + `fsdd/fsdd_recordings.tar.gz`
+of the same recordings is read instead; both give identical tensors.
+
 Recipe `avmnist/1`:
 - Pairing: seeded, within class; images for train recordings come from MNIST train, for
   test recordings from MNIST test; each image is used at most once.
@@ -49,6 +54,7 @@ unseen voice is much harder. Commands::
 from __future__ import annotations
 
 import csv
+import re
 import tarfile
 import zlib
 from functools import partial
@@ -63,12 +69,22 @@ from .cache import cached
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
 from .idx import read_idx
 from .paths import data_dir as resolve_data_dir
-from .registry import DatasetInfo, register_dataset
+from .registry import DatasetInfo, Download, Release, register_dataset
 
 SAMPLE_RATE, CLIP = 8000, 8000  # 1 s clips at 8 kHz
 N_FFT, HOP, N_MELS = 256, 128, 40
 FRAMES = 1 + CLIP // HOP  # 63, frames of torch.stft with center=True
-INDEX, RECORDINGS = "fsdd/index.csv", "fsdd/fsdd_recordings.tar.gz"
+INDEX, RECORDINGS = "fsdd/index.csv", "fsdd/fsdd_recordings.tar.gz"  # the packed layout of FSDD
+FOLDER = "fsdd/recordings"  # FSDD's official layout: {digit}_{speaker}_{take}.wav, as in its repository
+_FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"  # v1.0.10 + 27 commits; its 3000 recordings are checked
+_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # PyTorch's copy of LeCun's original files
+_MNIST_SHA256 = {  # of the decompressed IDX files, equal to the originals (MD5s 6bbc9ace..., a25bea73..., ...)
+    "mnist/train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "mnist/train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "mnist/t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "mnist/t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+_NAME = re.compile(r"(\d)_([a-z]+)_(\d+)\.wav")
 MNIST = {
     "train": ("mnist/train-images-idx3-ubyte.gz", "mnist/train-labels-idx1-ubyte.gz"),
     "test": ("mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz"),
@@ -84,6 +100,23 @@ INFO = DatasetInfo(
         "MNIST (1, 28, 28) PCA-projected to image_energy; seeded within-class pairing; take or speaker split"
     ),
     checksums={RECORDINGS: "b8f087bc9d5c545fe5468a9febde9b9643520a6352c75be86b96328be04ef5c2"},
+    release=Release(
+        folder="fsdd",
+        patterns=("recordings/*.wav",),
+        layout="fsdd/recordings/{digit}_{speaker}_{take}.wav",
+        count=3000,
+        tree_sha256="6a1aafacf40d8a7aeda379f079a39ca7e165fe03f4ed5d63a2ab25f3a8420685",
+        also=(*MNIST["train"], *MNIST["test"]),
+    ),
+    downloads=(
+        Download(  # FSDD, CC BY-SA 4.0: the repository at the commit whose recordings are checked
+            f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/{_FSDD_COMMIT}.tar.gz",
+            FOLDER,
+            unpack="tar",
+            find="0_george_0.wav",
+        ),
+        *(Download(_MNIST_URL + Path(f).name, f, gunzipped_sha256=sha) for f, sha in _MNIST_SHA256.items()),
+    ),
 )
 
 
@@ -134,7 +167,7 @@ def load_avmnist(
         split_seed=split_seed,
         max_per_class=max_per_class,
     )
-    return cached("avmnist", INFO.recipe, [root / f for f in INFO.files], build.keywords, build, use_cache)
+    return cached("avmnist", INFO.recipe, INFO.raw_files(root), build.keywords, build, use_cache)
 
 
 def _build(
@@ -148,7 +181,8 @@ def _build(
     split_seed: int,
     max_per_class: int | None,
 ) -> MultimodalData:
-    files, digits, speakers, official_test = read_index(root / INDEX)
+    official = INFO.official(root)  # FSDD's own recordings/ folder, else the packed index + archive
+    files, digits, speakers, official_test = scan_recordings(root / FOLDER) if official else read_index(root / INDEX)
     is_test = official_test if split == "take" else speakers == test_speaker
     pair_rng, noise_rng, sample_rng = (np.random.default_rng([seed, k]) for k in range(3))
     if max_per_class is not None:
@@ -158,7 +192,8 @@ def _build(
         keep[order[rank_within(groups[order]) < max_per_class]] = True
         files, digits, speakers, is_test = files[keep], digits[keep], speakers[keep], is_test[keep]
 
-    clips, kept = center_fit(read_recordings(root / RECORDINGS, files), CLIP)  # (N, CLIP)
+    recordings = read_folder(root / "fsdd", files) if official else read_recordings(root / RECORDINGS, files)
+    clips, kept = center_fit(recordings, CLIP)  # (N, CLIP)
     clips = normalize_rms(clips, kept)
     if audio_snr_db is not None:
         clips = add_noise(clips, kept, audio_snr_db, noise_rng)
@@ -203,6 +238,34 @@ def read_index(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     if not np.isin(speakers, SPEAKERS).all():
         raise MMRobustError(f"{path}: unknown speakers {sorted(set(speakers) - set(SPEAKERS))}")
     return np.array([r["file"] for r in rows]), digits, speakers, side == "test"
+
+
+def scan_recordings(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What `read_index` gives, from the names of FSDD's own `recordings/{digit}_{speaker}_{take}.wav`
+    (sorted by name, as index.csv is; takes 0-4 are FSDD's official test set)."""
+    names = sorted(p.name for p in folder.glob("*.wav"))
+    parsed = [_NAME.fullmatch(n) for n in names]
+    bad = [n for n, m in zip(names, parsed, strict=True) if m is None or m[2] not in SPEAKERS]
+    if bad or not names:
+        what = f"unexpected file {bad[0]}" if bad else "no .wav files"
+        raise MMRobustError(f"{folder}: {what}; FSDD's recordings are named {{digit}}_{{speaker}}_{{take}}.wav")
+    fields = [m.groups() for m in parsed if m is not None]
+    files = np.array([f"recordings/{n}" for n in names])
+    takes = np.array([int(f[2]) for f in fields])
+    return files, np.array([int(f[0]) for f in fields], dtype=np.int64), np.array([f[1] for f in fields]), takes < 5
+
+
+def read_folder(folder: Path, members: np.ndarray) -> list[np.ndarray]:
+    """Decode the named WAV files under `folder` (official layout), in the order given."""
+    clips = []
+    for member in members:
+        path = folder / str(member)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise MMRobustError(f"cannot read {path}: {e.strerror or e}") from None
+        clips.append(read_wav(data, str(path), SAMPLE_RATE))
+    return clips
 
 
 def read_recordings(path: Path, members: np.ndarray) -> list[np.ndarray]:

@@ -6,6 +6,11 @@ doi:10.1016/j.dib.2023.109809; https://doi.org/10.5281/zenodo.8398688. 23 subjec
 executions of a Timed-Up-and-Go sequence (SEATED, STANDING_UP, WALKING, TURNING,
 SITTING_DOWN), each device at ~100 Hz with its own UNIX-ms timestamps and per-sample labels.
 
+Files: the official release as published, `<data dir>/sp_sw_har/DATA/sXX/sXX_YY_{sp,sw}.csv`
+plus `subjects_info.csv` and `executions_info.csv` (`mmrobust data download spsw_har` fetches
+and checks it; `formats.spsw_har_csv` reads it). Without it, a packed `sp_sw_har/sp_sw_har.npz`
+holding the same arrays is read instead; both give identical tensors.
+
 Recipe (`spsw_har/1`):
 - Alignment: per execution, both devices are linearly interpolated onto one common grid at
   `rate_hz` (50 Hz) spanning the time both were recording. The phone delivers samples in
@@ -38,11 +43,14 @@ import torch
 from ..errors import MMRobustError
 from .cache import cached
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize
+from .formats import spsw_har_csv
 from .paths import data_dir as resolve_data_dir
-from .registry import DatasetInfo, register_dataset
+from .registry import DatasetInfo, Download, Release, register_dataset
 from .sequences import check_ragged, majority, ramp, read_arrays, subject_splits, window_starts
 
-_FILE = "sp_sw_har/sp_sw_har.npz"
+_FILE = "sp_sw_har/sp_sw_har.npz"  # the packed layout (all 446 CSVs in one npz), read when no release is there
+_DATA = "sp_sw_har/DATA"  # the official release's DATA folder
+_COMMIT = "1408d85a512a53861de7bc4729dee283fff2ea9d"  # of the dataset's repository, archived on Zenodo
 _DEVICES = ("sp", "sw")
 _STREAMS = {  # modality -> channels of the aligned (sp acc, sp gyro, sw acc, sw gyro) 12-channel signal
     "sensor": {"sp_acc": slice(0, 3), "sp_gyro": slice(3, 6), "sw_acc": slice(6, 9), "sw_gyro": slice(9, 12)},
@@ -53,6 +61,21 @@ INFO = DatasetInfo(
     summary="Smartphone + smartwatch accelerometer/gyroscope, 5 TUG activities, 23 subjects (Matey-Sanz 2023)",
     files=(_FILE,),
     homepage="https://doi.org/10.5281/zenodo.8398688",
+    release=Release(
+        folder="sp_sw_har",
+        patterns=("DATA/*.csv", "DATA/s*/s*_*_s[pw].csv"),
+        layout="sp_sw_har/DATA/sXX/sXX_YY_{sp,sw}.csv",
+        count=448,
+        tree_sha256="c05604880beee328fa54a086a822c33b962b025f4f5d82ff3adb9c93819b68ab",
+    ),
+    downloads=(  # the commit of the repository whose releases the Zenodo record archives (CC BY 4.0)
+        Download(
+            f"https://github.com/GeoTecINIT/sp-sw-har-dataset/archive/{_COMMIT}.zip",
+            _DATA,
+            unpack="zip",
+            find="subjects_info.csv",
+        ),
+    ),
     recipe=(
         "spsw_har/1: both devices interpolated per execution onto a common 50 Hz grid over their overlap; "
         "2 s windows, 50% overlap, majority phone label; test subjects 3,8,13,18,23, val 5,12,19; "
@@ -95,15 +118,15 @@ def load_spsw_har(
     return cached(
         "spsw_har",
         INFO.recipe,
-        [root / f for f in INFO.files],
+        INFO.raw_files(root),
         options,
-        lambda: _build(root / _FILE, streams, rate_hz, window, overlap, test_subjects, val_subjects),
+        lambda: _build(root, streams, rate_hz, window, overlap, test_subjects, val_subjects),
         use_cache,
     )
 
 
 def _build(
-    path: Path,
+    root: Path,
     streams: str,
     rate_hz: float,
     window: int,
@@ -111,7 +134,7 @@ def _build(
     test_subjects: Sequence[int],
     val_subjects: Sequence[int],
 ) -> MultimodalData:
-    raw = _read(path)
+    path, raw = _read(root)
     class_names = tuple(str(n) for n in raw["label_names"])
     values, labels, lengths = _align(raw, 1000.0 / rate_hz)  # (G, 12), (G,), (S,) grid steps per execution
     if labels.max() >= len(class_names):
@@ -131,11 +154,16 @@ def _build(
     return standardize(MultimodalData(spec, inputs, present, target, splits))
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of the packed file, checked for the layout described in PROVENANCE.md."""
-    keys = ["subject", "label_names"]
-    keys += [f"{d}_{k}" for d in _DEVICES for k in ("data", "timestamp_ms", "label", "offsets", "lengths")]
-    raw = read_arrays(path, keys)
+def _read(root: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """Where the recordings are and their arrays: from the official CSV tree when it is under
+    `root`, else from the packed file (same arrays, see PROVENANCE.md), checked alike."""
+    if INFO.official(root):
+        path, raw = root / _DATA, spsw_har_csv.read_release(root / _DATA)
+    else:
+        keys = ["subject", "label_names"]
+        keys += [f"{d}_{k}" for d in _DEVICES for k in ("data", "timestamp_ms", "label", "offsets", "lengths")]
+        path = root / _FILE
+        raw = read_arrays(path, keys)
     n_exec = len(raw["subject"])
     for d in _DEVICES:
         data, time, label = raw[f"{d}_data"], raw[f"{d}_timestamp_ms"], raw[f"{d}_label"]
@@ -151,7 +179,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         backwards[raw[f"{d}_offsets"][1:] - 1] = False  # a new execution may start earlier
         if backwards.any():
             raise MMRobustError(f"{path}: {d}_timestamp_ms goes back in time at row {np.flatnonzero(backwards)[0] + 1}")
-    return raw
+    return path, raw
 
 
 def _align(raw: dict[str, np.ndarray], step_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,8 +3,11 @@
 C. Chen, R. Jafari, N. Kehtarnavaz, "UTD-MHAD: A Multimodal Dataset for Human Action
 Recognition Utilizing a Depth Camera and a Wearable Inertial Sensor", ICIP 2015;
 https://personal.utdallas.edu/~kehtar/UTD-MHAD.html. 27 actions x 8 subjects x 4 trials =
-861 sequences (3 missing in the release); the files are packed as described in the data
-folder's PROVENANCE.md.
+861 sequences (3 missing in the release). Files: the official release's folders as published,
+`<data dir>/utd_mhad/{Inertial,Skeleton,Depth}/a{A}_s{S}_t{T}_{inertial,skeleton,depth}.mat`
+(`mmrobust data download utd_mhad` fetches and checks them; `formats.utd_mhad_mat` reads
+them). Without them, packed npz files holding the same arrays are read instead (see the data
+folder's PROVENANCE.md); both give identical tensors.
 
 Recipe (`utd_mhad/2`), chosen so every modality has one fixed shape and is cheap on a CPU:
 - `inertial` conv1d (6, 128): acc xyz + gyro xyz, each trial (107-326 samples at ~50 Hz)
@@ -56,8 +59,9 @@ import torch.nn.functional as F
 from ..errors import MMRobustError
 from .cache import cached
 from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize
+from .formats import utd_mhad_mat as mat
 from .paths import data_dir as resolve_data_dir
-from .registry import DatasetInfo, register_dataset
+from .registry import DatasetInfo, Download, Release, register_dataset
 from .sequences import READ_ERRORS, check_ragged, positions, read_arrays, stretch, subject_splits
 
 MODALITIES = ("inertial", "skeleton", "depth")
@@ -76,6 +80,22 @@ INFO = DatasetInfo(
     summary="UTD-MHAD: wearable inertial + Kinect skeleton + depth, 27 actions, 8 subjects (861 trials)",
     files=(*_FILES.values(), _ACTIONS, _JOINTS),
     homepage="https://personal.utdallas.edu/~kehtar/UTD-MHAD.html",
+    release=Release(
+        folder="utd_mhad",
+        patterns=tuple(f"{folder}/*_{m}.mat" for m, folder in mat.FOLDERS.items()),
+        layout="utd_mhad/{Inertial,Skeleton,Depth}/a{A}_s{S}_t{T}_{inertial,skeleton,depth}.mat",
+        count=2583,
+        tree_sha256="fe930fededdd85c26768565f849d2dad948af0ec0198fd8bf2e7b2e459dcde73",
+    ),
+    downloads=tuple(  # the dataset page's archives (research use; cite Chen et al., ICIP 2015)
+        Download(
+            f"https://www.utdallas.edu/~kehtar/UTD-MAD/{folder}.zip",
+            f"utd_mhad/{folder}",
+            unpack="zip",
+            find=f"a1_s1_t1_{m}.mat",
+        )
+        for m, folder in mat.FOLDERS.items()
+    ),
     recipe=(
         "utd_mhad/2: inertial 6x128 + hip-centred skeleton 32x60 by linear resampling; depth 2x2-pooled "
         "log motion + mean map (or evenly spaced frames) cropped to the subject, 48x32; "
@@ -128,7 +148,7 @@ def load_utd_mhad(
     }
     # the features do not depend on the split: one cache entry serves every choice of val subjects
     built = cached(
-        "utd_mhad", INFO.recipe, [root / f for f in INFO.files], options, lambda: _build(root, **options), use_cache
+        "utd_mhad", INFO.recipe, INFO.raw_files(root), options, lambda: _build(root, **options), use_cache
     )
     subjects = torch.zeros(len(built), dtype=torch.long)
     for name, rows in built.splits.items():
@@ -148,35 +168,34 @@ def _build(
     skeleton: dict[str, Any],
 ) -> MultimodalData:
     """The unstandardised features of every trial, with one split per subject (`subject-S`)."""
-    index = {m: read_arrays(root / _FILES[m], _INDEX_KEYS) for m in modalities}
+    index = {m: _raw_index(root, m) for m in modalities}
     first = index[modalities[0]]
     for m in modalities[1:]:  # every file must list the same trials in the same order
         for key in ("action", "subject", "trial"):
             if not np.array_equal(index[m][key], first[key]):
-                raise MMRobustError(f"{root / _FILES[m]}: '{key}' differs from {_FILES[modalities[0]]}")
+                raise MMRobustError(f"{_source(root, m)}: '{key}' differs from {_source(root, modalities[0])}")
     if (
         "skeleton" in index
         and "depth" in index
         and not np.array_equal(index["skeleton"]["lengths"], index["depth"]["lengths"])
     ):
-        raise MMRobustError(f"{root / _FILES['depth']}: frame counts differ from the skeleton's")
-    class_names = _read_actions(root / _ACTIONS)
+        raise MMRobustError(f"{_source(root, 'depth')}: frame counts differ from the skeleton's")
+    class_names = mat.ACTIONS if INFO.official(root) else _read_actions(root / _ACTIONS)
     labels = first["action"].astype(np.int64) - 1
     if labels.min() < 0 or labels.max() >= len(class_names):
-        raise MMRobustError(f"{root / _FILES[modalities[0]]}: action ids outside 1..{len(class_names)}")
+        raise MMRobustError(f"{_source(root, modalities[0])}: action ids outside 1..{len(class_names)}")
 
     specs, inputs = [], {}
     if "inertial" in modalities:
-        x = _inertial(root / _FILES["inertial"], index["inertial"], inertial_steps)
+        x = _inertial(_source(root, "inertial"), index["inertial"], inertial_steps)
         specs.append(ModalitySpec("inertial", "conv1d", tuple(x.shape[1:])))
         inputs["inertial"] = x
     if "skeleton" in modalities:
-        joints = _joint_numbers(root / _JOINTS)
-        x = _skeleton(root / _FILES["skeleton"], index["skeleton"], skeleton_frames, joints, skeleton)
+        x = _skeleton(_source(root, "skeleton"), index["skeleton"], skeleton_frames, _joints(root), skeleton)
         specs.append(ModalitySpec("skeleton", skeleton["kind"], tuple(x.shape[1:])))
         inputs["skeleton"] = x
     if "depth" in modalities:
-        x = _depth(root / _FILES["depth"], index["depth"], depth, depth_frames, depth_size)
+        x = _depth(_source(root, "depth"), index["depth"], depth, depth_frames, depth_size)
         if depth == "frames":  # (N, T, H, W) -> (N, T, 1, H, W) for the space-time encoder
             x = x.unsqueeze(2)
         kind = "frames" if depth == "frames" else "conv2d"
@@ -191,9 +210,40 @@ def _build(
     return MultimodalData(spec, inputs, present, target, splits)
 
 
+# --- where the raw arrays come from: the official release's folders, else the packed npz files ---
+def _source(root: Path, modality: str) -> Path:
+    """A modality's raw data: its release folder (`utd_mhad/Inertial` ...) when the official
+    layout is under `root`, else its packed npz."""
+    return root / "utd_mhad" / mat.FOLDERS[modality] if INFO.official(root) else root / _FILES[modality]
+
+
+def _raw_index(root: Path, modality: str) -> dict[str, np.ndarray]:
+    """`offsets`, `lengths`, `action`, `subject`, `trial` of a modality, from either layout."""
+    path = _source(root, modality)
+    return mat.read_index(path, modality) if INFO.official(root) else read_arrays(path, _INDEX_KEYS)
+
+
+def _raw_data(path: Path) -> np.ndarray:
+    """The `data` rows of an inertial or skeleton `_source` (a release folder or an npz)."""
+    if path.is_dir():
+        return mat.read_data(path, next(m for m, folder in mat.FOLDERS.items() if folder == path.name))
+    return read_arrays(path, ("data",))["data"]
+
+
+def _joints(root: Path) -> dict[str, int]:
+    """Joint indices by name, from the joint-order text of either layout (the documented order
+    if a release came without its text file)."""
+    if not INFO.official(root):
+        return _joint_numbers(root / _JOINTS)
+    joints = root / "utd_mhad" / mat.JOINT_ORDER
+    if joints.is_file():
+        return _joint_numbers(joints)
+    return {_ROOT_JOINT: mat.HIP_CENTER, _TORSO_JOINT: mat.SHOULDER_CENTER}
+
+
 def _read_data(path: Path, index: dict[str, np.ndarray], frame_shape: tuple[int, ...]) -> np.ndarray:
     """The `data` array of a sequence file, checked against its index and per-row shape."""
-    data = read_arrays(path, ("data",))["data"]
+    data = _raw_data(path)
     if data.shape[1:] != frame_shape:
         raise MMRobustError(f"{path}: data has rows of shape {data.shape[1:]}, expected {frame_shape}")
     check_ragged(index["offsets"], index["lengths"], len(data), 2, str(path))
@@ -260,6 +310,10 @@ def _depth(path: Path, index: dict[str, np.ndarray], mode: str, frames: int, siz
 def _open_depth(path: Path) -> Iterator[tuple[tuple[int, ...], Iterator[tuple[int, np.ndarray]]]]:
     """The shape of `data` (F, H, W) in a depth npz, and an iterator over (first row, frames)
     blocks of it, decompressed a chunk at a time so the whole video is never in memory."""
+    if path.is_dir():  # the official release's Depth folder, read one trial at a time
+        with mat.open_depth(path) as opened:
+            yield opened
+        return
     with zipfile.ZipFile(path) as zf, zf.open("data.npy") as f:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
