@@ -76,7 +76,10 @@ def measure(n_mod: int, goal: float, args: argparse.Namespace) -> list[object]:
     ratio = median(times["audit"]) / median(times["predict"])
     paired = paired_ratio(times["audit"], times["predict"])
     fuse_share = median(times["  fuse part"]) / median(times["predict"])
-    print(f"ratio audit/predict = {ratio:.3f} (paired median {paired:.3f})  {verdict(ratio, goal, False)}")
+    print(
+        f"ratio audit/predict = {ratio:.3f} (paired median {paired:.3f})  "
+        f"{verdict(ratio, goal, False)}"
+    )
     return [n_mod, n_scen, len(test), fuse_share, ratio, paired, verdict(ratio, goal, False)]
 
 

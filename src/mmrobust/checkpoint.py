@@ -107,6 +107,8 @@ def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     try:
         method.modules().load_state_dict(state)
     except RuntimeError as e:
-        raise MMRobustError(f"{path}: weights do not match the model it describes ({str(e).splitlines()[0]})") from None
+        raise MMRobustError(
+            f"{path}: weights do not match the model it describes ({str(e).splitlines()[0]})"
+        ) from None
     method.modules().eval()
     return method, config

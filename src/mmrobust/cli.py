@@ -43,8 +43,12 @@ err_console = Console(stderr=True)
 
 data_options = [
     click.option("--data", "data_name", metavar="NAME", help="A registered dataset (see `mmrobust list`)."),
-    click.option("--npz", type=click.Path(dir_okay=False), help="A bring-your-own .npz file (format in the README)."),
-    click.option("--data-dir", envvar="MMROBUST_DATA", help="Folder holding the datasets [env: MMROBUST_DATA]."),
+    click.option(
+        "--npz", type=click.Path(dir_okay=False), help="A bring-your-own .npz file (format in the README)."
+    ),
+    click.option(
+        "--data-dir", envvar="MMROBUST_DATA", help="Folder holding the datasets [env: MMROBUST_DATA]."
+    ),
 ]
 
 
@@ -113,7 +117,9 @@ def demo(out: str, seeds: int, epochs: int) -> None:
 @cli.command()
 @with_data_options
 @click.option("--method", default="dropout", show_default=True, help=f"One of: {', '.join(METHODS.names())}.")
-@click.option("--fusion", default="transformer", show_default=True, help=f"One of: {', '.join(FUSIONS.names())}.")
+@click.option(
+    "--fusion", default="transformer", show_default=True, help=f"One of: {', '.join(FUSIONS.names())}."
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epochs", default=100, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
@@ -144,13 +150,16 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
     "--checkpoint", required=True, type=click.Path(dir_okay=False), help="A checkpoint from `mmrobust train`."
 )
 @with_data_options
-@click.option("--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks).")
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks)."
+)
 @click.option(
     "--scenario",
     "extra",
     multiple=True,
     metavar="NAME",
-    help="Extra scenario (repeatable): subset[a+b], missing[a@0.3], rates[a=0.2,b=0.8], noise[a,sigma=1,p=0.3].",
+    help="Extra scenario (repeatable): subset[a+b], missing[a@0.3], rates[a=0.2,b=0.8], "
+    "noise[a,sigma=1,p=0.3].",
 )
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
 def audit_cmd(checkpoint, data_name, npz, data_dir, seed, extra, out) -> None:
@@ -324,9 +333,9 @@ def data() -> None:
 
 
 def _data_dir_option(f):
-    return click.option("--data-dir", envvar="MMROBUST_DATA", help="Folder holding the datasets [env: MMROBUST_DATA].")(
-        f
-    )
+    return click.option(
+        "--data-dir", envvar="MMROBUST_DATA", help="Folder holding the datasets [env: MMROBUST_DATA]."
+    )(f)
 
 
 @data.command(name="list")
@@ -367,7 +376,9 @@ def data_info(name: str, data_dir: str | None) -> None:
     console.print(f"[bold]{name}[/]: {info.summary}")
     if info.recipe:
         console.print(f"recipe: {info.recipe}")
-    console.print(f"task: {spec.task}" + (f", {spec.num_classes} classes" if spec.task == "classification" else ""))
+    console.print(
+        f"task: {spec.task}" + (f", {spec.num_classes} classes" if spec.task == "classification" else "")
+    )
     for j, m in enumerate(spec.modalities):
         share = float(dataset.present[:, j].float().mean())
         console.print(f"  modality {m.name}: {m.kind} {list(m.shape)}, present in {share:.0%} of samples")

@@ -187,7 +187,9 @@ def test_summary_columns_and_values(two_model_result) -> None:
     assert joint.clean_mean == pytest.approx(acc[acc.scenario == "clean"].value.mean())
     per_seed = acc[acc.kind == "subset"].groupby("seed").delta.apply(lambda d: d.abs().mean())
     assert joint.mean_abs_delta_subsets_mean == pytest.approx(per_seed.mean())
-    assert joint.worst_delta_mean == pytest.approx(acc[acc.kind == "subset"].groupby("seed").delta.min().mean())
+    assert joint.worst_delta_mean == pytest.approx(
+        acc[acc.kind == "subset"].groupby("seed").delta.min().mean()
+    )
     assert joint.worst_subset.startswith("subset[")
     wide = two_model_result.per_scenario()
     assert wide.columns[0] == "clean"
@@ -287,7 +289,9 @@ def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:
 
 def test_audit_custom_scenarios_only(kinds_data, fit_small) -> None:
     model = fit_small(kinds_data, "joint", "sum")
-    result = mmrobust.audit(model, kinds_data, [Subset(("m0", "m1", "m2")), Missing("m0", 0.3)], defaults=False)
+    result = mmrobust.audit(
+        model, kinds_data, [Subset(("m0", "m1", "m2")), Missing("m0", 0.3)], defaults=False
+    )
     assert [s["name"] for s in result.scenarios] == ["clean", "subset[m0+m1+m2]", "missing[m0@0.3]"]
     assert set(result.table.kind) == {"clean", "custom"}
 

@@ -228,9 +228,8 @@ def test_a_data_source_that_breaks_the_chunk_contract_is_a_clear_error(kinds_dat
 
     model = fit_small(kinds_data, "joint", "sum")
     with pytest.raises(MMRobustError, match="consecutive batches"):
-        scenario_outputs(
-            model, Ragged(kinds_data.split("test")), scenarios_for(kinds_data.modalities), 0, chunk=8, draw_block=4
-        )
+        scenario_outputs(model, Ragged(kinds_data.split("test")), scenarios_for(kinds_data.modalities), 0,
+                         chunk=8, draw_block=4)
 
 
 # --- the streamed synthetic dataset -----------------------------------------------------------

@@ -309,7 +309,9 @@ def test_audit_extra_scenarios(files, tmp_path: Path, capsys) -> None:
         pytest.param("noise[aa,sigma=1,p=0.3]", "unknown modality 'aa'"),
     ],
 )
-def test_audit_bad_scenarios_are_user_errors(files, tmp_path: Path, capsys, scenario: str, expected: str) -> None:
+def test_audit_bad_scenarios_are_user_errors(
+    files, tmp_path: Path, capsys, scenario: str, expected: str
+) -> None:
     try:
         code, _, err = run_cli(
             [

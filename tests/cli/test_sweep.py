@@ -55,7 +55,7 @@ def test_grid_expands_to_the_product_with_dotted_keys_and_seeds(tmp_path: Path) 
 
 def test_a_plain_experiment_config_sweeps_over_grid_options(tmp_path: Path) -> None:
     (tmp_path / "exp.yaml").write_text(BASE.replace("\n  ", "\n"))
-    plan = plan_sweep(read_sweep(tmp_path / "exp.yaml", grid=['audit.scenarios=[],["missing[m0@0.5]"]']), tmp_path)
+    plan = plan_sweep(read_sweep(tmp_path / "exp.yaml", grid=["audit.scenarios=[],[\"missing[m0@0.5]\"]"]), tmp_path)
     assert [c.config.audit.scenarios for c in plan.combinations] == [[], ["missing[m0@0.5]"]]
     assert plan.combinations[0].name.startswith("audit.scenarios=__-")  # replaced characters: a hash is added
 
@@ -248,16 +248,8 @@ def ray_cluster() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [
-        str(ray_cli),
-        "start",
-        "--head",
-        "--block",
-        f"--port={port}",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=2",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-        f"--temp-dir={temp}",
+        str(ray_cli), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+        "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
     ]
     log = open(Path(temp) / "start.log", "w")  # noqa: SIM115 (closed below)
     head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -67,7 +67,9 @@ def assert_same(a: mmrobust.Batch, b: mmrobust.Batch) -> None:
 
 
 def differs(a: mmrobust.Batch, b: mmrobust.Batch) -> bool:
-    return not torch.equal(a.present, b.present) or any(not torch.equal(a.inputs[m], b.inputs[m]) for m in MODS)
+    return not torch.equal(a.present, b.present) or any(
+        not torch.equal(a.inputs[m], b.inputs[m]) for m in MODS
+    )
 
 
 RANDOM_CORRUPTIONS = [

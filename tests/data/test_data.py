@@ -218,7 +218,9 @@ def test_npz_errors(tmp_path: Path, case: str) -> None:
 
 
 def test_npz_refuses_pickles_even_for_y(tmp_path: Path) -> None:
-    path = write_npz(tmp_path / "p.npz", x_a=np.zeros((3, 2), np.float32), y=np.array([0, 1, object()], dtype=object))
+    path = write_npz(
+        tmp_path / "p.npz", x_a=np.zeros((3, 2), np.float32), y=np.array([0, 1, object()], dtype=object)
+    )
     with pytest.raises(MMRobustError, match="pickl"):
         load_npz(path)
 
@@ -385,7 +387,9 @@ def test_unknown_dataset_option_suggests_the_closest() -> None:
 
 @pytest.mark.filterwarnings("ignore:std\\(\\)")
 @pytest.mark.parametrize("n_train_present", [0, 1])
-def test_npz_modality_rarely_present_in_train_gets_a_truthful_message(tmp_path: Path, n_train_present: int) -> None:
+def test_npz_modality_rarely_present_in_train_gets_a_truthful_message(
+    tmp_path: Path, n_train_present: int
+) -> None:
     arrays = _base()
     arrays["x_b"] = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)  # mlp: per-feature stats
     split = np.array(["train"] * 18 + ["val"] * 6 + ["test"] * 6)

@@ -140,9 +140,8 @@ def test_a_plain_pickle_posing_as_a_checkpoint_is_refused(tmp_path: Path) -> Non
 def test_crafted_checkpoint_through_the_cli_is_exit_2_and_never_runs(tmp_path: Path, capsys) -> None:
     marker = tmp_path / "pwned"
     path = _evil_checkpoint(tmp_path / "evil.pt", Touch, marker)
-    code, _, err = run_cli(
-        ["audit", "--checkpoint", str(path), "--data", "synthetic", "--out", str(tmp_path / "o")], capsys
-    )
+    code, _, err = run_cli(["audit", "--checkpoint", str(path), "--data", "synthetic", "--out", str(tmp_path / "o")],
+                           capsys)
     assert code == 2 and "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "not a safe mmrobust checkpoint" in lines[0] and "arbitrary code" in lines[0], err
@@ -154,9 +153,8 @@ def test_crafted_training_state_is_refused_and_never_runs(small_data, tmp_path: 
     state = tmp_path / "training-state.pt"
     torch.save({"format": STATE_FORMAT, "fingerprint": "x", "model": OpenFile(marker)}, state)
     with pytest.raises(MMRobustError) as e:
-        mmrobust.fit(
-            mmrobust.create_method("joint", fusion="sum"), small_data, epochs=1, progress=False, state_path=state
-        )
+        mmrobust.fit(mmrobust.create_method("joint", fusion="sum"), small_data, epochs=1, progress=False,
+                     state_path=state)
     one_line(e, str(state), "not a safe mmrobust training state", "arbitrary code")
     assert not marker.exists() and state.exists()  # a file fit did not write is left alone
 
@@ -215,8 +213,8 @@ RAW_EXPLOITS = {
     # hand-written protocol-0 pickles, the classic payloads (no Python class needed to make them)
     "posix.system": b"cposix\nsystem\n(S'touch {m}'\ntR.",
     "os.system": b"cos\nsystem\n(S'touch {m}'\ntR.",
-    "builtins.eval": b'cbuiltins\neval\n(S\'open("{m}", "w")\'\ntR.',
-    "__builtin__.eval": b'c__builtin__\neval\n(S\'open("{m}", "w")\'\ntR.',
+    "builtins.eval": b"cbuiltins\neval\n(S'open(\"{m}\", \"w\")'\ntR.",
+    "__builtin__.eval": b"c__builtin__\neval\n(S'open(\"{m}\", \"w\")'\ntR.",
     "builtins.getattr": b"cbuiltins\ngetattr\n(cbuiltins\nopen\nS'__call__'\ntR(S'{m}'\nS'w'\ntR.",
 }
 

@@ -13,7 +13,7 @@ from torch import Tensor
 import mmrobust
 from mmrobust.audit.result import AuditResult
 from mmrobust.audit.scenarios import rate_scenarios
-from mmrobust.audit.specialists import specialist_gaps
+from mmrobust.audit.specialists import specialist_configs, specialist_gaps
 from mmrobust.corruption import MissingRates, corruption_from_name
 from mmrobust.data import Tokens
 from mmrobust.data.batch import Batch
@@ -22,7 +22,6 @@ from mmrobust.methods.ume import (
     MissingModalityAdaptation,
     UniModalEnsembleMethod,
     _no_training,
-    specialist_configs,
 )
 
 

@@ -133,25 +133,16 @@ def test_killed_after_the_last_save_trains_nothing_again(small_data, tmp_path: P
 def test_state_is_saved_at_most_every_state_every_seconds(small_data, tmp_path: Path) -> None:
     state = tmp_path / "state.pt"
     with pytest.raises(Interrupted):
-        fit(
-            crash_after(mmrobust.create_method("joint", fusion="sum"), 4 * steps_per_epoch(small_data)),
-            small_data,
-            state_path=state,
-            state_every=3600,
-        )
+        fit(crash_after(mmrobust.create_method("joint", fusion="sum"), 4 * steps_per_epoch(small_data)),
+            small_data, state_path=state, state_every=3600)
     assert not state.exists()  # no save yet: the default keeps the cost of saving negligible
 
 
 def test_state_of_another_run_is_discarded(small_data, tmp_path: Path) -> None:
     state = tmp_path / "state.pt"
     with pytest.raises(Interrupted):
-        fit(
-            crash_after(mmrobust.create_method("joint", fusion="sum"), 3 * steps_per_epoch(small_data)),
-            small_data,
-            state_path=state,
-            state_every=0,
-            lr=1e-3,
-        )
+        fit(crash_after(mmrobust.create_method("joint", fusion="sum"), 3 * steps_per_epoch(small_data)),
+            small_data, state_path=state, state_every=0, lr=1e-3)
     assert state.exists()
     reference = mmrobust.create_method("joint", fusion="sum")
     expected = fit(reference, small_data, lr=2e-3)

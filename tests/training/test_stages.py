@@ -34,14 +34,8 @@ class TwoStage(SupervisedMethod):
     def stages(self) -> Sequence[Stage]:
         model = self.fitted_model
         return (
-            Stage(
-                "pretrain",
-                self._loss("pretrain"),
-                module=model.encoders,
-                select=False,
-                epochs=2,
-                reuse_key={"test": "pretrain"} if self.reuse else None,
-            ),
+            Stage("pretrain", self._loss("pretrain"), module=model.encoders, select=False, epochs=2,
+                  reuse_key={"test": "pretrain"} if self.reuse else None),
             Stage("finetune", self._loss("finetune")),
         )
 

@@ -114,7 +114,9 @@ class CountingData(MultimodalData):
 
 @pytest.mark.parametrize("select", ["loss", "accuracy"])
 def test_fit_never_asks_for_the_test_split(kinds_data, select: str) -> None:
-    data = CountingData(kinds_data.spec, kinds_data.inputs, kinds_data.present, kinds_data.target, kinds_data.splits)
+    data = CountingData(
+        kinds_data.spec, kinds_data.inputs, kinds_data.present, kinds_data.target, kinds_data.splits
+    )
     data.split("test")
     assert data.requested == ["test"]  # the counter works
     data.requested.clear()
@@ -132,7 +134,9 @@ def overfitting_data() -> MultimodalData:
 @pytest.mark.parametrize("select", ["loss", "accuracy", "macro_f1"])
 def test_best_epoch_weights_are_restored(overfitting_data, select: str) -> None:
     # a high learning rate makes validation get worse after an early best epoch
-    m, r = train(overfitting_data, "joint", "concat", epochs=15, lr=1e-2, batch_size=16, patience=100, select=select)
+    m, r = train(
+        overfitting_data, "joint", "concat", epochs=15, lr=1e-2, batch_size=16, patience=100, select=select
+    )
     key = f"val_{select}"
     scores = [h[key] for h in r.history]
     best = min(scores) if select == "loss" else max(scores)
@@ -180,7 +184,9 @@ def test_predict_and_evaluate_classification(kinds_data, fit_small) -> None:
     metrics = mmrobust.evaluate(m, test)
     assert set(metrics) == {"accuracy", "macro_f1", "loss"}
     assert metrics["accuracy"] == pytest.approx(float((out.argmax(1) == test.target).float().mean()))
-    assert metrics["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(out, test.target)), rel=1e-5)
+    assert metrics["loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(out, test.target)), rel=1e-5
+    )
 
 
 def test_predict_and_evaluate_regression(regression_data, fit_small) -> None:
@@ -227,7 +233,9 @@ def test_fit_errors(small_data) -> None:
 
 
 def test_fit_with_an_empty_val_split_is_a_user_error(small_data) -> None:
-    no_val = dataclasses.replace(small_data, splits={"train": small_data.splits["train"], "val": torch.arange(0)})
+    no_val = dataclasses.replace(
+        small_data, splits={"train": small_data.splits["train"], "val": torch.arange(0)}
+    )
     with pytest.raises(MMRobustError, match="non-empty"):
         train(no_val, "joint", "sum", epochs=1)
 

@@ -2,7 +2,7 @@
 of a model trained *and* tested on S alone (the reference UME-MMA's reviewers asked for, arXiv 2310.06383).
 
 Specialists are ordinary audited models labelled `specialist[a+b]` (the labels
-`mmrobust.methods.ume.specialist_configs` writes: `joint` with `modalities: [a, b]`), or any labels
+`specialist_configs` writes: `joint` with `modalities: [a, b]`), or any labels
 given in `specialists`. A specialist for S uses only S, so its *clean* score is its score on S.
 Every other model is scored on S by its `subset[S]` scenario, or by `clean` when S is every modality.
 
@@ -12,7 +12,9 @@ Every other model is scored on S by its `subset[S]` scenario, or by `clean` when
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -82,3 +84,18 @@ def specialist_gaps(
                     }
                 )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def specialist_configs(modalities: Sequence[str], fusion: str = "late", dim: int = 64) -> list[dict[str, Any]]:
+    """The specialists to train, as experiment-config model entries: for every non-empty modality
+    subset S a `joint` model trained and tested on S only, labelled as `specialist_gaps` expects."""
+    out = []
+    for size in range(len(modalities), 0, -1):
+        for keep in itertools.combinations(modalities, size):
+            params = {"fusion": fusion, "dim": dim, "modalities": list(keep)}
+            out.append({"method": "joint", "label": specialist_label(keep), "params": params})
+    return out
+
+
+def specialist_label(subset: Sequence[str]) -> str:
+    return SPECIALIST + "+".join(subset) + "]"

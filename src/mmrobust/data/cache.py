@@ -72,7 +72,9 @@ def _load(path: Path) -> MultimodalData | None:
         if saved is not None and saved != payload_sha256(payload):
             return None
         spec = DataSpec.from_dict(json.loads(payload["spec"]))
-        return MultimodalData(spec, payload["inputs"], payload["present"], payload["target"], payload["splits"])
+        return MultimodalData(
+            spec, payload["inputs"], payload["present"], payload["target"], payload["splits"]
+        )
     except Exception:  # any unreadable entry is rebuilt, never trusted
         return None
 

@@ -51,7 +51,6 @@ metrics rather than the last member's. Members and adapted model live side by si
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -367,19 +366,3 @@ class UMEMMA(MissingModalityAdaptation):
         self._epoch_begun = False
         choose = Stage("choose", self._begin_epoch, predict=self._score_candidate, epochs=len(CANDIDATES))
         return (*super().stages(), choose)
-
-
-def specialist_configs(modalities: Sequence[str], fusion: str = "late", dim: int = 64) -> list[dict[str, Any]]:
-    """The reference UME-MMA's reviewers asked for: for every non-empty modality subset S a
-    `joint` model trained and tested on S only, as experiment-config model entries labelled
-    `specialist[a+b]` (what `mmrobust.audit.specialists.specialist_gaps` looks for)."""
-    out = []
-    for size in range(len(modalities), 0, -1):
-        for keep in itertools.combinations(modalities, size):
-            params = {"fusion": fusion, "dim": dim, "modalities": list(keep)}
-            out.append({"method": "joint", "label": specialist_label(keep), "params": params})
-    return out
-
-
-def specialist_label(subset: Sequence[str]) -> str:
-    return "specialist[" + "+".join(subset) + "]"
