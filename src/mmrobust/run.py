@@ -47,6 +47,7 @@ import torch
 from . import distributed as _dist
 from .atomic import atomic_write, file_sha256
 from .audit import AuditResult, audit, write_report
+from .audit.paired import PREDICTIONS, write_predictions
 from .audit.report import FILES as REPORT_FILES
 from .checkpoint import save_checkpoint
 from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
@@ -69,7 +70,7 @@ from .trackers import audit_metrics, create_trackers, require
 from .train import fit, resolve_device
 from .version import __version__
 
-RUN_FILES = (CHECKPOINT, *REPORT_FILES)  # listed with their SHA-256 in the manifest
+RUN_FILES = (CHECKPOINT, PREDICTIONS, *REPORT_FILES)  # listed with their SHA-256 in the manifest
 
 
 def data_checksum(data: MultimodalData) -> str:
@@ -156,7 +157,13 @@ def run_one(
     clear_manifest(run_dir)  # the run's files change from here on: unfinished until the new manifest is written
     save_checkpoint(method, run_dir / CHECKPOINT, {"label": model.name})
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
-    result = audit(method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name)
+    result = audit(
+        method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name,
+        keep_predictions=True,
+    )  # fmt: skip
+    assert result.predictions is not None
+    write_predictions(result.predictions, run_dir / PREDICTIONS)  # for per-sample paired comparisons
+    result.predictions = None  # the combined report needs the scores only
     write_report(result, run_dir)
     for tracker in trackers:
         tracker.log_metrics(audit_metrics(result.table), 0)

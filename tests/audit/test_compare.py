@@ -233,7 +233,7 @@ def test_html_report_is_one_self_contained_file_with_every_section(experiments: 
         "chance accuracy 1/4 (4 classes",
         "Modality contributions (Shapley values)",
         "joint-sum − dropout-sum",
-        "resamples <strong>seeds</strong>",
+        "paired per test sample",
     ):
         assert expected in page, expected
     text = re.sub(r"data:image/png;base64,[^\"]+", "", page)

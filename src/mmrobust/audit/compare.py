@@ -6,9 +6,9 @@ and on numpy arrays:
 - `load_runs`: every run folder `mmrobust run` wrote below some folders (runfolder.py), as one table;
 - `scenario_stats`: mean ± std over seeds of a metric per (model, scenario);
 - `bootstrap_ci` / `paired_differences`: model A − model B on the same masks, with a seeded,
-  vectorised percentile bootstrap. Run directories store per-scenario metrics, not per-sample
-  predictions, so the finest level available, and the one resampled, is the *seed*: seed s of
-  A is paired with seed s of B (same audit masks, checked through their hashes);
+  vectorised percentile bootstrap over *seeds*: seed s of A is paired with seed s of B (same audit
+  masks, checked through their hashes). The report uses it only for runs without per-sample
+  predictions; paired.py compares runs per test sample;
 - `relative_robustness` / `effective_robustness`: area under the metric-vs-severity curve
   normalised by the severity range, and a model's area minus a reference model's;
 - the modalities' Shapley values are in shapley.py.
@@ -192,7 +192,7 @@ def bootstrap_ci(
     return v.mean(axis=-1), low, high
 
 
-def _same_masks(table: pd.DataFrame) -> dict[tuple[str, str], frozenset]:
+def same_masks(table: pd.DataFrame) -> dict[tuple[str, str], frozenset]:
     """(scenario, model) -> the mask hashes its runs used, to tell which comparisons are paired."""
     hashes = table.groupby(["scenario", "model"], sort=False).mask_hash.agg(lambda s: frozenset(s.fillna("?")))
     return {(str(s), str(m)): h for (s, m), h in hashes.items()}
@@ -219,7 +219,7 @@ def paired_differences(
     models = list(dict.fromkeys(t.model))
     wide = t.pivot_table(index=["scenario", "seed"], columns="model", values="value", sort=False)
     diffs = _differences(wide, [m for m in models if m in wide.columns])
-    masks = _same_masks(t)
+    masks = same_masks(t)
     columns = ["model_a", "model_b", "scenario", "seeds", "mean", "low", "high", "paired"]
     rows: list[dict[str, Any]] = []
     by_length: dict[int, list[int]] = defaultdict(list)

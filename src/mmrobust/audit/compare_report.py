@@ -29,11 +29,13 @@ from .compare import (
     paired_differences,
     primary_metric,
     robustness_summary,
+    same_masks,
     scenario_stats,
     severity_curves,
     severity_families,
 )
 from .document import Block, Figure, Heading, Paragraph, Table, slug, write_document
+from .paired import PER_SAMPLE, load_predictions, sample_differences, verdict
 from .report import heatmap_figure, mean_std, pyplot
 from .result import AuditResult
 from .shapley import empty_coalition_value, modality_contributions
@@ -199,20 +201,10 @@ def _shapley(table: pd.DataFrame, metric: str, num_classes: int | None) -> list[
 
 
 # --- 6. paired differences ---------------------------------------------------------------------
-def _better(low: float, high: float, metric: str) -> int:
-    """+1 if the CI says model a is better, -1 if b is, 0 if it includes no difference."""
-    sign = -1 if metric in LOWER_IS_BETTER else 1
-    if low > 0:
-        return sign
-    if high < 0:
-        return -sign
-    return 0
-
-
 def _pair_summary(diffs: pd.DataFrame, metric: str) -> Table:
     rows = []
     for (a, b), g in diffs.groupby(["model_a", "model_b"], sort=False):
-        verdicts = [_better(lo, hi, metric) for lo, hi in zip(g.low, g.high, strict=True)]
+        verdicts = [verdict(lo, hi, metric) for lo, hi in zip(g.low, g.high, strict=True)]
         counts = [str(verdicts.count(v)) for v in (1, -1, 0)]
         rows.append([f"{a} − {b}", str(len(g)), *counts, f"{g['mean'].mean():+.3f}"])
     header = ["a − b", "scenarios", "a better", "b better", "CI includes 0", "mean difference"]
@@ -220,6 +212,7 @@ def _pair_summary(diffs: pd.DataFrame, metric: str) -> Table:
 
 
 def _pair_details(diffs: pd.DataFrame) -> Table:
+    per_sample = "samples" in diffs.columns  # every per-sample row pairs runs with the same masks
     rows = [
         [
             f"{r.model_a} − {r.model_b}",
@@ -227,16 +220,42 @@ def _pair_details(diffs: pd.DataFrame) -> Table:
             str(r.seeds),
             f"{r.mean:+.3f}",
             f"[{r.low:+.3f}, {r.high:+.3f}]",
-            "same" if r.paired else "**differ**",
+            str(r.samples) if per_sample else ("same" if r.paired else "**differ**"),
         ]
         for r in diffs.itertuples()
     ]
-    header = ["a − b", "scenario", "seeds", "mean difference", f"{LEVEL:.0%} CI", "masks"]
+    header = ["a − b", "scenario", "seeds", "mean difference", f"{LEVEL:.0%} CI", "samples" if per_sample else "masks"]
     return Table(header, rows, collapsed=f"Every pair and scenario ({len(rows)} rows)")
 
 
+def _per_sample(table: pd.DataFrame, metric: str, n_boot: int, seed: int) -> pd.DataFrame | None:
+    """Per-sample paired differences when every run recorded its predictions, else None."""
+    if metric not in PER_SAMPLE:
+        return None
+    runs = table[["model", "seed", "run_dir"]].drop_duplicates()
+    predictions = load_predictions(list(runs.itertuples(index=False, name=None)))
+    if predictions is None:
+        return None
+    t = table[table.metric == metric]
+    return sample_differences(predictions, same_masks(t), metric, n_boot=n_boot, level=LEVEL, seed=seed)
+
+
 def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int) -> list[Block]:
-    """Model a − model b on the same masks, with a bootstrap CI over seeds."""
+    """Model a − model b on the same masks: per test sample when the runs hold their predictions,
+    else over seeds."""
+    diffs = _per_sample(table, metric, n_boot, seed)
+    if diffs is not None and not diffs.empty:
+        return [
+            Heading("Paired differences between models", 3),
+            Paragraph(
+                f"For every pair and scenario audited under the same masks: {metric}(a) − {metric}(b), paired per "
+                f"test sample (each sample's score averaged over the seeds both models have), with a {LEVEL:.0%} "
+                f"percentile bootstrap CI over test samples ({n_boot} resamples, seed {seed}). A model is called "
+                "better only when the interval excludes 0."
+            ),
+            _pair_summary(diffs, metric),
+            _pair_details(diffs),
+        ]
     diffs = paired_differences(table, metric, n_boot=n_boot, level=LEVEL, seed=seed)
     if diffs.empty:
         return []
@@ -246,8 +265,9 @@ def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int) -> list[Bl
         Paragraph(
             f"For every pair and scenario: mean over seeds of {metric}(a) − {metric}(b), seed s of a paired with "
             f"seed s of b (the same audit masks), with a {LEVEL:.0%} percentile bootstrap CI ({n_boot} resamples, "
-            f"seed {seed}). The runs store per-scenario scores, not per-sample predictions, so the bootstrap "
-            "resamples **seeds**: with few seeds the interval is coarse (with two it spans the two differences)."
+            f"seed {seed}). These runs hold no per-sample predictions (written by mmrobust before they were "
+            "recorded), so the bootstrap resamples **seeds**: with few seeds the interval is coarse (with two it "
+            "spans the two differences); re-run them for per-sample intervals."
             + unpaired
         ),
         _pair_summary(diffs, metric),

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
+from torch import Tensor
 
 from ..atomic import seal_ok
 from ..corruption import Corruption
@@ -23,6 +25,7 @@ from ..errors import MMRobustError
 from ..methods.base import Method
 from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator, compute_metrics
 from .engine import DEFAULT_CHUNK, ScenarioStream, naive_outputs, whole_batch
+from .paired import Predictions
 from .scenarios import CLEAN, Scenario, clean_scenario, custom_scenarios, default_scenarios
 
 KEYS = ["dataset", "model", "method", "fusion", "seed"]
@@ -35,6 +38,7 @@ class AuditResult:
     task: str
     scenarios: list[dict[str, Any]] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
+    predictions: Predictions | None = None  # per-sample, with `keep_predictions` (one model, one seed)
 
     @property
     def primary_metric(self) -> str:
@@ -155,6 +159,7 @@ def audit(
     label: str | None = None,
     chunk: int = DEFAULT_CHUNK,
     progress: bool = False,
+    keep_predictions: bool = False,
 ) -> AuditResult:
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
@@ -170,6 +175,8 @@ def audit(
     `data` may also be any `ChunkedData` (e.g. `SyntheticStream`), which has no splits: all of
     it is audited. `progress=True` shows a progress bar with an ETA on the terminal (off by default:
     `mmrobust run` shows its own). `fast=False` runs the naive reference path on the whole set at once.
+    `keep_predictions=True` also keeps every scenario's per-sample predictions (`result.predictions`,
+    for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
     """
     problem = method.spec.compatibility_problem(data.spec)
     if problem:
@@ -186,17 +193,32 @@ def audit(
     if fast:
         stream = ScenarioStream(method, test, chosen, seed, chunk, progress=progress)
         folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in chosen}
+        kept: dict[str, list[Tensor]] = {sc.name: [] for sc in chosen}
+        targets = []
         for target, outputs in stream:
             for name, output in outputs.items():
                 folds[name].update(output, target)
+                if keep_predictions:
+                    kept[name].append(_decision(output, spec.task))
+            if keep_predictions:
+                targets.append(target.cpu())
         metrics = {name: fold.result() for name, fold in folds.items()}
         hashes = stream.hashes()
+        predictions = Predictions(torch.cat(targets), {n: torch.cat(p) for n, p in kept.items()}) if targets else None
     else:
         target = whole_batch(test).target
         outputs = naive_outputs(method, test, chosen, seed)
         metrics = {name: compute_metrics(out, target, spec.task, spec.num_classes) for name, out in outputs.items()}
         hashes = {}
-    return _tidy(method, spec, chosen, metrics, hashes, seed, label or method.name)
+        predictions = Predictions(target.cpu(), {n: _decision(out, spec.task) for n, out in outputs.items()})
+    result = _tidy(method, spec, chosen, metrics, hashes, seed, label or method.name)
+    result.predictions = predictions if keep_predictions else None
+    return result
+
+
+def _decision(output: Tensor, task: str) -> Tensor:
+    """What a per-sample score needs from a model output: the class, or the predicted value."""
+    return output.argmax(dim=-1).cpu() if task == "classification" else output.reshape(len(output)).float().cpu()
 
 
 def _tidy(

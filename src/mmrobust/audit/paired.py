@@ -1,0 +1,143 @@
+"""Per-sample paired comparisons of two models: the test behind every "a beats b" claim.
+
+Run folders hold each scenario's per-sample predictions (`predictions.pt`, written by
+`mmrobust run`). Two models audited on the same test set under the same masks (equal mask
+hashes) are compared sample by sample: per sample i, d_i = mean over the seeds both have of
+score_a(i, s) − score_b(i, s), where the score is correctness (accuracy) or absolute error (MAE);
+the mean of d over the test samples is exactly metric(a) − metric(b) averaged over seeds, and a
+percentile bootstrap over test samples gives its interval. A difference counts only when its
+interval excludes 0. This resamples what varies most on small test sets (which samples were
+drawn), instead of 2-5 seed-level scores; variation between training seeds enters through the
+per-sample average over seeds, so use several.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..atomic import atomic_write, save_tensors
+from ..checkpoint import load_tensors, with_checksum
+from ..errors import MMRobustError
+from ..metrics import LOWER_IS_BETTER
+
+PREDICTIONS = "predictions.pt"
+FORMAT = "mmrobust-predictions/1"
+PER_SAMPLE = {"accuracy": "classification", "mae": "regression"}  # metrics that are means of per-sample scores
+BOOT_CHUNK = 256  # resamples drawn at a time: memory O(BOOT_CHUNK x samples)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One run's test targets (N,) and each scenario's per-sample predictions (N,): the class for
+    classification, the value for regression."""
+
+    target: torch.Tensor
+    scenarios: dict[str, torch.Tensor]
+
+    def scores(self, scenario: str, metric: str) -> np.ndarray:
+        """Per-sample correctness (accuracy) or absolute error (MAE) under `scenario`."""
+        pred, target = self.scenarios[scenario], self.target
+        if metric == "accuracy":
+            return (pred == target).double().numpy()
+        return (pred.double() - target.double()).abs().numpy()
+
+
+def write_predictions(predictions: Predictions, path: Path) -> None:
+    payload = {
+        "format": FORMAT,
+        "target": predictions.target,
+        "names": list(predictions.scenarios),
+        "predictions": torch.stack(list(predictions.scenarios.values())),
+    }
+    atomic_write(path, lambda p: save_tensors(with_checksum(payload), p))
+
+
+def read_predictions(path: Path) -> Predictions:
+    saved = load_tensors(path, FORMAT, "predictions file", unreadable="is not a readable predictions file",
+                         advice="re-run it with `mmrobust run`")  # fmt: skip
+    names, values = saved["names"], saved["predictions"]
+    if len(names) != len(values) or values.shape[1:] != saved["target"].shape:
+        raise MMRobustError(f"{path}: predictions do not match its targets; re-run it with `mmrobust run`")
+    return Predictions(saved["target"], dict(zip(names, values, strict=True)))
+
+
+def bootstrap_means(values: np.ndarray, *, n_boot: int, level: float, seed: int) -> tuple[np.ndarray, ...]:
+    """(mean, low, high) of each row's mean over its last axis, by a percentile bootstrap over that
+    axis with resamples shared by all rows, drawn `BOOT_CHUNK` at a time (memory stays bounded
+    for large test sets)."""
+    rows, n = values.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty((rows, n_boot))
+    for start in range(0, n_boot, BOOT_CHUNK):
+        size = min(BOOT_CHUNK, n_boot - start)
+        counts = rng.multinomial(n, np.full(n, 1 / n), size=size)  # (size, n)
+        means[:, start : start + size] = values @ (counts.T / n)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail], axis=1)
+    return values.mean(axis=1), low, high
+
+
+def sample_differences(
+    runs: Mapping[tuple[str, int], Predictions],
+    masks: Mapping[tuple[str, str], frozenset],
+    metric: str,
+    *,
+    n_boot: int = 2_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Model a − model b per scenario from per-sample scores, for every pair of models in `runs`
+    ((model, seed) -> predictions, one dataset) and every scenario both audited with the same
+    masks (`masks`: (scenario, model) -> mask hashes); `verdict` reads the interval."""
+    if metric not in PER_SAMPLE:
+        raise MMRobustError(f"per-sample differences need a per-sample metric ({sorted(PER_SAMPLE)}), not {metric}")
+    models = list(dict.fromkeys(m for m, _ in runs))
+    keys, rows = [], []
+    for a, b in itertools.combinations(models, 2):
+        seeds = sorted({s for m, s in runs if m == a} & {s for m, s in runs if m == b})
+        if not seeds:
+            continue
+        first = runs[(a, seeds[0])]
+        for scenario in first.scenarios:
+            same = masks.get((scenario, a), frozenset()) | masks.get((scenario, b), frozenset())
+            if len(same) != 1 or not all(scenario in runs[(m, s)].scenarios for m in (a, b) for s in seeds):
+                continue  # different masks (or a scenario one side lacks): no per-sample pairing
+            if any(not torch.equal(runs[(m, s)].target, first.target) for m in (a, b) for s in seeds):
+                raise MMRobustError(f"models {a} and {b} were audited on different test sets; they cannot be paired")
+            diff = np.mean(
+                [runs[(a, s)].scores(scenario, metric) - runs[(b, s)].scores(scenario, metric) for s in seeds], axis=0
+            )
+            keys.append((a, b, scenario, len(seeds), len(diff)))
+            rows.append(diff)
+    columns = ["model_a", "model_b", "scenario", "seeds", "samples", "mean", "low", "high"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    mean, low, high = bootstrap_means(np.stack(rows), n_boot=n_boot, level=level, seed=seed)
+    stats = zip(mean.tolist(), low.tolist(), high.tolist(), strict=True)
+    return pd.DataFrame([[*key, *s] for key, s in zip(keys, stats, strict=True)], columns=columns)
+
+
+def verdict(low: float, high: float, metric: str) -> int:
+    """+1 if the interval of a − b says model a is better, -1 if b is, 0 if it includes no difference."""
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    if low > 0:
+        return sign
+    if high < 0:
+        return -sign
+    return 0
+
+
+def load_predictions(run_dirs: Sequence[tuple[str, int, Path]]) -> dict[tuple[str, int], Predictions] | None:
+    """(model, seed) -> predictions of each run, or None if any run has no predictions file
+    (runs of mmrobust before per-sample predictions were recorded)."""
+    paths = {(model, seed): Path(d) / PREDICTIONS for model, seed, d in run_dirs}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    return {key: read_predictions(p) for key, p in paths.items()}

@@ -1,0 +1,117 @@
+"""Per-sample paired comparisons: predictions kept by the audit and written by `mmrobust run`,
+differences that equal the metric differences, intervals that see real differences and only those."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mmrobust
+from mmrobust.audit.compare import load_runs
+from mmrobust.audit.compare_report import write_comparison
+from mmrobust.audit.paired import (
+    PREDICTIONS,
+    Predictions,
+    bootstrap_means,
+    read_predictions,
+    sample_differences,
+    verdict,
+)
+from mmrobust.config import config_from_dict
+from mmrobust.run import run_experiment
+
+
+def preds(target: list[int], **scenarios: list[int]) -> Predictions:
+    return Predictions(torch.tensor(target), {k: torch.tensor(v) for k, v in scenarios.items()})
+
+
+def same(*scenarios: str, models: tuple[str, ...] = ("a", "b")) -> dict[tuple[str, str], frozenset]:
+    return {(s, m): frozenset({"h"}) for s in scenarios for m in models}
+
+
+def test_difference_is_the_accuracy_difference_averaged_over_seeds_and_a_real_gap_is_found() -> None:
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 3, 400).tolist()
+    wrong = [(t + 1) % 3 for t in target]
+    runs = {
+        ("a", 0): preds(target, clean=target),  # always right
+        ("a", 1): preds(
+            target, clean=[w if i % 10 == 0 else t for i, (t, w) in enumerate(zip(target, wrong, strict=True))]
+        ),
+        ("b", 0): preds(
+            target, clean=[w if i % 2 else t for i, (t, w) in enumerate(zip(target, wrong, strict=True))]
+        ),  # half
+        ("b", 1): preds(target, clean=[w if i % 2 else t for i, (t, w) in enumerate(zip(target, wrong, strict=True))]),
+    }
+    d = sample_differences(runs, same("clean"), "accuracy", n_boot=500)
+    (row,) = d.itertuples()
+    assert (row.model_a, row.model_b, row.seeds, row.samples) == ("a", "b", 2, 400)
+    assert row.mean == pytest.approx(((1.0 - 0.5) + (0.9 - 0.5)) / 2)
+    assert row.low > 0.3 and verdict(row.low, row.high, "accuracy") == 1
+
+
+def test_identical_models_are_never_called_different_and_mae_is_lower_is_better() -> None:
+    target = torch.linspace(-3, 3, 200)
+    same_run = Predictions(target, {"clean": target + 0.5})
+    d = sample_differences({("a", 0): same_run, ("b", 0): same_run}, same("clean"), "mae", n_boot=200)
+    assert d["mean"].item() == 0 and d["low"].item() == 0 and d["high"].item() == 0
+    worse = Predictions(target, {"clean": target + 1.0})
+    d = sample_differences({("a", 0): same_run, ("b", 0): worse}, same("clean"), "mae", n_boot=200)
+    assert d["mean"].item() == pytest.approx(-0.5) and verdict(d["low"].item(), d["high"].item(), "mae") == 1
+
+
+def test_scenarios_audited_under_other_masks_are_not_paired() -> None:
+    runs = {("a", 0): preds([0, 1], clean=[0, 1], x=[0, 0]), ("b", 0): preds([0, 1], clean=[1, 1], x=[0, 1])}
+    masks = {**same("clean"), ("x", "a"): frozenset({"h1"}), ("x", "b"): frozenset({"h2"})}
+    assert list(sample_differences(runs, masks, "accuracy", n_boot=50).scenario) == ["clean"]
+    with pytest.raises(mmrobust.MMRobustError, match="per-sample metric"):
+        sample_differences(runs, masks, "macro_f1")
+
+
+def test_bootstrap_in_chunks_is_seeded_and_covers_the_mean() -> None:
+    values = np.random.default_rng(1).normal(0.2, 1.0, size=(3, 500))
+    a, b = (
+        bootstrap_means(values, n_boot=700, level=0.9, seed=3),
+        bootstrap_means(values, n_boot=700, level=0.9, seed=3),
+    )
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    mean, low, high = a
+    assert (low < mean).all() and (mean < high).all() and ((high - low) < 0.25).all()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_audit_keeps_predictions_that_reproduce_its_metrics(kinds_data, fit_small, fast: bool) -> None:
+    model = fit_small(kinds_data, "dropout", "transformer")
+    result = mmrobust.audit(model, kinds_data, fast=fast, keep_predictions=True)
+    assert result.predictions is not None
+    table = result.table[result.table.metric == "accuracy"].set_index("scenario").value
+    for scenario, predicted in result.predictions.scenarios.items():
+        assert float((predicted == result.predictions.target).double().mean()) == pytest.approx(table[scenario])
+    assert mmrobust.audit(model, kinds_data).predictions is None  # opt-in: memory grows with the test set
+
+
+CONFIG = {
+    "name": "paired",
+    "data": {"name": "synthetic", "options": {"n_samples": 300}},
+    "models": [{"method": "joint", "params": {"fusion": "sum"}}, {"method": "dropout", "params": {"fusion": "sum"}}],
+    "train": {"epochs": 2},
+    "seeds": [0, 1],
+}
+
+
+def test_run_writes_predictions_and_the_report_pairs_per_sample(tmp_path: Path) -> None:
+    run_experiment(config_from_dict(CONFIG), tmp_path / "runs")
+    saved = read_predictions(tmp_path / "runs" / "joint" / "seed-0" / PREDICTIONS)
+    assert len(saved.target) == 60 and "clean" in saved.scenarios  # the test split of 300 samples
+    write_comparison(load_runs([tmp_path / "runs"]), tmp_path / "report.md", "md")
+    assert "paired per test sample" in (tmp_path / "report.md").read_text()
+    old = tmp_path / "old"  # runs of an earlier mmrobust have no predictions: the seed bootstrap remains
+    shutil.copytree(tmp_path / "runs", old)
+    for path in old.rglob(PREDICTIONS):
+        path.unlink()
+    write_comparison(load_runs([old]), tmp_path / "old.md", "md")
+    assert "resamples **seeds**" in (tmp_path / "old.md").read_text()
