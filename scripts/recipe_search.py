@@ -93,7 +93,8 @@ def _commit() -> str:
     return out.stdout.strip()
 
 
-def summary(results: Path) -> None:
+def read_results(results: Path) -> list[dict[str, Any]]:
+    """Every finished run of a search, from all its shard files."""
     rows = [
         json.loads(line)
         for p in sorted(results.parent.glob(results.name + "*"))
@@ -102,23 +103,29 @@ def summary(results: Path) -> None:
     ]
     if not rows:
         raise MMRobustError(f"no results in {results}*: run the search first")
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Candidates x models: mean validation accuracy of the last epoch over folds (seeds averaged
+    within a fold) ± its standard error over folds, and the number of runs."""
     table: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         table.setdefault((row["candidate"], row["model"]), []).append(row)
     models = list(dict.fromkeys(r["model"] for r in rows))
-    print("| candidate | " + " | ".join(models) + " |")
-    print("|---|" + "---|" * len(models))
+    lines = ["| candidate | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for candidate in dict.fromkeys(r["candidate"] for r in rows):
         cells = []
         for model in models:
-            runs = table.get((candidate, model), [])
             per_fold: dict[str, list[float]] = {}
-            for r in runs:
+            for r in table.get((candidate, model), []):
                 per_fold.setdefault("+".join(map(str, r["fold"])), []).append(r["val_accuracy"])
             means = np.array([np.mean(v) for v in per_fold.values()])
             sem = means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else float("nan")
-            cells.append(f"{means.mean():.3f} ± {sem:.3f} ({len(runs)})" if len(means) else "—")
-        print(f"| {candidate} | " + " | ".join(cells) + " |")
+            runs = sum(len(v) for v in per_fold.values())
+            cells.append(f"{means.mean():.3f} ± {sem:.3f} ({runs})" if len(means) else "—")
+        lines.append(f"| {candidate} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -131,7 +138,7 @@ def main() -> None:
     search = read_yaml_mapping(args.search)
     results = args.search.parent / search["results"]
     if args.summary:
-        summary(results)
+        print(summary(read_results(results)))
         return
     index, count = (int(v) for v in args.shard.split("/"))
     torch.set_num_threads(1)

@@ -1,0 +1,37 @@
+"""Every generated table in the documentation equals what scripts/doc_tables.py regenerates from
+the committed results: no documented number is typed by hand or left stale."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "doc_tables.py"
+
+
+def load_script():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("doc_tables", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["doc_tables"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_generated_table_matches_the_committed_results() -> None:
+    doc_tables = load_script()
+    assert any(doc_tables.MARKER.search(p.read_text()) for p in doc_tables.documents())  # the check checks something
+    assert doc_tables.stale() == [], "run `python scripts/doc_tables.py write` after committing new results"
+
+
+def test_a_hand_edited_table_is_caught(tmp_path: Path) -> None:
+    doc_tables = load_script()
+    source = next(p for p in doc_tables.documents() if doc_tables.MARKER.search(p.read_text()))
+    edited = tmp_path / "edited.md"
+    typed = doc_tables.MARKER.sub(lambda m: m.group(1) + "| typed | 0.999 |\n" + m.group(4), source.read_text())
+    edited.write_text(typed)
+    found = doc_tables.stale([edited])
+    assert found and "edited.md" in found[0]
+    edited.write_text(doc_tables.regenerate(typed))  # `write` puts the regenerated table back
+    assert doc_tables.stale([edited]) == []
