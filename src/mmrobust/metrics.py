@@ -5,8 +5,8 @@ Classification: accuracy and macro-F1, from a running confusion matrix. Sentimen
 regression (labels in [-3, 3]), as CMU-MOSI papers report it (e.g. Hazarika et al., "Analyzing Modality
 Robustness in Multimodal Sentiment Analysis", NAACL 2022, arXiv 2205.15465): MAE, Pearson correlation, Acc-2
 and weighted F1 in both conventions (`acc2`/`f1`: non-zero labels, negative vs positive;
-`acc2_has0`/`f1_has0`: all samples, negative vs non-negative), and Acc-7 (clip to [-3, 3], round,
-exact match); kept as the count, the sum of |pred - target|, the means and co-moments of (pred,
+`acc2_has0`/`f1_has0`: all samples, negative vs non-negative), Acc-5 and Acc-7 (clip to [-2, 2] or
+[-3, 3], round, exact match, as the MOSI literature's MMSA toolkit does); kept as the count, the sum of |pred - target|, the means and co-moments of (pred,
 target) merged across chunks with Chan et al.'s pairwise update (float64), two 2x2 sign tables
 and the Acc-7 hit count. Nothing per sample is kept.
 
@@ -86,7 +86,7 @@ class ClassificationAccumulator:
 
 
 class RegressionAccumulator:
-    """MAE, Pearson correlation, Acc-2 / weighted F1 (both conventions) and Acc-7."""
+    """MAE, Pearson correlation, Acc-2 / weighted F1 (both conventions), Acc-5 and Acc-7."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -95,7 +95,7 @@ class RegressionAccumulator:
         self.m2_p = self.m2_t = self.c_pt = 0.0  # sums of squared / crossed deviations from the means
         self.nonzero = torch.zeros(2, 2, dtype=torch.long)  # target != 0: [target > 0, pred > 0]
         self.has0 = torch.zeros(2, 2, dtype=torch.long)  # all samples: [target >= 0, pred >= 0]
-        self.acc7_hits = 0
+        self.acc5_hits = self.acc7_hits = 0
 
     def update(self, output: Tensor, target: Tensor) -> None:
         pred, target = output.detach().cpu().double().flatten(), target.cpu().double().flatten()
@@ -118,6 +118,7 @@ class RegressionAccumulator:
         nonzero = target != 0
         self.nonzero += _sign_table(pred[nonzero] > 0, target[nonzero] > 0)
         self.has0 += _sign_table(pred >= 0, target >= 0)
+        self.acc5_hits += int((pred.clamp(-2, 2).round() == target.clamp(-2, 2).round()).sum())
         self.acc7_hits += int((pred.clamp(-3, 3).round() == target.clamp(-3, 3).round()).sum())
 
     def result(self) -> dict[str, float]:
@@ -130,6 +131,7 @@ class RegressionAccumulator:
             "f1": _weighted_f1(self.nonzero),
             "acc2_has0": _agreement(self.has0),
             "f1_has0": _weighted_f1(self.has0),
+            "acc5": self.acc5_hits / n if n else math.nan,
             "acc7": self.acc7_hits / n if n else math.nan,
         }
 

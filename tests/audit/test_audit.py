@@ -217,7 +217,7 @@ def test_regression_audit_uses_mae(regression_data, fit_small) -> None:
     result = mmrobust.audit(fit_small(regression_data, "dropout", "sum"), regression_data)
     assert result.primary_metric == "mae"
     t = result.table
-    assert {"mae", "corr", "acc2", "f1", "acc2_has0", "f1_has0", "acc7"} == set(t.metric)
+    assert {"mae", "corr", "acc2", "f1", "acc2_has0", "f1_has0", "acc5", "acc7"} == set(t.metric)
     assert (t[t.scenario == "clean"].delta == 0).all()
     s = result.summary()
     mae = t[(t.metric == "mae") & (t.kind == "subset")]

@@ -65,6 +65,7 @@ def reference_regression(pred: np.ndarray, truth: np.ndarray) -> dict[str, float
         "f1": skm.f1_score(t2, p2, average="weighted"),
         "acc2_has0": skm.accuracy_score(t0, p0),
         "f1_has0": skm.f1_score(t0, p0, average="weighted"),
+        "acc5": float(np.mean(np.round(np.clip(pred, -2, 2)) == np.round(np.clip(truth, -2, 2)))),
         "acc7": float(np.mean(np.round(np.clip(pred, -3, 3)) == np.round(np.clip(truth, -3, 3)))),
     }
 
@@ -107,7 +108,7 @@ def test_regression_perfect_prediction() -> None:
     truth = np.linspace(-3, 3, 21)
     got = regression_metrics(torch.from_numpy(truth), torch.from_numpy(truth))
     assert got["mae"] == 0 and got["corr"] == pytest.approx(1.0)
-    assert got["acc2"] == got["f1"] == got["acc2_has0"] == got["f1_has0"] == got["acc7"] == 1.0
+    assert got["acc2"] == got["f1"] == got["acc2_has0"] == got["f1_has0"] == got["acc5"] == got["acc7"] == 1.0
 
 
 def test_regression_constant_prediction_has_zero_correlation() -> None:
@@ -134,3 +135,6 @@ def test_regression_metrics_by_hand_with_zero_labels() -> None:
     assert got["acc2_has0"] == 0.75  # sample 2: label 0 is ">= 0", prediction -0.2 is not
     assert got["f1_has0"] == pytest.approx((3 * 0.8 + 1 * 2 / 3) / 4)  # weighted: F1 0.8 (n=3), 2/3 (n=1)
     assert got["acc7"] == 0.5  # rounded predictions -0, 0, -0, 1 vs labels -1, 0, 0, 2
+    assert got["acc5"] == 0.5  # the same within [-2, 2]
+    edge = regression_metrics(torch.tensor([2.6, -3.0]), torch.tensor([3.0, -2.4]))
+    assert edge["acc5"] == 1.0 and edge["acc7"] == 0.5  # within ±2 both match; within ±3 -3 is not round(-2.4)
