@@ -24,7 +24,15 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("training", ["train", "distributed", "trackers"]),
     (
         "audit",
-        ["audit.scenarios", "audit.engine", "audit.result", "audit.specialists", "audit.compare", "audit.shapley", "audit.paired"],
+        [
+            "audit.scenarios",
+            "audit.engine",
+            "audit.result",
+            "audit.specialists",
+            "audit.compare",
+            "audit.shapley",
+            "audit.paired",
+        ],
     ),
     ("report", ["audit", "audit.report", "audit.document", "audit.compare_report"]),  # `audit` re-exports write_report
     ("experiment", ["config", "experiment", "run", "sweep", "sweep.*"]),

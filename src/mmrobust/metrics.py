@@ -6,9 +6,9 @@ regression (labels in [-3, 3]), as CMU-MOSI papers report it (e.g. Hazarika et a
 Robustness in Multimodal Sentiment Analysis", NAACL 2022, arXiv 2205.15465): MAE, Pearson correlation, Acc-2
 and weighted F1 in both conventions (`acc2`/`f1`: non-zero labels, negative vs positive;
 `acc2_has0`/`f1_has0`: all samples, negative vs non-negative), Acc-5 and Acc-7 (clip to [-2, 2] or
-[-3, 3], round, exact match, as the MOSI literature's MMSA toolkit does); kept as the count, the sum of |pred - target|, the means and co-moments of (pred,
-target) merged across chunks with Chan et al.'s pairwise update (float64), two 2x2 sign tables
-and the Acc-7 hit count. Nothing per sample is kept.
+[-3, 3], round, exact match); kept as the count, the sum of |pred - target|, the means and
+co-moments of (pred, target) merged across chunks with Chan et al.'s pairwise update (float64),
+two 2x2 sign tables and the Acc-5 and Acc-7 hit counts. Nothing per sample is kept.
 
 Degenerate inputs give a number where one is defined and NaN where none is, never an error:
 constant predictions or constant labels have `corr` 0 (no linear relation to measure);
