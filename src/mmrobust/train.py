@@ -145,6 +145,12 @@ def fit(
         _dist.check_batch_size(batch_size, world)
     torch.manual_seed(seed)
     method.build(data.spec)
+    choosing = [s.name for s in method.stages() if s.chooses]
+    if fixed_budget and choosing:
+        raise MMRobustError(
+            f"{method.name} chooses on validation (stage {choosing[0]}): give it a val split and a "
+            "train.select metric, not a fixed budget (select=none)"
+        )
     method.seed = seed
     module = method.modules().to(target)
     dev = next(module.parameters()).device

@@ -117,3 +117,8 @@ def test_every_method_takes_label_smoothing_into_its_classification_loss(small_d
         method.modules().eval()  # no dropout: the two losses differ only by the smoothing
         losses.append(float(method.loss(batch, torch.Generator().manual_seed(0)).detach()))
     assert losses[0] != pytest.approx(losses[1], rel=1e-4)
+
+
+def test_a_choice_on_validation_cannot_run_on_a_fixed_budget(small_data) -> None:
+    with pytest.raises(MMRobustError, match="ume_mma chooses on validation"):
+        mmrobust.fit(mmrobust.create_method("ume_mma"), small_data, epochs=1, select="none", progress=False)

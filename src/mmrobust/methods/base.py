@@ -66,7 +66,8 @@ class Stage:
     (default: `Method.predict`); `select=False` trains for `epochs` without selection (e.g.
     self-supervised pretraining, whose val labels must not be used). `reuse_key`, when given,
     lets `fit` reuse the stage's trained weights from an earlier run with the same key, data,
-    seed and options (UME and MMA share their uni-modal members this way).
+    seed and options (UME and MMA share their uni-modal members this way). `chooses=True` marks a
+    stage whose whole point is a choice on validation (UME-MMA's): a fixed budget cannot run it.
     """
 
     name: str
@@ -76,6 +77,7 @@ class Stage:
     select: bool = True
     epochs: int | None = None
     reuse_key: Mapping[str, Any] | None = None
+    chooses: bool = False
 
 
 class Method(ABC):

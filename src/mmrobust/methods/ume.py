@@ -364,5 +364,7 @@ class UMEMMA(MissingModalityAdaptation):
         if self.target is not None:
             as_corruption(self.target)  # a bad target fails before any training
         self._epoch_begun = False
-        choose = Stage("choose", self._begin_epoch, predict=self._score_candidate, epochs=len(CANDIDATES))
+        choose = Stage(
+            "choose", self._begin_epoch, predict=self._score_candidate, epochs=len(CANDIDATES), chooses=True
+        )
         return (*super().stages(), choose)
