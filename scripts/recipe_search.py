@@ -31,17 +31,9 @@ import numpy as np
 import torch
 
 import mmrobust
-from mmrobust.config import read_yaml_mapping
+from mmrobust.config import layered, read_yaml_mapping
 from mmrobust.errors import MMRobustError
 from mmrobust.train import fit
-
-
-def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """`extra` layered on `base`, mappings merged key by key."""
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def plan(search: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -50,7 +42,7 @@ def plan(search: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for (name, candidate), (label, model), fold, seed in product(
         search["candidates"].items(), search["models"].items(), search["folds"], search["seeds"]
     ):
-        recipe = merged(base, candidate or {})
+        recipe = layered(base, candidate or {})
         if label not in recipe.pop("models", search["models"]):  # a candidate that changes one modality
             continue
         key = f"{name}|{label}|val={'+'.join(map(str, fold))}|seed={seed}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import types
 import typing
@@ -77,6 +78,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    recipe: str | None = None  # the recipe file merged in (`apply_recipe`), recorded for the reader
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,8 +161,49 @@ def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML config (or start from defaults), apply overrides, validate everything."""
-    return config_from_dict(read_yaml_mapping(path) if path is not None else {}, overrides)
+    """Read a YAML config (or start from defaults), merge its recipe, apply overrides, validate everything."""
+    if path is None:
+        return config_from_dict({}, overrides)
+    return config_from_dict(apply_recipe(read_yaml_mapping(path), Path(path).parent), overrides)
+
+
+RECIPE_KEYS = ("data", "train", "params")
+
+
+def apply_recipe(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`tree` with its `recipe` (a YAML file, relative to `folder`) merged in: the recipe's `data`
+    and `train` keys are defaults under the config's own, and its `params` go to every model whose
+    method takes them and does not set them itself. A recipe is what every method in a comparison
+    shares (optimiser, budget, selection, label smoothing, augmentation, input features), so
+    studies name one instead of repeating it (docs/recipes.md)."""
+    if not tree.get("recipe"):
+        return tree
+    path = folder / str(tree["recipe"])
+    recipe = read_yaml_mapping(path)
+    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+    if unknown:
+        raise MMRobustError(f"{path}: a recipe holds only {', '.join(RECIPE_KEYS)}; not {', '.join(unknown)}")
+    from .methods import METHODS  # configs are read before any method is needed
+
+    merged = {**tree, "recipe": str(tree["recipe"])}
+    for key in ("data", "train"):
+        merged[key] = layered(recipe.get(key) or {}, tree.get(key) or {})
+    params = recipe.get("params") or {}
+    models = []
+    for model in tree.get("models") or [ModelConfig().__dict__]:
+        accepted = inspect.signature(METHODS.get(model.get("method", ModelConfig.method)).__init__).parameters
+        shared = {k: v for k, v in params.items() if k in accepted}
+        models.append({**model, "params": {**shared, **(model.get("params") or {})}})
+    merged["models"] = models
+    return merged
+
+
+def layered(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """`own` over `base`, mappings merged key by key."""
+    out = dict(base)
+    for key, value in own.items():
+        out[key] = layered(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:

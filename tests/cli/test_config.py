@@ -77,3 +77,34 @@ def test_unknown_methods_and_method_options_fail_when_the_config_is_read() -> No
     with pytest.raises(MMRobustError, match=r"models.0 \(method 'joint'\) 'fusoin'. Did you mean 'fusion'\?") as e:
         load_config(DEMO, ["models.0.params.fusoin=sum"])
     assert "self" not in str(e.value)
+
+
+def test_a_recipe_is_shared_by_every_model_and_the_config_overrides_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "r.yaml").write_text(
+        "data: {name: synthetic, options: {n_samples: 100, seed: 3}}\n"
+        "train: {epochs: 7, select: none, augment: {m0: {jitter: 0.1}}}\n"
+        "params: {label_smoothing: 0.1, dim: 32}\n"
+    )
+    (tmp_path / "exp.yaml").write_text(
+        "recipe: recipes/r.yaml\n"
+        "data: {options: {seed: 4}}\n"
+        "train: {epochs: 9}\n"
+        "models:\n"
+        "  - {method: joint}\n"
+        "  - {method: crossl}\n"  # takes label_smoothing but has no `dim`
+        "  - {method: actionmae, params: {label_smoothing: 0.0}}\n"
+    )
+    config = load_config(tmp_path / "exp.yaml")
+    assert config.recipe == "recipes/r.yaml" and config.data.name == "synthetic"
+    assert config.data.options == {"n_samples": 100, "seed": 4} and config.train.epochs == 9
+    assert config.train.select == "none" and config.train.augment == {"m0": {"jitter": 0.1}}
+    assert [m.params for m in config.models] == [
+        {"label_smoothing": 0.1, "dim": 32},
+        {"label_smoothing": 0.1},
+        {"label_smoothing": 0.0, "dim": 32},
+    ]
+    (tmp_path / "recipes" / "bad.yaml").write_text("models: []\n")
+    (tmp_path / "exp.yaml").write_text("recipe: recipes/bad.yaml\n")
+    with pytest.raises(MMRobustError, match="a recipe holds only data, train, params; not models"):
+        load_config(tmp_path / "exp.yaml")

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..config import read_yaml_mapping
+from ..config import apply_recipe, read_yaml_mapping
 from ..errors import MMRobustError, unknown_name
 
 SWEEP_KEYS = ("name", "base", "grid")
@@ -35,11 +35,12 @@ def read_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     for key in tree:
         if key not in SWEEP_KEYS:
             raise MMRobustError(f"{path}: {unknown_name('sweep key', str(key), SWEEP_KEYS)}")
-    base = tree.get("base") or {}
+    base, folder = tree.get("base") or {}, path.parent
     if isinstance(base, str):
-        base = read_yaml_mapping(path.parent / base)
+        base, folder = read_yaml_mapping(path.parent / base), (path.parent / base).parent
     if not isinstance(base, dict):
         raise MMRobustError(f"{path}: 'base' must be an experiment config (a mapping) or the path of one")
+    base = apply_recipe(base, folder)
     file_grid = tree.get("grid") or {}
     if not isinstance(file_grid, dict):
         raise MMRobustError(f"{path}: malformed grid: 'grid' must map dotted keys to lists of values")
