@@ -234,8 +234,7 @@ class _Loop:
         epochs = stage.epochs or opt["epochs"]
         steps_per_epoch = math.ceil(len(self.train) / opt["batch_size"])
         trainable = [p for p in module.parameters() if p.requires_grad]
-        # foreach: multi-tensor updates, bitwise equal to the per-parameter loop CPU defaults to
-        optimizer = torch.optim.AdamW(trainable, lr=opt["lr"], weight_decay=opt["weight_decay"], foreach=True)
+        optimizer = _adamw(trainable, opt["lr"], opt["weight_decay"], self.dev)
         schedule = _warmup_cosine(optimizer, warmup=steps_per_epoch, total=steps_per_epoch * epochs)
         stateful = {"model": method.modules(), "optimizer": optimizer, "schedule": schedule}
         selects = stage.select and opt["select"] != "none"  # early stopping and best-epoch restore
@@ -496,6 +495,17 @@ def _restore_state(
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and dev.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], dev)
+
+
+def _adamw(params: list[nn.Parameter], lr: float, weight_decay: float, dev: torch.device) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has one (float parameters on CPU or CUDA): one pass
+    over all parameters, 3-4x faster than the multi-tensor (`foreach`) update on a CPU, which is
+    ~10% of a small model's training step. Fused results differ from the foreach path in the last
+    bits (another summation order), so runs are reproducible, and resume exactly, within one path."""
+    fused = dev.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+    if fused:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:

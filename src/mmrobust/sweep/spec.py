@@ -37,7 +37,8 @@ def read_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
             raise MMRobustError(f"{path}: {unknown_name('sweep key', str(key), SWEEP_KEYS)}")
     base, folder = tree.get("base") or {}, path.parent
     if isinstance(base, str):
-        base, folder = read_yaml_mapping(path.parent / base), (path.parent / base).parent
+        folder = (path.parent / base).parent
+        base = read_yaml_mapping(path.parent / base)
     if not isinstance(base, dict):
         raise MMRobustError(f"{path}: 'base' must be an experiment config (a mapping) or the path of one")
     base = apply_recipe(base, folder)
