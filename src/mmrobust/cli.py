@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -29,12 +31,12 @@ from .data import DATASETS
 from .data.download import download, verify
 from .data.paths import data_dir as resolve_data_dir
 from .data.registry import dataset_info
-from .errors import MMRobustError
+from .errors import MMRobustError, check_int
 from .experiment import load_data
 from .methods import METHODS, create_method
 from .models import ENCODERS, FUSIONS
 from .run import demo_config, run_experiment
-from .train import fit
+from .train import check_fit_options, fit
 
 console = Console()
 if not console.is_terminal:  # piped output: keep the summary table on one line per row
@@ -106,6 +108,8 @@ def demo(out: str, seeds: int, epochs: int) -> None:
     Example:
       mmrobust demo --out demo_out
     """
+    check_int(seeds, "--seeds", 1)
+    check_int(epochs, "--epochs", 1)
     start = time.perf_counter()
     config = demo_config(seeds, epochs)
     result = _run_with_progress(config, Path(out))
@@ -134,6 +138,8 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
       mmrobust train --data basicmotions --method dropout --fusion sum --out runs/bm
     """
     FUSIONS.get(fusion)
+    options = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr)
+    check_fit_options(options, name=lambda key: f"--{key.replace('_', '-')}")
     data = load_data(data_name, npz, data_dir)
     m = create_method(method, fusion=fusion)
     result = fit(m, data, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, device=device)
@@ -170,6 +176,7 @@ def audit_cmd(checkpoint, data_name, npz, data_dir, seed, extra, out) -> None:
       mmrobust audit --checkpoint runs/bm/checkpoint.pt --data basicmotions --out runs/bm/audit \\
           --scenario "rates[accelerometer=0.2,gyroscope=0.8]"
     """
+    check_int(seed, "--seed", 0)
     scenarios = [corruption_from_name(name) for name in extra]
     method, _ = load_checkpoint(checkpoint)
     data = load_data(data_name, npz, data_dir)
@@ -433,9 +440,16 @@ def data_download(name: str, data_dir: str | None) -> None:
         console.print(f"[green]ok[/]: {name} is in {root}; `mmrobust data verify {name}` loads it")
 
 
+def _format_warning(message: Warning | str, *_: Any, **__: Any) -> str:
+    """A warning as one line (Python's default adds the file, line and source of the call)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if not debug:
+        warnings.formatwarning = _format_warning
     try:
         cli.main(args=args, prog_name="mmrobust", standalone_mode=False)
     except click.exceptions.Exit as e:

@@ -47,13 +47,14 @@ from .data.augment import Augment, augment_batch, parse_augment
 from .data.batch import Batch
 from .data.cache import cache_dir
 from .data.dataset import MultimodalData
-from .errors import MMRobustError
+from .errors import MMRobustError, check_int, check_number
 from .methods.base import Method, Stage
 from .methods.losses import task_loss
-from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
+from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics, metric_names
 from .trackers import Tracker, epoch_metrics
 
 STATE_FORMAT = "mmrobust-training-state/1"
+MAX_SEED = 2**63 - 1  # what torch's generators accept
 STAGE_FORMAT = "mmrobust-stage/1"
 
 
@@ -71,6 +72,34 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MMRobustError("CUDA was requested but is not available; use --device cpu")
     return torch.device(device)
+
+
+def check_fit_options(
+    options: Mapping[str, Any], task: str | None = None, name: Callable[[str], str] = lambda key: key
+) -> None:
+    """Range-check `fit`'s numeric options and `select` (against `task`'s metrics; any task's when
+    None), naming each as `name(key)` (a config key or a command-line option): an epoch budget of 0
+    would audit an untrained model, a batch size of 0 divide by zero, a NaN learning rate train
+    nothing. Keys absent from `options` are not checked."""
+    ints = {"epochs": 1, "batch_size": 1, "patience": 0}
+    for key, minimum in ints.items():
+        if key in options:
+            check_int(options[key], name(key), minimum)
+    if "seed" in options:
+        check_int(options["seed"], name("seed"), 0, MAX_SEED)
+    if "lr" in options:
+        check_number(options["lr"], name("lr"), 0.0, strict=True)
+    if "weight_decay" in options:
+        check_number(options["weight_decay"], name("weight_decay"), 0.0)
+    if "select" in options:
+        select = options["select"]
+        tasks = [task] if task else ["classification", "regression"]
+        valid = sorted({name for t in tasks for name in metric_names(t)})
+        if select != "none" and select not in valid:
+            raise MMRobustError(
+                f"{name('select')} must be 'none' (a fixed budget) or a validation metric"
+                f"{f' of {task}' if task else ''} ({', '.join(valid)}), got {select!r}"
+            )
 
 
 @torch.no_grad()
@@ -131,6 +160,8 @@ def fit(
     Under `torchrun` (WORLD_SIZE > 1) every process calls `fit` and trains data-parallel
     (`distributed.py` has the sharding rule); only rank 0 writes the state file and logs.
     """
+    checked = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience)
+    check_fit_options(dict(checked, select=select), data.spec.task)
     train = data.split("train")
     fixed_budget = select == "none"
     val = data.split("val") if "val" in data.splits or not fixed_budget else data.subset(torch.arange(0))

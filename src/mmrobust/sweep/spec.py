@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import read_yaml_mapping
+from ..config import read_yaml_mapping, resolve_paths
 from ..errors import MMRobustError, unknown_name
+from ..safe_yaml import load_yaml
 
 SWEEP_KEYS = ("name", "base", "grid")
 SEEDS = "seeds"  # grid key that lists the seeds of every combination instead of being an axis
@@ -36,9 +35,11 @@ def read_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
         if key not in SWEEP_KEYS:
             raise MMRobustError(f"{path}: {unknown_name('sweep key', str(key), SWEEP_KEYS)}")
     base = tree.get("base") or {}
-    if isinstance(base, str):
-        base = read_yaml_mapping(path.parent / base)
-    if not isinstance(base, dict):
+    if isinstance(base, str):  # relative data paths of a base file are read from its own folder
+        base = resolve_paths(read_yaml_mapping(path.parent / base), (path.parent / base).parent)
+    elif isinstance(base, dict):
+        base = resolve_paths(base, path.parent)
+    else:
         raise MMRobustError(f"{path}: 'base' must be an experiment config (a mapping) or the path of one")
     file_grid = tree.get("grid") or {}
     if not isinstance(file_grid, dict):
@@ -70,10 +71,7 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
     pieces.append(raw[start:])
     if depth != 0 or any(not p.strip() for p in pieces):
         raise MMRobustError(malformed)
-    try:
-        return key, [yaml.safe_load(p) for p in pieces]
-    except yaml.YAMLError as e:
-        raise MMRobustError(f"{malformed} ({getattr(e, 'problem', e)})") from None
+    return key, [load_yaml(p, f"--grid '{text}'") for p in pieces]
 
 
 def _check_values(key: str, values: Any) -> list[Any]:
