@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import platform
 import resource
 import subprocess
@@ -71,6 +72,7 @@ from .trackers import audit_metrics, create_trackers, require
 from .train import check_fit_options, fit, resolve_device
 from .version import __version__
 
+log = logging.getLogger(__name__)  # progress lines, which the CLI prints
 RUN_FILES = (CHECKPOINT, *REPORT_FILES)  # listed with their SHA-256 in the manifest
 
 
@@ -201,12 +203,15 @@ def run_experiment(
     data = load_data(config.data.name, config.data.npz, config.data.data_dir, config.data.options)
     check_against_data(config, data)  # the whole config, before the first epoch and the first folder
     results = []
-    for model in config.models:
-        for seed in config.seeds:
-            run_dir = out / model.name / f"seed-{seed}"
-            result, skipped = run_or_skip(config, model, seed, lambda: data, run_dir, state_every)
-            results.append(result)
-            on_event(f"skip {model.name} seed {seed} (finished)" if skipped else f"done {model.name} seed {seed}")
+    runs = [(model, seed) for model in config.models for seed in config.seeds]
+    for k, (model, seed) in enumerate(runs, start=1):
+        log.info("run %d/%d: %s seed %d", k, len(runs), model.name, seed)
+        run_dir = out / model.name / f"seed-{seed}"
+        result, skipped = run_or_skip(config, model, seed, lambda: data, run_dir, state_every)
+        results.append(result)
+        if skipped:
+            log.info("run %d/%d: %s seed %d had finished before; kept", k, len(runs), model.name, seed)
+        on_event(f"skip {model.name} seed {seed} (finished)" if skipped else f"done {model.name} seed {seed}")
     combined = write_experiment_report(config, out, results) if _dist.is_main() else None
     if _dist.active():  # every rank returns rank 0's result (the CLI prints it)
         combined = _dist.broadcast_object(combined)

@@ -139,6 +139,7 @@ def test_the_whole_config_is_checked_against_the_data_before_the_first_epoch(
         (["train", "--batch-size", "0"], "--batch-size must be an integer >= 1"),
         (["train", "--lr", "nan"], "--lr must be a finite number > 0"),
         (["train", "--seed", "-1"], "--seed must be an integer"),
+        (["train", "--patience", "-1"], "--patience must be an integer >= 0"),
         (["demo", "--seeds", "0"], "--seeds must be an integer >= 1"),
         (["demo", "--epochs", "0"], "--epochs must be an integer >= 1"),
     ],
@@ -286,7 +287,9 @@ def test_labels_of_shape_n_by_1_are_read_with_a_one_line_note(tmp_path: Path) ->
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == ["warning: column.npz: y has shape (60, 1); read as (60,), one label per sample"]
+    warned = [line for line in done.stderr.splitlines() if "y has shape" in line]
+    assert warned == ["warning: column.npz: y has shape (60, 1); read as (60,), one label per sample"], done.stderr
+    assert "epoch 1/1" in done.stderr  # and progress, without a terminal
 
 
 def test_whole_number_float_labels_announce_the_task_and_can_choose_it(tmp_path: Path) -> None:
@@ -345,3 +348,29 @@ def test_relative_paths_resolve_from_the_config_folder(npz: Path, tmp_path: Path
     code, _, err = run_cli(["run", str(cfg.relative_to(tmp_path)), "--out", "out"], capsys)
     assert code == 0, err
     assert (tmp_path / "out" / "joint" / "seed-0" / "manifest.json").is_file()
+
+
+# --- progress a user can see without a terminal --------------------------------------------------
+def test_a_run_without_a_terminal_prints_plain_progress(npz: Path, tmp_path: Path, capsys) -> None:
+    cfg = config(tmp_path, npz, seeds="[0, 1]")
+    code, _, err = run_cli(["run", str(cfg), "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0] == "run 1/2: joint seed 0" and "run 2/2: joint seed 1" in lines, err
+    assert any(line.startswith("joint seed 1: epoch 1/1, val accuracy") and "ETA 0s" in line for line in lines), err
+    code, _, err = run_cli(["run", str(cfg), "--out", str(tmp_path / "out")], capsys)
+    assert "run 2/2: joint seed 1 had finished before; kept" in err.splitlines(), err
+
+
+def test_resuming_and_preprocessing_say_so(small_data, tmp_path: Path, monkeypatch, caplog) -> None:
+    from mmrobust.data.cache import cached
+
+    state = tmp_path / "state.pt"
+    monkeypatch.setattr(type(state), "unlink", lambda self, missing_ok=False: None)  # as if killed after saving
+    options = {"epochs": 2, "progress": False, "state_path": state, "state_every": 0}
+    mmrobust.fit(mmrobust.create_method("joint", fusion="sum"), small_data, **options)
+    caplog.set_level("INFO", logger="mmrobust")
+    mmrobust.fit(mmrobust.create_method("joint", fusion="sum"), small_data, **options)
+    assert "joint seed 0: resuming after epoch 2 of 2 (from its saved training state)" in caplog.messages
+    cached("tiny", "r1", [], {}, lambda: small_data)
+    assert any(m.startswith("preprocessing tiny (once: later loads read the cache") for m in caplog.messages)
