@@ -10,6 +10,7 @@ giving other weights (checkpoints of mmrobust 0.1 carry no checksum and are read
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from pathlib import Path
@@ -82,6 +83,42 @@ def checkpoint_config(path: Path) -> dict[str, Any]:
     return config
 
 
+MAX_SHAPE_VALUES = 2**31  # values per sample of one modality that a checkpoint may declare
+
+
+def _check_declared_model(path: Path, name: str, params: dict[str, Any], spec: DataSpec, state: dict[str, Any]) -> None:
+    """Build the model the checkpoint describes on the meta device (no memory) and compare it with
+    the weights the file holds, before anything is allocated: a crafted spec declaring a huge
+    shape would otherwise allocate it (hundreds of GB) before its weights were found not to fit."""
+    refuse = f"{path}: malformed mmrobust checkpoint"
+    for m in spec.modalities:
+        sizes_ok = all(isinstance(d, int) and d >= 1 for d in m.shape)
+        if not m.shape or not sizes_ok or math.prod(m.shape) > MAX_SHAPE_VALUES:
+            raise MMRobustError(f"{refuse} (modality '{m.name}' declares shape {list(m.shape)}); refusing to load it")
+    if not 1 <= spec.num_classes <= MAX_SHAPE_VALUES:
+        raise MMRobustError(f"{refuse} (it declares {spec.num_classes} classes); refusing to load it")
+    try:
+        with torch.device("meta"):
+            declared = create_method(name, **params)
+            declared.build(spec)
+    except (TypeError, ValueError) as e:  # MMRobustError too
+        raise MMRobustError(f"{refuse} (cannot build the model it describes: {str(e).splitlines()[0]})") from None
+    module = declared.modules()
+    expected = module.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) or [k for k, t in expected.items() if t.shape != state[k].shape]
+    if wrong:
+        raise MMRobustError(
+            f"{path}: weights do not match the model it describes (first difference: '{wrong[0]}'); refusing to load it"
+        )
+    tensors = [*module.parameters(), *module.buffers()]
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    if size > path.stat().st_size + 2**28:  # beyond the weights saved: buffers it would make
+        raise MMRobustError(
+            f"{refuse} (its model needs {size / 2**30:.1f} GiB, far more than the {path.stat().st_size} bytes "
+            "of the file); refusing to load it"
+        )
+
+
 def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     """Rebuild the method and its trained weights; returns (method, config)."""
     path = Path(path)
@@ -97,9 +134,12 @@ def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     try:
         config = json.loads(payload["config"])
         state = payload["state"]
-        name, params, spec = config["method"], config["params"], DataSpec.from_dict(config["spec"])
-    except (KeyError, TypeError, ValueError) as e:
+        name, params, spec = config["method"], dict(config["params"]), DataSpec.from_dict(config["spec"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise MMRobustError(f"{path}: malformed mmrobust checkpoint (no valid {e}); refusing to load it") from None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise MMRobustError(f"{path}: malformed mmrobust checkpoint (its weights are not tensors); refusing to load it")
+    _check_declared_model(path, name, params, spec, state)
     method = create_method(name, **params)
     torch.manual_seed(0)
     method.build(spec)

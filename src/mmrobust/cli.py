@@ -7,9 +7,13 @@ line and exit with code 2; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -29,12 +33,12 @@ from .data import DATASETS
 from .data.download import download, verify
 from .data.paths import data_dir as resolve_data_dir
 from .data.registry import dataset_info
-from .errors import MMRobustError
+from .errors import MMRobustError, check_int
 from .experiment import load_data
 from .methods import METHODS, create_method
 from .models import ENCODERS, FUSIONS
 from .run import demo_config, run_experiment
-from .train import fit
+from .train import check_fit_options, fit
 
 console = Console()
 if not console.is_terminal:  # piped output: keep the summary table on one line per row
@@ -68,11 +72,36 @@ def print_summary(result: AuditResult, title: str) -> None:
     console.print(table)
 
 
+class _ProgressLines(logging.Handler):
+    """Shows the library's progress messages (run k/n, epochs, ETA, resuming, preprocessing): as
+    plain lines on stderr, or through `sink` (the description of a terminal's progress bar)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.sink: Callable[[str], None] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.sink is not None:
+            self.sink(message)
+        else:
+            err_console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
+progress_lines = _ProgressLines()
+
+
 def _run_with_progress(config: ExperimentConfig, out_dir: Path) -> AuditResult:
     total = len(config.models) * len(config.seeds)
-    with Progress(console=err_console, disable=not err_console.is_terminal, transient=True) as bar:
+    terminal = err_console.is_terminal
+    with Progress(console=err_console, disable=not terminal, transient=True) as bar:
         task = bar.add_task(config.name, total=total)
-        return run_experiment(config, out_dir, lambda _: bar.advance(task))
+        if terminal:  # one live display: the latest message becomes the bar's description
+            progress_lines.sink = lambda message: bar.update(task, description=escape(message))
+        try:
+            return run_experiment(config, out_dir, lambda _: bar.advance(task))
+        finally:
+            progress_lines.sink = None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,6 +135,8 @@ def demo(out: str, seeds: int, epochs: int) -> None:
     Example:
       mmrobust demo --out demo_out
     """
+    check_int(seeds, "--seeds", 1)
+    check_int(epochs, "--epochs", 1)
     start = time.perf_counter()
     config = demo_config(seeds, epochs)
     result = _run_with_progress(config, Path(out))
@@ -124,9 +155,10 @@ def demo(out: str, seeds: int, epochs: int) -> None:
 @click.option("--epochs", default=100, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
+@click.option("--patience", default=20, show_default=True, help="Epochs without a better val loss before stopping.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr, device, out) -> None:
+def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr, patience, device, out) -> None:
     """Train one model; writes OUT/checkpoint.pt and OUT/val_metrics.json.
 
     \b
@@ -134,9 +166,11 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
       mmrobust train --data basicmotions --method dropout --fusion sum --out runs/bm
     """
     FUSIONS.get(fusion)
+    options = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
+    check_fit_options(options, name=lambda key: f"--{key.replace('_', '-')}")
     data = load_data(data_name, npz, data_dir)
     m = create_method(method, fusion=fusion)
-    result = fit(m, data, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, device=device)
+    result = fit(m, data, **options, device=device)
     out_dir = Path(out)
     save_checkpoint(m, out_dir / "checkpoint.pt", {"data": data_name or str(npz)})
     record = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "val": result.val_metrics}
@@ -170,6 +204,7 @@ def audit_cmd(checkpoint, data_name, npz, data_dir, seed, extra, out) -> None:
       mmrobust audit --checkpoint runs/bm/checkpoint.pt --data basicmotions --out runs/bm/audit \\
           --scenario "rates[accelerometer=0.2,gyroscope=0.8]"
     """
+    check_int(seed, "--seed", 0)
     scenarios = [corruption_from_name(name) for name in extra]
     method, _ = load_checkpoint(checkpoint)
     data = load_data(data_name, npz, data_dir)
@@ -433,9 +468,29 @@ def data_download(name: str, data_dir: str | None) -> None:
         console.print(f"[green]ok[/]: {name} is in {root}; `mmrobust data verify {name}` loads it")
 
 
+def _format_warning(message: Warning | str, *_: Any, **__: Any) -> str:
+    """A warning as one line (Python's default adds the file, line and source of the call)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if not debug:
+        warnings.formatwarning = _format_warning
+    logger = logging.getLogger("mmrobust")
+    level = logger.level
+    logger.addHandler(progress_lines)
+    logger.setLevel(logging.INFO)
+    try:
+        _main(args, debug)
+    finally:
+        logger.removeHandler(progress_lines)
+        logger.setLevel(level)
+
+
+def _main(args: list[str], debug: bool) -> None:
+    """Run the command; user errors and file-system refusals end as one line and exit code 2."""
     try:
         cli.main(args=args, prog_name="mmrobust", standalone_mode=False)
     except click.exceptions.Exit as e:

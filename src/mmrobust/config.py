@@ -19,21 +19,23 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import MMRobustError, unknown_name
+from .errors import MMRobustError, check_int, unknown_name
+from .safe_yaml import load_yaml
 from .trackers import check_loggers
+
+DEFAULT_DATASET = "basicmotions"  # when the config names neither a dataset nor an npz file
 
 
 @dataclass
 class DataConfig:
-    name: str | None = "basicmotions"
+    name: str | None = None  # None with no npz: DEFAULT_DATASET
     npz: str | None = None
     data_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -134,11 +136,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise MMRobustError(f"malformed override '{text}': write key.sub=value, e.g. train.epochs=10")
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError as e:
-        raise MMRobustError(f"override '{text}': cannot read the value ({e.problem})") from None
-    return key.split("."), value
+    return key.split("."), load_yaml(raw, f"override '{text}'") if raw else ""
 
 
 def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -161,10 +159,13 @@ def apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML config (or start from defaults), merge its recipe, apply overrides, validate everything."""
+    """Read a YAML config (or start from defaults), merge its recipe, apply overrides, validate
+    everything. Relative data paths in the file are read from the file's folder (those in overrides
+    from the current one)."""
     if path is None:
         return config_from_dict({}, overrides)
-    return config_from_dict(apply_recipe(read_yaml_mapping(path), Path(path).parent), overrides)
+    folder = Path(path).parent
+    return config_from_dict(resolve_paths(apply_recipe(read_yaml_mapping(path), folder), folder), overrides)
 
 
 RECIPE_KEYS = ("data", "train", "params")
@@ -206,15 +207,29 @@ def layered(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def resolve_paths(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`tree` with its relative `data.npz` and `data.data_dir` taken from `folder` (where the config
+    file is), as a user reading the file expects; they stay relative when `folder` is."""
+    data = tree.get("data")
+    if isinstance(data, dict):
+        for key in ("npz", "data_dir"):
+            value = data.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                data = {**data, key: os.path.normpath(folder / value)}
+        tree = {**tree, "data": data}
+    return tree
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML file (empty file: {}); one-line errors otherwise."""
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise MMRobustError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MMRobustError(f"cannot read the config file {path} ({e})") from None
+    loaded = load_yaml(text, str(path))
     if loaded is not None and not isinstance(loaded, dict):
         raise MMRobustError(f"{path}: the top level must be a mapping of keys")
     return loaded or {}
@@ -228,6 +243,77 @@ def _check_methods(models: list[ModelConfig]) -> None:
     for i, model in enumerate(models):
         cls = METHODS.get(model.method)  # an unknown name: one line with the closest valid one
         check_options(f"models.{i} (method '{model.method}')", cls.__init__, model.params)
+        if model.label is not None:
+            check_label(model.label, f"models.{i}.label")
+
+
+def check_label(label: str, where: str) -> None:
+    """A model label names its run folder (OUT/<label>/seed-<s>/): it must be one safe path
+    component, so no run is written outside OUT or over the experiment's own files."""
+    from .audit.report import FILES
+
+    problem = None
+    if not label.strip() or label != label.strip():
+        problem = "is empty or starts or ends with a space"
+    elif "/" in label or "\\" in label or label.startswith("."):
+        problem = "contains a path separator or starts with a dot ('..', hidden folders)"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in label) or len(label) > 128:
+        problem = "holds control characters or is longer than 128 characters"
+    elif label in (*FILES, "config.yaml", "mlruns"):
+        problem = "is the name of a file the experiment writes beside the runs"
+    if problem:
+        raise MMRobustError(
+            f"{where} {label!r} {problem}; a label names the run folder: use letters, digits, '-', '_', '+' "
+            "and inner dots, e.g. joint-sum"
+        )
+
+
+def _check_data(data: DataConfig) -> None:
+    """One data source, an existing loader, and options that loader takes."""
+    from .data import DATASETS
+    from .data.npz import load_npz
+    from .registry import check_options
+
+    if data.name is not None and data.npz is not None:
+        raise MMRobustError(
+            f"the config gives both data.name ({data.name!r}) and data.npz ({data.npz!r}); keep one "
+            "(override with data.name=null to use the npz file)"
+        )
+    if data.npz is not None:
+        check_options("data.options (an npz file)", load_npz, data.options)
+    else:
+        assert data.name is not None
+        check_options(f"data.options (dataset '{data.name}')", DATASETS.get(data.name).loader, data.options)
+
+
+def _check_train_and_audit(config: ExperimentConfig) -> None:
+    """Every number, seed, selection, augmentation and scenario, checked before any training."""
+    import torch
+
+    from .corruption import corruption_from_name
+    from .data.augment import check_augment_options
+    from .train import MAX_SEED, check_fit_options
+
+    t = config.train
+    options = {k: getattr(t, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "patience", "select")}
+    check_fit_options(options, name=lambda key: f"train.{key}")
+    check_augment_options(t.augment)
+    try:
+        if t.device != "auto":
+            torch.device(t.device)
+    except RuntimeError:
+        raise MMRobustError(f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}") from None
+    for i, seed in enumerate(config.seeds):
+        check_int(seed, f"seeds.{i}", 0, MAX_SEED)
+    twice = sorted({s for s in config.seeds if config.seeds.count(s) > 1})
+    if twice:
+        raise MMRobustError(f"seeds {config.seeds} lists seed {twice[0]} more than once; list each seed once")
+    check_int(config.audit.seed, "audit.seed", 0, MAX_SEED)
+    for i, name in enumerate(config.audit.scenarios):
+        try:
+            corruption_from_name(name)
+        except MMRobustError as e:
+            raise MMRobustError(f"audit.scenarios.{i}: {e}") from None
 
 
 def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
@@ -236,6 +322,14 @@ def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -
     for text in overrides or []:
         apply_override(resolved, *parse_override(text))
     config = _build(ExperimentConfig, resolved)
+    if config.data.name is None and config.data.npz is None:
+        config.data.name = DEFAULT_DATASET
+    check_config(config)
+    return config
+
+
+def check_config(config: ExperimentConfig) -> None:
+    """Everything that can be checked without the data; `run.check_against_data` does the rest."""
     if not config.models:
         raise MMRobustError("config key 'models' is empty: list at least one model")
     if not config.seeds:
@@ -245,4 +339,5 @@ def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -
     labels = [m.name for m in config.models]
     if len(set(labels)) != len(labels):
         raise MMRobustError(f"two models share a name ({labels}); give them distinct 'label's")
-    return config
+    _check_data(config.data)
+    _check_train_and_audit(config)

@@ -8,6 +8,7 @@ genuine bugs ever show a traceback.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 
@@ -21,3 +22,26 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> MMRobustError:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return MMRobustError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}.")
+
+
+def check_int(value: object, name: str, minimum: int, maximum: int | None = None) -> int:
+    """`value` as an int in [minimum, maximum], or a one-line error naming `name` (an option or a
+    config key): a count of 0 or a negative seed would otherwise fail far from its cause, or not at all."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise MMRobustError(f"{name} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def check_number(value: object, name: str, minimum: float, *, strict: bool = False) -> float:
+    """`value` as a finite float >= `minimum` (> with `strict`), or a one-line error naming `name`."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    number = float(value) if ok else math.nan  # type: ignore[arg-type]
+    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
+        raise MMRobustError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    return number

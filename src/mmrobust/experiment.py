@@ -21,7 +21,7 @@ def load_data(
     if (name is None) == (npz is None):
         raise MMRobustError("give exactly one of --data NAME or --npz FILE")
     if npz is not None:
-        return load_npz(npz)
+        return load_npz(npz, **dict(options or {}))
     assert name is not None
     loader = DATASETS.get(name).loader
     options = dict(options or {})

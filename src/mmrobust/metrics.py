@@ -157,3 +157,8 @@ def _weighted_f1(table: Tensor) -> float:
         denom = pred + truth
         score += (2 * tp / denom if denom else 0.0) * truth / max(total, 1)
     return score
+
+
+def metric_names(task: str) -> list[str]:
+    """The validation metrics of `task` that training can select on, the task loss included."""
+    return [*accumulator(task, 2).result(), "loss"]

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import platform
 import resource
 import subprocess
@@ -52,7 +53,9 @@ from .audit.report import FILES as REPORT_FILES
 from .checkpoint import save_checkpoint
 from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from .corruption import corruption_from_name
+from .data.augment import parse_augment
 from .data.dataset import MultimodalData
+from .data.tokens import Tokens
 from .errors import MMRobustError
 from .experiment import load_data
 from .methods import create_method
@@ -67,9 +70,10 @@ from .runfolder import (
     write_manifest,
 )
 from .trackers import audit_metrics, create_trackers, require
-from .train import fit, resolve_device
+from .train import check_fit_options, fit, resolve_device
 from .version import __version__
 
+log = logging.getLogger(__name__)  # progress lines, which the CLI prints
 RUN_FILES = (CHECKPOINT, PREDICTIONS, *REPORT_FILES)  # listed with their SHA-256 in the manifest
 
 
@@ -204,18 +208,49 @@ def run_experiment(
         require(name)
     _dist.setup(resolve_device(_dist.local_device(config.train.device)))  # joins torchrun's group, if any
     data = load_data(config.data.name, config.data.npz, config.data.data_dir, config.data.options)
+    check_against_data(config, data)  # the whole config, before the first epoch and the first folder
     results = []
-    for model in config.models:
-        for seed in config.seeds:
-            run_dir = out / model.name / f"seed-{seed}"
-            result, skipped = run_or_skip(config, model, seed, lambda: data, run_dir, state_every)
-            results.append(result)
-            on_event(f"skip {model.name} seed {seed} (finished)" if skipped else f"done {model.name} seed {seed}")
+    runs = [(model, seed) for model in config.models for seed in config.seeds]
+    for k, (model, seed) in enumerate(runs, start=1):
+        log.info("run %d/%d: %s seed %d", k, len(runs), model.name, seed)
+        run_dir = out / model.name / f"seed-{seed}"
+        result, skipped = run_or_skip(config, model, seed, lambda: data, run_dir, state_every)
+        results.append(result)
+        if skipped:
+            log.info("run %d/%d: %s seed %d had finished before; kept", k, len(runs), model.name, seed)
+        on_event(f"skip {model.name} seed {seed} (finished)" if skipped else f"done {model.name} seed {seed}")
     combined = write_experiment_report(config, out, results) if _dist.is_main() else None
     if _dist.active():  # every rank returns rank 0's result (the CLI prints it)
         combined = _dist.broadcast_object(combined)
     assert combined is not None
     return combined
+
+
+def check_against_data(config: ExperimentConfig, data: MultimodalData) -> None:
+    """What the config can only be checked for with the data at hand: the selection metric of its
+    task, the augmented modalities, every model built on it (on the meta device: no memory, no
+    random draws) and every audit scenario applied to two samples. A problem in the last model or
+    scenario thus stops the experiment before the first model trains, with nothing written."""
+    check_fit_options({"select": config.train.select}, data.spec.task, name=lambda key: f"train.{key}")
+    parse_augment(data.spec, config.train.augment)
+    for i, model in enumerate(config.models):
+        where = f"models.{i} ({model.name})"
+        try:
+            with torch.device("meta"):
+                create_method(model.method, **model.params).build(data.spec)
+        except (TypeError, ValueError) as e:  # MMRobustError too; TypeError: a parameter of the wrong type
+            raise MMRobustError(f"{where} cannot be built on {data.spec.name}: {str(e).splitlines()[0]}") from None
+    sample = data.batch(slice(0, 2))
+    for i, name in enumerate(config.audit.scenarios):
+        corruption = corruption_from_name(name)
+        tokens = Tokens(torch.zeros(len(sample), len(data.modalities), 1), sample.present, data.modalities)
+        try:
+            if corruption.on_tokens:
+                corruption(tokens, torch.Generator().manual_seed(0))
+            else:
+                corruption(sample, torch.Generator().manual_seed(0))
+        except MMRobustError as e:
+            raise MMRobustError(f"audit.scenarios.{i} ({name}) does not fit {data.spec.name}: {e}") from None
 
 
 def run_or_skip(

@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import sys
 import time
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
 from . import distributed as _dist
@@ -47,13 +48,16 @@ from .data.augment import Augment, augment_batch, parse_augment
 from .data.batch import Batch
 from .data.cache import cache_dir
 from .data.dataset import MultimodalData
-from .errors import MMRobustError
+from .errors import MMRobustError, check_int, check_number
 from .methods.base import Method, Stage
 from .methods.losses import task_loss
-from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics
+from .metrics import LOWER_IS_BETTER, PRIMARY, compute_metrics, metric_names
 from .trackers import Tracker, epoch_metrics
 
+log = logging.getLogger(__name__)  # progress without a terminal: the CLI prints these lines
+PLAIN_EVERY = 30.0  # seconds between plain progress lines (the last epoch always has one)
 STATE_FORMAT = "mmrobust-training-state/1"
+MAX_SEED = 2**63 - 1  # what torch's generators accept
 STAGE_FORMAT = "mmrobust-stage/1"
 
 
@@ -71,6 +75,34 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MMRobustError("CUDA was requested but is not available; use --device cpu")
     return torch.device(device)
+
+
+def check_fit_options(
+    options: Mapping[str, Any], task: str | None = None, name: Callable[[str], str] = lambda key: key
+) -> None:
+    """Range-check `fit`'s numeric options and `select` (against `task`'s metrics; any task's when
+    None), naming each as `name(key)` (a config key or a command-line option): an epoch budget of 0
+    would audit an untrained model, a batch size of 0 divide by zero, a NaN learning rate train
+    nothing. Keys absent from `options` are not checked."""
+    ints = {"epochs": 1, "batch_size": 1, "patience": 0}
+    for key, minimum in ints.items():
+        if key in options:
+            check_int(options[key], name(key), minimum)
+    if "seed" in options:
+        check_int(options["seed"], name("seed"), 0, MAX_SEED)
+    if "lr" in options:
+        check_number(options["lr"], name("lr"), 0.0, strict=True)
+    if "weight_decay" in options:
+        check_number(options["weight_decay"], name("weight_decay"), 0.0)
+    if "select" in options:
+        select = options["select"]
+        tasks = [task] if task else ["classification", "regression"]
+        valid = sorted({name for t in tasks for name in metric_names(t)})
+        if select != "none" and select not in valid:
+            raise MMRobustError(
+                f"{name('select')} must be 'none' (a fixed budget) or a validation metric"
+                f"{f' of {task}' if task else ''} ({', '.join(valid)}), got {select!r}"
+            )
 
 
 @torch.no_grad()
@@ -131,6 +163,8 @@ def fit(
     Under `torchrun` (WORLD_SIZE > 1) every process calls `fit` and trains data-parallel
     (`distributed.py` has the sharding rule); only rank 0 writes the state file and logs.
     """
+    checked = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience)
+    check_fit_options(dict(checked, select=select), data.spec.task)
     train = data.split("train")
     fixed_budget = select == "none"
     val = data.split("val") if "val" in data.splits or not fixed_budget else data.subset(torch.arange(0))
@@ -193,6 +227,13 @@ def fit(
     return loop.result
 
 
+def _duration(seconds: float) -> str:
+    """`95` -> "1m35s": an ETA a person reads at a glance."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def _describe(row: dict[str, Any], task: str) -> str:
     primary = PRIMARY[task]
     return f"val {primary} {row[f'val_{primary}']:.3f}" if f"val_{primary}" in row else f"loss {row['train_loss']:.3f}"
@@ -242,12 +283,21 @@ class _Loop:
         if selects:
             best["state"] = copy.deepcopy(method.modules().state_dict())
         done = 0
+        stage_name = "" if stage.name == "train" else f" {stage.name}"
+        name = f"{method.name} seed {opt['seed']}{stage_name}"
         if saved is not None:  # an interrupted run: continue after its last saved epoch
             _restore_state(saved, stateful, self.generator, self.dev)
             best, done = saved["within"]["best"], saved["within"]["epochs_done"]
-        last_save = time.monotonic()
-        label = f"[bold]{method.name}[/] seed {opt['seed']}" + ("" if stage.name == "train" else f" {stage.name}")
-        columns = (TextColumn(label), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+            log.info("%s: resuming after epoch %d of %d (from its saved training state)", name, done, epochs)
+        last_save = last_line = started = time.monotonic()
+        columns = (
+            TextColumn(f"[bold]{method.name}[/] seed {opt['seed']}{stage_name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, disable=not self.show, transient=True) as bar:
             task = bar.add_task("", total=epochs, completed=done)
             for epoch in range(done, epochs):
@@ -259,12 +309,20 @@ class _Loop:
                     best["epoch"] = epoch
                 self.history.append(row if stage.name == "train" else {"stage": stage.name, **row})
                 bar.update(task, advance=1, description=_describe(row, self.train.spec.task))
+                now = time.monotonic()
+                if not self.show and _dist.is_main() and (now - last_line >= PLAIN_EVERY or epoch + 1 == epochs):
+                    eta = (now - started) / (epoch + 1 - done) * (epochs - epoch - 1)
+                    description = _describe(row, self.train.spec.task)
+                    log.info("%s: epoch %d/%d, %s, ETA %s", name, epoch + 1, epochs, description, _duration(eta))
+                    last_line = now
                 for tracker in self.trackers:
                     tracker.log_metrics(epoch_metrics(row, stage.name if self.multi_stage else None), epoch)
                 stop = selects and epoch - best["epoch"] >= opt["patience"]
                 if self.world > 1:  # every rank validates alike; rank 0's word makes it certain
                     stop = _dist.broadcast_flag(stop, self.dev)
                 if stop:
+                    best_epoch = best["epoch"] + 1
+                    log.info("%s: early stop at epoch %d/%d (best: epoch %d)", name, epoch + 1, epochs, best_epoch)
                     break
                 if self.state is not None and _dist.is_main() and self.state.due(last_save):
                     self.state.save(index, self, stateful, {"best": best, "epochs_done": epoch + 1})

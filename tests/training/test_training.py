@@ -222,7 +222,7 @@ def test_classification_training_beats_chance(small_data) -> None:
 
 # --- errors -----------------------------------------------------------------------------------
 def test_fit_errors(small_data) -> None:
-    with pytest.raises(MMRobustError, match="cannot select on 'acuracy'"):
+    with pytest.raises(MMRobustError, match=r"select must be 'none'.*got 'acuracy'"):
         train(small_data, "joint", "sum", epochs=1, select="acuracy")
     no_split = dataclasses.replace(small_data, splits={"train": small_data.splits["train"]})
     with pytest.raises(MMRobustError, match="no 'val' split"):

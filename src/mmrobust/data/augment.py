@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import MMRobustError
+from ..errors import MMRobustError, check_number
 from .batch import Batch
 from .dataset import DataSpec
 
@@ -58,21 +58,37 @@ class Augment:
         return x
 
 
+def check_augment_options(options: object) -> dict[str, Augment]:
+    """`train.augment` checked without the data (types and ranges), so a bad value is found when the
+    config is read rather than when training starts: modality -> `Augment`."""
+    if not isinstance(options, Mapping):
+        raise MMRobustError(f"train.augment must map modalities to {{crop, scale, jitter}}, got {options!r}")
+    names = [f.name for f in fields(Augment)]
+    parsed = {}
+    for modality, params in options.items():
+        where = f"train.augment.{modality}"
+        if not isinstance(params, Mapping):
+            raise MMRobustError(f"{where} must be a mapping of transforms ({', '.join(names)}), got {params!r}")
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise MMRobustError(f"{where}: unknown transform {unknown}; valid are {sorted(names)}")
+        values = {k: check_number(v, f"{where}.{k}", 0.0) for k, v in params.items()}
+        try:
+            parsed[str(modality)] = Augment(**values)
+        except MMRobustError as e:
+            raise MMRobustError(f"{where}: {e}") from None
+    return parsed
+
+
 def parse_augment(spec: DataSpec, options: Mapping[str, Mapping[str, float]]) -> dict[str, Augment]:
     """`{"inertial": {"crop": 0.2}}` -> per-modality `Augment`s, checked against the data."""
     kinds = {m.name: m.kind for m in spec.modalities}
-    names = {f.name for f in fields(Augment)}
-    parsed = {}
-    for modality, params in options.items():
+    parsed = check_augment_options(options)
+    for modality, augment in parsed.items():
         if modality not in kinds:
             raise MMRobustError(f"train.augment: no modality '{modality}' in {spec.name} (has {sorted(kinds)})")
-        unknown = sorted(set(params) - names)
-        if unknown:
-            raise MMRobustError(f"train.augment.{modality}: unknown transform {unknown}; valid are {sorted(names)}")
-        augment = Augment(**{k: float(v) for k, v in params.items()})
         if augment.crop and kinds[modality] == "mlp":
             raise MMRobustError(f"train.augment.{modality}: crop needs a time or space axis; mlp inputs have none")
-        parsed[modality] = augment
     return parsed
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -95,6 +96,7 @@ def cached(
         data = _load(path)
         if data is not None:
             return data
+    logging.getLogger(__name__).info("preprocessing %s (once: later loads read the cache in %s)", name, cache_dir())
     data = build()
     _save(data, path)
     return data

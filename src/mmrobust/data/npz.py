@@ -4,9 +4,12 @@ Format (first axis = samples everywhere):
 - `x_<modality>`: one array per modality. Its encoder kind follows from its rank:
   (N, F) -> `mlp`, (N, C, T) -> `conv1d`, (N, C, H, W) -> `conv2d`; override with a string
   array `kind_<modality>` (e.g. "seq" for (N, T, F) sequences).
-- `y`: labels. Integers -> classification with classes 0..max; floats -> regression.
+- `y`: labels, shape (N,) ((N, 1) is read as (N,)). Integers -> classification with classes
+  0..C-1, every one present; floats -> regression (whole-number floats too, with a warning).
+- `task` (optional): a string array "classification" or "regression" that decides instead of
+  y's dtype (the `task` argument, `data.options.task` in a config, overrides it).
 - `present_<modality>` (optional): bool (N,), False where the sample lacks the modality;
-  the placeholder values there are never read.
+  the placeholder values there are never read. Every sample needs at least one modality.
 - `split` (optional): strings "train"/"val"/"test". Without it, a seeded stratified
   60/20/20 split is made.
 The file is read with pickling disabled.
@@ -14,6 +17,7 @@ The file is read with pickling disabled.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +38,9 @@ from .safe_npz import read_npz
 _KIND_BY_RANK = {2: "mlp", 3: "conv1d", 4: "conv2d"}
 
 
-def load_npz(path: str | Path, split_seed: int = 0, normalize: bool = True) -> MultimodalData:
-    """Read a bring-your-own `.npz` file (see the module docstring for the format)."""
+def load_npz(path: str | Path, split_seed: int = 0, normalize: bool = True, task: str | None = None) -> MultimodalData:
+    """Read a bring-your-own `.npz` file (see the module docstring for the format). `task`
+    ("classification" or "regression") overrides the file's `task` array and the labels' dtype."""
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"npz file not found: {path}")
@@ -45,40 +50,132 @@ def load_npz(path: str | Path, split_seed: int = 0, normalize: bool = True) -> M
     names = sorted(k[2:] for k in arrays if k.startswith("x_"))
     if not names:
         raise MMRobustError(f"{path.name} has no modality arrays named x_<modality>")
-    y = arrays["y"]
+    y = _labels(arrays["y"], path.name)
     n = len(y)
     specs, inputs, present = [], {}, []
     for m in names:
-        x = arrays[f"x_{m}"]
-        if x.shape[0] != n:
-            raise MMRobustError(
-                f"{path.name}: x_{m} has {x.shape[0]} samples but y has {n}; every array "
-                "needs the same first axis"
-            )
+        x = _inputs(arrays[f"x_{m}"], f"x_{m}", n, path.name)
         kind = str(arrays[f"kind_{m}"]) if f"kind_{m}" in arrays else _KIND_BY_RANK.get(x.ndim)
         if kind not in ENCODER_KINDS:
             raise MMRobustError(
                 f"{path.name}: cannot infer an encoder for x_{m} of shape {x.shape}; add "
                 f"kind_{m} (one of {', '.join(ENCODER_KINDS)})"
             )
-        mask = arrays.get(f"present_{m}", np.ones(n, dtype=bool))
-        if mask.shape != (n,) or mask.dtype != bool:
+        has = arrays.get(f"present_{m}", np.ones(n, dtype=bool))
+        if has.shape != (n,) or has.dtype != bool:
             raise MMRobustError(f"{path.name}: present_{m} must be a bool array of shape ({n},)")
         specs.append(ModalitySpec(m, kind, tuple(x.shape[1:])))
         inputs[m] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        present.append(torch.from_numpy(mask))
-    if np.issubdtype(y.dtype, np.integer):
-        if n and y.min() < 0:
-            raise MMRobustError(f"{path.name}: labels out of range (found {y.min()}); use 0..C-1")
-        target, task, n_out = torch.from_numpy(y.astype(np.int64)), "classification", int(y.max()) + 1
-    elif np.issubdtype(y.dtype, np.floating):
-        target, task, n_out = torch.from_numpy(y.astype(np.float32)), "regression", 1
+        present.append(torch.from_numpy(has))
+    mask = torch.stack(present, dim=1)
+    _check_every_sample_has_a_modality(mask, path.name)
+    chosen = _task(task if task is not None else arrays.get("task"), y, path.name)
+    if chosen == "classification":
+        target = torch.from_numpy(_classes(y, path.name))
+        n_out = int(target.max()) + 1
     else:
-        raise MMRobustError(f"{path.name}: y must be integer (classes) or float (regression)")
-    splits = _splits(arrays.get("split"), target, task, split_seed, path.name)
-    spec = DataSpec(path.stem, tuple(specs), task, n_out)  # type: ignore[arg-type]
-    data = MultimodalData(spec, inputs, torch.stack(present, dim=1), target, splits)
+        if len(np.unique(y)) < 2:
+            raise MMRobustError(f"{path.name}: y is {y[0]} for every sample; a regression target must vary")
+        target, n_out = torch.from_numpy(y.astype(np.float32)), 1
+    splits = _splits(arrays.get("split"), target, chosen, split_seed, path.name)
+    spec = DataSpec(path.stem, tuple(specs), chosen, n_out)  # type: ignore[arg-type]
+    data = MultimodalData(spec, inputs, mask, target, splits)
     return standardize(data) if normalize else data
+
+
+def _labels(y: np.ndarray, fname: str) -> np.ndarray:
+    """`y` as one number per sample: (N, 1) is read as (N,) with a note; anything else is refused."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(f"{fname}: y has shape {y.shape}; read as ({len(y)},), one label per sample", stacklevel=3)
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise MMRobustError(f"{fname}: y must hold one label per sample, shape (N,); got shape {y.shape}")
+    if not len(y):
+        raise MMRobustError(f"{fname} holds no samples (y is empty); a dataset needs samples to train and test on")
+    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise MMRobustError(
+            f"{fname}: y must be integer (classes 0..C-1) or float (regression), got {y.dtype}"
+            + (
+                "; map class names to integers (e.g. np.unique(y, return_inverse=True)[1])"
+                if y.dtype.kind in "US"
+                else ""
+            )
+        )
+    return y
+
+
+def _inputs(x: np.ndarray, name: str, n: int, fname: str) -> np.ndarray:
+    """A modality's array, checked: numbers (not text or complex), one row per label, a feature axis."""
+    if x.dtype.kind not in "biuf":
+        advice = {
+            "c": "split it into real and imaginary parts, e.g. np.stack([x.real, x.imag], axis=1)",
+            "U": "encode the text as numbers first",
+            "S": "encode the text as numbers first",
+        }.get(x.dtype.kind, "store numbers")
+        raise MMRobustError(f"{fname}: {name} holds {x.dtype} values, not real numbers; {advice}")
+    if x.ndim == 0 or x.shape[0] != n:
+        got = "a single value" if x.ndim == 0 else f"{x.shape[0]} samples"
+        raise MMRobustError(f"{fname}: {name} has {got} but y has {n}; every array needs the same first axis")
+    if x.ndim == 1:
+        raise MMRobustError(
+            f"{fname}: {name} has shape ({n},), one value per sample; give it a feature axis: "
+            f"{name}.reshape(-1, 1) is read as an mlp modality of one feature"
+        )
+    return x
+
+
+def _check_every_sample_has_a_modality(present: torch.Tensor, fname: str) -> None:
+    """A sample with every modality absent carries no input: refused rather than trained on as noise."""
+    empty = (~present.any(dim=1)).nonzero().flatten()
+    if len(empty):
+        raise MMRobustError(
+            f"{fname}: {len(empty)} samples have every modality absent (first: sample {int(empty[0])}); "
+            "drop them or mark at least one modality present"
+        )
+
+
+def _task(given: object, y: np.ndarray, fname: str) -> str:
+    """The task: as given (the `task` argument or array), else from y's dtype; float labels that are
+    all whole numbers are read as regression with a warning saying how to choose."""
+    if given is not None:
+        task = str(given)
+        if task not in ("classification", "regression"):
+            raise MMRobustError(f"{fname}: task must be 'classification' or 'regression', got {task!r}")
+        return task
+    if np.issubdtype(y.dtype, np.integer):
+        return "classification"
+    if np.isfinite(y).all() and (y == np.round(y)).all():
+        warnings.warn(
+            f"{fname}: y holds floats that are all whole numbers ({len(np.unique(y))} values): read as regression; "
+            "for classification store integer labels or set task=classification (an array 'task' in the file, "
+            "data.options.task in a config), or set task=regression to silence this",
+            stacklevel=3,
+        )
+    return "regression"
+
+
+def _classes(y: np.ndarray, fname: str) -> np.ndarray:
+    """Class labels as int64, refused unless they are 0..C-1 with every class present (C >= 2): a
+    label of 10^9 would make 10^9 outputs, labels {0, 1, 7} eight classes of which five never occur."""
+    fractional = ~(np.isfinite(y) & (y == np.round(y))) if not np.issubdtype(y.dtype, np.integer) else None
+    if fractional is not None and fractional.any():
+        raise MMRobustError(f"{fname}: task is classification but y holds non-integer values (e.g. {y[fractional][0]})")
+    labels = y.astype(np.int64)
+    classes = np.unique(labels)
+    if classes[0] < 0:
+        raise MMRobustError(f"{fname}: labels out of range (found {classes[0]}); use 0..C-1")
+    if len(classes) < 2:
+        raise MMRobustError(f"{fname}: every label is {classes[0]}; a classifier needs at least two classes")
+    if classes[-1] + 1 != len(classes):
+        missing = np.setdiff1d(np.arange(min(int(classes[-1]) + 1, 10**6)), classes)
+        shown = ", ".join(map(str, missing[:8])) + (
+            f" and {int(classes[-1]) + 1 - len(classes) - 8:,} more" if len(missing) > 8 else ""
+        )
+        raise MMRobustError(
+            f"{fname}: labels must be 0..C-1 with every class present; found {len(classes)} classes up to "
+            f"{classes[-1]}, missing {shown}; relabel them, e.g. y = np.unique(y, return_inverse=True)[1]"
+        )
+    return labels
 
 
 def _splits(
@@ -91,9 +188,7 @@ def _splits(
     labels = split.astype(str)
     unknown = set(labels) - set(SPLITS)
     if unknown or len(labels) != len(target):
-        raise MMRobustError(
-            f"{fname}: 'split' must hold one of train/val/test per sample (found {sorted(unknown)})"
-        )
+        raise MMRobustError(f"{fname}: 'split' must hold one of train/val/test per sample (found {sorted(unknown)})")
     out = {s: torch.from_numpy(np.flatnonzero(labels == s)) for s in SPLITS}
     for s in ("train", "val"):
         if not len(out[s]):

@@ -8,6 +8,7 @@ The file's first bytes are checked before `np.load` sees it: given anything but 
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -41,13 +42,47 @@ def read_npz(path: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndar
             missing = [k for k in wanted if k not in f.files]
             if missing:
                 raise MMRobustError(f"{path}: missing arrays {missing} (has {sorted(f.files)})")
+            _check_members(path, f.zip, wanted)
             return {k: f[k] for k in wanted}
     except MMRobustError:  # a ValueError too: not to be taken for a read error below
         raise
     except READ_ERRORS as e:
         if "pickle" in str(e):  # an object array: never unpickled
-            raise MMRobustError(
-                f"cannot read {path} as npz without pickling: it holds pickled Python objects (object arrays), "
-                "refused because unpickling can run arbitrary code; save numbers, bools and strings only"
-            ) from None
+            raise _pickled(path) from None
         raise MMRobustError(f"cannot read {path} as npz: truncated or corrupt ({str(e) or type(e).__name__})") from None
+
+
+def _pickled(path: Path) -> MMRobustError:
+    return MMRobustError(
+        f"cannot read {path} as npz without pickling: it holds pickled Python objects (object arrays), "
+        "refused because unpickling can run arbitrary code; save numbers, bools and strings only"
+    )
+
+
+def _check_members(path: Path, archive: zipfile.ZipFile, keys: Sequence[str]) -> None:
+    """Read each member's npy header before its data: a member that is not an npy array (raw bytes,
+    e.g. a pickle, which `np.load` would hand back as bytes) is refused, and so is one whose header
+    declares more data than the member holds (a crafted 29 TiB shape would be allocated first)."""
+    names = set(archive.namelist())
+    for key in keys:
+        member = f"{key}.npy" if f"{key}.npy" in names else key
+        info = archive.getinfo(member)
+        with archive.open(member) as fp:
+            if fp.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                raise MMRobustError(
+                    f"cannot read {path} as npz: member '{member}' is not an npy array (raw bytes, e.g. a pickle); "
+                    "refused: write the file with np.savez"
+                )
+            fp.seek(0)
+            version = np.lib.format.read_magic(fp)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(fp)
+            if dtype.hasobject:
+                raise _pickled(path)
+            declared = math.prod(shape) * dtype.itemsize
+            held = info.file_size - fp.tell()
+        if declared > held:
+            raise MMRobustError(
+                f"cannot read {path} as npz: member '{member}' declares shape {tuple(shape)} of {dtype} "
+                f"({declared / 2**30:,.1f} GiB) but holds {held:,} bytes: truncated or crafted; refusing to allocate it"
+            )

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import apply_recipe, read_yaml_mapping
+from ..config import apply_recipe, read_yaml_mapping, resolve_paths
 from ..errors import MMRobustError, unknown_name
+from ..safe_yaml import load_yaml
 
 SWEEP_KEYS = ("name", "base", "grid")
 SEEDS = "seeds"  # grid key that lists the seeds of every combination instead of being an axis
@@ -36,12 +35,12 @@ def read_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
         if key not in SWEEP_KEYS:
             raise MMRobustError(f"{path}: {unknown_name('sweep key', str(key), SWEEP_KEYS)}")
     base, folder = tree.get("base") or {}, path.parent
-    if isinstance(base, str):
+    if isinstance(base, str):  # relative data paths of a base file are read from its own folder
         folder = (path.parent / base).parent
         base = read_yaml_mapping(path.parent / base)
     if not isinstance(base, dict):
         raise MMRobustError(f"{path}: 'base' must be an experiment config (a mapping) or the path of one")
-    base = apply_recipe(base, folder)
+    base = resolve_paths(apply_recipe(base, folder), folder)
     file_grid = tree.get("grid") or {}
     if not isinstance(file_grid, dict):
         raise MMRobustError(f"{path}: malformed grid: 'grid' must map dotted keys to lists of values")
@@ -72,10 +71,7 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
     pieces.append(raw[start:])
     if depth != 0 or any(not p.strip() for p in pieces):
         raise MMRobustError(malformed)
-    try:
-        return key, [yaml.safe_load(p) for p in pieces]
-    except yaml.YAMLError as e:
-        raise MMRobustError(f"{malformed} ({getattr(e, 'problem', e)})") from None
+    return key, [load_yaml(p, f"--grid '{text}'") for p in pieces]
 
 
 def _check_values(key: str, values: Any) -> list[Any]:
