@@ -105,7 +105,10 @@ def _check_declared_model(path: Path, name: str, params: dict[str, Any], spec: D
         raise MMRobustError(f"{refuse} (cannot build the model it describes: {str(e).splitlines()[0]})") from None
     module = declared.modules()
     expected = module.state_dict()
-    wrong = sorted(set(expected) ^ set(state)) or [k for k, t in expected.items() if t.shape != state[k].shape]
+    sized = tuple(f"{n}." for n, m in module.named_modules() if getattr(m, "sized_by_weights", False))
+    wrong = sorted(set(expected) ^ set(state)) or [
+        k for k, t in expected.items() if t.shape != state[k].shape and not k.startswith(sized)
+    ]  # a module sized by its weights (a fitted forest) takes the saved shapes; the file bounds them
     if wrong:
         raise MMRobustError(
             f"{path}: weights do not match the model it describes (first difference: '{wrong[0]}'); refusing to load it"

@@ -272,6 +272,10 @@ class _Loop:
         module = stage.module if stage.module is not None else method.modules()
         if stage.reuse_key is not None and self._reuse(index, stage, module):
             return
+        if stage.fit_direct is not None:
+            self._fit_direct(stage)
+            self._end_stage(index, stage, module, last)
+            return
         epochs = stage.epochs or opt["epochs"]
         steps_per_epoch = math.ceil(len(self.train) / opt["batch_size"])
         trainable = [p for p in module.parameters() if p.requires_grad]
@@ -333,10 +337,34 @@ class _Loop:
             self.result = FitResult(best["epoch"], len(self.history), best["metrics"], self.history)
         else:
             self.result = dataclasses.replace(self.result, epochs_run=len(self.history))
+        self._end_stage(index, stage, module, last)
+
+    def _end_stage(self, index: int, stage: Stage, module: nn.Module, last: bool) -> None:
         if self.state is not None and not last and _dist.is_main():  # a kill between stages resumes at the next
-            self.state.save(index + 1, self, {"model": method.modules()}, None)
+            self.state.save(index + 1, self, {"model": self.method.modules()}, None)
         if stage.reuse_key is not None and _dist.is_main():
             self._store(index, stage, module)
+
+    @torch.no_grad()
+    def _fit_direct(self, stage: Stage) -> None:
+        """A stage without gradient (`Stage.fit_direct`): fitted once on the whole train split, then
+        scored like one epoch (mean training loss; validation metrics when it selects)."""
+        assert stage.fit_direct is not None
+        stage.fit_direct(self.train, self.generator)
+        self.method.modules().eval()
+        size = self.options["batch_size"]
+        total = sum(float(stage.loss(b.to(self.dev), self.generator)) * len(b) for b in self.train.batches(size))
+        row: dict[str, Any] = {"epoch": 0, "train_loss": total / len(self.train)}
+        best: dict[str, Any] = {"epoch": 0, "metrics": {}}
+        if stage.select and len(self.val):
+            self._select(stage, 0, row, best, choose=False)
+        self.history.append(row if stage.name == "train" else {"stage": stage.name, **row})
+        for tracker in self.trackers:
+            tracker.log_metrics(epoch_metrics(row, stage.name if self.multi_stage else None), 0)
+        if stage.select:
+            self.result = FitResult(0, len(self.history), best["metrics"], self.history)
+        else:
+            self.result = dataclasses.replace(self.result, epochs_run=len(self.history))
 
     def _epoch(self, stage: Stage, optimizer: torch.optim.Optimizer, schedule: Any, index: int, epoch: int) -> float:
         if self.world > 1:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..corruption import Corruption
 from ..data.batch import Batch
-from ..data.dataset import DataSpec
+from ..data.dataset import DataSpec, MultimodalData
 from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.model import MultimodalModel
@@ -68,6 +68,9 @@ class Stage:
     lets `fit` reuse the stage's trained weights from an earlier run with the same key, data,
     seed and options (UME and MMA share their uni-modal members this way). `chooses=True` marks a
     stage whose whole point is a choice on validation (UME-MMA's): a fixed budget cannot run it.
+    `fit_direct`, when given, fits the stage's model in one call on the whole train split instead of
+    epochs of `loss` (a model without gradient, e.g. `features`' trees); `fit` still records the
+    stage's training loss and validation metrics as one history row (epoch 0).
     """
 
     name: str
@@ -78,6 +81,7 @@ class Stage:
     epochs: int | None = None
     reuse_key: Mapping[str, Any] | None = None
     chooses: bool = False
+    fit_direct: Callable[[MultimodalData, torch.Generator], None] | None = None
 
 
 class Method(ABC):

@@ -11,7 +11,7 @@ others are never encoded and are treated as absent in every fusion, including th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,29 @@ def check_modality_names(names: Sequence[str]) -> None:
             )
 
 
+def used_modalities(spec: DataSpec, use: Sequence[str] | None) -> tuple[str, ...]:
+    """The modalities a model restricted to `use` reads (None: all), in the data's order."""
+    if use is not None and not use:
+        raise MMRobustError("a model must use at least one modality")
+    for name in use or ():
+        if name not in spec.modality_names:
+            raise unknown_name("modality", name, spec.modality_names)
+    return tuple(m for m in spec.modality_names if use is None or m in use)
+
+
+def encode_present(batch: Batch, present: Tensor, encode_modality: Callable[[str, Tensor], Tensor], dim: int) -> Tensor:
+    """(B, M, dim) tokens: each modality encoded on the rows where `present` says it is (gather ->
+    encode -> scatter), zeros elsewhere, so absent placeholders are never read."""
+    z = present.new_zeros((len(batch), len(batch.modalities), dim), dtype=torch.float32)
+    for j, m in enumerate(batch.modalities):
+        rows = present[:, j]
+        if rows.all():
+            z[:, j] = encode_modality(m, batch.inputs[m])
+        elif rows.any():
+            z[rows, j] = encode_modality(m, batch.inputs[m][rows])
+    return z
+
+
 class MultimodalModel(nn.Module):
     use_mask: Tensor  # (M,) bool buffer: which modalities the model reads
 
@@ -48,12 +71,7 @@ class MultimodalModel(nn.Module):
         if dim < 1:
             raise MMRobustError(f"dim must be >= 1, got {dim}")
         check_modality_names(spec.modality_names)
-        if use is not None and not use:
-            raise MMRobustError("a model must use at least one modality")
-        for name in use or ():
-            if name not in spec.modality_names:
-                raise unknown_name("modality", name, spec.modality_names)
-        self.used = tuple(m for m in spec.modality_names if use is None or m in use)
+        self.used = used_modalities(spec, use)
         self.register_buffer("use_mask", torch.tensor([m in self.used for m in spec.modality_names]), persistent=False)
         self.encoders = nn.ModuleDict(
             {m.name: create_encoder(m.kind, m.shape, dim) for m in spec.modalities if m.name in self.used}
@@ -85,15 +103,8 @@ class MultimodalModel(nn.Module):
 
     def encode(self, batch: Batch) -> Tokens:
         self.check_batch(batch)
-        z = batch.present.new_zeros((len(batch), len(self.modalities), self.dim), dtype=torch.float32)
         present = batch.present & self.use_mask
-        for j, m in enumerate(self.modalities):
-            rows = present[:, j]
-            if rows.all():
-                z[:, j] = self.encode_modality(m, batch.inputs[m])
-            elif rows.any():
-                z[rows, j] = self.encode_modality(m, batch.inputs[m][rows])
-        return Tokens(z, present, self.modalities)  # z: (B, M, D)
+        return Tokens(encode_present(batch, present, self.encode_modality, self.dim), present, self.modalities)
 
     def fuse(self, tokens: Tokens) -> Tensor:
         out = self.fusion(tokens.with_present(tokens.present & self.use_mask))  # (B, C) logits, or (B, 1)
