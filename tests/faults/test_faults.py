@@ -97,7 +97,7 @@ def manifest_stamps(out: Path) -> dict[int, int]:
 def assert_consistent(out: Path, config: mmrobust.ExperimentConfig) -> set[int]:
     """Every file at its final name is complete and every run is finished (all its files intact)
     or unfinished (no manifest); returns the finished seeds."""
-    for path in out.rglob("*.json"):
+    for path in set(out.rglob("*.json")) - set(temps(out)):  # a killed write's temporary may be partial
         record = json.loads(path.read_text())  # never half-written
         assert seal_ok(record) is not False, path
     for path in out.rglob("checkpoint.pt"):
