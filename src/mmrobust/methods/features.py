@@ -21,6 +21,10 @@ can lose to hand-made features and trees; without this row a results table canno
   train set under `RandomDrop` (the corruption `dropout` trains under: K ~ U{0..P-1} of a
   sample's P modalities dropped), so the splits learn where samples without each modality go and
   every non-empty subset is predicted from what it has, including subsets never seen in training.
+  More copies trade the complete set for the subsets. On UTD-MHAD validation (leave one training
+  subject out, 4 folds, seed 0) the mean accuracy over the complete set and its 6 proper subsets is
+  0.570 / 0.643 / 0.704 / 0.724 for 0 / 1 / 3 / 5 copies, the complete set's 0.870 / 0.861 / 0.833 /
+  0.805; the default, 3, is that compromise (a recipe may choose otherwise on its own validation).
 - Output: log-probabilities of the forest's class probabilities smoothed by `EPSILON` (a class no
   tree votes for stays finite), or the forest's mean for regression.
 
