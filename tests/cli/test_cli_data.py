@@ -5,31 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from mmrobust.cli import main
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_cli
 
 
 def test_list_shows_every_registered_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import mmrobust
 
-    code, out, _ = run(["data", "list", "--data-dir", str(tmp_path)], capsys)
+    code, out, _ = run_cli(["data", "list", "--data-dir", str(tmp_path)], capsys)
     assert code == 0
     for name in mmrobust.data.DATASETS.names():
         assert name in out
 
 
 def test_info_shows_splits_and_class_balance(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["data", "info", "basicmotions"], capsys)
+    code, out, _ = run_cli(["data", "info", "basicmotions"], capsys)
     assert code == 0
     assert "accelerometer: conv1d [3, 100]" in out
     assert "Standing: 10, Running: 10, Walking: 10, Badminton: 10" in out  # the official test split
@@ -37,17 +26,17 @@ def test_info_shows_splits_and_class_balance(capsys: pytest.CaptureFixture[str])
 
 
 def test_verify_prints_checksums_and_loads(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["data", "verify", "basicmotions"], capsys)
+    code, out, _ = run_cli(["data", "verify", "basicmotions"], capsys)
     assert code == 0 and "loads (80 samples)" in out
 
 
 def test_unknown_dataset_is_one_line_with_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["data", "info", "basicmotion"], capsys)
+    code, _, err = run_cli(["data", "info", "basicmotion"], capsys)
     assert code == 2
     assert "Did you mean 'basicmotions'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_download_without_public_url_says_where_to_get_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(["data", "download", "basicmotions", "--data-dir", str(tmp_path)], capsys)
+    code, _, err = run_cli(["data", "download", "basicmotions", "--data-dir", str(tmp_path)], capsys)
     assert code == 2
     assert "timeseriesclassification.com" in err and "Traceback" not in err

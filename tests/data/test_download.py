@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from mmrobust import MMRobustError
-from mmrobust.cli import main
 from mmrobust.data import download as dl
 from mmrobust.data.registry import DatasetInfo, Download, Release
 
@@ -204,27 +204,17 @@ def test_verify_names_a_damaged_release(server: Server, tmp_path: Path) -> None:
 
 
 # --- the command line ---------------------------------------------------------------------------
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_download_and_verify(
     server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mmrobust.cli
 
     monkeypatch.setattr(mmrobust.cli, "dataset_info", lambda name: _info(server))
-    code, out, _ = _run(["data", "download", "toy", "--data-dir", str(tmp_path)], capsys)
+    code, out, _ = run_cli(["data", "download", "toy", "--data-dir", str(tmp_path)], capsys)
     assert code == 0 and f"ok: toy is in {tmp_path}" in out
     server.files["/extra.bin.gz"] = gzip.compress(b"other")
     (tmp_path / "toy" / "extra.gz").write_bytes(server.files["/extra.bin.gz"])
-    code, _, err = _run(["data", "verify", "toy", "--data-dir", str(tmp_path)], capsys)
+    code, _, err = run_cli(["data", "verify", "toy", "--data-dir", str(tmp_path)], capsys)
     assert code == 2 and "extra.gz: checksum mismatch" in err and len(err.strip().splitlines()) == 1
 
 
@@ -234,7 +224,7 @@ def test_cli_download_of_a_corrupted_source_exits_2_in_one_line(
     import mmrobust.cli
 
     monkeypatch.setattr(mmrobust.cli, "dataset_info", lambda name: _info(server, tree="0" * 64))
-    code, _, err = _run(["data", "download", "toy", "--data-dir", str(tmp_path)], capsys)
+    code, _, err = run_cli(["data", "download", "toy", "--data-dir", str(tmp_path)], capsys)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "not the official release" in err and not (tmp_path / "toy").exists()
 
@@ -243,7 +233,7 @@ def test_cli_download_of_a_corrupted_source_exits_2_in_one_line(
 def test_cli_download_of_a_manual_source_says_where_to_get_it(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = _run(["data", "download", name, "--data-dir", str(tmp_path)], capsys)
+    code, _, err = run_cli(["data", "download", name, "--data-dir", str(tmp_path)], capsys)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "cannot be downloaded automatically; get it from http" in err and "mmrobust data verify" in err
 
