@@ -16,12 +16,12 @@ PACKAGE = "mmrobust"
 
 # Lowest first. "pkg.*" is every module below pkg; other names are exact (a package's __init__).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["errors", "atomic", "registry", "version", "metrics", "runfolder", "safe_yaml"]),
+    ("base", ["errors", "atomic", "registry", "version", "metrics", "runfolder", "safe_yaml", "seeds", "clock"]),
     ("data", ["data", "data.*"]),
     ("corruption", ["corruption"]),
     ("models", ["models", "models.*"]),
     ("methods", ["methods", "methods.*", "checkpoint"]),
-    ("training", ["train", "distributed", "trackers"]),
+    ("training", ["train", "train.*", "distributed", "trackers"]),
     (
         "audit",
         [

@@ -111,22 +111,25 @@ def shard_batches(
         yield (data.batch(mine) if len(mine) else None), len(mine), len(rows)
 
 
-def all_reduce_grads(params: Sequence[torch.nn.Parameter], share: float) -> None:
-    """Sum `share`-weighted gradients over ranks in one flat buffer. A parameter that no rank
-    gave a gradient keeps `None` (as in a single process, AdamW then skips it)."""
+def all_reduce_grads(params: Sequence[torch.nn.Parameter], share: float, diverged: bool = False) -> bool:
+    """Sum `share`-weighted gradients over ranks in one flat buffer; True when any rank reports
+    `diverged` (its loss was not finite), so every rank stops at the same step instead of one
+    raising while the others wait. A parameter that no rank gave a gradient keeps `None` (as in a
+    single process, AdamW then skips it)."""
     dev = params[0].device
     flat = [
         p.grad.reshape(-1) * share if p.grad is not None else torch.zeros(p.numel(), device=dev, dtype=p.dtype)
         for p in params
     ]
-    used = torch.tensor([float(p.grad is not None) for p in params], device=dev)
+    used = torch.tensor([float(p.grad is not None) for p in params] + [float(diverged)], device=dev)
     buffer = torch.cat([*flat, used])
     dist.all_reduce(buffer)
     offset = 0
-    for p, flag in zip(params, buffer[-len(params) :].tolist(), strict=True):
+    for p, flag in zip(params, buffer[-len(params) - 1 : -1].tolist(), strict=True):
         n = p.numel()
         p.grad = buffer[offset : offset + n].view_as(p).clone() if flag > 0 else None
         offset += n
+    return bool(buffer[-1] > 0)
 
 
 def all_sum(values: Sequence[float], device: torch.device) -> list[float]:

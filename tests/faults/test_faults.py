@@ -756,7 +756,7 @@ class Pretrained(SupervisedMethod):
     def get_params(self) -> dict[str, object]:
         return {"fusion": "sum", "dim": 16}
 
-    def stages(self) -> Sequence[Stage]:
+    def stages(self, seed: int) -> Sequence[Stage]:
         model = self.fitted_model
         return (
             Stage("pretrain", self._pretrain, module=model.encoders, select=False, epochs=2, reuse_key={"t": "faults"}),
@@ -804,7 +804,7 @@ def test_stage_cache_that_cannot_be_written_warns_and_training_goes_on(
     reference, expected = fit_pretrained(small_data)  # cached
     for entry in stage_cache.iterdir():
         entry.unlink()
-    monkeypatch.setattr(mmrobust.train, "save_tensors", writer)
+    monkeypatch.setattr(mmrobust.train.stage_cache, "save_tensors", writer)
     with pytest.warns(UserWarning) as caught:
         method, result = fit_pretrained(small_data)
     (message,) = [str(w.message) for w in caught]

@@ -119,7 +119,7 @@ def test_vicreg_terms_match_the_elementwise_formulas() -> None:
 # --- stages ---------------------------------------------------------------------------------------
 def _stage_names(method: CroSSL, data: mmrobust.MultimodalData) -> list[tuple[str, bool]]:
     method.build(data.spec)
-    return [(s.name, s.select) for s in method.stages()]
+    return [(s.name, s.select) for s in method.stages(0)]
 
 
 def test_stages_per_mode(sensor_data) -> None:
@@ -137,10 +137,10 @@ def test_stages_per_mode(sensor_data) -> None:
 class _Spy(CroSSL):
     """Snapshots the backbone's weights when each downstream stage starts."""
 
-    def stages(self) -> Sequence[Stage]:
+    def stages(self, seed: int) -> Sequence[Stage]:
         self.snapshots: dict[str, dict[str, torch.Tensor]] = {}
         self.calls: dict[str, int] = {}
-        return [dataclasses.replace(stage, loss=self._spy(stage)) for stage in super().stages()]
+        return [dataclasses.replace(stage, loss=self._spy(stage)) for stage in super().stages(seed)]
 
     def _spy(self, stage: Stage):  # type: ignore[no-untyped-def]
         def loss(batch: Batch, generator: torch.Generator) -> torch.Tensor:
@@ -193,8 +193,8 @@ def test_fixed_and_finetuned_runs_share_one_pretraining(sensor_data) -> None:
 
 # --- pretraining ----------------------------------------------------------------------------
 class _PretrainOnly(CroSSL):
-    def stages(self) -> Sequence[Stage]:
-        return super().stages()[:1]
+    def stages(self, seed: int) -> Sequence[Stage]:
+        return super().stages(seed)[:1]
 
 
 def _pretrain(data: mmrobust.MultimodalData, **params) -> tuple[list[float], torch.Tensor]:  # type: ignore[no-untyped-def]
@@ -222,7 +222,6 @@ def test_pretraining_lowers_vicreg_and_does_not_collapse(sensor_data, masking: s
 def test_pretraining_reads_no_label(sensor_data) -> None:
     method = crossl(mode="fixed")
     method.build(sensor_data.spec)
-    method.seed = 0
     batch = sensor_data.split("train").batch(slice(0, 16))
     unlabelled = Batch(batch.inputs, batch.present, None, batch.modalities)  # type: ignore[arg-type]
     assert torch.isfinite(method.pretrain_loss(unlabelled, torch.Generator().manual_seed(0)))
@@ -271,20 +270,19 @@ def test_label_keys_are_per_sample_seeded_and_ignore_placeholders(sensor_data) -
 def test_downstream_loss_uses_only_the_labelled_samples(sensor_data) -> None:
     method = crossl(mode="finetune", label_fraction=0.25)
     method.build(sensor_data.spec)
-    method.seed = 0
     method.crossl_model.eval()  # no dropout: the loss is a function of the batch
     batch = sensor_data.split("train").batch(slice(0, 64))
-    chosen = label_keys(batch, 0) < 0.25
-    assert 0 < int(chosen.sum()) < 64 and len(method.labelled(batch)) == int(chosen.sum())
+    chosen = label_keys(batch, 3) < 0.25
+    assert 0 < int(chosen.sum()) < 64 and len(method.labelled(batch, 3)) == int(chosen.sum())
     scrambled = batch.target.clone()
     scrambled[~chosen] = (scrambled[~chosen] + 1) % 4
     g = torch.Generator()
     torch.testing.assert_close(
-        method.loss(batch, g), method.loss(dataclasses.replace(batch, target=scrambled), g), rtol=0, atol=0
+        method.loss(batch, g, label_seed=3), method.loss(dataclasses.replace(batch, target=scrambled), g, label_seed=3), rtol=0, atol=0
     )
     changed = batch.target.clone()
     changed[chosen] = (changed[chosen] + 1) % 4
-    assert not torch.equal(method.loss(batch, g), method.loss(dataclasses.replace(batch, target=changed), g))
+    assert not torch.equal(method.loss(batch, g, label_seed=3), method.loss(dataclasses.replace(batch, target=changed), g, label_seed=3))
 
 
 # --- prediction ------------------------------------------------------------------------------

@@ -246,11 +246,11 @@ def test_run_killed_mid_training_resumes_to_identical_results(tmp_path: Path, mo
 
 def count_evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the per-epoch validations `fit` runs (one per epoch trained)."""
-    original, counter = mmrobust.train.evaluate, [0]
+    original, counter = mmrobust.train.evaluation.evaluate, [0]
 
     def evaluate(*args, **kwargs):  # type: ignore[no-untyped-def]
         counter[0] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(mmrobust.train, "evaluate", evaluate)
+    monkeypatch.setattr(mmrobust.train.evaluation, "evaluate", evaluate)
     return counter

@@ -31,7 +31,7 @@ class TwoStage(SupervisedMethod):
     def get_params(self) -> dict[str, object]:
         return {"fusion": "sum", "dim": 16}
 
-    def stages(self) -> Sequence[Stage]:
+    def stages(self, seed: int) -> Sequence[Stage]:
         model = self.fitted_model
         return (
             Stage("pretrain", self._loss("pretrain"), module=model.encoders, select=False, epochs=2,

@@ -20,6 +20,7 @@ from math import prod
 import torch
 
 from ..errors import MMRobustError
+from ..seeds import derive_seed
 from .batch import Batch
 from .dataset import ENCODER_KINDS, DataSpec, ModalitySpec, MultimodalData, Task, stratified_split
 from .registry import DatasetInfo, register_dataset
@@ -179,7 +180,7 @@ class SyntheticStream:
         if self._last is not None and self._last[0] == block:
             return self._last[1]
         n, n_mod = self.BLOCK, len(self.modalities)
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + block) % 2**63)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "block", block))
         labels = torch.randint(self.num_classes, (n,), generator=g)
         signal = self.prototypes[labels]  # (n, L)
         inputs = {}

@@ -90,7 +90,7 @@ class Method(ABC):
     name: ClassVar[str] = "method"
     tags: ClassVar[MethodTags] = MethodTags()
     model: MultimodalModel | None = None
-    seed: int | None = None  # set by `fit`
+    seed: int | None = None  # the seed `fit` trained it with: a record for checkpoints and audits
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's parameters, with corruption objects as their dicts: what configs and
@@ -106,8 +106,9 @@ class Method(ABC):
     def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """The training objective on one batch (may draw augmentation from `generator`)."""
 
-    def stages(self) -> Sequence[Stage]:
-        """The training stages `fit` runs in order; most methods have one: their `loss`."""
+    def stages(self, seed: int) -> Sequence[Stage]:
+        """The training stages `fit` runs in order for the run seeded by `seed` (for stages whose
+        definition draws from it, e.g. CroSSL's labelled subset); most methods have one: their `loss`."""
         return (Stage("train", self.loss),)
 
     # --- shared machinery -------------------------------------------------------------

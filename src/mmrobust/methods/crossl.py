@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -75,6 +76,7 @@ from ..models.encoders import create_encoder
 from ..models.fusion import create_fusion
 from ..models.layers import mlp
 from ..models.model import MultimodalModel
+from ..seeds import derive_seed
 from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
 from .losses import task_loss
 
@@ -180,7 +182,7 @@ def label_keys(batch: Batch, seed: int) -> Tensor:
     """
     dev = batch.present.device
     total = torch.zeros(len(batch), dtype=torch.int64, device=dev)
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+    g = torch.Generator().manual_seed(derive_seed(seed, "label-keys"))
     for j, m in enumerate(batch.modalities):
         bits = batch.inputs[m].float().flatten(1).contiguous().view(torch.int32).to(torch.int64)  # (B, F)
         halves = torch.cat([bits & 0xFFFF, (bits >> 16) & 0xFFFF], dim=1)  # (B, 2F), each < 2^16
@@ -324,18 +326,19 @@ class CroSSL(Method):
                  "embed_dim", "kernels", "dropout", "aggregator_hidden", "proj_dim", "kernel_l2")  # fmt: skip
         return {"method": "crossl-pretrain", **{n: getattr(self, n) for n in names}}
 
-    def stages(self) -> Sequence[Stage]:
+    def stages(self, seed: int) -> Sequence[Stage]:
         model = self.crossl_model
+        loss, frozen_loss = partial(self.loss, label_seed=seed), partial(self.frozen_loss, label_seed=seed)
         if self.mode == "supervised":
-            return (Stage("train", self.loss),)
+            return (Stage("train", loss),)
         pretrain = Stage(
             "pretrain", self.pretrain_loss, module=model.backbone(), select=False,
             epochs=self.pretrain_epochs, reuse_key=self.pretrain_key(),
         )  # fmt: skip
         if self.mode == "fixed":
-            return (pretrain, Stage("probe", self.frozen_loss, module=model.head))
-        frozen = (Stage("frozen", self.frozen_loss, module=model.head, select=False, epochs=self.freeze_epochs),)
-        return (pretrain, *(frozen if self.freeze_epochs > 0 else ()), Stage("finetune", self.loss))
+            return (pretrain, Stage("probe", frozen_loss, module=model.head))
+        frozen = (Stage("frozen", frozen_loss, module=model.head, select=False, epochs=self.freeze_epochs),)
+        return (pretrain, *(frozen if self.freeze_epochs > 0 else ()), Stage("finetune", loss))
 
     # --- losses ------------------------------------------------------------------------
     def kernel_penalty(self) -> Tensor:
@@ -365,19 +368,20 @@ class CroSSL(Method):
         s, v, c = vicreg_terms(z1, z2)
         return self.sim_coeff * s + self.std_coeff * v + self.cov_coeff * c + self.kernel_penalty()
 
-    def labelled(self, batch: Batch) -> Batch:
-        """The batch's samples whose labels the downstream stage may use (`label_fraction`)."""
+    def labelled(self, batch: Batch, label_seed: int) -> Batch:
+        """The batch's samples whose labels the downstream stage may use (`label_fraction`; which
+        ones is fixed by the run's seed)."""
         if self.label_fraction >= 1:
             return batch
-        return batch.rows(label_keys(batch, self.seed or 0) < self.label_fraction)
+        return batch.rows(label_keys(batch, label_seed) < self.label_fraction)
 
     def augment(self, batch: Batch, generator: torch.Generator) -> Tokens:
         """The labelled batch encoded under the optional training `corruption`."""
         return encode_corrupted(self.crossl_model.encode, batch, self.train_corruption, generator)
 
-    def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
+    def loss(self, batch: Batch, generator: torch.Generator, label_seed: int = 0) -> Tensor:
         """Downstream task loss, everything trainable (fine-tuning and `supervised`)."""
-        model, batch = self.crossl_model, self.labelled(batch)
+        model, batch = self.crossl_model, self.labelled(batch, label_seed)
         if len(batch) == 0:
             return self._empty_loss()
         return (
@@ -385,9 +389,9 @@ class CroSSL(Method):
             + self.kernel_penalty()
         )
 
-    def frozen_loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
+    def frozen_loss(self, batch: Batch, generator: torch.Generator, label_seed: int = 0) -> Tensor:
         """Downstream task loss with encoders and aggregator frozen (eval mode, no gradient)."""
-        model, batch = self.crossl_model, self.labelled(batch)
+        model, batch = self.crossl_model, self.labelled(batch, label_seed)
         if len(batch) == 0:
             return self._empty_loss()
         model.backbone().eval()

@@ -175,7 +175,7 @@ class SummaryFeatures(Method):
         """The task loss of the fitted forest on `batch` (what `fit` reports; nothing is trained on it)."""
         return task_loss(self.fuse(self.encode(batch)), batch.target, self.spec.task, self.label_smoothing)
 
-    def stages(self) -> Sequence[Stage]:
+    def stages(self, seed: int) -> Sequence[Stage]:
         return (Stage("train", self.loss, fit_direct=self.fit_forest),)
 
     def fit_forest(self, train: MultimodalData, generator: torch.Generator) -> None:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -250,7 +251,7 @@ class UniModalEnsembleMethod(Method):
                                 reuse_key=key))  # fmt: skip
         return stages
 
-    def stages(self) -> Sequence[Stage]:
+    def stages(self, seed: int) -> Sequence[Stage]:
         return (*self.member_stages(), Stage("ensemble", _no_training, epochs=1))
 
 
@@ -304,7 +305,7 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
             output = model.fuse(encode_corrupted(model.encode, batch, self.train_corruption, generator))
         return task_loss(output, batch.target, model.spec.task, self.label_smoothing)
 
-    def stages(self) -> Sequence[Stage]:
+    def stages(self, seed: int) -> Sequence[Stage]:
         model = self.adapted_model
         return (*self.member_stages(), Stage("mma", self.loss, model.adapted(), model.adapted_output))
 
@@ -348,23 +349,22 @@ class UMEMMA(MissingModalityAdaptation):
         self._epoch_begun = True
         return _no_training(batch, generator)
 
-    def _score_candidate(self, batch: Batch) -> Tensor:
+    def _score_candidate(self, batch: Batch, seed: int) -> Tensor:
         """The current candidate's output under `target`; the first validation batch of an epoch moves
         `choice` to the next candidate and re-seeds the target, so both are scored on the same masks."""
         model = self.adapted_model
         if self._epoch_begun:
             self._epoch_begun = False
             model.choice.add_(1)
-            self._target_generator.manual_seed(self.seed or 0)
+            self._target_generator.manual_seed(seed)
         if self.target is not None:
             batch = as_corruption(self.target)(batch, self._target_generator)
         return model(batch)
 
-    def stages(self) -> Sequence[Stage]:
+    def stages(self, seed: int) -> Sequence[Stage]:
         if self.target is not None:
             as_corruption(self.target)  # a bad target fails before any training
         self._epoch_begun = False
-        choose = Stage(
-            "choose", self._begin_epoch, predict=self._score_candidate, epochs=len(CANDIDATES), chooses=True
-        )
-        return (*super().stages(), choose)
+        score = partial(self._score_candidate, seed=seed)
+        choose = Stage("choose", self._begin_epoch, predict=score, epochs=len(CANDIDATES), chooses=True)
+        return (*super().stages(seed), choose)

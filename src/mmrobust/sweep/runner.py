@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..atomic import atomic_write
 from ..audit import AuditResult
+from ..clock import duration
 from ..errors import MMRobustError, unknown_name
 from ..run import finished_run, write_experiment_report
 from ..runfolder import RESULTS
@@ -49,14 +50,8 @@ class SweepProgress:
         before = f" ({self.finished_before} before)" if self.finished_before else ""
         return (
             f"{self.done}/{self.total} done{before}, {self.running} running, {self.failed} failed, "
-            f"{self.remaining} remaining, ETA {'?' if eta is None else _duration(eta)}"
+            f"{self.remaining} remaining, ETA {'?' if eta is None else duration(eta)}"
         )
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""`fit`'s options, checked when a config is read (before anything trains), and the device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ..errors import MMRobustError, check_int, check_number
+from ..metrics import metric_names
+
+MAX_SEED = 2**63 - 1  # what torch's generators accept
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MMRobustError("CUDA was requested but is not available; use --device cpu")
+    return torch.device(device)
+
+
+def check_fit_options(
+    options: Mapping[str, Any], task: str | None = None, name: Callable[[str], str] = lambda key: key
+) -> None:
+    """Range-check `fit`'s numeric options and `select` (against `task`'s metrics; any task's when
+    None), naming each as `name(key)` (a config key or a command-line option): an epoch budget of 0
+    would audit an untrained model, a batch size of 0 divide by zero, a NaN learning rate train
+    nothing. Keys absent from `options` are not checked."""
+    ints = {"epochs": 1, "batch_size": 1, "patience": 0}
+    for key, minimum in ints.items():
+        if key in options:
+            check_int(options[key], name(key), minimum)
+    if "seed" in options:
+        check_int(options["seed"], name("seed"), 0, MAX_SEED)
+    if "lr" in options:
+        check_number(options["lr"], name("lr"), 0.0, strict=True)
+    if "weight_decay" in options:
+        check_number(options["weight_decay"], name("weight_decay"), 0.0)
+    if "select" in options:
+        select = options["select"]
+        tasks = [task] if task else ["classification", "regression"]
+        valid = sorted({name for t in tasks for name in metric_names(t)})
+        if select != "none" and select not in valid:
+            raise MMRobustError(
+                f"{name('select')} must be 'none' (a fixed budget) or a validation metric"
+                f"{f' of {task}' if task else ''} ({', '.join(valid)}), got {select!r}"
+            )
