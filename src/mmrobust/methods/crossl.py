@@ -209,14 +209,11 @@ class CroSSLModel(MultimodalModel):
         head_hidden: Sequence[int],
         head_dropout: float,
     ) -> None:
-        # the base class builds the toolkit's encoders and a fusion; both are replaced below
-        super().__init__(spec, fusion="sum", dim=embed_dim)
-        self.fusion_name = fusion
-        self.encoders = nn.ModuleDict(
+        encoders = nn.ModuleDict(
             {m.name: create_crossl_encoder(m.kind, m.shape, embed_dim, kernels, dropout) for m in spec.modalities}
         )
+        super().__init__(spec, fusion, embed_dim, encoders=encoders, fused_by_subclass=True)
         self.aggregator = Aggregator(len(spec.modalities), embed_dim, aggregator_hidden, proj_dim, fusion)
-        del self.fusion
         self.head = mlp((proj_dim, *head_hidden, spec.num_classes), dropout=head_dropout)
 
     def backbone(self) -> nn.ModuleList:

@@ -64,8 +64,17 @@ class MultimodalModel(nn.Module):
     use_mask: Tensor  # (M,) bool buffer: which modalities the model reads
 
     def __init__(
-        self, spec: DataSpec, fusion: str = "transformer", dim: int = 64, use: Sequence[str] | None = None
+        self,
+        spec: DataSpec,
+        fusion: str = "transformer",
+        dim: int = 64,
+        use: Sequence[str] | None = None,
+        encoders: nn.ModuleDict | None = None,
+        fused_by_subclass: bool = False,
     ) -> None:
+        """The toolkit's encoders (or the given `encoders`, one per used modality, each giving
+        (n, dim)) and the registered `fusion`; a subclass that fuses its own way (overriding `fuse`)
+        passes `fused_by_subclass` and no fusion module is built."""
         super().__init__()
         self.spec, self.dim, self.fusion_name = spec, dim, fusion
         if dim < 1:
@@ -73,10 +82,11 @@ class MultimodalModel(nn.Module):
         check_modality_names(spec.modality_names)
         self.used = used_modalities(spec, use)
         self.register_buffer("use_mask", torch.tensor([m in self.used for m in spec.modality_names]), persistent=False)
-        self.encoders = nn.ModuleDict(
+        self.encoders = encoders if encoders is not None else nn.ModuleDict(
             {m.name: create_encoder(m.kind, m.shape, dim) for m in spec.modalities if m.name in self.used}
         )
-        self.fusion = create_fusion(fusion, len(spec.modalities), dim, spec.num_classes)
+        if not fused_by_subclass:
+            self.fusion = create_fusion(fusion, len(spec.modalities), dim, spec.num_classes)
 
     @property
     def modalities(self) -> tuple[str, ...]:
