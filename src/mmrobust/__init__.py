@@ -24,6 +24,7 @@ from .corruption import (
 from .data import Batch, DataSpec, MultimodalData, collate, load_dataset, load_npz
 from .errors import MMRobustError
 from .methods import METHODS, Method, create_method, register_method
+from .methods.external import wrap
 from .train import FitResult, evaluate, fit, predict
 from .version import __version__ as __version__
 
@@ -55,5 +56,6 @@ __all__ = [
     "predict",
     "register_method",
     "save_checkpoint",
+    "wrap",
     "write_report",
 ]

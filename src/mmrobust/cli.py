@@ -35,7 +35,8 @@ from .data.paths import data_dir as resolve_data_dir
 from .data.registry import dataset_info
 from .errors import MMRobustError, check_int
 from .experiment import load_data
-from .methods import METHODS, create_method
+from .methods import METHODS, Method, create_method
+from .methods.external import load_external, wrap
 from .models import ENCODERS, FUSIONS
 from .run import demo_config, run_experiment
 from .train import check_fit_options, fit
@@ -180,9 +181,22 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
 
 
 @cli.command(name="audit")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="A checkpoint from `mmrobust train`.")
 @click.option(
-    "--checkpoint", required=True, type=click.Path(dir_okay=False), help="A checkpoint from `mmrobust train`."
+    "--model",
+    "external",
+    metavar="MODULE:FUNCTION",
+    help="Instead of --checkpoint: a model trained elsewhere, built by FUNCTION() in MODULE (or FILE.py).",
 )
+@click.option(
+    "--missing",
+    type=click.Choice(["zeros", "mean", "mask"]),
+    default="zeros",
+    show_default=True,
+    help="With --model: what an absent modality looks like to it (mask: it receives present=).",
+)
+@click.option("--weights", type=click.Path(dir_okay=False), help="With --model: a state dict to load (tensors only).")
+@click.option("--no-mask-check", is_flag=True, help="With --model: audit even if masking changes no output.")
 @with_data_options
 @click.option(
     "--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks)."
@@ -196,21 +210,35 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
     "noise[a,sigma=1,p=0.3].",
 )
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
-def audit_cmd(checkpoint, data_name, npz, data_dir, seed, extra, out) -> None:
+def audit_cmd(
+    checkpoint, external, missing, weights, no_mask_check, data_name, npz, data_dir, seed, extra, out
+) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
     \b
     Example:
       mmrobust audit --checkpoint runs/bm/checkpoint.pt --data basicmotions --out runs/bm/audit \\
           --scenario "rates[accelerometer=0.2,gyroscope=0.8]"
+      mmrobust audit --model my_pkg.models:build_model --weights model.pt --data basicmotions --missing mean
     """
     check_int(seed, "--seed", 0)
+    if (checkpoint is None) == (external is None):
+        raise MMRobustError("give exactly one of --checkpoint FILE or --model MODULE:FUNCTION")
+    if checkpoint is not None and (weights or no_mask_check):
+        raise MMRobustError("--weights and --no-mask-check go with --model, not --checkpoint")
     scenarios = [corruption_from_name(name) for name in extra]
-    method, _ = load_checkpoint(checkpoint)
     data = load_data(data_name, npz, data_dir)
-    result = audit(method, data, scenarios, seed=seed, progress=err_console.is_terminal)
-    write_report(result, out, {"command": "mmrobust audit", "checkpoint": str(checkpoint)})
-    print_summary(result, f"{data.spec.name}: audit of {checkpoint}")
+    if external is not None:
+        method: Method = wrap(load_external(external, weights), data, missing=missing)
+        source = {"model": external}
+    else:
+        (method, _), source = load_checkpoint(checkpoint), {"checkpoint": str(checkpoint)}
+    label = f"{external.rpartition(':')[2]} (missing={missing})" if external else None
+    result = audit(
+        method, data, scenarios, seed=seed, progress=err_console.is_terminal, label=label, mask_check=not no_mask_check
+    )
+    write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {})})
+    print_summary(result, f"{data.spec.name}: audit of {checkpoint or external}")
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")
 
 

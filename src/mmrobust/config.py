@@ -185,6 +185,7 @@ def apply_recipe(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
     if unknown:
         raise MMRobustError(f"{path}: a recipe holds only {', '.join(RECIPE_KEYS)}; not {', '.join(unknown)}")
     from .methods import METHODS  # configs are read before any method is needed
+    from .methods.external import EXTERNAL
 
     merged = {**tree, "recipe": str(tree["recipe"])}
     for key in ("data", "train"):
@@ -192,7 +193,8 @@ def apply_recipe(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
     params = recipe.get("params") or {}
     models = []
     for model in tree.get("models") or [ModelConfig().__dict__]:
-        accepted = inspect.signature(METHODS.get(model.get("method", ModelConfig.method)).__init__).parameters
+        method = model.get("method", ModelConfig.method)
+        accepted = () if method == EXTERNAL else inspect.signature(METHODS.get(method).__init__).parameters
         shared = {k: v for k, v in params.items() if k in accepted}
         models.append({**model, "params": {**shared, **(model.get("params") or {})}})
     merged["models"] = models
@@ -238,11 +240,15 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 def _check_methods(models: list[ModelConfig]) -> None:
     """Unknown methods and parameters fail when the config is read, not hours into a run."""
     from .methods import METHODS
+    from .methods.external import EXTERNAL, check_external_params
     from .registry import check_options
 
     for i, model in enumerate(models):
-        cls = METHODS.get(model.method)  # an unknown name: one line with the closest valid one
-        check_options(f"models.{i} (method '{model.method}')", cls.__init__, model.params)
+        if model.method == EXTERNAL:  # a model trained elsewhere, audited beside the others
+            check_external_params(model.params, f"models.{i}")
+        else:
+            cls = METHODS.get(model.method)  # an unknown name: one line with the closest valid one
+            check_options(f"models.{i} (method '{model.method}')", cls.__init__, model.params)
         if model.label is not None:
             check_label(model.label, f"models.{i}.label")
 

@@ -58,7 +58,8 @@ from .data.dataset import MultimodalData
 from .data.tokens import Tokens
 from .errors import MMRobustError
 from .experiment import load_data
-from .methods import create_method
+from .methods import Method, create_method
+from .methods.external import EXTERNAL, wrap_external
 from .runfolder import (
     CHECKPOINT,
     RESULTS,
@@ -70,7 +71,7 @@ from .runfolder import (
     write_manifest,
 )
 from .trackers import audit_metrics, create_trackers, require
-from .train import check_fit_options, fit, resolve_device
+from .train import FitResult, check_fit_options, fit, resolve_device
 from .version import __version__
 
 log = logging.getLogger(__name__)  # progress lines, which the CLI prints
@@ -136,6 +137,8 @@ def run_one(
     """Train, audit and record one (model, seed) in `run_dir`; under torchrun only rank 0
     audits and writes (other ranks return an empty result)."""
     start = time.perf_counter()
+    if model.method == EXTERNAL:
+        return _audit_external(config, model, seed, data, run_dir, start)
     method = create_method(model.method, **model.params)
     t = config.train
     trackers = _trackers(config, model, seed, run_dir) if _dist.is_main() else []
@@ -160,6 +163,33 @@ def run_one(
         return _empty(data)
     clear_manifest(run_dir)  # the run's files change from here on: unfinished until the new manifest is written
     save_checkpoint(method, run_dir / CHECKPOINT, {"label": model.name})
+    return _audit_and_record(config, model, seed, data, run_dir, method, fitted, trackers, start)
+
+
+def _audit_external(
+    config: ExperimentConfig, model: ModelConfig, seed: int, data: MultimodalData, run_dir: Path, start: float
+) -> AuditResult:
+    """A model trained elsewhere (`method: external`): loaded, wrapped and audited; nothing trains,
+    and the run folder holds no checkpoint (the user has the model)."""
+    method = wrap_external(model.params, data)
+    if not _dist.is_main():
+        return _empty(data)
+    clear_manifest(run_dir)
+    return _audit_and_record(config, model, seed, data, run_dir, method, None, [], start)
+
+
+def _audit_and_record(
+    config: ExperimentConfig,
+    model: ModelConfig,
+    seed: int,
+    data: MultimodalData,
+    run_dir: Path,
+    method: Method,
+    fitted: FitResult | None,
+    trackers: list[Any],
+    start: float,
+) -> AuditResult:
+    """Audit the run's model, write its predictions and report, then the manifest (last)."""
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
     result = audit(
         method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name,
@@ -172,6 +202,7 @@ def run_one(
     for tracker in trackers:
         tracker.log_metrics(audit_metrics(result.table), 0)
         tracker.close()
+    files = RUN_FILES if fitted is not None else tuple(f for f in RUN_FILES if f != CHECKPOINT)
     manifest = {
         "status": "done",
         "run_hash": run_hash(config, model, seed),
@@ -179,8 +210,8 @@ def run_one(
         "config": config.to_dict(),
         "model": dataclasses.asdict(model),
         "seed": seed,
-        "best_epoch": fitted.best_epoch,
-        "val_metrics": fitted.val_metrics,
+        "best_epoch": fitted.best_epoch if fitted is not None else None,
+        "val_metrics": fitted.val_metrics if fitted is not None else {},
         "data_checksum": data_checksum(data),
         "mask_hashes": {s["name"]: s["mask_hash"] for s in result.scenarios},
         "git": _git_state(),
@@ -188,7 +219,7 @@ def run_one(
         "device": str(next(method.modules().parameters()).device),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "files": {name: file_sha256(run_dir / name) for name in RUN_FILES},  # as written, checked on reading
+        "files": {name: file_sha256(run_dir / name) for name in files},  # as written, checked on reading
     }
     write_manifest(run_dir, manifest)  # last: the run is finished
     return result
@@ -235,6 +266,12 @@ def check_against_data(config: ExperimentConfig, data: MultimodalData) -> None:
     parse_augment(data.spec, config.train.augment)
     for i, model in enumerate(config.models):
         where = f"models.{i} ({model.name})"
+        if model.method == EXTERNAL:  # importable, and its weights fit (its outputs are checked when audited)
+            try:
+                wrap_external(model.params, data)
+            except MMRobustError as e:
+                raise MMRobustError(f"{where}: {e}") from None
+            continue
         try:
             with torch.device("meta"):
                 create_method(model.method, **model.params).build(data.spec)

@@ -278,11 +278,16 @@ def test_downstream_loss_uses_only_the_labelled_samples(sensor_data) -> None:
     scrambled[~chosen] = (scrambled[~chosen] + 1) % 4
     g = torch.Generator()
     torch.testing.assert_close(
-        method.loss(batch, g, label_seed=3), method.loss(dataclasses.replace(batch, target=scrambled), g, label_seed=3), rtol=0, atol=0
+        method.loss(batch, g, label_seed=3),
+        method.loss(dataclasses.replace(batch, target=scrambled), g, label_seed=3),
+        rtol=0,
+        atol=0,
     )
     changed = batch.target.clone()
     changed[chosen] = (changed[chosen] + 1) % 4
-    assert not torch.equal(method.loss(batch, g, label_seed=3), method.loss(dataclasses.replace(batch, target=changed), g, label_seed=3))
+    assert not torch.equal(
+        method.loss(batch, g, label_seed=3), method.loss(dataclasses.replace(batch, target=changed), g, label_seed=3)
+    )
 
 
 # --- prediction ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..corruption import GaussianNoise, MaskCorruption
 from ..data.batch import Batch
-from ..data.dataset import ChunkedData, MultimodalData
+from ..data.dataset import ChunkedData
 from ..data.tokens import Tokens
 from ..errors import MMRobustError, unknown_name
 from ..methods.base import Method
@@ -63,12 +63,14 @@ class ScenarioStream:
         batch_size: int = BATCH_SIZE,
         draw_block: int = DRAW_BLOCK,
         progress: bool = False,
+        per_scenario: bool = False,
     ) -> None:
         if chunk < 1 or batch_size < 1:
             raise MMRobustError(f"chunk and batch size must be positive, got {chunk} and {batch_size}")
         self.method, self.data, self.scenarios, self.seed = method, data, list(scenarios), seed
         self.chunk = -(-chunk // draw_block) * draw_block
         self.batch_size, self.draw_block, self.progress = batch_size, draw_block, progress
+        self.per_scenario = per_scenario
         self._hashers = {sc.name: hashlib.sha256() for sc in self.scenarios}
 
     def __iter__(self) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
@@ -94,7 +96,8 @@ class ScenarioStream:
                         f"the audit needs consecutive batches of {self.chunk}"
                     )
                 with torch.no_grad():
-                    outputs = self._chunk(batch, start, device)
+                    run = self._chunk_per_scenario if self.per_scenario else self._chunk
+                    outputs = run(batch, start, device)
                 yield batch.target, outputs
                 start += len(batch)
                 bar.update(task, advance=len(batch))
@@ -125,6 +128,23 @@ class ScenarioStream:
             self._hashers[sc.name].update(tokens.present.cpu().numpy().tobytes())
             plan.add(sc.name, tokens)
         return plan.fuse(self.method, self.batch_size)
+
+    def _chunk_per_scenario(self, batch: Batch, start: int, device: torch.device) -> dict[str, Tensor]:
+        """The reference path on one chunk: each scenario corrupts the chunk, then the whole model
+        runs on it (`method.predict`; token-stage corruptions between `encode` and `fuse`)."""
+        method, size, outputs = self.method, self.batch_size, {}
+        for sc in self.scenarios:
+            if sc.corruption.on_tokens:
+                tokens = sc.apply(method.encode(batch.to(device)), self.seed, start, self.draw_block)
+                present, output = tokens.present, method.fuse(tokens)
+            else:
+                corrupted = sc.apply(batch, self.seed, start, self.draw_block)
+                rows = range(0, len(corrupted), size)
+                present = corrupted.present
+                output = torch.cat([method.predict(corrupted.rows(slice(i, i + size)).to(device)) for i in rows])
+            self._hashers[sc.name].update(present.cpu().numpy().tobytes())
+            outputs[sc.name] = output.cpu()
+        return outputs
 
 
 class _Encoded:
@@ -281,14 +301,6 @@ def scenario_outputs(
     return {name: torch.cat(p) for name, p in parts.items()}, stream.hashes()
 
 
-def whole_batch(data: ChunkedData) -> Batch:
-    """The whole test set as one batch (the naive path's input)."""
-    if isinstance(data, MultimodalData):
-        return data.batch(slice(None))
-    return next(iter(data.batches(max(len(data), 1))))
-
-
-@torch.no_grad()
 def naive_outputs(
     method: Method,
     data: ChunkedData,
@@ -299,19 +311,9 @@ def naive_outputs(
     draw_block: int = DRAW_BLOCK,
 ) -> dict[str, Tensor]:
     """Reference path: corrupt the whole test set, then run the full model on it, per scenario."""
-    method.modules().eval()
-    device = next(method.modules().parameters()).device
-    full = whole_batch(data)
-    outputs = {}
-    for sc in scenarios:
-        if sc.corruption.on_tokens:
-            tokens = sc.apply(method.encode(full.to(device)), seed, block=draw_block)
-            outputs[sc.name] = method.fuse(tokens).cpu()
-            continue
-        corrupted = sc.apply(full, seed, block=draw_block)
-        parts = [
-            method.predict(corrupted.rows(slice(i, i + batch_size)).to(device)).cpu()
-            for i in range(0, len(corrupted), batch_size)
-        ]
-        outputs[sc.name] = torch.cat(parts)
-    return outputs
+    stream = ScenarioStream(
+        method, data, scenarios, seed, max(len(data), 1), batch_size=batch_size, draw_block=draw_block,
+        per_scenario=True,
+    )  # fmt: skip
+    chunks = [outputs for _, outputs in stream]
+    return {sc.name: torch.cat([c[sc.name] for c in chunks]) for sc in scenarios}

@@ -23,8 +23,9 @@ from ..corruption import Corruption
 from ..data.dataset import ChunkedData, DataSpec, MultimodalData
 from ..errors import MMRobustError
 from ..methods.base import Method
-from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator, compute_metrics
-from .engine import DEFAULT_CHUNK, ScenarioStream, naive_outputs, whole_batch
+from ..methods.external import CHECK_ROWS, WrappedModel
+from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator
+from .engine import DEFAULT_CHUNK, ScenarioStream
 from .paired import Predictions
 from .scenarios import CLEAN, Scenario, clean_scenario, custom_scenarios, default_scenarios
 
@@ -160,6 +161,7 @@ def audit(
     chunk: int = DEFAULT_CHUNK,
     progress: bool = False,
     keep_predictions: bool = False,
+    mask_check: bool = True,
 ) -> AuditResult:
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
@@ -174,7 +176,9 @@ def audit(
     not grow with the test set; the results do not depend on `chunk`.
     `data` may also be any `ChunkedData` (e.g. `SyntheticStream`), which has no splits: all of
     it is audited. `progress=True` shows a progress bar with an ETA on the terminal (off by default:
-    `mmrobust run` shows its own). `fast=False` runs the naive reference path on the whole set at once.
+    `mmrobust run` shows its own). `fast=False` runs the reference path instead (every scenario
+    through the whole model, chunk by chunk); models without a token stage (`wrap`) always take it.
+    A wrapped model must react to masking (`WrappedModel.check_masks_matter`) unless `mask_check=False`.
     `keep_predictions=True` also keeps every scenario's per-sample predictions (`result.predictions`,
     for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
     """
@@ -190,28 +194,32 @@ def audit(
     if len(set(names)) != len(names):
         raise MMRobustError(f"duplicate scenarios: {sorted({n for n in names if names.count(n) > 1})}")
     spec = test.spec
-    if fast:
-        stream = ScenarioStream(method, test, chosen, seed, chunk, progress=progress)
-        folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in chosen}
-        kept: dict[str, list[Tensor]] = {sc.name: [] for sc in chosen}
-        targets = []
-        for target, outputs in stream:
-            for name, output in outputs.items():
-                folds[name].update(output, target)
-                if keep_predictions:
-                    kept[name].append(_decision(output, spec.task))
+    if not method.tags.has_tokens:
+        on_tokens = [sc.name for sc in chosen if sc.corruption.on_tokens]
+        if on_tokens:
+            raise MMRobustError(
+                f"{method.describe()} has no token stage: scenario {on_tokens[0]} corrupts tokens; "
+                "use input-stage scenarios (stage='input')"
+            )
+        if mask_check and isinstance(method, WrappedModel):
+            method.check_masks_matter(next(iter(test.batches(CHECK_ROWS))))
+    per_scenario = not fast or not method.tags.has_tokens
+    stream = ScenarioStream(method, test, chosen, seed, chunk, progress=progress, per_scenario=per_scenario)
+    folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in chosen}
+    kept: dict[str, list[Tensor]] = {sc.name: [] for sc in chosen}
+    targets = []
+    for target, outputs in stream:
+        for name, output in outputs.items():
+            folds[name].update(output, target)
             if keep_predictions:
-                targets.append(target.cpu())
-        metrics = {name: fold.result() for name, fold in folds.items()}
-        hashes = stream.hashes()
-        predictions = Predictions(torch.cat(targets), {n: torch.cat(p) for n, p in kept.items()}) if targets else None
-    else:
-        target = whole_batch(test).target
-        outputs = naive_outputs(method, test, chosen, seed)
-        metrics = {name: compute_metrics(out, target, spec.task, spec.num_classes) for name, out in outputs.items()}
-        hashes = {}
-        predictions = Predictions(target.cpu(), {n: _decision(out, spec.task) for n, out in outputs.items()})
-    result = _tidy(method, spec, chosen, metrics, hashes, seed, label or method.name)
+                kept[name].append(_decision(output, spec.task))
+        if keep_predictions:
+            targets.append(target.cpu())
+    metrics = {name: fold.result() for name, fold in folds.items()}
+    hashes = stream.hashes()
+    predictions = Predictions(torch.cat(targets), {n: torch.cat(p) for n, p in kept.items()}) if targets else None
+    default_label = method.name if method.tags.has_tokens else method.describe()  # wrapped: with its policy
+    result = _tidy(method, spec, chosen, metrics, hashes, seed, label or default_label)
     result.predictions = predictions if keep_predictions else None
     return result
 

@@ -61,12 +61,15 @@ class BlendedModel(AdaptedModel):
             return super().encode(batch)
         self.check_batch(batch)
         present = batch.present & self.use_mask
-        both = encode_present(batch, present, self._encode_both, 2 * self.dim)  # (B, M, 2D)
+        both = encode_present(batch, present, self.encode_modality, 2 * self.dim)  # (B, M, 2D)
         return Tokens(both, present, self.modalities)
 
-    def _encode_both(self, modality: str, x: Tensor) -> Tensor:
+    def encode_modality(self, modality: str, x: Tensor) -> Tensor:
+        """(n, 2D): the student's token | the member's token (the student's alone within `adapted_only`)."""
         student = super().encode_modality(modality, x)  # (n, D)
-        return torch.cat([student, self.ensemble.encode_modality(modality, x)], dim=-1)  # (n, 2D)
+        if self._adapted_only:
+            return student
+        return torch.cat([student, self.ensemble.encode_modality(modality, x)], dim=-1)
 
     def fuse(self, tokens: Tokens) -> Tensor:
         if self._adapted_only:

@@ -54,6 +54,7 @@ class MethodTags:
     tasks: frozenset[str] = EVERY_TASK
     needs_complete_training_data: bool = False
     per_sample_masks: bool = True
+    has_tokens: bool = True  # encode/fuse exist: the audit's encode-once fast path applies
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from ..data.dataset import MultimodalData
 from ..errors import MMRobustError
 from ..experiment import load_data
 from ..methods import METHODS, create_method
+from ..methods.external import EXTERNAL
 from .spec import SEEDS, SweepSpec
 
 
@@ -91,6 +92,8 @@ def plan_sweep(spec: SweepSpec, out: str | Path) -> SweepPlan:
 
 def why_impossible(model: ModelConfig, data: MultimodalData) -> str | None:
     """Why `model` cannot be trained on `data` according to its method's tags, or None."""
+    if model.method == EXTERNAL:  # trained elsewhere: nothing to train, any task its outputs fit
+        return None
     create_method(model.method, **model.params)  # unknown methods and parameters fail in one line
     tags = METHODS.get(model.method).tags
     task = data.spec.task

@@ -1,0 +1,249 @@
+"""Auditing models trained elsewhere: `mmrobust.wrap`, the mask-blind check, `audit --model`."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import one_line_error, run_cli
+from torch import Tensor, nn
+
+import mmrobust
+from mmrobust.audit.engine import naive_outputs
+from mmrobust.audit.scenarios import default_scenarios
+from mmrobust.errors import MMRobustError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Branches(nn.Module):
+    """Logits = sum over modalities of a linear map of the flattened input; optionally mask-aware."""
+
+    def __init__(self, data: mmrobust.MultimodalData, uses_mask: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.uses_mask = uses_mask
+        self.heads = nn.ModuleDict(
+            {m.name: nn.Linear(int(torch.tensor(m.shape).prod()), data.spec.num_classes) for m in data.spec.modalities}
+        )
+        self.seen: list[dict[str, Tensor]] = []
+
+    def forward(self, inputs: dict[str, Tensor], present: Tensor | None = None) -> Tensor:
+        self.seen.append({m: x.clone() for m, x in inputs.items()})
+        outs = torch.stack([head(inputs[m].flatten(1)) for m, head in self.heads.items()], dim=1)  # (B, M, C)
+        if self.uses_mask and present is not None:
+            outs = outs * present[..., None]
+        return outs.sum(dim=1)
+
+
+def absent_rows(data: mmrobust.MultimodalData) -> mmrobust.Batch:
+    batch = data.split("test").batch(slice(0, 8))
+    present = batch.present.clone()
+    present[:4, 0] = False
+    return batch.with_present(present)
+
+
+@pytest.mark.parametrize("policy", ["zeros", "mean"])
+def test_fill_policies_replace_exactly_the_absent_rows(small_data, policy: str) -> None:
+    model = Branches(small_data)
+    wrapped = mmrobust.wrap(model, small_data, missing=policy)
+    batch = absent_rows(small_data)
+    wrapped.predict(batch)
+    seen = model.seen[-1]["m0"]
+    train = small_data.split("train")
+    fill = torch.zeros(16) if policy == "zeros" else train.inputs["m0"].mean(dim=0)
+    torch.testing.assert_close(seen[:4], fill.expand(4, -1))
+    torch.testing.assert_close(seen[4:], batch.inputs["m0"][4:])  # present rows untouched
+
+
+def test_mask_policy_passes_present_and_clean_values(small_data) -> None:
+    model = Branches(small_data, uses_mask=True)
+    batch = absent_rows(small_data)
+    out = mmrobust.wrap(model, small_data, missing="mask").predict(batch)
+    torch.testing.assert_close(model.seen[-1]["m0"], batch.inputs["m0"])
+    expected = sum(h(batch.inputs[m]) * batch.present[:, j, None] for j, (m, h) in enumerate(model.heads.items()))
+    torch.testing.assert_close(out, expected)
+
+
+def test_a_callable_policy_and_positional_inputs(small_data) -> None:
+    calls: list[Tensor] = []
+
+    def fill(inputs: dict[str, Tensor], present: Tensor) -> dict[str, Tensor]:
+        calls.append(present)
+        return {m: x * present[:, j, None] for j, (m, x) in enumerate(inputs.items())}
+
+    def model(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+        return torch.stack([a.sum(1), b.sum(1), c.sum(1)], dim=1).repeat(1, 2)[:, : small_data.spec.num_classes]
+
+    batch = absent_rows(small_data)
+    out = mmrobust.wrap(model, small_data, missing=fill, inputs=["m0", "m1", "m2"]).predict(batch)
+    assert len(calls) == 1 and torch.equal(calls[0], batch.present)
+    assert torch.equal(out[:4, 0], torch.zeros(4)) and not torch.equal(out[4:, 0], torch.zeros(4))
+
+
+def test_a_mask_blind_model_is_refused_and_the_flag_overrides(small_data) -> None:
+    blind = mmrobust.wrap(Branches(small_data, uses_mask=False), small_data, missing="mask")
+    with pytest.raises(MMRobustError, match="masking a modality does not change this model's outputs"):
+        mmrobust.audit(blind, small_data)
+    result = mmrobust.audit(blind, small_data, mask_check=False)
+    subsets = result.table[(result.table.kind == "subset") & (result.table.metric == "accuracy")]
+    assert subsets.value.nunique() == 1  # what the check protects against: every subset scores alike
+
+
+def test_the_audit_streams_and_equals_the_whole_set_reference(small_data) -> None:
+    wrapped = mmrobust.wrap(Branches(small_data), small_data, missing="zeros")
+    result = mmrobust.audit(wrapped, small_data, chunk=8)
+    test = small_data.split("test")
+    outputs = naive_outputs(wrapped, test, default_scenarios(test.modalities), seed=0)
+    acc = result.table.set_index(["scenario", "metric"]).value
+    for name, out in outputs.items():
+        assert acc[(name, "accuracy")] == pytest.approx(float((out.argmax(-1) == test.target).float().mean()))
+    assert result.models[0]["params"]["missing"] == "zeros"
+    assert set(result.table.model) == {"external Branches (missing=zeros)"}  # the policy is in the label
+
+
+def test_token_scenarios_and_training_are_refused(small_data) -> None:
+    wrapped = mmrobust.wrap(Branches(small_data), small_data)
+    with pytest.raises(MMRobustError, match="no token stage"):
+        mmrobust.audit(wrapped, small_data, [mmrobust.GaussianNoise("m0", stage="token")])
+    with pytest.raises(MMRobustError, match="audited, not trained"):
+        mmrobust.fit(wrapped, small_data)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"missing": "drop"}, "unknown missing-value policy"),
+        ({"inputs": ["m9"]}, "unknown modality"),
+        ({"task": "regression"}, "classification task"),
+    ],
+)
+def test_bad_wrap_arguments_are_one_line_errors(small_data, kwargs: dict, message: str) -> None:
+    with pytest.raises(MMRobustError, match=message):
+        mmrobust.wrap(Branches(small_data), small_data, **kwargs)
+
+
+def test_a_model_that_fails_is_named_with_the_input_shapes(small_data) -> None:
+    wrapped = mmrobust.wrap(nn.Linear(3, 4), small_data)  # called with a dict: fails inside torch
+    with pytest.raises(MMRobustError, match=r"the wrapped model failed on inputs m0 \(8, 16\)"):
+        wrapped.predict(absent_rows(small_data))
+
+
+def test_mask_policy_needs_a_present_argument(small_data) -> None:
+    with pytest.raises(MMRobustError, match="does not take a `present` argument"):
+        mmrobust.wrap(nn.Linear(8, 4), small_data, missing="mask")
+
+
+def test_wrong_output_shape_is_named(small_data) -> None:
+    wrapped = mmrobust.wrap(lambda inputs: inputs["m0"], small_data)  # (B, 16), not (B, classes)
+    with pytest.raises(MMRobustError, match=r"returned shape \(8, 16\); classification needs \(8, 4\) logits"):
+        wrapped.predict(absent_rows(small_data))
+
+
+# --- the command line -----------------------------------------------------------------------
+MODEL_FILE = """
+import torch
+from torch import nn
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 4), nn.Linear(16, 4)
+
+    def forward(self, inputs):
+        return self.a(inputs["m0"]) + self.b(inputs["m1"])
+
+def build():
+    return Model()
+"""
+
+
+@pytest.fixture
+def model_file(tmp_path: Path, small_data) -> tuple[Path, Path, Path]:
+    """A model file, weights for it, and a 2-modality npz to audit it on."""
+    (tmp_path / "my_model.py").write_text(MODEL_FILE)
+    namespace: dict = {}
+    exec(MODEL_FILE, namespace)
+    torch.manual_seed(1)
+    weights = tmp_path / "weights.pt"
+    torch.save(namespace["build"]().state_dict(), weights)
+    npz = tmp_path / "data.npz"
+    import numpy as np
+
+    x = small_data.inputs
+    np.savez(npz, x_m0=x["m0"].numpy(), x_m1=x["m1"].numpy(), y=small_data.target.numpy())
+    return tmp_path / "my_model.py", weights, npz
+
+
+def test_cli_audits_a_model_from_a_file_with_weights(model_file, tmp_path, capsys) -> None:
+    path, weights, npz = model_file
+    out = tmp_path / "audit"
+    code, _, err = run_cli(
+        ["audit", "--model", f"{path}:build", "--weights", str(weights), "--npz", str(npz), "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    table = (out / "results.csv").read_text()
+    assert "build (missing=zeros)" in table and "subset[m0]" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "no_such_module_x:build"], "cannot import 'no_such_module_x'"),
+        (["--model", "{path}:nothing"], "has no function 'nothing'"),
+        (["--model", "{path}:build", "--weights", "{npz}"], "not a readable tensors-only state dict"),
+        (["--model", "{path}"], "MODULE:FUNCTION"),
+        ([], "exactly one of --checkpoint FILE or --model"),
+    ],
+)
+def test_cli_model_errors_are_one_line(model_file, tmp_path, capsys, args: list[str], needle: str) -> None:
+    path, _, npz = model_file
+    filled = [a.format(path=path, npz=npz) for a in args]
+    code, _, err = run_cli(["audit", *filled, "--npz", str(npz), "--out", str(tmp_path / "o")], capsys)
+    one_line_error(code, err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_example_runs(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["audit_your_model.py", "--epochs", "3"])
+    runpy.run_path(str(REPO / "examples" / "audit_your_model.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "two-branch (zeros)" in out and "two-branch (mean)" in out and "mask-aware" in out
+    assert "refused: masking a modality does not change" in out
+
+
+def test_an_external_model_sits_beside_trained_ones_in_an_experiment(model_file, tmp_path, capsys) -> None:
+    path, weights, npz = model_file
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        f"name: mixed\ndata: {{npz: {npz}}}\ntrain: {{epochs: 1}}\nseeds: [0]\nmodels:\n"
+        "  - {method: joint, label: ours, params: {fusion: sum}}\n"
+        f"  - {{method: external, label: theirs, params: {{model: '{path}:build', weights: {weights}, "
+        "missing: mean}}\n"
+    )
+    out = tmp_path / "runs"
+    code, _, err = run_cli(["run", str(config), "--out", str(out)], capsys)
+    assert code == 0, err
+    table = pd.read_csv(out / "results.csv")
+    assert set(table.model) == {"ours", "theirs"}
+    assert (out / "theirs" / "seed-0" / "predictions.pt").is_file()
+    assert not (out / "theirs" / "seed-0" / "checkpoint.pt").exists()  # nothing trained here
+    code, _, err = run_cli(["run", str(config), "--out", str(out)], capsys)
+    assert (code == 0 and "2 finished" in err + capsys.readouterr().out) or code == 0
+
+
+def test_a_bad_external_entry_fails_before_anything_trains(model_file, tmp_path, capsys) -> None:
+    path, _, npz = model_file
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        f"name: bad\ndata: {{npz: {npz}}}\ntrain: {{epochs: 1}}\nseeds: [0]\nmodels:\n"
+        "  - {method: joint, label: ours, params: {fusion: sum}}\n"
+        f"  - {{method: external, label: theirs, params: {{model: '{path}:nothing'}}}}\n"
+    )
+    code, _, err = run_cli(["run", str(config), "--out", str(tmp_path / "runs")], capsys)
+    one_line_error(code, err, "models.1 (theirs)", "has no function 'nothing'")
+    assert not (tmp_path / "runs" / "ours").exists()
