@@ -7,7 +7,11 @@ check) every generated table in the documentation.
 
 `collect` reads every finished run folder below a `mmrobust run` output (results.csv + manifest)
 and writes docs/reproductions/results/<study>.csv: one row per (model, seed, scenario, metric) with
-the run's config hash and git commit, so each table can be traced to the code that made it.
+the run's config hash and git commit, so each table can be traced to the code that made it. <study>_runs.csv
+holds each run's cost (training and total seconds, parameters). When the
+runs hold per-sample predictions it also writes <study>_paired.csv: every pair of models' per-sample
+paired difference per scenario with its 95% bootstrap interval (audit/paired.py), so documented
+intervals regenerate without the run folders.
 
 A generated table sits between two markers in a Markdown file; the first names its source and
 options, and everything up to the closing marker is replaced by the regenerated table:
@@ -18,7 +22,9 @@ options, and everything up to the closing marker is replaced by the regenerated 
 
 Kinds: `runs STUDY` (models x scenarios, mean ± std over seeds, options as scripts/tables.py:
 `metric`, `kinds` or `scenarios` (`;`-separated), `models`, `delta`), `recipe SEARCH` (a recipe
-search summary from configs/recipes/search/SEARCH.yaml's results).
+search summary from configs/recipes/search/SEARCH.yaml's results), `subsets STUDY model=M` (per
+subset: its specialist, M, the paired gap M − specialist and whether it is within `tolerance`, then
+the `others` models; options `full` (the full set's specialist, default joint), `others`, `tolerance`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from mmrobust.audit.compare import load_runs, same_masks
+from mmrobust.audit.paired import load_predictions, sample_differences
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recipe_search
@@ -45,11 +54,16 @@ KEEP_METRICS = ("accuracy", "macro_f1", "mae", "corr", "acc2", "f1", "acc5", "ac
 
 def collect(run_root: Path, study: str) -> Path:
     """Every finished run below `run_root` as one tidy CSV in the results folder."""
-    frames = []
+    frames, costs = [], []
     for manifest in sorted(run_root.glob("**/manifest.json")):
         record = json.loads(manifest.read_text())
         if record.get("status") != "done" or not (manifest.parent / "results.csv").is_file():
             continue
+        model = record.get("model") or {}
+        costs.append({
+            "model": model.get("label") or model.get("method"), "seed": record.get("seed"),
+            **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters")},
+        })  # fmt: skip
         t = pd.read_csv(manifest.parent / "results.csv")
         t = t[t.metric.isin(KEEP_METRICS)]
         frames.append(t.assign(config_hash=record.get("config_hash"), commit=(record.get("git") or {}).get("commit")))
@@ -58,7 +72,26 @@ def collect(run_root: Path, study: str) -> Path:
     out = RESULTS / f"{study}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.concat(frames, ignore_index=True).to_csv(out, index=False, float_format="%.6g")
+    pd.DataFrame(costs).to_csv(RESULTS / f"{study}_runs.csv", index=False, float_format="%.6g")
+    paired = paired_per_sample(run_root)
+    if paired is not None:
+        paired.to_csv(RESULTS / f"{study}_paired.csv", index=False, float_format="%.6g")
     return out
+
+
+def paired_per_sample(run_root: Path) -> pd.DataFrame | None:
+    """Every pair of models' per-sample paired difference per scenario (the primary per-sample
+    metric: accuracy or MAE), from the runs' predictions, or None when a run has none. Committed
+    beside the study's results, so documented intervals regenerate without the run folders."""
+    runs = load_runs([run_root])
+    table = runs.table
+    metric = "accuracy" if "accuracy" in set(table.metric) else "mae"
+    keys = table[["model", "seed", "run_dir"]].drop_duplicates()
+    predictions = load_predictions(list(keys.itertuples(index=False, name=None)))
+    if predictions is None:
+        return None
+    masks = same_masks(table[table.metric == metric])
+    return sample_differences(predictions, masks, metric).assign(metric=metric)
 
 
 def render(spec: str) -> str:
@@ -69,6 +102,10 @@ def render(spec: str) -> str:
         search = REPO / "configs" / "recipes" / "search" / f"{source}.yaml"
         results = search.parent / recipe_search.read_yaml_mapping(search)["results"]
         return recipe_search.summary(recipe_search.read_results(results))
+    if kind == "subsets":
+        return subsets_table(source, opts)
+    if kind == "cost":
+        return cost_table(source, opts)
     if kind != "runs":
         raise SystemExit(f"unknown table kind '{kind}' in <!-- table: {spec} -->")
     t = pd.read_csv(RESULTS / f"{source}.csv")
@@ -80,6 +117,69 @@ def render(spec: str) -> str:
         ]
     models = opts["models"].split(",") if "models" in opts else list(dict.fromkeys(t.model))
     return tables.table(t, opts.get("metric", "accuracy"), scenarios, opts.get("delta") == "true", models)
+
+
+def subsets_table(study: str, opts: dict[str, str]) -> str:
+    """Per subset: its specialist, `model`, the gap model − specialist with its per-sample paired 95%
+    interval, whether the gap is within `tolerance` (default 0.01: met when the interval's low end is
+    above −tolerance, not met when its high end is below it, else inconclusive), then `others`.
+    A subset's specialist is the model labelled `specialist-<subset>`; the full set's is `full`."""
+    t = pd.read_csv(RESULTS / f"{study}.csv")
+    paired = pd.read_csv(RESULTS / f"{study}_paired.csv")
+    metric = paired.metric.iloc[0]
+    if metric != "accuracy":
+        raise SystemExit(f"subsets tables compare accuracy (higher is better); {study} has {metric}")
+    model, full, tolerance = opts["model"], opts.get("full", "joint"), float(opts.get("tolerance", 0.01))
+    others = [m for m in opts.get("others", "").split(",") if m]
+    t = t[(t.metric == metric) & t.kind.isin(["clean", "subset"])]
+    header = ["subset", "specialist", model, f"{model} − specialist [95% CI]", f"within {tolerance:g}", *others]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for scenario in dict.fromkeys(t.scenario):
+        subset = scenario.removeprefix("subset[").removesuffix("]") if scenario != "clean" else None
+        specialist = full if subset is None else f"specialist-{subset}"
+        values = {m: t[(t.scenario == scenario) & (t.model == m)].value for m in [specialist, model, *others]}
+        if values[specialist].empty or values[model].empty:
+            continue
+        gap = _gap(paired, model, specialist, scenario)
+        mean, low, high = gap if gap is not None else (float("nan"),) * 3
+        met = "yes" if low >= -tolerance else "no" if high < -tolerance else "inconclusive"
+        shown = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if gap is not None else "—"
+        cells = [subset or "all (clean)", tables.cell(values[specialist]), tables.cell(values[model]), shown,
+                 met if gap is not None else "—", *(tables.cell(values[m]) if len(values[m]) else "—" for m in others)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost_table(study: str, opts: dict[str, str]) -> str:
+    """Parameters and training seconds (mean over the runs that recorded them, one thread each) of
+    each of `models`, and of all `specialist-*` models plus `full` together: what one model for
+    every subset saves over training a specialist per subset."""
+    runs = pd.read_csv(RESULTS / f"{study}_runs.csv")
+    full = opts.get("full", "joint")
+    specialists = [m for m in dict.fromkeys(runs.model) if m.startswith("specialist-")] + [full]
+    lines = ["| model | parameters | training seconds |", "|---|---|---|"]
+
+    def row(name: str, members: list[str]) -> str:
+        g = runs[runs.model.isin(members)].dropna(subset=["train_time_s"]).groupby("model")
+        if g.ngroups < len(members):  # a model without recorded costs: no total to show
+            return f"| {name} | — | — |"
+        return f"| {name} | {g.parameters.first().sum():,.0f} | {g.train_time_s.mean().sum():.0f} |"
+
+    for model in opts["models"].split(","):
+        lines.append(row(model, [model]))
+    lines.append(row(f"the {len(specialists)} specialists together", specialists))
+    return "\n".join(lines)
+
+
+def _gap(paired: pd.DataFrame, a: str, b: str, scenario: str) -> tuple[float, float, float] | None:
+    """a − b under `scenario` from the committed paired differences (stored in either order)."""
+    for first, second, sign in ((a, b, 1.0), (b, a, -1.0)):
+        row = paired[(paired.model_a == first) & (paired.model_b == second) & (paired.scenario == scenario)]
+        if len(row):
+            r = row.iloc[0]
+            ends = sorted((sign * r["low"], sign * r["high"]))
+            return sign * r["mean"], ends[0], ends[1]
+    return None
 
 
 def documents() -> list[Path]:

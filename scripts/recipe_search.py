@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th planned run from the i-th")
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--candidates", help="only these candidates (comma-separated)")
     args = parser.parse_args()
     search = read_yaml_mapping(args.search)
     results = args.search.parent / search["results"]
@@ -135,7 +136,9 @@ def main() -> None:
     index, count = (int(v) for v in args.shard.split("/"))
     torch.set_num_threads(1)
     done = finished(results)
-    todo = [(k, r) for i, (k, r) in enumerate(plan(search)) if i % count == index and k not in done]
+    wanted = set(args.candidates.split(",")) if args.candidates else None
+    planned = [(k, r) for k, r in plan(search) if wanted is None or r["candidate"] in wanted]
+    todo = [(k, r) for i, (k, r) in enumerate(planned) if i % count == index and k not in done]
     out = results.with_name(f"{results.name}.{index}-of-{count}")
     print(f"{len(todo)} runs to do in shard {args.shard}", file=sys.stderr)
     for n, (key, run) in enumerate(todo, 1):

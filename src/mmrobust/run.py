@@ -159,11 +159,12 @@ def run_one(
         state_every=state_every,
         trackers=trackers,
     )
+    train_seconds = time.perf_counter() - start
     if not _dist.is_main():
         return _empty(data)
     clear_manifest(run_dir)  # the run's files change from here on: unfinished until the new manifest is written
     save_checkpoint(method, run_dir / CHECKPOINT, {"label": model.name})
-    return _audit_and_record(config, model, seed, data, run_dir, method, fitted, trackers, start)
+    return _audit_and_record(config, model, seed, data, run_dir, method, (fitted, train_seconds), trackers, start)
 
 
 def _audit_external(
@@ -185,11 +186,12 @@ def _audit_and_record(
     data: MultimodalData,
     run_dir: Path,
     method: Method,
-    fitted: FitResult | None,
+    trained: tuple[FitResult, float] | None,
     trackers: list[Any],
     start: float,
 ) -> AuditResult:
-    """Audit the run's model, write its predictions and report, then the manifest (last)."""
+    """Audit the run's model, write its predictions and report, then the manifest (last). `trained`
+    is (what `fit` returned, its seconds), None for a model trained elsewhere."""
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
     result = audit(
         method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name,
@@ -202,7 +204,8 @@ def _audit_and_record(
     for tracker in trackers:
         tracker.log_metrics(audit_metrics(result.table), 0)
         tracker.close()
-    files = RUN_FILES if fitted is not None else tuple(f for f in RUN_FILES if f != CHECKPOINT)
+    files = RUN_FILES if trained is not None else tuple(f for f in RUN_FILES if f != CHECKPOINT)
+    fitted = trained[0] if trained is not None else None
     manifest = {
         "status": "done",
         "run_hash": run_hash(config, model, seed),
@@ -218,6 +221,8 @@ def _audit_and_record(
         "versions": _versions(),
         "device": str(next(method.modules().parameters()).device),
         "wall_time_s": round(time.perf_counter() - start, 3),
+        "train_time_s": round(trained[1], 3) if trained is not None else None,
+        "parameters": sum(p.numel() for p in method.modules().parameters()),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "files": {name: file_sha256(run_dir / name) for name in files},  # as written, checked on reading
     }

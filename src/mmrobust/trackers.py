@@ -54,7 +54,8 @@ def epoch_metrics(row: Mapping[str, Any], stage: str | None = None) -> dict[str,
     """`train/loss` and `val/<metric>` from one epoch's history row (`@stage=<name>` appended
     when `stage` is given, i.e. for methods with several stages)."""
     suffix = f"@stage={stage}" if stage is not None else ""
-    metrics = {f"train/loss{suffix}": float(row["train_loss"])}
+    # a choice stage trains nothing: its rows have no training loss
+    metrics = {f"train/loss{suffix}": float(row["train_loss"])} if "train_loss" in row else {}
     metrics.update({f"val/{k[4:]}{suffix}": float(v) for k, v in row.items() if k.startswith("val_")})
     return metrics
 

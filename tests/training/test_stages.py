@@ -117,3 +117,52 @@ def test_a_stage_is_reused_across_options_it_does_not_read_only(small_data) -> N
     other_lr = TwoStage(reuse=True)
     fit(other_lr, small_data, lr=5e-3)
     assert other_lr.calls["pretrain"] > 0
+
+
+class ChooseScale(SupervisedMethod):
+    """Train, then a choice stage over output scales (a buffer): the choice keeps the candidate with
+    the best validation loss and trains nothing."""
+
+    name = "choose-test"
+    SCALES = (0.0, 1.0, 1e3)
+
+    def __init__(self) -> None:
+        super().__init__(fusion="sum", dim=16)
+
+    def get_params(self) -> dict[str, object]:
+        return {"fusion": "sum", "dim": 16}
+
+    def build(self, spec: mmrobust.DataSpec) -> None:
+        super().build(spec)
+        self.fitted_model.register_buffer("scale", torch.tensor(1.0))
+
+    def scaled(self, batch: Batch) -> Tensor:
+        return self.fitted_model(batch) * self.fitted_model.scale
+
+    def stages(self, seed: int) -> Sequence[Stage]:
+        scales = self.SCALES
+        return (
+            Stage("train", self.loss),
+            Stage("choose", self.loss, predict=self.scaled, choices=tuple(map(str, scales)),
+                  choose=lambda i: self.fitted_model.scale.fill_(scales[i])),
+        )  # fmt: skip
+
+
+def test_a_choice_stage_scores_each_candidate_keeps_the_best_and_trains_nothing(small_data) -> None:
+    method = ChooseScale()
+    result = fit(method, small_data)
+    weights = {k: v.clone() for k, v in method.fitted_model.state_dict().items() if k != "scale"}
+    rows = [r for r in result.history if r.get("stage") == "choose"]
+    assert [r["choice"] for r in rows] == ["0.0", "1.0", "1000.0"] and all("train_loss" not in r for r in rows)
+    best = min(range(3), key=lambda i: rows[i]["val_loss"])
+    assert result.best_epoch == best and float(method.fitted_model.scale) == ChooseScale.SCALES[best]
+    assert best == 1  # a trained model's own scale beats uniform (0) and overconfident (1000) logits
+    trained_only = TrainOnly()
+    fit(trained_only, small_data)
+    for k, v in weights.items():  # the choice changed no weight: as the train stage left them
+        torch.testing.assert_close(trained_only.fitted_model.state_dict()[k], v)
+
+
+class TrainOnly(ChooseScale):
+    def stages(self, seed: int) -> Sequence[Stage]:
+        return super().stages(seed)[:1]

@@ -67,8 +67,9 @@ class Stage:
     (default: `Method.predict`); `select=False` trains for `epochs` without selection (e.g.
     self-supervised pretraining, whose val labels must not be used). `reuse_key`, when given,
     lets `fit` reuse the stage's trained weights from an earlier run with the same key, data,
-    seed and options (UME and MMA share their uni-modal members this way). `chooses=True` marks a
-    stage whose whole point is a choice on validation (UME-MMA's): a fixed budget cannot run it.
+    seed and options (UME and MMA share their uni-modal members this way). A stage with `choices`
+    trains nothing: it is a choice on validation (UME-MMA's), where `fit` calls `choose(i)` for each
+    candidate i, scores it, and keeps the best one's weights; a fixed budget cannot run it.
     `fit_direct`, when given, fits the stage's model in one call on the whole train split instead of
     epochs of `loss` (a model without gradient, e.g. `features`' trees); `fit` still records the
     stage's training loss and validation metrics as one history row (epoch 0).
@@ -81,7 +82,12 @@ class Stage:
     select: bool = True
     epochs: int | None = None
     reuse_key: Mapping[str, Any] | None = None
-    chooses: bool = False
+    choices: Sequence[str] = ()
+    choose: Callable[[int], None] | None = None
+
+    @property
+    def chooses(self) -> bool:
+        return bool(self.choices)
     fit_direct: Callable[[MultimodalData, torch.Generator], None] | None = None
 
 

@@ -29,12 +29,13 @@ from them, the choices they leave open made explicit below. Per modality m: enco
                             `corruption` overrides it with any corruption (object or dict).
                             Missing modalities are masks, never zero inputs
                             (docs/architecture.md, invariant 1).
-4. choice (`ume_mma`)       members → adaptation → a "choose" stage that trains nothing and runs two
-                            epochs: epoch 0 scores the ensemble, epoch 1 the adapted model, on the val
-                            split under `target` (a corruption, its dict or its name such as
-                            "rates[a=0.5,b=0.5]"; None = clean), with masks drawn from a generator
-                            seeded by the fit seed, identical for both. `fit`'s own best-epoch
-                            selection (its `select` metric) keeps the better one: the choice is the
+4. choice (`ume_mma`)       members → adaptation → a "choose" stage (`Stage.choices`) that trains
+                            nothing: `fit` scores candidate 0 (the ensemble), then 1 (the adapted
+                            model), one history row each, on the val split under `target` (a
+                            corruption, its dict or its name such as "rates[a=0.5,b=0.5]"; None =
+                            clean), with masks drawn from a generator seeded by the fit seed,
+                            identical for both. `fit` keeps the better one by its `select` metric
+                            and restores its weights: the choice is the
                             buffer `choice` (0 ensemble, 1 adapted), so checkpoints carry it;
                             `describe()` and `chosen` report it, and the run's `best_epoch` is it.
                             The paper's rule is unknown; this is a validation-guided choice.
@@ -328,7 +329,6 @@ class UMEMMA(MissingModalityAdaptation):
     ) -> None:
         super().__init__(fusion, dim, drop_probability, corruption, combine, label_smoothing)
         self.target = target
-        self._epoch_begun = False
         self._target_generator = torch.Generator()
 
     @property
@@ -341,30 +341,22 @@ class UMEMMA(MissingModalityAdaptation):
     def describe(self) -> str:
         return super().describe() + (f" -> {self.chosen}" if self.chosen else "")
 
-    # --- the choice: a stage that trains nothing and validates one candidate per epoch --------------
-    # `fit` runs it for two epochs and restores the best one, so the better candidate is kept through
-    # the `choice` buffer. A stage has no epoch hook, but `fit` calls its loss on the training batches
-    # before each validation pass: the loss only records that an epoch has begun.
-    def _begin_epoch(self, batch: Batch, generator: torch.Generator) -> Tensor:
-        self._epoch_begun = True
-        return _no_training(batch, generator)
+    # --- the choice: a stage that trains nothing; `fit` scores each candidate on val, keeps the best -----
+    def _set_choice(self, candidate: int, seed: int) -> None:
+        """Make `candidate` (0 ensemble, 1 adapted) predict, with the target's masks re-seeded so
+        both candidates are scored on the same masks."""
+        self.adapted_model.choice.fill_(candidate)
+        self._target_generator.manual_seed(seed)
 
-    def _score_candidate(self, batch: Batch, seed: int) -> Tensor:
-        """The current candidate's output under `target`; the first validation batch of an epoch moves
-        `choice` to the next candidate and re-seeds the target, so both are scored on the same masks."""
-        model = self.adapted_model
-        if self._epoch_begun:
-            self._epoch_begun = False
-            model.choice.add_(1)
-            self._target_generator.manual_seed(seed)
+    def _score_candidate(self, batch: Batch) -> Tensor:
+        """The current candidate's output under `target`."""
         if self.target is not None:
             batch = as_corruption(self.target)(batch, self._target_generator)
-        return model(batch)
+        return self.adapted_model(batch)
 
     def stages(self, seed: int) -> Sequence[Stage]:
         if self.target is not None:
             as_corruption(self.target)  # a bad target fails before any training
-        self._epoch_begun = False
-        score = partial(self._score_candidate, seed=seed)
-        choose = Stage("choose", self._begin_epoch, predict=score, epochs=len(CANDIDATES), chooses=True)
+        choose = Stage("choose", _no_training, predict=self._score_candidate, choices=CANDIDATES,
+                       choose=partial(self._set_choice, seed=seed))  # fmt: skip
         return (*super().stages(seed), choose)

@@ -86,6 +86,10 @@ class Loop:
             self._fit_direct(stage)
             self._end_stage(index, stage, module, last)
             return
+        if stage.choices:
+            self._choose(stage)
+            self._end_stage(index, stage, module, last)
+            return
         epochs = stage.epochs or opt["epochs"]
         steps_per_epoch = math.ceil(len(self.train) / opt["batch_size"])
         trainable = [p for p in module.parameters() if p.requires_grad]
@@ -190,6 +194,22 @@ class Loop:
             self.result = FitResult(0, len(self.history), best["metrics"], self.history)
         else:
             self.result = dataclasses.replace(self.result, epochs_run=len(self.history))
+
+    @torch.no_grad()
+    def _choose(self, stage: Stage) -> None:
+        """A stage that trains nothing (`Stage.choices`): each candidate in turn is set, scored on
+        validation (one history row each) and the best one's weights are kept."""
+        assert stage.choose is not None
+        best: dict[str, Any] = {"score": math.inf, "epoch": -1, "metrics": {}, "state": None}
+        for i, candidate in enumerate(stage.choices):
+            stage.choose(i)
+            row: dict[str, Any] = {"epoch": i, "choice": candidate}
+            self._select(stage, i, row, best, choose=True)
+            self.history.append({"stage": stage.name, **row})
+            for tracker in self.trackers:
+                tracker.log_metrics(epoch_metrics(row, stage.name), i)
+        self.method.modules().load_state_dict(best["state"])
+        self.result = FitResult(best["epoch"], len(self.history), best["metrics"], self.history)
 
     def _batches(self, index: int, epoch: int) -> tuple[torch.Generator, Iterator[tuple[Batch | None, int, int]]]:
         """The generator this epoch's losses and augmentation draw from, and (this process's rows of
