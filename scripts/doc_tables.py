@@ -100,8 +100,9 @@ def render(spec: str) -> str:
     opts = dict(o.split("=", 1) for o in options)
     if kind == "recipe":
         search = REPO / "configs" / "recipes" / "search" / f"{source}.yaml"
-        results = search.parent / recipe_search.read_yaml_mapping(search)["results"]
-        return recipe_search.summary(recipe_search.read_results(results))
+        spec = recipe_search.read_yaml_mapping(search)
+        results = search.parent / spec["results"]
+        return recipe_search.summary(recipe_search.read_results(results), list(spec["candidates"]))
     if kind == "subsets":
         return subsets_table(source, opts)
     if kind == "cost":

@@ -98,7 +98,7 @@ def read_results(results: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def summary(rows: list[dict[str, Any]]) -> str:
+def summary(rows: list[dict[str, Any]], order: list[str] | None = None) -> str:
     """Candidates x models: mean validation accuracy of the last epoch over folds (seeds averaged
     within a fold) ± its standard error over folds, and the number of runs."""
     table: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -106,7 +106,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
         table.setdefault((row["candidate"], row["model"]), []).append(row)
     models = list(dict.fromkeys(r["model"] for r in rows))
     lines = ["| candidate | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for candidate in dict.fromkeys(r["candidate"] for r in rows):
+    found = list(dict.fromkeys(r["candidate"] for r in rows))
+    for candidate in [c for c in order or [] if c in found] + [c for c in found if c not in (order or [])]:
         cells = []
         for model in models:
             per_fold: dict[str, list[float]] = {}
@@ -131,7 +132,7 @@ def main() -> None:
     search = read_yaml_mapping(args.search)
     results = args.search.parent / search["results"]
     if args.summary:
-        print(summary(read_results(results)))
+        print(summary(read_results(results), list(search["candidates"])))
         return
     index, count = (int(v) for v in args.shard.split("/"))
     torch.set_num_threads(1)
