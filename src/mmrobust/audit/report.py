@@ -95,6 +95,14 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
         for s in result.scenarios
     ]
     h, rows = summary_rows(result)
+    chance = result.chance()
+    chance_line = (
+        "Chance level (the best a model that ignores its inputs can score: always the most frequent test "
+        f"class, or the median): {', '.join(f'{v:.3f} ({d})' for d, v in chance.items())}; heatmap cells "
+        "at or past it are marked *."
+        if chance
+        else ""
+    )
     return "\n".join(
         [
             f"# {title}",
@@ -104,6 +112,7 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
             "every proper non-empty modality subset; *Δ missing* / *Δ noise*: mean over modalities of the",
             "change when that modality is missing / noised for a proportion of the test samples;",
             "*relies on*: the modality whose removal alone (its leave-one-out subset) hurts the most.",
+            *([chance_line] if chance_line else []),
             "",
             "## Summary",
             "",
@@ -158,14 +167,25 @@ def heatmap_figure(result: AuditResult) -> Figure:
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(wide)), [f"{a} / {b}" for a, b in wide.index])
     dark = np.asarray(im.norm(values)) < 0.5
+    chance = result.chance(m)
+    level = [chance.get(dataset, np.nan) for dataset in _datasets(table, wide.index)]
     for i, j in np.ndindex(values.shape):
         shade = "white" if dark[i, j] else "black"
-        ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", color=shade, fontsize=8)
+        at_chance = values[i, j] >= level[i] - 1e-9 if m in LOWER_IS_BETTER else values[i, j] <= level[i] + 1e-9
+        mark = "*" if at_chance else ""
+        ax.text(j, i, f"{values[i, j]:.2f}{mark}", ha="center", va="center", color=shade, fontsize=8)
     ax.set_xlabel("modalities present at test time")
     fig.colorbar(im, ax=ax, label=m)
-    ax.set_title(f"{m} by modalities present\n(mean over seeds)", fontsize=10)
+    note = f"; * at or past chance ({', '.join(f'{v:.2f}' for v in dict.fromkeys(chance.values()))})" if chance else ""
+    ax.set_title(f"{m} by modalities present\n(mean over seeds{note})", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _datasets(table: pd.DataFrame, rows: pd.Index) -> list[str]:
+    """The dataset of each heatmap row (model, fusion)."""
+    first = table.drop_duplicates(["model", "fusion"]).set_index(["model", "fusion"]).dataset
+    return [str(first.loc[row]) for row in rows]
 
 
 def heatmap(result: AuditResult, path: Path) -> None:

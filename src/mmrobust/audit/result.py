@@ -139,6 +139,11 @@ class AuditResult:
         worst = worst.assign(modality=worst.modality.where(harm.loc[worst.index] > 0, ""))
         return worst.rename(columns={"modality": "relies_on", "delta": "relies_on_delta"})
 
+    def chance(self, metric: str | None = None) -> dict[str, float]:
+        """Dataset -> chance level of `metric` (audit's `chance_level`), where the audit recorded it."""
+        metric = metric or self.primary_metric
+        return {m["dataset"]: m["chance"][metric] for m in self.models if metric in (m.get("chance") or {})}
+
     def per_scenario(self, metric: str | None = None) -> pd.DataFrame:
         """Mean over seeds of `metric` for every (model, scenario): rows models, columns scenarios."""
         metric = metric or self.primary_metric
@@ -213,15 +218,26 @@ def audit(
             folds[name].update(output, target)
             if keep_predictions:
                 kept[name].append(_decision(output, spec.task))
-        if keep_predictions:
-            targets.append(target.cpu())
+        targets.append(target.cpu())  # small (N,): for chance level, and the predictions when kept
     metrics = {name: fold.result() for name, fold in folds.items()}
     hashes = stream.hashes()
-    predictions = Predictions(torch.cat(targets), {n: torch.cat(p) for n, p in kept.items()}) if targets else None
+    predictions = (
+        Predictions(torch.cat(targets), {n: torch.cat(p) for n, p in kept.items()}) if keep_predictions else None
+    )
     default_label = method.name if method.tags.has_tokens else method.describe()  # wrapped: with its policy
     result = _tidy(method, spec, chosen, metrics, hashes, seed, label or default_label)
+    result.models[0]["chance"] = chance_level(torch.cat(targets), spec.task)
     result.predictions = predictions if keep_predictions else None
     return result
+
+
+def chance_level(target: Tensor, task: str) -> dict[str, float]:
+    """What a model that ignores its inputs scores on this test set at best: the accuracy of always
+    answering the most frequent class, or the MAE of always answering the median."""
+    if task == "classification":
+        return {"accuracy": float(torch.bincount(target.long()).max()) / len(target)}
+    values = target.double()
+    return {"mae": float((values - values.median()).abs().mean())}
 
 
 def _decision(output: Tensor, task: str) -> Tensor:
