@@ -11,7 +11,7 @@ import torch
 
 import mmrobust
 from mmrobust import GaussianNoise, Missing, MissingRates, MMRobustError
-from mmrobust.audit.engine import ScenarioStream, mask_hash, naive_outputs, scenario_outputs
+from mmrobust.audit.engine import DrawHash, ScenarioStream, mask_hash, naive_outputs, scenario_outputs, value_changes
 from mmrobust.audit.scenarios import custom_scenarios, default_scenarios
 from mmrobust.corruption import Compose, Perturbation, RandomDrop
 from mmrobust.data.batch import Batch
@@ -63,9 +63,9 @@ def test_outputs_and_masks_do_not_depend_on_the_chunk_size(kinds_data, fit_small
     test = kinds_data.split("test")  # 40 samples
     scenarios = scenarios_for(kinds_data.modalities)
     naive = naive_outputs(model, test, scenarios, seed=5, draw_block=draw_block)
-    reference_hashes = {
-        sc.name: mask_hash(sc.apply(test.batch(slice(None)), 5, block=draw_block).present) for sc in scenarios
-    }
+    reference = ScenarioStream(model, test, scenarios, 5, len(test), draw_block=draw_block, per_scenario=True)
+    list(reference)  # the whole-set reference path hashes what it drew by comparing values
+    reference_hashes = reference.hashes()
     for chunk in (1, 7, 13, len(test), 1000):  # 7 and 13 do not divide 40
         outputs, hashes = scenario_outputs(model, test, scenarios, seed=5, chunk=chunk, draw_block=draw_block)
         assert hashes == reference_hashes, chunk
@@ -86,7 +86,26 @@ def test_default_draw_block_keeps_the_masks_of_a_whole_set_draw(kinds_data, fit_
     full = test.batch(slice(None))
     for sc in scenarios:
         if sc.corruption.stage == "input":
-            assert hashes[sc.name] == mask_hash(sc.corruption(full, sc.generator(2)).present), sc.name
+            drawn = sc.corruption(full, sc.generator(2))
+            expected = DrawHash(len(full.modalities))
+            expected.update(drawn.present, value_changes(full, drawn))
+            assert hashes[sc.name] == expected.hexdigest(), sc.name
+            if sc.kind in ("clean", "subset", "missing"):  # masks only: the plain mask hash
+                assert hashes[sc.name] == mask_hash(drawn.present), sc.name
+
+
+def test_noise_hashes_cover_the_draws_and_are_the_same_for_every_model(kinds_data, fit_small) -> None:
+    """Two models audited with one seed share every hash (paired), noise included; another seed's
+    noise, on the same rows' masks, hashes differently (before: noise carried the clean mask hash)."""
+    scenarios = scenarios_for(kinds_data.modalities)
+    test = kinds_data.split("test")
+    _, first = scenario_outputs(fit_small(kinds_data, "joint", "sum"), test, scenarios, seed=2)
+    _, second = scenario_outputs(fit_small(kinds_data, "dropout", "transformer"), test, scenarios, seed=2)
+    assert first == second
+    _, other_seed = scenario_outputs(fit_small(kinds_data, "joint", "sum"), test, scenarios, seed=3)
+    for sc in scenarios:
+        if sc.kind == "noise" or sc.name.startswith(("noise", "compose", "perturb")):
+            assert first[sc.name] != first["clean"] and first[sc.name] != other_seed[sc.name], sc.name
 
 
 def test_draw_blocks_have_their_own_generators() -> None:
@@ -228,8 +247,9 @@ def test_a_data_source_that_breaks_the_chunk_contract_is_a_clear_error(kinds_dat
 
     model = fit_small(kinds_data, "joint", "sum")
     with pytest.raises(MMRobustError, match="consecutive batches"):
-        scenario_outputs(model, Ragged(kinds_data.split("test")), scenarios_for(kinds_data.modalities), 0,
-                         chunk=8, draw_block=4)
+        scenario_outputs(
+            model, Ragged(kinds_data.split("test")), scenarios_for(kinds_data.modalities), 0, chunk=8, draw_block=4
+        )
 
 
 # --- the streamed synthetic dataset -----------------------------------------------------------

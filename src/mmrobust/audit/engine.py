@@ -41,6 +41,56 @@ def mask_hash(present: Tensor) -> str:
     return hashlib.sha256(present.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
+Change = tuple[int, Tensor, Tensor | None]  # (modality index, changed test-set rows, their new inputs or None)
+
+
+class DrawHash:
+    """The hash of what a scenario drew: its (N, M) mask and, for scenarios that change values,
+    which rows of which modality changed and, for inputs, to what (token values depend on the
+    model, so token-stage noise contributes its rows only). Fed chunk by chunk in row order, it
+    does not depend on the chunking (one stream per part); with nothing changed it is the mask hash."""
+
+    def __init__(self, modalities: int) -> None:
+        self.mask = hashlib.sha256()
+        self.rows = [hashlib.sha256() for _ in range(modalities)]  # rows and values in separate streams:
+        self.values = [hashlib.sha256() for _ in range(modalities)]  # their concatenation is chunk-free
+        self.changed = False
+
+    def update(self, present: Tensor, changes: Sequence[Change] = ()) -> None:
+        self.mask.update(present.cpu().numpy().tobytes())
+        for j, rows, values in changes:
+            if len(rows):
+                self.changed = True
+                self.rows[j].update(rows.cpu().long().numpy().tobytes())
+                if values is not None:
+                    self.values[j].update(values.detach().cpu().contiguous().numpy().tobytes())
+
+    def hexdigest(self) -> str:
+        if not self.changed:
+            return self.mask.hexdigest()[:16]
+        parts = self.mask.hexdigest() + "".join(h.hexdigest() for h in (*self.rows, *self.values))
+        return hashlib.sha256(parts.encode()).hexdigest()[:16]
+
+
+def value_changes(before: Batch, after: Batch, start: int = 0) -> list[tuple[int, Tensor, Tensor]]:
+    """The rows (offset by `start`) whose present inputs `after` changed, per modality, with their values."""
+    out = []
+    for j, m in enumerate(before.modalities):
+        if after.inputs[m] is before.inputs[m]:
+            continue
+        n = len(before)
+        rows = (after.inputs[m].reshape(n, -1) != before.inputs[m].reshape(n, -1)).any(dim=1) & after.present[:, j]
+        index = rows.nonzero().flatten()
+        out.append((j, index + start, after.inputs[m][index]))
+    return out
+
+
+def token_changes(before: Tokens, after: Tokens, start: int = 0) -> list[Change]:
+    """The rows (offset by `start`) whose present tokens `after` changed, per modality (rows only)."""
+    changed = (after.z != before.z).any(dim=-1) & after.present  # (B, M)
+    return [(j, changed[:, j].nonzero().flatten().cpu() + start, None) for j in range(changed.shape[1])]
+
+
 class ScenarioStream:
     """Iterate over the test set in chunks: per chunk, its targets and every scenario's outputs.
 
@@ -71,12 +121,12 @@ class ScenarioStream:
         self.chunk = -(-chunk // draw_block) * draw_block
         self.batch_size, self.draw_block, self.progress = batch_size, draw_block, progress
         self.per_scenario = per_scenario
-        self._hashers = {sc.name: hashlib.sha256() for sc in self.scenarios}
+        self._hashers = {sc.name: DrawHash(len(data.modalities)) for sc in self.scenarios}
 
     def __iter__(self) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
         self.method.modules().eval()
         device = next(self.method.modules().parameters()).device
-        self._hashers = {sc.name: hashlib.sha256() for sc in self.scenarios}
+        self._hashers = {sc.name: DrawHash(len(self.data.modalities)) for sc in self.scenarios}
         columns = (
             TextColumn(f"[bold]audit[/] {self.method.name}"),
             BarColumn(),
@@ -105,7 +155,7 @@ class ScenarioStream:
             raise MMRobustError(f"the data yielded {start} samples but has {len(self.data)}")
 
     def hashes(self) -> dict[str, str]:
-        return {name: h.hexdigest()[:16] for name, h in self._hashers.items()}
+        return {name: h.hexdigest() for name, h in self._hashers.items()}
 
     def _chunk(self, batch: Batch, start: int, device: torch.device) -> dict[str, Tensor]:
         """Every scenario's outputs on the chunk of test-set rows [start, start + len(batch))."""
@@ -114,6 +164,7 @@ class ScenarioStream:
         for sc in self.scenarios:
             corruption = sc.corruption
             blocks = list(sc.blocks(self.seed, start, len(batch), self.draw_block))
+            changes: list[Change] = []
             if isinstance(corruption, MaskCorruption):
                 present = torch.cat(
                     [corruption.new_present(batch.present[lo:hi], batch.modalities, g) for lo, hi, g in blocks]
@@ -121,11 +172,12 @@ class ScenarioStream:
                 tokens = enc.tokens.with_present(present.to(device))
             elif corruption.stage == "token":
                 tokens = sc.apply(enc.tokens, self.seed, start, self.draw_block)
+                changes = token_changes(enc.tokens, tokens, start)
             elif isinstance(corruption, GaussianNoise):
-                tokens = _reencode_noised(enc, batch, corruption, blocks)
+                tokens, changes = _reencode_noised(enc, batch, corruption, blocks, start)
             else:
-                tokens = _reencode_changed(enc, batch, sc, blocks)
-            self._hashers[sc.name].update(tokens.present.cpu().numpy().tobytes())
+                tokens, changes = _reencode_changed(enc, batch, sc, blocks, start)
+            self._hashers[sc.name].update(tokens.present, changes)
             plan.add(sc.name, tokens)
         return plan.fuse(self.method, self.batch_size)
 
@@ -134,15 +186,17 @@ class ScenarioStream:
         runs on it (`method.predict`; token-stage corruptions between `encode` and `fuse`)."""
         method, size, outputs = self.method, self.batch_size, {}
         for sc in self.scenarios:
+            changes: Sequence[Change]
             if sc.corruption.on_tokens:
-                tokens = sc.apply(method.encode(batch.to(device)), self.seed, start, self.draw_block)
-                present, output = tokens.present, method.fuse(tokens)
+                clean = method.encode(batch.to(device))
+                tokens = sc.apply(clean, self.seed, start, self.draw_block)
+                present, output, changes = tokens.present, method.fuse(tokens), token_changes(clean, tokens, start)
             else:
                 corrupted = sc.apply(batch, self.seed, start, self.draw_block)
                 rows = range(0, len(corrupted), size)
-                present = corrupted.present
+                present, changes = corrupted.present, value_changes(batch, corrupted, start)
                 output = torch.cat([method.predict(corrupted.rows(slice(i, i + size)).to(device)) for i in rows])
-            self._hashers[sc.name].update(present.cpu().numpy().tobytes())
+            self._hashers[sc.name].update(present, changes)
             outputs[sc.name] = output.cpu()
         return outputs
 
@@ -242,43 +296,48 @@ def _pair_ids(rows: Tensor, presents: Tensor) -> Tensor:
 
 
 def _reencode_noised(
-    enc: _Encoded, batch: Batch, noise: GaussianNoise, blocks: list[tuple[int, int, torch.Generator]]
-) -> Tokens:
-    """Cached tokens with the noised rows re-encoded, without copying or comparing whole inputs."""
+    enc: _Encoded, batch: Batch, noise: GaussianNoise, blocks: list[tuple[int, int, torch.Generator]], start: int
+) -> tuple[Tokens, list[Change]]:
+    """Cached tokens with the noised rows re-encoded, without copying or comparing whole inputs; and
+    what changed (the noised rows whose values differ, e.g. not under sigma 0)."""
     if noise.modality not in batch.modalities:
         raise unknown_name("modality", noise.modality, batch.modalities)
+    j = batch.modalities.index(noise.modality)
     value, rows, noised = batch.value(noise.modality), [], []
     for lo, hi, g in blocks:
         block_rows, block_noised = noise.noised_rows(value[lo:hi], batch.present[lo:hi], batch.modalities, g)
         rows.append(block_rows + lo)
         noised.append(block_noised)
-    hit = torch.cat(rows)
+    hit, values = torch.cat(rows), torch.cat(noised)
     if not len(hit):
-        return enc.tokens
+        return enc.tokens, []
     z = enc.tokens.z.clone()
-    z[hit.to(z.device), batch.modalities.index(noise.modality)] = enc.encode_rows(noise.modality, torch.cat(noised))
-    return Tokens(z, enc.tokens.present, enc.tokens.modalities)
+    z[hit.to(z.device), j] = enc.encode_rows(noise.modality, values)
+    changed = (values.reshape(len(hit), -1) != value[hit].reshape(len(hit), -1)).any(dim=1)
+    return Tokens(z, enc.tokens.present, enc.tokens.modalities), [(j, hit[changed] + start, values[changed])]
 
 
 def _reencode_changed(
-    enc: _Encoded, batch: Batch, scenario: Scenario, blocks: list[tuple[int, int, torch.Generator]]
-) -> Tokens:
-    """Cached tokens, with only the rows whose input values the scenario changed re-encoded."""
+    enc: _Encoded, batch: Batch, scenario: Scenario, blocks: list[tuple[int, int, torch.Generator]], start: int
+) -> tuple[Tokens, list[Change]]:
+    """Cached tokens, with only the rows whose input values the scenario changed re-encoded; and
+    what changed, per modality in row order."""
     z, presents = enc.tokens.z, []
+    per_modality: dict[int, list[tuple[Tensor, Tensor]]] = {}
     for lo, hi, g in blocks:
         before = batch.rows(slice(lo, hi))
         after = scenario.corruption(before, g)
         presents.append(after.present)
-        for j, m in enumerate(batch.modalities):
-            if after.inputs[m] is before.inputs[m]:
-                continue
-            n = hi - lo
-            changed = (after.inputs[m].reshape(n, -1) != before.inputs[m].reshape(n, -1)).any(dim=1)
-            rows = (changed & after.present[:, j]).nonzero().flatten()
+        for j, rows, values in value_changes(before, after):
+            per_modality.setdefault(j, []).append((rows + lo, values))
             if len(rows):
                 z = z.clone() if z is enc.tokens.z else z
-                z[(rows + lo).to(z.device), j] = enc.encode_rows(m, after.inputs[m][rows])
-    return Tokens(z, torch.cat(presents).to(z.device), enc.tokens.modalities)
+                z[(rows + lo).to(z.device), j] = enc.encode_rows(batch.modalities[j], values)
+    changes: list[Change] = [
+        (j, torch.cat([r for r, _ in parts]) + start, torch.cat([v for _, v in parts]))
+        for j, parts in sorted(per_modality.items())
+    ]
+    return Tokens(z, torch.cat(presents).to(z.device), enc.tokens.modalities), changes
 
 
 def scenario_outputs(

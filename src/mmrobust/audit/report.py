@@ -130,7 +130,8 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
             "|---|---|---|---|",
             *hashes,
             "",
-            "Mask hashes are identical across models audited with the same seed: comparisons are paired.",
+            "A scenario's hash covers what it drew: its mask and, for noise, which inputs it changed and to what.",
+            "Hashes are identical across models audited with the same seed: comparisons are paired.",
             "",
         ]
     )
