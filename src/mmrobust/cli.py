@@ -26,6 +26,7 @@ from rich.table import Table
 from .atomic import atomic_write, write_error_message
 from .audit import AuditResult, audit, write_report
 from .audit.report import summary_rows
+from .audit.scenarios import MAX_SUBSETS
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, load_config
 from .corruption import corruption_from_name
@@ -197,6 +198,7 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
 )
 @click.option("--weights", type=click.Path(dir_okay=False), help="With --model: a state dict to load (tensors only).")
 @click.option("--no-mask-check", is_flag=True, help="With --model: audit even if masking changes no output.")
+@click.option("--all-subsets", is_flag=True, help="Audit every modality subset even above 126 (8+ modalities).")
 @with_data_options
 @click.option(
     "--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks)."
@@ -211,7 +213,7 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
 )
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
 def audit_cmd(
-    checkpoint, external, missing, weights, no_mask_check, data_name, npz, data_dir, seed, extra, out
+    checkpoint, external, missing, weights, no_mask_check, all_subsets, data_name, npz, data_dir, seed, extra, out
 ) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
@@ -235,8 +237,9 @@ def audit_cmd(
         (method, _), source = load_checkpoint(checkpoint), {"checkpoint": str(checkpoint)}
     label = f"{external.rpartition(':')[2]} (missing={missing})" if external else None
     result = audit(
-        method, data, scenarios, seed=seed, progress=err_console.is_terminal, label=label, mask_check=not no_mask_check
-    )
+        method, data, scenarios, seed=seed, progress=err_console.is_terminal, label=label,
+        mask_check=not no_mask_check, max_subsets=None if all_subsets else MAX_SUBSETS,
+    )  # fmt: skip
     write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {})})
     print_summary(result, f"{data.spec.name}: audit of {checkpoint or external}")
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")

@@ -70,6 +70,7 @@ class AuditConfig:
     seed: int = 0
     defaults: bool = True  # all subsets + 30% missing + 30% noise per modality
     scenarios: list[str] = field(default_factory=list)  # extra scenario names, e.g. "missing[a@0.5]"
+    max_subsets: int | None = 126  # above it, a fixed sample of the subsets (audit/scenarios.py); null: all
 
 
 @dataclass
@@ -315,6 +316,8 @@ def _check_train_and_audit(config: ExperimentConfig) -> None:
     if twice:
         raise MMRobustError(f"seeds {config.seeds} lists seed {twice[0]} more than once; list each seed once")
     check_int(config.audit.seed, "audit.seed", 0, MAX_SEED)
+    if config.audit.max_subsets is not None:
+        check_int(config.audit.max_subsets, "audit.max_subsets", 1)
     for i, name in enumerate(config.audit.scenarios):
         try:
             corruption_from_name(name)

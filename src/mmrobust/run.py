@@ -50,6 +50,7 @@ from .atomic import atomic_write, file_sha256
 from .audit import AuditResult, audit, write_report
 from .audit.paired import PREDICTIONS, write_predictions
 from .audit.report import FILES as REPORT_FILES
+from .audit.scenarios import MAX_SUBSETS
 from .checkpoint import save_checkpoint
 from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from .corruption import corruption_from_name
@@ -116,11 +117,14 @@ def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
     metrics are logged: adding a logger does not rerun finished runs)."""
     train = dataclasses.asdict(config.train)
     train.pop("loggers")
+    audit = dataclasses.asdict(config.audit)
+    if audit["max_subsets"] == MAX_SUBSETS:  # the default: runs from before the option keep their hash
+        audit.pop("max_subsets")
     key = {
         "data": dataclasses.asdict(config.data),
         "model": dataclasses.asdict(model),
         "train": train,
-        "audit": dataclasses.asdict(config.audit),
+        "audit": audit,
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -195,7 +199,7 @@ def _audit_and_record(
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
     result = audit(
         method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name,
-        keep_predictions=True,
+        keep_predictions=True, max_subsets=config.audit.max_subsets,
     )  # fmt: skip
     assert result.predictions is not None
     write_predictions(result.predictions, run_dir / PREDICTIONS)  # for per-sample paired comparisons

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 FILES = ("results.csv", "results.json", "report.md", "heatmap.png")
 
+MAX_COLUMNS = 40  # heatmap columns shown one per subset; beyond, grouped by subset size
+
 
 def mean_std(mean: float, std: float, seeds: int) -> str:
     """`mean ± std`, or the mean alone for one seed (whose std is undefined, not zero)."""
@@ -157,6 +159,8 @@ def heatmap_figure(result: AuditResult) -> Figure:
     wide = table.pivot_table(index=["model", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False)
     wide = wide[list(dict.fromkeys(table.scenario))]
     labels = [c.removeprefix("subset[").removesuffix("]") if c != "clean" else "all (clean)" for c in wide.columns]
+    if len(labels) > MAX_COLUMNS:  # too many subsets to read one by one: the mean per subset size
+        wide, labels = _by_size(wide)
     label_room = 0.07 * max(len(label) for label in labels)  # the 45-degree subset names hang below
     fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.8 * len(labels)), 1.8 + label_room + 0.45 * len(wide)))
     cmap = "viridis_r" if m in LOWER_IS_BETTER else "viridis"
@@ -187,6 +191,17 @@ def _datasets(table: pd.DataFrame, rows: pd.Index) -> list[str]:
     """The dataset of each heatmap row (model, fusion)."""
     first = table.drop_duplicates(["model", "fusion"]).set_index(["model", "fusion"]).dataset
     return [str(first.loc[row]) for row in rows]
+
+
+def _by_size(wide: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Subset columns grouped by how many modalities they keep (mean over the subsets of each size)."""
+    sizes = {c: (c.removeprefix("subset[").removesuffix("]").count("+") + 1 if c != "clean" else 0) for c in wide}
+    full = max(sizes.values()) + 1
+    order = sorted(set(sizes.values()) - {0}, reverse=True)
+    groups = {size: [c for c in wide if sizes[c] == size] for size in ([0] if 0 in sizes.values() else []) + order}
+    grouped = pd.DataFrame({size: wide[cols].mean(axis=1) for size, cols in groups.items()})
+    labels = [f"all {full} (clean)" if s == 0 else f"{s} of {full} (mean of {len(groups[s])})" for s in groups]
+    return grouped, labels
 
 
 def heatmap(result: AuditResult, path: Path) -> None:

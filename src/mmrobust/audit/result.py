@@ -27,7 +27,7 @@ from ..methods.external import CHECK_ROWS, WrappedModel
 from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator
 from .engine import DEFAULT_CHUNK, ScenarioStream
 from .paired import Predictions
-from .scenarios import CLEAN, Scenario, clean_scenario, custom_scenarios, default_scenarios
+from .scenarios import CLEAN, MAX_SUBSETS, Scenario, clean_scenario, custom_scenarios, default_scenarios
 
 KEYS = ["dataset", "model", "method", "fusion", "seed"]
 MODEL_KEYS = KEYS[:-1]  # one trained configuration, over seeds
@@ -167,6 +167,7 @@ def audit(
     progress: bool = False,
     keep_predictions: bool = False,
     mask_check: bool = True,
+    max_subsets: int | None = MAX_SUBSETS,
 ) -> AuditResult:
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
@@ -184,6 +185,8 @@ def audit(
     `mmrobust run` shows its own). `fast=False` runs the reference path instead (every scenario
     through the whole model, chunk by chunk); models without a token stage (`wrap`) always take it.
     A wrapped model must react to masking (`WrappedModel.check_masks_matter`) unless `mask_check=False`.
+    Above `max_subsets` proper subsets (8+ modalities) the defaults audit every single modality, every
+    leave-one-out subset and a fixed sample of the rest, with a warning; `max_subsets=None` audits all.
     `keep_predictions=True` also keeps every scenario's per-sample predictions (`result.predictions`,
     for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
     """
@@ -193,7 +196,8 @@ def audit(
     test = data.split(split) if split and isinstance(data, MultimodalData) else data
     if len(test) == 0:
         raise MMRobustError("nothing to audit: the split is empty")
-    chosen = default_scenarios(data.modalities) if defaults else clean_scenario(data.modalities)
+    modalities = data.modalities
+    chosen = default_scenarios(modalities, max_subsets=max_subsets) if defaults else clean_scenario(modalities)
     chosen += custom_scenarios(list(scenarios or []))
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -68,14 +69,35 @@ def clean_scenario(modalities: Sequence[str]) -> list[Scenario]:
     return [Scenario(CLEAN, "clean", Subset(tuple(modalities)))]
 
 
-def subset_scenarios(modalities: Sequence[str]) -> list[Scenario]:
-    """The clean reference, then every proper non-empty subset (largest first)."""
+MAX_SUBSETS = 126  # proper subsets audited by default: all of them up to 7 modalities
+
+
+def subset_scenarios(modalities: Sequence[str], max_subsets: int | None = None) -> list[Scenario]:
+    """The clean reference, then every proper non-empty subset (largest first); above `max_subsets`
+    (None: no cap) every single modality and every leave-one-out subset, plus a fixed, seeded sample
+    of the others (the same for every model and run), with a warning saying how to audit them all."""
+    subsets = [keep for size in range(len(modalities) - 1, 0, -1) for keep in itertools.combinations(modalities, size)]
+    if max_subsets is not None and len(subsets) > max_subsets:
+        subsets = _capped(subsets, len(modalities), max_subsets)
     out = clean_scenario(modalities)
-    for size in range(len(modalities) - 1, 0, -1):
-        for keep in itertools.combinations(modalities, size):
-            c = Subset(keep)
-            out.append(Scenario(c.name, "subset", c))
+    for keep in subsets:
+        c = Subset(keep)
+        out.append(Scenario(c.name, "subset", c))
     return out
+
+
+def _capped(subsets: list[tuple[str, ...]], m: int, cap: int) -> list[tuple[str, ...]]:
+    kept = {s for s in subsets if len(s) in (1, m - 1)}  # what each modality does alone, and without it
+    rest = [s for s in subsets if s not in kept]
+    order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(0)).tolist()
+    kept |= {rest[i] for i in order[: max(0, cap - len(kept))]}
+    warnings.warn(
+        f"{m} modalities have {len(subsets)} proper subsets: auditing {len(kept)} (every single modality, every "
+        "leave-one-out subset and a fixed sample of the rest); pass max_subsets=None (audit.max_subsets: null, "
+        "--all-subsets) to audit them all",
+        stacklevel=4,
+    )
+    return [s for s in subsets if s in kept]
 
 
 def default_scenarios(
@@ -83,8 +105,9 @@ def default_scenarios(
     missing_proportion: float = 0.3,
     noise_sigma: float = 1.0,
     noise_proportion: float = 0.3,
+    max_subsets: int | None = MAX_SUBSETS,
 ) -> list[Scenario]:
-    out = subset_scenarios(modalities)
+    out = subset_scenarios(modalities, max_subsets)
     for m in modalities:
         c = Missing(m, missing_proportion)
         out.append(Scenario(c.name, "missing", c))
