@@ -28,7 +28,7 @@ from .audit import AuditResult, audit, write_report
 from .audit.report import summary_rows
 from .audit.scenarios import MAX_SUBSETS
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ExperimentConfig, load_config
+from .config import ExperimentConfig, apply_override, check_label, load_config, parse_override
 from .corruption import corruption_from_name
 from .data import DATASETS
 from .data.download import download, verify
@@ -39,6 +39,7 @@ from .experiment import load_data
 from .methods import METHODS, Method, create_method
 from .methods.external import load_external, wrap
 from .models import ENCODERS, FUSIONS
+from .registry import check_options
 from .run import demo_config, run_experiment
 from .train import check_fit_options, fit
 
@@ -160,18 +161,42 @@ def demo(out: str, seeds: int, epochs: int) -> None:
 @click.option("--patience", default=20, show_default=True, help="Epochs without a better val loss before stopping.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr, patience, device, out) -> None:
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def train(
+    data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr, patience, device, out, overrides
+) -> None:
     """Train one model; writes OUT/checkpoint.pt and OUT/val_metrics.json.
+
+    KEY=VALUE sets what has no flag, as in experiment configs: `params.NAME` (a method parameter),
+    `train.select` / `train.weight_decay` / `train.augment.MODALITY.crop` (training options),
+    `data.options.NAME` (a loader option).
 
     \b
     Example:
       mmrobust train --data basicmotions --method dropout --fusion sum --out runs/bm
+      mmrobust train --data utd_mhad --method joint --out runs/u params.dim=128 train.select=accuracy
     """
     FUSIONS.get(fusion)
-    options = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
+    options: dict[str, Any] = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
+    params: dict[str, Any] = {"fusion": fusion}
+    data_options: dict[str, Any] = {}
+    tree: dict[str, Any] = {"params": params, "train": options, "data": {"options": data_options}}
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] not in tree or len(keys) < 2 or (keys[0] == "data" and (keys[1] != "options" or len(keys) < 3)):
+            raise MMRobustError(
+                f"unknown override '{text}': use params.NAME=V (method parameters), train.NAME=V (training "
+                "options: select, weight_decay, augment.MODALITY.crop ...) or data.options.NAME=V"
+            )
+        apply_override(tree, keys, value)
+    unknown = sorted(set(options) - {"seed", "epochs", "batch_size", "lr", "patience", "select", "weight_decay",
+                                     "augment"})  # fmt: skip
+    if unknown:
+        raise MMRobustError(f"unknown training option train.{unknown[0]}: valid are select, weight_decay, augment")
     check_fit_options(options, name=lambda key: f"--{key.replace('_', '-')}")
-    data = load_data(data_name, npz, data_dir)
-    m = create_method(method, fusion=fusion)
+    data = load_data(data_name, npz, data_dir, data_options)
+    check_options(f"method '{method}'", METHODS.get(method).__init__, params)
+    m = create_method(method, **params)
     result = fit(m, data, **options, device=device)
     out_dir = Path(out)
     save_checkpoint(m, out_dir / "checkpoint.pt", {"data": data_name or str(npz)})
@@ -199,6 +224,7 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
 @click.option("--weights", type=click.Path(dir_okay=False), help="With --model: a state dict to load (tensors only).")
 @click.option("--no-mask-check", is_flag=True, help="With --model: audit even if masking changes no output.")
 @click.option("--all-subsets", is_flag=True, help="Audit every modality subset even above 126 (8+ modalities).")
+@click.option("--label", help="The model's name in the report [default: the method, or FUNCTION (missing=...)].")
 @with_data_options
 @click.option(
     "--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks)."
@@ -213,7 +239,8 @@ def train(data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr
 )
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
 def audit_cmd(
-    checkpoint, external, missing, weights, no_mask_check, all_subsets, data_name, npz, data_dir, seed, extra, out
+    checkpoint, external, missing, weights, no_mask_check, all_subsets, label, data_name, npz, data_dir, seed, extra,
+    out,
 ) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
@@ -235,7 +262,10 @@ def audit_cmd(
         source = {"model": external}
     else:
         (method, _), source = load_checkpoint(checkpoint), {"checkpoint": str(checkpoint)}
-    label = f"{external.rpartition(':')[2]} (missing={missing})" if external else None
+    if label is not None:
+        check_label(label, "--label")
+    elif external:
+        label = f"{external.rpartition(':')[2]} (missing={missing})"
     result = audit(
         method, data, scenarios, seed=seed, progress=err_console.is_terminal, label=label,
         mask_check=not no_mask_check, max_subsets=None if all_subsets else MAX_SUBSETS,

@@ -102,20 +102,34 @@ def _parse(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Folders below `paths` holding a manifest (a run of `mmrobust run`), each once."""
+    """Folders below `paths` holding a manifest (a run of `mmrobust run`) or, without one, a
+    results.json and no run below them (the output of `mmrobust audit`), each once."""
     found: list[Path] = []
+    trained_only: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
             raise MMRobustError(f"{p}: no such directory")
         if not p.is_dir():
             raise MMRobustError(f"{p}: not a directory; pass folders written by `mmrobust run ... --out DIR`")
-        found += [m.parent.resolve() for m in sorted(p.rglob(MANIFEST))]
+        runs = [m.parent.resolve() for m in sorted(p.rglob(MANIFEST))]
+        audits = [
+            r.parent.resolve()
+            for r in sorted(p.rglob(RESULTS))
+            if not (r.parent / MANIFEST).exists() and not any(run.is_relative_to(r.parent.resolve()) for run in runs)
+        ]
+        found += runs + audits
+        trained_only += [c.parent for c in sorted(p.rglob(CHECKPOINT)) if not (c.parent / RESULTS).exists()]
     unique = list(dict.fromkeys(found))
     if not unique:
         where = ", ".join(str(p) for p in paths)
+        if trained_only:
+            raise MMRobustError(
+                f"{trained_only[0]} holds a trained model but no audit: run `mmrobust audit --checkpoint "
+                f"{trained_only[0] / CHECKPOINT} --data NAME --out {trained_only[0]}` first, then report it"
+            )
         raise MMRobustError(
             f"no runs found under {where}: expected run folders with {MANIFEST} and {RESULTS}, "
-            "as `mmrobust run CONFIG --out DIR` writes"
+            "as `mmrobust run CONFIG --out DIR` writes, or audits written by `mmrobust audit --out DIR`"
         )
     return unique
 

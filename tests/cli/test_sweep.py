@@ -289,3 +289,12 @@ def test_ray_backend_gives_the_same_results(tmp_path: Path, sequential_out: Path
     pd.testing.assert_frame_equal(read_table(tmp_path / "out"), read_table(sequential_out))
     manifests = list((tmp_path / "out").glob("*/joint/seed-*/manifest.json"))
     assert len(manifests) == 4 and all(json.loads(p.read_text())["status"] == "done" for p in manifests)
+
+
+def test_a_combination_that_does_not_fit_its_data_fails_before_any_run(tmp_path: Path) -> None:
+    """A grid value that only the data can refuse (a scenario for a modality it lacks) stops the sweep
+    at planning, naming the combination, before the first unit trains or writes anything."""
+    path = write_sweep(tmp_path, '  audit.scenarios: [[], ["missing[zz@0.3]"]]\n')
+    with pytest.raises(MMRobustError, match=r"audit.scenarios=.*audit.scenarios.0 \(missing\[zz@0.3\]\) does not fit"):
+        plan_sweep(read_sweep(path), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -124,7 +124,8 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
     """Every finished run below `paths` as one tidy table (models in their configs' order)."""
     loaded, skipped = [], []
     for found_at, run_dir in enumerate(find_run_dirs(paths)):
-        manifest = read_manifest(run_dir)
+        # an audit folder (`mmrobust audit --out`) has no manifest: finished when its results read back
+        manifest = read_manifest(run_dir) if (run_dir / MANIFEST).exists() else {"status": "done"}
         if manifest.get("status") != "done":
             skipped.append(run_dir)
             continue

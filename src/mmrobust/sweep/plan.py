@@ -19,6 +19,7 @@ from ..errors import MMRobustError
 from ..experiment import load_data
 from ..methods import METHODS, create_method
 from ..methods.external import EXTERNAL
+from ..run import check_against_data
 from .spec import SEEDS, SweepSpec
 
 
@@ -80,6 +81,10 @@ def plan_sweep(spec: SweepSpec, out: str | Path) -> SweepPlan:
         if not models:
             continue
         config = dataclasses.replace(config, models=models)
+        try:  # every model built and every scenario applied on the data, before the first unit runs
+            check_against_data(config, data)
+        except MMRobustError as e:
+            raise MMRobustError(f"{name}: {e}") from None
         combinations.append(Combination(name, values, config))
         units += [
             Unit(name, config, m, s, out / name / m.name / f"seed-{s}") for m in config.models for s in config.seeds

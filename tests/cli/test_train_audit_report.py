@@ -1,0 +1,64 @@
+"""`train` -> `audit` -> `report` as one workflow: KEY=VALUE overrides for `train`, `--label` for
+`audit`, and `report` reading audit folders (and saying what to do with a train-only folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import make_npz_arrays, one_line_error, run_cli, write_npz
+
+import mmrobust
+
+
+@pytest.fixture
+def npz(tmp_path: Path) -> Path:
+    return write_npz(tmp_path / "data.npz", **make_npz_arrays(n=80))
+
+
+def test_train_takes_key_value_overrides(npz: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m"
+    args = ["train", "--npz", str(npz), "--method", "dropout", "--fusion", "sum", "--epochs", "2", "--out", str(out),
+            "params.dim=8", "train.select=accuracy", "train.weight_decay=0", "train.augment.a.scale=0.1"]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    method, _ = mmrobust.load_checkpoint(out / "checkpoint.pt")
+    assert method.get_params()["dim"] == 8
+    assert json.loads((out / "val_metrics.json").read_text())["val"]["accuracy"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("epochs=3", "unknown override 'epochs=3'"),
+        ("train.momentum=0.9", "unknown training option train.momentum"),
+        ("params.nope=1", "method 'dropout'"),
+        ("train.select=mae", "must be 'none' (a fixed budget) or a validation metric"),
+        ("data.name=x", "unknown override 'data.name=x'"),
+    ],
+)
+def test_bad_train_overrides_are_one_line_errors(npz: Path, tmp_path: Path, capsys, override: str, needle: str) -> None:
+    args = ["train", "--npz", str(npz), "--epochs", "1", "--out", str(tmp_path / "m"), override]
+    code, _, err = run_cli(args, capsys)
+    one_line_error(code, err, needle)
+    assert not (tmp_path / "m").exists()
+
+
+def test_report_reads_audit_folders_and_explains_train_only_ones(npz: Path, tmp_path: Path, capsys) -> None:
+    for method in ("joint", "dropout"):
+        code, _, err = run_cli(["train", "--npz", str(npz), "--method", method, "--fusion", "sum", "--epochs", "2",
+                                "--out", str(tmp_path / method)], capsys)  # fmt: skip
+        assert code == 0, err
+    code, _, err = run_cli(["report", str(tmp_path / "joint"), "--out", str(tmp_path / "r.html")], capsys)
+    one_line_error(code, err, "holds a trained model but no audit", "mmrobust audit --checkpoint")
+    for method in ("joint", "dropout"):
+        checkpoint = str(tmp_path / method / "checkpoint.pt")
+        code, _, err = run_cli(["audit", "--checkpoint", checkpoint, "--npz", str(npz), "--label", f"my-{method}",
+                                "--out", str(tmp_path / method / "audit")], capsys)  # fmt: skip
+        assert code == 0, err
+    report = tmp_path / "report.html"
+    code, _, err = run_cli(["report", str(tmp_path / "joint"), str(tmp_path / "dropout"), "--out", str(report)], capsys)
+    assert code == 0, err
+    text = report.read_text()
+    assert "my-joint" in text and "my-dropout" in text
