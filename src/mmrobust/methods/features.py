@@ -39,7 +39,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -196,6 +195,8 @@ class SummaryFeatures(Method):
         x = torch.cat([model.design(Tokens(z, mask.to(device), train.modalities)) for mask in masks])
         y = train.target.repeat(len(masks)).numpy()
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor  # ~1 s to import: only when fitting
+
         if model.spec.task == "classification":
             forest = RandomForestClassifier(self.trees, max_features="sqrt", random_state=seed, n_jobs=1)
             forest.fit(x.cpu().numpy(), y)

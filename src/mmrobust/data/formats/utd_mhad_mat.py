@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from ...errors import MMRobustError
 
@@ -108,6 +107,8 @@ def open_depth(folder: Path) -> Iterator[tuple[tuple[int, ...], Iterator[tuple[i
 def read_trial(path: Path, modality: str) -> np.ndarray:
     """One trial in the packed file's row layout: inertial (T, 6) float64, skeleton (F, 20, 3)
     float32, depth (F, 120, 160) uint16 (every 2nd row and column)."""
+    import scipy.io  # imported when a release is read, not by every `import mmrobust`
+
     name = _VARIABLES[modality]
     try:
         value = scipy.io.loadmat(path, variable_names=[name])[name]
@@ -132,6 +133,8 @@ def read_trial(path: Path, modality: str) -> np.ndarray:
 
 def _steps(path: Path, modality: str) -> int:
     """Time steps of a trial from the .mat header alone (decompressing a few bytes, not the data)."""
+    import scipy.io
+
     try:
         shape = _header_shape(path)
     except (*_READ_ERRORS, scipy.io.matlab.MatReadError) as e:
