@@ -148,6 +148,9 @@ def demo(out: str, seeds: int, epochs: int) -> None:
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/ in {elapsed:.0f} s")
 
 
+THREADS_HELP = "torch threads [default: torch's, every core]; on a shared or busy machine 1 is often as fast."
+
+
 @cli.command()
 @with_data_options
 @click.option("--method", default="dropout", show_default=True, help=f"One of: {', '.join(METHODS.names())}.")
@@ -160,10 +163,11 @@ def demo(out: str, seeds: int, epochs: int) -> None:
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--patience", default=20, show_default=True, help="Epochs without a better val loss before stopping.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--threads", type=click.IntRange(min=1), help=THREADS_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def train(
-    data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr, patience, device, out, overrides
+    data_name, npz, data_dir, method, fusion, seed, epochs, batch_size, lr, patience, device, threads, out, overrides
 ) -> None:
     """Train one model; writes OUT/checkpoint.pt and OUT/val_metrics.json.
 
@@ -177,6 +181,8 @@ def train(
       mmrobust train --data utd_mhad --method joint --out runs/u params.dim=128 train.select=accuracy
     """
     FUSIONS.get(fusion)
+    if threads:
+        torch.set_num_threads(threads)
     options: dict[str, Any] = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
     params: dict[str, Any] = {"fusion": fusion}
     data_options: dict[str, Any] = {}
@@ -225,6 +231,7 @@ def train(
 @click.option("--no-mask-check", is_flag=True, help="With --model: audit even if masking changes no output.")
 @click.option("--all-subsets", is_flag=True, help="Audit every modality subset even above 126 (8+ modalities).")
 @click.option("--label", help="The model's name in the report [default: the method, or FUNCTION (missing=...)].")
+@click.option("--threads", type=click.IntRange(min=1), help=THREADS_HELP)
 @with_data_options
 @click.option(
     "--seed", default=0, show_default=True, help="Seed of the scenario masks (same seed, same masks)."
@@ -239,8 +246,8 @@ def train(
 )
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
 def audit_cmd(
-    checkpoint, external, missing, weights, no_mask_check, all_subsets, label, data_name, npz, data_dir, seed, extra,
-    out,
+    checkpoint, external, missing, weights, no_mask_check, all_subsets, label, threads, data_name, npz, data_dir, seed,
+    extra, out,
 ) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
@@ -251,6 +258,8 @@ def audit_cmd(
       mmrobust audit --model my_pkg.models:build_model --weights model.pt --data basicmotions --missing mean
     """
     check_int(seed, "--seed", 0)
+    if threads:
+        torch.set_num_threads(threads)
     if (checkpoint is None) == (external is None):
         raise MMRobustError("give exactly one of --checkpoint FILE or --model MODULE:FUNCTION")
     if checkpoint is not None and (weights or no_mask_check):

@@ -63,6 +63,7 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # modality -> {crop, scale, jitter}
     device: str = "auto"
     loggers: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
+    threads: int | None = None  # torch threads of this process (null: torch's default, every core)
 
 
 @dataclass
@@ -316,6 +317,8 @@ def _check_train_and_audit(config: ExperimentConfig) -> None:
     if twice:
         raise MMRobustError(f"seeds {config.seeds} lists seed {twice[0]} more than once; list each seed once")
     check_int(config.audit.seed, "audit.seed", 0, MAX_SEED)
+    if config.train.threads is not None:
+        check_int(config.train.threads, "train.threads", 1)
     if config.audit.max_subsets is not None:
         check_int(config.audit.max_subsets, "audit.max_subsets", 1)
     for i, name in enumerate(config.audit.scenarios):

@@ -117,6 +117,7 @@ def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
     metrics are logged: adding a logger does not rerun finished runs)."""
     train = dataclasses.asdict(config.train)
     train.pop("loggers")
+    train.pop("threads")  # where and how fast it ran, not what it computes
     audit = dataclasses.asdict(config.audit)
     if audit["max_subsets"] == MAX_SUBSETS:  # the default: runs from before the option keep their hash
         audit.pop("max_subsets")
@@ -244,6 +245,8 @@ def run_experiment(
     """Train and audit every model x seed (skipping finished runs, resuming interrupted ones);
     write the combined report. `state_every`: seconds between saves of a training run's state."""
     out = Path(out)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
     for name in config.train.loggers:  # a missing optional package fails before any training
         require(name)
     _dist.setup(resolve_device(_dist.local_device(config.train.device)))  # joins torchrun's group, if any

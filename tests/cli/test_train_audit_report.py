@@ -62,3 +62,19 @@ def test_report_reads_audit_folders_and_explains_train_only_ones(npz: Path, tmp_
     assert code == 0, err
     text = report.read_text()
     assert "my-joint" in text and "my-dropout" in text
+
+
+def test_threads_are_set_for_train_and_checked_in_configs(npz: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        code, _, err = run_cli(["train", "--npz", str(npz), "--epochs", "1", "--threads", "1", "--out",
+                                str(tmp_path / "m")], capsys)  # fmt: skip
+        assert code == 0 and torch.get_num_threads() == 1, err
+    finally:
+        torch.set_num_threads(before)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{npz: {npz}}}\ntrain: {{epochs: 1, threads: 0}}\n")
+    code, _, err = run_cli(["run", str(config), "--out", str(tmp_path / "runs")], capsys)
+    one_line_error(code, err, "train.threads must be an integer >= 1, got 0")
