@@ -349,10 +349,13 @@ def scenario_outputs(
     *,
     batch_size: int = BATCH_SIZE,
     draw_block: int = DRAW_BLOCK,
+    per_scenario: bool = False,
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Outputs (N, ...) of `method` on `data` under every scenario, plus each scenario's mask hash
+    """Outputs (N, ...) of `method` on `data` under every scenario, plus the hash of what each drew
     (the streamed engine with its chunks put back together: for tests and small sets)."""
-    stream = ScenarioStream(method, data, scenarios, seed, chunk, batch_size=batch_size, draw_block=draw_block)
+    stream = ScenarioStream(
+        method, data, scenarios, seed, chunk, batch_size=batch_size, draw_block=draw_block, per_scenario=per_scenario
+    )
     parts: dict[str, list[Tensor]] = {sc.name: [] for sc in scenarios}
     for _, outputs in stream:
         for name, out in outputs.items():
@@ -370,9 +373,7 @@ def naive_outputs(
     draw_block: int = DRAW_BLOCK,
 ) -> dict[str, Tensor]:
     """Reference path: corrupt the whole test set, then run the full model on it, per scenario."""
-    stream = ScenarioStream(
-        method, data, scenarios, seed, max(len(data), 1), batch_size=batch_size, draw_block=draw_block,
-        per_scenario=True,
-    )  # fmt: skip
-    chunks = [outputs for _, outputs in stream]
-    return {sc.name: torch.cat([c[sc.name] for c in chunks]) for sc in scenarios}
+    whole = max(len(data), 1)
+    return scenario_outputs(
+        method, data, scenarios, seed, whole, batch_size=batch_size, draw_block=draw_block, per_scenario=True
+    )[0]
