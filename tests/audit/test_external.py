@@ -157,8 +157,23 @@ class Model(nn.Module):
     def forward(self, inputs):
         return self.a(inputs["m0"]) + self.b(inputs["m1"])
 
+class Fragile(Model):
+    def forward(self, inputs):
+        if (inputs["m1"] == 0).all(dim=1).any():
+            raise ValueError("boom: m1 is all zeros")
+        return super().forward(inputs)
+
 def build():
     return Model()
+
+def build_fragile():
+    return Fragile()
+
+def build_other():
+    return nn.Linear(3, 4)
+
+def not_a_model():
+    return 42
 """
 
 
@@ -197,12 +212,15 @@ def test_cli_audits_a_model_from_a_file_with_weights(model_file, tmp_path, capsy
         (["--model", "{path}:nothing"], "has no function 'nothing'"),
         (["--model", "{path}:build", "--weights", "{npz}"], "not a readable tensors-only state dict"),
         (["--model", "{path}"], "MODULE:FUNCTION"),
+        (["--model", "{path}:not_a_model"], "the model to wrap must be callable, got int"),
+        (["--model", "{path}:build_other", "--weights", "{weights}"], "does not fit the model built by"),
+        (["--model", "{path}:build_fragile"], "the wrapped model failed on inputs m0 (40, 16), m1 (40, 16)"),
         ([], "exactly one of --checkpoint FILE or --model"),
     ],
 )
 def test_cli_model_errors_are_one_line(model_file, tmp_path, capsys, args: list[str], needle: str) -> None:
-    path, _, npz = model_file
-    filled = [a.format(path=path, npz=npz) for a in args]
+    path, weights, npz = model_file
+    filled = [a.format(path=path, npz=npz, weights=weights) for a in args]
     code, _, err = run_cli(["audit", *filled, "--npz", str(npz), "--out", str(tmp_path / "o")], capsys)
     one_line_error(code, err, needle)
     assert not (tmp_path / "o").exists()
