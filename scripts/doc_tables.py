@@ -24,7 +24,9 @@ Kinds: `runs STUDY` (models x scenarios, mean ± std over seeds, options as scri
 `metric`, `kinds` or `scenarios` (`;`-separated), `models`, `delta`), `recipe SEARCH` (a recipe
 search summary from configs/recipes/search/SEARCH.yaml's results), `subsets STUDY model=M` (per
 subset: its specialist, M, the paired gap M − specialist and whether it is within `tolerance`, then
-the `others` models; options `full` (the full set's specialist, default joint), `others`, `tolerance`).
+the `others` models; options `full` (the full set's specialist, default joint), `others`, `tolerance`),
+`cost STUDY models=...` (parameters and training seconds against all the specialists together),
+`convergence SEARCH candidate=C` (validation accuracy along the budget, per model).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def render(spec: str) -> str:
         spec = recipe_search.read_yaml_mapping(search)
         results = search.parent / spec["results"]
         return recipe_search.summary(recipe_search.read_results(results), list(spec["candidates"]))
+    if kind == "convergence":
+        return convergence_table(source, opts["candidate"])
     if kind == "subsets":
         return subsets_table(source, opts)
     if kind == "cost":
@@ -148,6 +152,24 @@ def subsets_table(study: str, opts: dict[str, str]) -> str:
         cells = [subset or "all (clean)", tables.cell(values[specialist]), tables.cell(values[model]), shown,
                  met if gap is not None else "—", *(tables.cell(values[m]) if len(values[m]) else "—" for m in others)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def convergence_table(search_name: str, candidate: str) -> str:
+    """Validation accuracy at a quarter, half, three quarters and the end of the budget (mean over
+    folds) per model of one recipe-search candidate: whether the curves have flattened."""
+    search = REPO / "configs" / "recipes" / "search" / f"{search_name}.yaml"
+    spec = recipe_search.read_yaml_mapping(search)
+    rows = [r for r in recipe_search.read_results(search.parent / spec["results"]) if r["candidate"] == candidate]
+    lines = ["| model | 25% | 50% | 75% | 100% | last 10% − previous 10% |", "|---|---|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        curves = [r["curve"] for r in rows if r["model"] == model]
+        n = min(len(c) for c in curves)
+        mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
+        at = [mean[max(0, round(n * q) - 1)] for q in (0.25, 0.5, 0.75, 1.0)]
+        tenth = max(1, n // 10)
+        drift = sum(mean[-tenth:]) / tenth - sum(mean[-2 * tenth : -tenth]) / tenth
+        lines.append(f"| {model} | " + " | ".join(f"{v:.3f}" for v in at) + f" | {drift:+.3f} |")
     return "\n".join(lines)
 
 
