@@ -93,6 +93,7 @@ def read_results(results: Path) -> list[dict[str, Any]]:
         for line in p.read_text().splitlines()
         if line.strip()
     ]
+    rows = list({row["key"]: row for row in reversed(rows)}.values())[::-1]  # a run done twice counts once
     if not rows:
         raise MMRobustError(f"no results in {results}*: run the search first")
     return rows
