@@ -13,7 +13,8 @@ validation curve; the test split is never read. Results go to one JSON line per 
 search's `results` file (resumable: finished runs are skipped; `--shard i/n` splits the runs
 between n processes, each appending to its own file). `--summary` prints, per candidate and
 model, the mean validation accuracy of the last epoch over folds and seeds, with its standard
-error over folds.
+error over folds (`--subsets`: averaged over the full set and every modality subset, which each run
+also records by auditing its validation split).
 """
 
 from __future__ import annotations
@@ -67,12 +68,15 @@ def run_one(dataset: str, data_dir: str | None, key: str, run: dict[str, Any]) -
     start = time.perf_counter()
     result = fit(method, data, seed=run["seed"], select="none", progress=False, **recipe.get("train", {}))
     curve = [round(row["val_accuracy"], 4) for row in result.history if "val_accuracy" in row]
+    audited = mmrobust.audit(method, data, split="val", defaults=True)  # every subset, on validation
+    t = audited.table[(audited.table.metric == "accuracy") & audited.table.kind.isin(["clean", "subset"])]
     return {
         "key": key,
         **{k: run[k] for k in ("candidate", "model", "fold", "seed")},
         "val_accuracy": result.val_metrics["accuracy"],
         "val_macro_f1": result.val_metrics["macro_f1"],
         "curve": curve,
+        "val_subsets": {str(r.scenario): round(float(r.value), 4) for r in t.itertuples()},
         "seconds": round(time.perf_counter() - start, 1),
         "commit": _commit(),
     }
@@ -99,9 +103,10 @@ def read_results(results: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def summary(rows: list[dict[str, Any]], order: list[str] | None = None) -> str:
+def summary(rows: list[dict[str, Any]], order: list[str] | None = None, subsets: bool = False) -> str:
     """Candidates x models: mean validation accuracy of the last epoch over folds (seeds averaged
-    within a fold) ± its standard error over folds, and the number of runs."""
+    within a fold) ± its standard error over folds, and the number of runs; with `subsets`, the
+    accuracy averaged over the full set and every subset (runs that recorded them)."""
     table: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         table.setdefault((row["candidate"], row["model"]), []).append(row)
@@ -113,7 +118,10 @@ def summary(rows: list[dict[str, Any]], order: list[str] | None = None) -> str:
         for model in models:
             per_fold: dict[str, list[float]] = {}
             for r in table.get((candidate, model), []):
-                per_fold.setdefault("+".join(map(str, r["fold"])), []).append(r["val_accuracy"])
+                if subsets and "val_subsets" not in r:
+                    continue
+                value = float(np.mean(list(r["val_subsets"].values()))) if subsets else r["val_accuracy"]
+                per_fold.setdefault("+".join(map(str, r["fold"])), []).append(value)
             means = np.array([np.mean(v) for v in per_fold.values()])
             sem = means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else float("nan")
             runs = sum(len(v) for v in per_fold.values())
@@ -129,11 +137,12 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th planned run from the i-th")
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--candidates", help="only these candidates (comma-separated)")
+    parser.add_argument("--subsets", action="store_true", help="summarise the mean over every subset")
     args = parser.parse_args()
     search = read_yaml_mapping(args.search)
     results = args.search.parent / search["results"]
     if args.summary:
-        print(summary(read_results(results), list(search["candidates"])))
+        print(summary(read_results(results), list(search["candidates"]), subsets=args.subsets))
         return
     index, count = (int(v) for v in args.shard.split("/"))
     torch.set_num_threads(1)
