@@ -254,6 +254,9 @@ class _FusionPlan:
         first = index.new_full((int(pair.max()) + 1,), len(pair))
         first = first.scatter_reduce(0, pair, index, "amin")  # (U,) first occurrence of each pair
         bank = torch.cat(self.bank)  # (R, M, D)
+        at_once = method.fuse_pairs(bank, rows[first], presents[first])  # additive fusions: every mask at once
+        if at_once is not None:
+            return self._per_scenario(at_once[pair])
         # group the distinct pairs by mask, so each fused call shares one mask (fusions exploit that)
         mask_id = _pair_ids(torch.zeros_like(first), presents[first])  # (U,)
         order = torch.argsort(mask_id, stable=True)
@@ -267,7 +270,10 @@ class _FusionPlan:
         fused_sorted = torch.cat(outs)  # (U, ...) in mask order
         fused = torch.empty_like(fused_sorted)
         fused[order] = fused_sorted
-        fused = fused[pair]  # (S*C, ...)
+        return self._per_scenario(fused[pair])
+
+    def _per_scenario(self, fused: Tensor) -> dict[str, Tensor]:
+        """(S*C, ...) outputs, scenario after scenario, as scenario -> (C, ...)."""
         per_scenario = fused.unflatten(0, (len(self.rows), len(self.tokens)))  # (S, C, ...)
         return {name: out.cpu() for name, out in zip(self.rows, per_scenario, strict=True)}
 

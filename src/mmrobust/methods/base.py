@@ -153,6 +153,13 @@ class Method(ABC):
     def fuse(self, tokens: Tokens) -> Tensor:
         return self.fitted_model.fuse(tokens)
 
+    def fuse_pairs(self, z: Tensor, rows: Tensor, present: Tensor) -> Tensor | None:
+        """Many (token row, mask) pairs fused at once where the model can (`MultimodalModel.fuse_pairs`);
+        None for a method that fuses its own way."""
+        if type(self).fuse is not Method.fuse:
+            return None
+        return self.fitted_model.fuse_pairs(z, rows, present)
+
     @torch.no_grad()
     def predict(self, batch: Batch) -> Tensor:
         self.modules().eval()

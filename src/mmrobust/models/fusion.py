@@ -33,24 +33,31 @@ class _PerModalityHeads(nn.Module):
     def forward(self, tokens: Tokens) -> Tensor:
         z = _zero_absent(tokens)
         per_modality = torch.einsum("bmd,mdo->bmo", z, self.weight) + self.bias  # (B, M, O)
-        return per_modality * tokens.present[..., None]
+        return self.combine(per_modality * tokens.present[..., None], tokens.present)
+
+    def pairs(self, z: Tensor, rows: Tensor, present: Tensor) -> Tensor:
+        """The output for each (token row of `z`, mask) pair (P of them) at once: each row's
+        per-modality terms are computed once, whatever the number of masks (the audit's fast path)."""
+        per_modality = torch.einsum("rmd,mdo->rmo", z, self.weight) + self.bias  # (R, M, O)
+        return self.combine(per_modality[rows] * present[..., None], present)  # (P, O)
+
+    def combine(self, terms: Tensor, present: Tensor) -> Tensor:
+        """(B, M, O) masked per-modality terms -> (B, O): their sum (`late` averages instead)."""
+        return terms.sum(dim=1)
 
 
 @FUSIONS.register("sum")
 class SumFusion(_PerModalityHeads):
     """Sum of per-modality heads over the present modalities."""
 
-    def forward(self, tokens: Tokens) -> Tensor:
-        return super().forward(tokens).sum(dim=1)  # (B, O)
-
 
 @FUSIONS.register("late")
 class LateFusion(_PerModalityHeads):
     """Average of per-modality predictions over the present modalities."""
 
-    def forward(self, tokens: Tokens) -> Tensor:
-        count = tokens.present.sum(dim=1, keepdim=True).clamp_min(1)
-        return super().forward(tokens).sum(dim=1) / count  # (B, O)
+    def combine(self, terms: Tensor, present: Tensor) -> Tensor:
+        count = present.sum(dim=1, keepdim=True).clamp_min(1)
+        return terms.sum(dim=1) / count  # (B, O)
 
 
 @FUSIONS.register("concat")

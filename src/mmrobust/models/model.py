@@ -120,5 +120,17 @@ class MultimodalModel(nn.Module):
         out = self.fusion(tokens.with_present(tokens.present & self.use_mask))  # (B, C) logits, or (B, 1)
         return out.squeeze(-1) if self.spec.task == "regression" else out
 
+    def fuse_pairs(self, z: Tensor, rows: Tensor, present: Tensor) -> Tensor | None:
+        """`fuse` of many (token row of `z` (R, M, D), mask) pairs at once, for fusions made of
+        per-modality terms (those with `pairs`): each row's terms are computed once, not once per
+        mask. None when this model fuses otherwise (then the caller fuses each pair)."""
+        if type(self).fuse is not MultimodalModel.fuse:  # a model that fuses its own way (may have no `fusion`)
+            return None
+        pairs = getattr(self.fusion, "pairs", None)
+        if pairs is None:
+            return None
+        out = pairs(z, rows, present & self.use_mask)
+        return out.squeeze(-1) if self.spec.task == "regression" else out
+
     def forward(self, batch: Batch) -> Tensor:
         return self.fuse(self.encode(batch))
