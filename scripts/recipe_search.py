@@ -5,7 +5,8 @@ training subjects (docs/recipes.md).
     python scripts/recipe_search.py configs/recipes/search/utd_mhad.yaml --summary
 
 A search file names the dataset, the folds (each a list of validation subjects, drawn from the
-training subjects only), the models (method parameters, e.g. a specialist's `modalities`), the
+training subjects only; or, with `fold_option`, the values of another data option that draws the
+validation split, e.g. AV-MNIST's `split_seed`), the models (method parameters, e.g. a specialist's `modalities`), the
 seeds, and the candidate recipes: data options, `fit` options and method parameters layered on a
 shared `base` (a candidate's `models` list limits it to the models it can change). Every
 (candidate, model, fold, seed) trains on a fixed budget (`select: none`) and records its
@@ -46,8 +47,13 @@ def plan(search: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         recipe = layered(base, candidate or {})
         if label not in recipe.pop("models", search["models"]):  # a candidate that changes one modality
             continue
-        key = f"{name}|{label}|val={'+'.join(map(str, fold))}|seed={seed}"
+        key = f"{name}|{label}|val={fold_name(fold)}|seed={seed}"
         yield key, {"candidate": name, "model": label, "fold": fold, "seed": seed, "recipe": recipe, "params": model}
+
+
+def fold_name(fold: Any) -> str:
+    """A fold's label: its validation subjects joined by '+', or the option's value."""
+    return "+".join(map(str, fold)) if isinstance(fold, list) else str(fold)
 
 
 def finished(results: Path) -> set[str]:
@@ -59,9 +65,10 @@ def finished(results: Path) -> set[str]:
     return keys
 
 
-def run_one(dataset: str, data_dir: str | None, key: str, run: dict[str, Any]) -> dict[str, Any]:
+def run_one(search: dict[str, Any], data_dir: str | None, key: str, run: dict[str, Any]) -> dict[str, Any]:
     recipe = run["recipe"]
-    options = {**recipe.get("data", {}), "val_subjects": run["fold"]}
+    options = {**recipe.get("data", {}), search.get("fold_option", "val_subjects"): run["fold"]}
+    dataset = search["dataset"]
     data = mmrobust.load_dataset(dataset, data_dir=data_dir, **options)
     params = {**recipe.get("params", {}), **run["params"]}
     method = mmrobust.create_method(params.pop("method", "joint"), **params)
@@ -121,7 +128,7 @@ def summary(rows: list[dict[str, Any]], order: list[str] | None = None, subsets:
                 if subsets and "val_subsets" not in r:
                     continue
                 value = float(np.mean(list(r["val_subsets"].values()))) if subsets else r["val_accuracy"]
-                per_fold.setdefault("+".join(map(str, r["fold"])), []).append(value)
+                per_fold.setdefault(fold_name(r["fold"]), []).append(value)
             means = np.array([np.mean(v) for v in per_fold.values()])
             sem = means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else float("nan")
             runs = sum(len(v) for v in per_fold.values())
@@ -153,7 +160,7 @@ def main() -> None:
     out = results.with_name(f"{results.name}.{index}-of-{count}")
     print(f"{len(todo)} runs to do in shard {args.shard}", file=sys.stderr)
     for n, (key, run) in enumerate(todo, 1):
-        row = run_one(search["dataset"], args.data_dir, key, run)
+        row = run_one(search, args.data_dir, key, run)
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"[{n}/{len(todo)}] {key}: val accuracy {row['val_accuracy']:.3f} ({row['seconds']} s)", file=sys.stderr)
