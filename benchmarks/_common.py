@@ -142,9 +142,12 @@ def synthetic(
 
 
 def _resample(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """(N, C, *S) -> (N, *shape): interpolate the spatial axes, tile the channels."""
+    """(N, C, *S) -> (N, *shape): interpolate the spatial axes, tile the channels (a feature
+    vector, (N, F) -> (N, F'): tile its features)."""
     if tuple(x.shape[1:]) == shape:
         return x
+    if len(shape) == 1:
+        return x.repeat(1, math.ceil(shape[0] / x.shape[1]))[:, : shape[0]].contiguous()
     mode = {1: "linear", 2: "bilinear"}[len(shape) - 1]
     x = F.interpolate(x, size=shape[1:], mode=mode, align_corners=False)  # (N, C, *shape[1:])
     reps = math.ceil(shape[0] / x.shape[1])

@@ -202,17 +202,22 @@ def test_engine_reads_and_holds_one_chunk_at_a_time(kinds_data, fit_small) -> No
     model = fit_small(kinds_data, "dropout", "transformer")
     data = CountingData(kinds_data.split("test"))
     calls: list[int] = []
-    method_encode, method_fuse = model.encode, model.fuse
+    method_encode, method_prepare = model.encode, model.prepare_fusion
 
     def encode(batch):  # type: ignore[no-untyped-def]
         calls.append(len(batch))
         return method_encode(batch)
 
-    def fuse(tokens):  # type: ignore[no-untyped-def]
-        calls.append(len(tokens))
-        return method_fuse(tokens)
+    def prepare_fusion(z):  # type: ignore[no-untyped-def]
+        fuse_rows = method_prepare(z)
 
-    model.encode, model.fuse = encode, fuse  # type: ignore[method-assign]
+        def fuse(rows, present):  # type: ignore[no-untyped-def]
+            calls.append(len(rows))
+            return fuse_rows(rows, present)
+
+        return fuse
+
+    model.encode, model.prepare_fusion = encode, prepare_fusion  # type: ignore[method-assign]
     try:
         stream = ScenarioStream(
             model, data, scenarios_for(data.modalities), seed=0, chunk=6, batch_size=4, draw_block=3
@@ -223,7 +228,7 @@ def test_engine_reads_and_holds_one_chunk_at_a_time(kinds_data, fit_small) -> No
             assert all(len(out) == len(target) for out in outputs.values())
             seen += len(target)
     finally:
-        del model.encode, model.fuse
+        del model.encode, model.prepare_fusion
     assert seen == len(data) == 40
     assert data.requested == [6] * 6 + [4]
     assert data.log == ["read", "outputs"] * 7
@@ -277,20 +282,26 @@ def test_model_calls_see_few_batch_shapes(kinds_data, fit_small) -> None:
     data = SyntheticStream(3000, informativeness=(5.0, 0.8, 0.8), kinds=("mlp", "conv1d", "seq"), seed=4)
     model = fit_small(kinds_data, "dropout", "transformer")
     sizes: dict[str, list[int]] = {"fuse": [], "encode_modality": []}
-    fuse, encode_modality = model.fuse, model.encode_modality
+    prepare_fusion, encode_modality = model.prepare_fusion, model.encode_modality
 
-    def record_fuse(tokens):  # type: ignore[no-untyped-def]
-        sizes["fuse"].append(len(tokens))
-        return fuse(tokens)
+    def record_prepare(z):  # type: ignore[no-untyped-def]
+        fuse_rows = prepare_fusion(z)
+        assert fuse_rows is not None  # transformer fusion: the prepared (fast) path
+
+        def record_fuse(rows, present):  # type: ignore[no-untyped-def]
+            sizes["fuse"].append(len(rows))
+            return fuse_rows(rows, present)
+
+        return record_fuse
 
     def record_encode(modality, x):  # type: ignore[no-untyped-def]
         sizes["encode_modality"].append(len(x))
         return encode_modality(modality, x)
 
-    model.fuse, model.encode_modality = record_fuse, record_encode  # type: ignore[method-assign]
+    model.prepare_fusion, model.encode_modality = record_prepare, record_encode  # type: ignore[method-assign]
     try:
         mmrobust.audit(model, data, chunk=1024)
     finally:
-        del model.fuse, model.encode_modality
+        del model.prepare_fusion, model.encode_modality
     assert sizes["fuse"] and all(n % 64 == 0 for n in sizes["fuse"])
     assert sizes["encode_modality"] and all(n % 16 == 0 for n in sizes["encode_modality"])

@@ -254,15 +254,20 @@ class _FusionPlan:
         first = index.new_full((int(pair.max()) + 1,), len(pair))
         first = first.scatter_reduce(0, pair, index, "amin")  # (U,) first occurrence of each pair
         bank = torch.cat(self.bank)  # (R, M, D)
-        at_once = method.fuse_pairs(bank, rows[first], presents[first])  # additive fusions: every mask at once
-        if at_once is not None:
-            return self._per_scenario(at_once[pair])
+        whole = _padded(torch.arange(len(bank), device=bank.device), len(bank) + FUSE_STEP, FUSE_STEP)
+        prepared = method.prepare_fusion(bank[whole])  # each row's mask-independent fusion work, done once
+
+        def fuse(p: Tensor) -> Tensor:
+            if prepared is not None:
+                return prepared(rows[p], presents[p])
+            return method.fuse(Tokens(bank[rows[p]], presents[p], self.tokens.modalities))
+
         # group the distinct pairs by mask, so each fused call shares one mask (fusions exploit that)
         mask_id = _pair_ids(torch.zeros_like(first), presents[first])  # (U,)
         order = torch.argsort(mask_id, stable=True)
         sizes = torch.unique_consecutive(mask_id[order], return_counts=True)[1].tolist()
         outs = [
-            method.fuse(Tokens(bank[rows[p]], presents[p], self.tokens.modalities))[: len(i)]
+            fuse(p)[: len(i)]
             for group in first[order].split(sizes)
             for i in group.split(batch_size)
             for p in [_padded(i, batch_size, FUSE_STEP)]

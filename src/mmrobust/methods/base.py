@@ -21,6 +21,7 @@ from ..data.batch import Batch
 from ..data.dataset import DataSpec, MultimodalData
 from ..data.tokens import Tokens
 from ..errors import MMRobustError
+from ..models.fusion import RowFuser
 from ..models.model import MultimodalModel
 from ..registry import Registry, check_options
 
@@ -153,12 +154,12 @@ class Method(ABC):
     def fuse(self, tokens: Tokens) -> Tensor:
         return self.fitted_model.fuse(tokens)
 
-    def fuse_pairs(self, z: Tensor, rows: Tensor, present: Tensor) -> Tensor | None:
-        """Many (token row, mask) pairs fused at once where the model can (`MultimodalModel.fuse_pairs`);
-        None for a method that fuses its own way."""
+    def prepare_fusion(self, z: Tensor) -> RowFuser | None:
+        """`fuse` of many (token row, mask) pairs with each row's mask-independent work done once
+        (`MultimodalModel.prepare_fusion`); None for a method that fuses its own way."""
         if type(self).fuse is not Method.fuse:
             return None
-        return self.fitted_model.fuse_pairs(z, rows, present)
+        return self.fitted_model.prepare_fusion(z)
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> Tensor:

@@ -25,11 +25,21 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h: Tensor, ignore: Tensor | None = None, queries: int | None = None) -> Tensor:
+    def forward(
+        self, h: Tensor, ignore: Tensor | None = None, queries: int | None = None, qkv: Tensor | None = None
+    ) -> Tensor:
         """h (B, L, D); `ignore` (B, L) True where a key must not be attended; `queries`: update
-        only the first `queries` positions (the output then has that many)."""
+        only the first `queries` positions (the output then has that many); `qkv`: this block's
+        `qkv(norm1(h))` when the caller already has it (the audit computes it once per sample)."""
         D = h.shape[-1]
-        q, k, v = self.qkv(self.norm1(h)).split(D, dim=-1)  # each (B, L, D)
+        if qkv is not None:
+            q, k, v = qkv.split(D, dim=-1)  # each (B, L, D)
+        elif queries is None:
+            q, k, v = self.qkv(self.norm1(h)).split(D, dim=-1)
+        else:  # queries for the first positions only: a third less of this projection's work
+            x, w, b = self.norm1(h), self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, :queries], w[:D], b[:D])
+            k, v = F.linear(x, w[D:], b[D:]).split(D, dim=-1)
         if queries is not None:
             q, h = q[:, :queries], h[:, :queries]
         q, k, v = (t.unflatten(-1, (self.heads, D // self.heads)).transpose(1, 2) for t in (q, k, v))  # (B, H, *, D/H)
@@ -48,7 +58,9 @@ class ReadoutTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, h: Tensor, ignore: Tensor | None = None) -> Tensor:
+    def forward(self, h: Tensor, ignore: Tensor | None = None, first_qkv: Tensor | None = None) -> Tensor:
+        """`first_qkv`: the first block's query/key/value projection of `h`, if already computed."""
         for i, block in enumerate(self.blocks):
-            h = block(h, ignore, queries=1 if i == len(self.blocks) - 1 else None)
+            last = i == len(self.blocks) - 1
+            h = block(h, ignore, queries=1 if last else None, qkv=first_qkv if i == 0 else None)
         return self.norm(h[:, 0])  # (B, D)

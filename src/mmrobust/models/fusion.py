@@ -2,6 +2,11 @@
 
 None of them reads an absent token: absent slots are zeroed first (so even NaN there
 cannot leak through attention or a matmul) and then masked out.
+
+Each also has `prepare(z)`, for fusing many (token row, mask) pairs, as the audit does (every
+sample under every subset's mask): it does the mask-independent work on every row of z (R, M, D)
+once and returns a `RowFuser`, (rows (P,), present (P, M)) -> the P pairs' outputs, equal to
+`forward` on `Tokens(z[rows], present)` up to float rounding.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from ..registry import Registry
 from .attention import ReadoutTransformer
 
 FUSIONS: Registry[Callable[[int, int, int], nn.Module]] = Registry("fusion")
+RowFuser = Callable[[Tensor, Tensor], Tensor]
 
 
 def _zero_absent(tokens: Tokens) -> Tensor:
@@ -35,11 +41,15 @@ class _PerModalityHeads(nn.Module):
         per_modality = torch.einsum("bmd,mdo->bmo", z, self.weight) + self.bias  # (B, M, O)
         return self.combine(per_modality * tokens.present[..., None], tokens.present)
 
-    def pairs(self, z: Tensor, rows: Tensor, present: Tensor) -> Tensor:
-        """The output for each (token row of `z`, mask) pair (P of them) at once: each row's
-        per-modality terms are computed once, whatever the number of masks (the audit's fast path)."""
+    def prepare(self, z: Tensor) -> RowFuser:
+        """Each row's per-modality terms, computed once: a pair only masks and combines them."""
         per_modality = torch.einsum("rmd,mdo->rmo", z, self.weight) + self.bias  # (R, M, O)
-        return self.combine(per_modality[rows] * present[..., None], present)  # (P, O)
+
+        def fuse_rows(rows: Tensor, present: Tensor) -> Tensor:
+            terms = per_modality[rows].masked_fill(~present[..., None], 0.0)  # (P, M, O), NaN-safe
+            return self.combine(terms, present)
+
+        return fuse_rows
 
     def combine(self, terms: Tensor, present: Tensor) -> Tensor:
         """(B, M, O) masked per-modality terms -> (B, O): their sum (`late` averages instead)."""
@@ -73,6 +83,20 @@ class ConcatFusion(nn.Module):
         z = torch.where(tokens.present[..., None], _zero_absent(tokens), self.filler)  # (B, M, D)
         return self.head(z.flatten(1))  # (B, M*D) -> (B, O)
 
+    def prepare(self, z: Tensor) -> RowFuser:
+        """The first layer is a sum over slots: each slot's term for its token and for its filler
+        is computed once, so a pair only picks and adds M terms before the rest of the head."""
+        first, rest = self.head[0], self.head[1:]
+        weight = first.weight.unflatten(1, self.filler.shape)  # (H, M, D)
+        token_terms = torch.einsum("rmd,hmd->rmh", z, weight)  # (R, M, H)
+        filler_terms = torch.einsum("md,hmd->mh", self.filler, weight)  # (M, H)
+
+        def fuse_rows(rows: Tensor, present: Tensor) -> Tensor:
+            terms = torch.where(present[..., None], token_terms[rows], filler_terms)  # (P, M, H)
+            return rest(terms.sum(dim=1) + first.bias)
+
+        return fuse_rows
+
 
 @FUSIONS.register("transformer")
 class TransformerFusion(nn.Module):
@@ -94,6 +118,27 @@ class TransformerFusion(nn.Module):
         cls_kept = torch.zeros_like(tokens.present[:, :1])
         ignore = torch.cat([cls_kept, ~tokens.present], dim=1)  # (B, 1+M), True = absent
         return self.head(self.body(h, ignore))  # (B, O)
+
+    def prepare(self, z: Tensor) -> RowFuser:
+        """The first block's LayerNorm and query/key/value projection of every token, computed
+        once per row (an absent slot's token is the zero token, as in `forward`); a pair runs the
+        attention and everything after it."""
+        first = self.body.blocks[0]
+        h = torch.cat([self.cls.expand(len(z), -1, -1), z + self.modality_embedding], dim=1)  # (R, 1+M, D)
+        qkv = first.qkv(first.norm1(h))  # (R, 1+M, 3D)
+        h_absent = torch.cat([self.cls[0], self.modality_embedding[0]])  # (1+M, D): zero tokens
+        qkv_absent = first.qkv(first.norm1(h_absent))
+
+        def fuse_rows(rows: Tensor, present: Tensor) -> Tensor:
+            if bool((present == present[:1]).all()):  # one mask: drop absent tokens, as `forward`
+                keep = torch.cat([present.new_ones(1), present[0]])
+                return self.head(self.body(h[rows][:, keep], first_qkv=qkv[rows][:, keep]))
+            kept = torch.cat([present.new_ones((len(rows), 1)), present], dim=1)[..., None]  # (P, 1+M, 1)
+            h_rows = torch.where(kept, h[rows], h_absent)  # NaN-safe: absent rows are the zero token's
+            qkv_rows = torch.where(kept, qkv[rows], qkv_absent)
+            return self.head(self.body(h_rows, ~kept[..., 0], first_qkv=qkv_rows))
+
+        return fuse_rows
 
 
 def create_fusion(name: str, n_modalities: int, dim: int, out: int) -> nn.Module:

@@ -21,7 +21,7 @@ from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
 from ..errors import MMRobustError, unknown_name
 from .encoders import create_encoder
-from .fusion import create_fusion
+from .fusion import RowFuser, create_fusion
 
 _TAKEN = frozenset(dir(nn.ModuleDict()))  # names a ModuleDict key cannot have ('to', 'train', 'keys', ...)
 
@@ -120,17 +120,23 @@ class MultimodalModel(nn.Module):
         out = self.fusion(tokens.with_present(tokens.present & self.use_mask))  # (B, C) logits, or (B, 1)
         return out.squeeze(-1) if self.spec.task == "regression" else out
 
-    def fuse_pairs(self, z: Tensor, rows: Tensor, present: Tensor) -> Tensor | None:
-        """`fuse` of many (token row of `z` (R, M, D), mask) pairs at once, for fusions made of
-        per-modality terms (those with `pairs`): each row's terms are computed once, not once per
-        mask. None when this model fuses otherwise (then the caller fuses each pair)."""
+    def prepare_fusion(self, z: Tensor) -> RowFuser | None:
+        """For `fuse` of many (token row of `z` (R, M, D), mask) pairs: a function (rows, present)
+        -> those pairs' outputs, with each row's mask-independent work done once here (the audit
+        fuses every sample under every subset's mask). None when this model fuses its own way or its
+        fusion (e.g. a user-registered one) has no `prepare`."""
         if type(self).fuse is not MultimodalModel.fuse:  # a model that fuses its own way (may have no `fusion`)
             return None
-        pairs = getattr(self.fusion, "pairs", None)
-        if pairs is None:
+        prepare = getattr(self.fusion, "prepare", None)
+        if prepare is None:
             return None
-        out = pairs(z, rows, present & self.use_mask)
-        return out.squeeze(-1) if self.spec.task == "regression" else out
+        fuse_prepared = prepare(z)
+
+        def fuse_rows(rows: Tensor, present: Tensor) -> Tensor:
+            out = fuse_prepared(rows, present & self.use_mask)
+            return out.squeeze(-1) if self.spec.task == "regression" else out
+
+        return fuse_rows
 
     def forward(self, batch: Batch) -> Tensor:
         return self.fuse(self.encode(batch))
