@@ -21,7 +21,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import REALISTIC_SHAPES, median, paired_ratio, parse_args, print_table, setup, synthetic, time_interleaved, verdict
+from _common import (
+    REALISTIC_SHAPES,
+    median,
+    paired_ratio,
+    parse_args,
+    print_table,
+    setup,
+    synthetic,
+    time_interleaved,
+    verdict,
+)
 
 import mmrobust
 from mmrobust.audit import default_scenarios

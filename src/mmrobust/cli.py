@@ -41,6 +41,7 @@ from .methods.external import load_external, wrap
 from .models import ENCODERS, FUSIONS
 from .registry import check_options
 from .run import demo_config, run_experiment
+from .threads import set_threads
 from .train import check_fit_options, fit
 
 console = Console()
@@ -148,7 +149,7 @@ def demo(out: str, seeds: int, epochs: int) -> None:
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/ in {elapsed:.0f} s")
 
 
-THREADS_HELP = "torch threads [default: torch's, every core]; on a shared or busy machine 1 is often as fast."
+THREADS_HELP = "torch threads [default: the idle cores (cores minus the load average), or OMP_NUM_THREADS]."
 
 
 @cli.command()
@@ -181,8 +182,7 @@ def train(
       mmrobust train --data utd_mhad --method joint --out runs/u params.dim=128 train.select=accuracy
     """
     FUSIONS.get(fusion)
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     options: dict[str, Any] = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
     params: dict[str, Any] = {"fusion": fusion}
     data_options: dict[str, Any] = {}
@@ -258,8 +258,7 @@ def audit_cmd(
       mmrobust audit --model my_pkg.models:build_model --weights model.pt --data basicmotions --missing mean
     """
     check_int(seed, "--seed", 0)
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if (checkpoint is None) == (external is None):
         raise MMRobustError("give exactly one of --checkpoint FILE or --model MODULE:FUNCTION")
     if checkpoint is not None and (weights or no_mask_check):

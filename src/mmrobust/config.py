@@ -63,7 +63,7 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # modality -> {crop, scale, jitter}
     device: str = "auto"
     loggers: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
-    threads: int | None = None  # torch threads of this process (null: torch's default, every core)
+    threads: int | None = None  # torch threads of this process (null: the idle cores, mmrobust/threads.py)
 
 
 @dataclass

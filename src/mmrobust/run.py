@@ -71,6 +71,7 @@ from .runfolder import (
     warn_damaged,
     write_manifest,
 )
+from .threads import set_threads
 from .trackers import audit_metrics, create_trackers, require
 from .train import FitResult, check_fit_options, fit, resolve_device
 from .version import __version__
@@ -245,8 +246,7 @@ def run_experiment(
     """Train and audit every model x seed (skipping finished runs, resuming interrupted ones);
     write the combined report. `state_every`: seconds between saves of a training run's state."""
     out = Path(out)
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
+    set_threads(config.train.threads)
     for name in config.train.loggers:  # a missing optional package fails before any training
         require(name)
     _dist.setup(resolve_device(_dist.local_device(config.train.device)))  # joins torchrun's group, if any

@@ -22,7 +22,8 @@ def trained(fusion: str, task: str = "classification") -> tuple[mmrobust.Method,
 
 def one_by_one(method: mmrobust.Method, z: torch.Tensor, rows: torch.Tensor, present: torch.Tensor,
                modalities: tuple[str, ...]) -> torch.Tensor:  # fmt: skip
-    return torch.cat([method.fuse(Tokens(z[rows[i : i + 1]], present[i : i + 1], modalities)) for i in range(len(rows))])
+    pairs = [Tokens(z[rows[i : i + 1]], present[i : i + 1], modalities) for i in range(len(rows))]
+    return torch.cat([method.fuse(tokens) for tokens in pairs])
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -45,7 +46,7 @@ def test_prepared_pairs_equal_one_fuse_per_pair(fusion: str, task: str) -> None:
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_prepared_pairs_never_read_absent_tokens(fusion: str) -> None:
-    method, modalities = trained(fusion)
+    method, _ = trained(fusion)
     z = torch.randn(4, 3, 8)
     clean = z.clone()
     z[:, 1] = float("nan")  # slot 1 is absent in every pair below

@@ -96,11 +96,14 @@ class MultimodalData:
         return self.subset(self.splits[name])
 
     def subset(self, index: Tensor) -> MultimodalData:
-        """The samples at `index`; not re-validated, since a subset of valid data is valid."""
+        """The samples at `index`; not re-validated, since a subset of valid data is valid. A run of
+        consecutive indices (a split of most loaders) gives views, not copies: the audit of a large
+        test split no longer starts by copying it."""
+        rows = _as_slice(index, len(self))
         part = object.__new__(MultimodalData)
         part.spec, part.splits = self.spec, {}
-        part.inputs = {m: x[index] for m, x in self.inputs.items()}
-        part.present, part.target = self.present[index], self.target[index]
+        part.inputs = {m: x[rows] for m, x in self.inputs.items()}
+        part.present, part.target = self.present[rows], self.target[rows]
         return part
 
     def batch(self, index: Tensor | slice) -> Batch:
@@ -142,6 +145,17 @@ class ChunkedData(Protocol):
     def __len__(self) -> int: ...
 
     def batches(self, batch_size: int) -> Iterator[Batch]: ...
+
+
+def _as_slice(index: Tensor, n: int) -> Tensor | slice:
+    """`index` as the equal slice when it is a run of consecutive row numbers below `n`, else
+    unchanged (so an out-of-range index still fails as it would)."""
+    if index.dtype == torch.bool or index.dim() != 1 or not len(index):
+        return index
+    start = int(index[0])
+    steps = index[1:] - index[:-1]
+    inside = start >= 0 and start + len(index) <= n
+    return slice(start, start + len(index)) if inside and bool((steps == 1).all()) else index
 
 
 def _validate(data: MultimodalData) -> None:

@@ -12,13 +12,14 @@ once and returns a `RowFuser`, (rows (P,), present (P, M)) -> the P pairs' outpu
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from ..data.tokens import Tokens
 from ..registry import Registry
-from .attention import ReadoutTransformer
+from .attention import Block, ReadoutTransformer
 
 FUSIONS: Registry[Callable[[int, int, int], nn.Module]] = Registry("fusion")
 RowFuser = Callable[[Tensor, Tensor], Tensor]
@@ -86,7 +87,7 @@ class ConcatFusion(nn.Module):
     def prepare(self, z: Tensor) -> RowFuser:
         """The first layer is a sum over slots: each slot's term for its token and for its filler
         is computed once, so a pair only picks and adds M terms before the rest of the head."""
-        first, rest = self.head[0], self.head[1:]
+        first, rest = cast(nn.Linear, self.head[0]), self.head[1:]
         weight = first.weight.unflatten(1, self.filler.shape)  # (H, M, D)
         token_terms = torch.einsum("rmd,hmd->rmh", z, weight)  # (R, M, H)
         filler_terms = torch.einsum("md,hmd->mh", self.filler, weight)  # (M, H)
@@ -123,7 +124,7 @@ class TransformerFusion(nn.Module):
         """The first block's LayerNorm and query/key/value projection of every token, computed
         once per row (an absent slot's token is the zero token, as in `forward`); a pair runs the
         attention and everything after it."""
-        first = self.body.blocks[0]
+        first = cast(Block, self.body.blocks[0])
         h = torch.cat([self.cls.expand(len(z), -1, -1), z + self.modality_embedding], dim=1)  # (R, 1+M, D)
         qkv = first.qkv(first.norm1(h))  # (R, 1+M, 3D)
         h_absent = torch.cat([self.cls[0], self.modality_embedding[0]])  # (1+M, D): zero tokens
