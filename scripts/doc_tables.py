@@ -26,7 +26,10 @@ search summary from configs/recipes/search/SEARCH.yaml's results), `subsets STUD
 subset: its specialist, M, the paired gap M − specialist and whether it is within `tolerance`, then
 the `others` models; options `full` (the full set's specialist, default joint), `others`, `tolerance`),
 `cost STUDY models=...` (parameters and training seconds against all the specialists together),
-`convergence SEARCH candidate=C` (validation accuracy along the budget, per model).
+`convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `claims STUDY
+list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
+difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
+does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE).
 """
 
 from __future__ import annotations
@@ -54,10 +57,12 @@ MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /ta
 KEEP_METRICS = ("accuracy", "macro_f1", "mae", "corr", "acc2", "f1", "acc5", "acc7")  # the ones docs cite
 
 
-def collect(run_root: Path, study: str) -> Path:
-    """Every finished run below `run_root` as one tidy CSV in the results folder."""
+def collect(run_roots: Sequence[Path], study: str) -> Path:
+    """Every finished run below the `run_roots` as one tidy CSV in the results folder (several
+    roots: one study made of runs of several configs on the same recipe, e.g. a study's extra models
+    beside the every-subset study's, paired per sample with each other)."""
     frames, costs = [], []
-    for manifest in sorted(run_root.glob("**/manifest.json")):
+    for manifest in sorted(m for root in run_roots for m in root.glob("**/manifest.json")):
         record = json.loads(manifest.read_text())
         if record.get("status") != "done" or not (manifest.parent / "results.csv").is_file():
             continue
@@ -70,22 +75,22 @@ def collect(run_root: Path, study: str) -> Path:
         t = t[t.metric.isin(KEEP_METRICS)]
         frames.append(t.assign(config_hash=record.get("config_hash"), commit=(record.get("git") or {}).get("commit")))
     if not frames:
-        raise SystemExit(f"no finished runs under {run_root}")
+        raise SystemExit(f"no finished runs under {', '.join(map(str, run_roots))}")
     out = RESULTS / f"{study}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.concat(frames, ignore_index=True).to_csv(out, index=False, float_format="%.6g")
     pd.DataFrame(costs).to_csv(RESULTS / f"{study}_runs.csv", index=False, float_format="%.6g")
-    paired = paired_per_sample(run_root)
+    paired = paired_per_sample(run_roots)
     if paired is not None:
         paired.to_csv(RESULTS / f"{study}_paired.csv", index=False, float_format="%.6g")
     return out
 
 
-def paired_per_sample(run_root: Path) -> pd.DataFrame | None:
+def paired_per_sample(run_roots: Sequence[Path]) -> pd.DataFrame | None:
     """Every pair of models' per-sample paired difference per scenario (the primary per-sample
     metric: accuracy or MAE), from the runs' predictions, or None when a run has none. Committed
     beside the study's results, so documented intervals regenerate without the run folders."""
-    runs = load_runs([run_root])
+    runs = load_runs(list(run_roots))
     table = runs.table
     metric = "accuracy" if "accuracy" in set(table.metric) else "mae"
     keys = table[["model", "seed", "run_dir"]].drop_duplicates()
@@ -111,6 +116,8 @@ def render(spec: str) -> str:
         return subsets_table(source, opts)
     if kind == "cost":
         return cost_table(source, opts)
+    if kind == "claims":
+        return claims_table(source, opts["list"])
     if kind != "runs":
         raise SystemExit(f"unknown table kind '{kind}' in <!-- table: {spec} -->")
     t = pd.read_csv(RESULTS / f"{source}.csv")
@@ -152,6 +159,29 @@ def subsets_table(study: str, opts: dict[str, str]) -> str:
         cells = [subset or "all (clean)", tables.cell(values[specialist]), tables.cell(values[model]), shown,
                  met if gap is not None else "—", *(tables.cell(values[m]) if len(values[m]) else "—" for m in others)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def claims_table(study: str, claims: str) -> str:
+    """One row per claim `A:B@SCENARIO` (A better than B): A − B (in the study's paired metric), its 95% interval,
+    and the verdict."""
+    paired = pd.read_csv(RESULTS / f"{study}_paired.csv")
+    metric = paired.metric.iloc[0]
+    lower_is_better = metric == "mae"
+    lines = [f"| claim | {metric}: A − B [95% CI] | verdict |", "|---|---|---|"]
+    for claim in filter(None, (c.strip() for c in claims.split(";"))):
+        match = re.fullmatch(r"(?P<a>[^:@]+):(?P<b>[^:@]+)@(?P<scenario>.+)", claim)
+        if match is None:
+            raise SystemExit(f"claim '{claim}' is not A:B@SCENARIO (A better than B under SCENARIO)")
+        a, b, scenario = match["a"], match["b"], match["scenario"]
+        gap = _gap(paired, a, b, scenario)
+        if gap is None:
+            raise SystemExit(f"{study}_paired.csv has no {a} vs {b} under {scenario}")
+        mean, low, high = gap
+        better, worse = (high < 0, low > 0) if lower_is_better else (low > 0, high < 0)
+        verdict = "holds" if better else "does not hold" if worse else "inconclusive"
+        shown = scenario if scenario != "clean" else "all modalities"
+        lines.append(f"| {a} better than {b}, {shown} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] | {verdict} |")
     return "\n".join(lines)
 
 
@@ -230,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("collect", help="a study's run folders -> docs/reproductions/results/<study>.csv")
-    c.add_argument("runs", type=Path)
+    c.add_argument("runs", type=Path, nargs="+")
     c.add_argument("--study", required=True)
     sub.add_parser("write", help="regenerate every marked table")
     sub.add_parser("check", help="exit 1 if any marked table differs from its regeneration")

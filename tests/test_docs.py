@@ -35,3 +35,18 @@ def test_a_hand_edited_table_is_caught(tmp_path: Path) -> None:
     assert found and "edited.md" in found[0]
     edited.write_text(doc_tables.regenerate(typed))  # `write` puts the regenerated table back
     assert doc_tables.stale([edited]) == []
+
+
+def test_claim_verdicts_follow_the_paired_interval(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
+    rows = "model_a,model_b,scenario,seeds,samples,mean,low,high,metric\n"
+    rows += "a,b,clean,5,100,0.05,0.02,0.08,accuracy\n"  # a clearly better
+    rows += "a,b,subset[x],5,100,0.01,-0.02,0.04,accuracy\n"  # no clear difference
+    (tmp_path / "s_paired.csv").write_text(rows)
+    table = doc_tables.claims_table("s", "a:b@clean;b:a@clean;a:b@subset[x]")
+    verdicts = [line.rsplit("|", 2)[-2].strip() for line in table.splitlines()[2:]]
+    assert verdicts == ["holds", "does not hold", "inconclusive"]
+    assert "-0.050 [-0.080, -0.020]" in table  # b − a: the stored a − b, negated
+    (tmp_path / "m_paired.csv").write_text(rows.replace("accuracy", "mae"))  # lower is better
+    assert "does not hold" in doc_tables.claims_table("m", "a:b@clean")
