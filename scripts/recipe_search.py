@@ -13,7 +13,8 @@ shared `base` (a candidate's `models` list limits it to the models it can change
 validation curve; the test split is never read. Results go to one JSON line per run in the
 search's `results` file (resumable: finished runs are skipped; `--shard i/n` splits the runs
 between n processes, each appending to its own file). `--summary` prints, per candidate and
-model, the mean validation accuracy of the last epoch over folds and seeds, with its standard
+model, the mean validation score of the last epoch over folds and seeds (the search's `metric`,
+default accuracy; e.g. `mae` or `corr` for a regression dataset), with its standard
 error over folds (`--subsets`: averaged over the full set and every modality subset, which each run
 also records by auditing its validation split).
 """
@@ -72,16 +73,18 @@ def run_one(search: dict[str, Any], data_dir: str | None, key: str, run: dict[st
     data = mmrobust.load_dataset(dataset, data_dir=data_dir, **options)
     params = {**recipe.get("params", {}), **run["params"]}
     method = mmrobust.create_method(params.pop("method", "joint"), **params)
+    metric = search.get("metric", "accuracy")
     start = time.perf_counter()
     result = fit(method, data, seed=run["seed"], select="none", progress=False, **recipe.get("train", {}))
-    curve = [round(row["val_accuracy"], 4) for row in result.history if "val_accuracy" in row]
+    curve = [round(row[f"val_{metric}"], 4) for row in result.history if f"val_{metric}" in row]
     audited = mmrobust.audit(method, data, split="val", defaults=True)  # every subset, on validation
-    t = audited.table[(audited.table.metric == "accuracy") & audited.table.kind.isin(["clean", "subset"])]
+    t = audited.table[(audited.table.metric == metric) & audited.table.kind.isin(["clean", "subset"])]
     return {
         "key": key,
         **{k: run[k] for k in ("candidate", "model", "fold", "seed")},
-        "val_accuracy": result.val_metrics["accuracy"],
-        "val_macro_f1": result.val_metrics["macro_f1"],
+        "metric": metric,
+        "score": result.val_metrics[metric],
+        "val_metrics": {k: round(v, 4) for k, v in result.val_metrics.items()},
         "curve": curve,
         "val_subsets": {str(r.scenario): round(float(r.value), 4) for r in t.itertuples()},
         "seconds": round(time.perf_counter() - start, 1),
@@ -110,6 +113,11 @@ def read_results(results: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def score(row: dict[str, Any]) -> float:
+    """A run's validation score in the search's metric (older results recorded accuracy only)."""
+    return float(row["score"] if "score" in row else row["val_accuracy"])
+
+
 def summary(rows: list[dict[str, Any]], order: list[str] | None = None, subsets: bool = False) -> str:
     """Candidates x models: mean validation accuracy of the last epoch over folds (seeds averaged
     within a fold) ± its standard error over folds, and the number of runs; with `subsets`, the
@@ -127,7 +135,7 @@ def summary(rows: list[dict[str, Any]], order: list[str] | None = None, subsets:
             for r in table.get((candidate, model), []):
                 if subsets and "val_subsets" not in r:
                     continue
-                value = float(np.mean(list(r["val_subsets"].values()))) if subsets else r["val_accuracy"]
+                value = float(np.mean(list(r["val_subsets"].values()))) if subsets else score(r)
                 per_fold.setdefault(fold_name(r["fold"]), []).append(value)
             means = np.array([np.mean(v) for v in per_fold.values()])
             sem = means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else float("nan")
@@ -163,7 +171,7 @@ def main() -> None:
         row = run_one(search, args.data_dir, key, run)
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"[{n}/{len(todo)}] {key}: val accuracy {row['val_accuracy']:.3f} ({row['seconds']} s)", file=sys.stderr)
+        print(f"[{n}/{len(todo)}] {key}: val {row['metric']} {row['score']:.3f} ({row['seconds']} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":
