@@ -29,7 +29,8 @@ the `others` models; options `full` (the full set's specialist, default joint), 
 `convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `claims STUDY
 list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
-does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE).
+does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE;
+option `tolerance=t`: "A at least as good as B up to t", holding when the interval lies above −t).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def render(spec: str) -> str:
     if kind == "cost":
         return cost_table(source, opts)
     if kind == "claims":
-        return claims_table(source, opts["list"])
+        return claims_table(source, opts["list"], float(opts.get("tolerance", 0)))
     if kind != "runs":
         raise SystemExit(f"unknown table kind '{kind}' in <!-- table: {spec} -->")
     t = pd.read_csv(RESULTS / f"{source}.csv")
@@ -162,8 +163,9 @@ def subsets_table(study: str, opts: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def claims_table(study: str, claims: str) -> str:
-    """One row per claim `A:B@SCENARIO` (A better than B): A − B (in the study's paired metric), its 95% interval,
+def claims_table(study: str, claims: str, tolerance: float = 0.0) -> str:
+    """One row per claim `A:B@SCENARIO`, A better than B (with a `tolerance` t > 0: A at least as
+    good as B up to t, a non-inferiority claim): A − B in the study's paired metric, its 95% interval,
     and the verdict."""
     paired = pd.read_csv(RESULTS / f"{study}_paired.csv")
     metric = paired.metric.iloc[0]
@@ -178,10 +180,14 @@ def claims_table(study: str, claims: str) -> str:
         if gap is None:
             raise SystemExit(f"{study}_paired.csv has no {a} vs {b} under {scenario}")
         mean, low, high = gap
-        better, worse = (high < 0, low > 0) if lower_is_better else (low > 0, high < 0)
-        verdict = "holds" if better else "does not hold" if worse else "inconclusive"
+        if lower_is_better:  # as "higher is better" on the negated difference
+            low, high = -high, -low
+        verdict = "holds" if low > -tolerance else "does not hold" if high < -tolerance else "inconclusive"
+        if lower_is_better:
+            low, high = -high, -low
         shown = scenario if scenario != "clean" else "all modalities"
-        lines.append(f"| {a} better than {b}, {shown} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] | {verdict} |")
+        relation = f"at least as good as {b} (within {tolerance:g})" if tolerance else f"better than {b}"
+        lines.append(f"| {a} {relation}, {shown} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] | {verdict} |")
     return "\n".join(lines)
 
 

@@ -50,3 +50,6 @@ def test_claim_verdicts_follow_the_paired_interval(tmp_path: Path, monkeypatch) 
     assert "-0.050 [-0.080, -0.020]" in table  # b − a: the stored a − b, negated
     (tmp_path / "m_paired.csv").write_text(rows.replace("accuracy", "mae"))  # lower is better
     assert "does not hold" in doc_tables.claims_table("m", "a:b@clean")
+    # non-inferiority: a within 0.01 of b or better
+    assert doc_tables.claims_table("s", "b:a@subset[x]", 0.05).splitlines()[2].endswith("| holds |")
+    assert doc_tables.claims_table("s", "b:a@clean", 0.01).splitlines()[2].endswith("| does not hold |")
