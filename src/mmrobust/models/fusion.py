@@ -132,8 +132,9 @@ class TransformerFusion(nn.Module):
 
         def fuse_rows(rows: Tensor, present: Tensor) -> Tensor:
             if bool((present == present[:1]).all()):  # one mask: drop absent tokens, as `forward`
-                keep = torch.cat([present.new_ones(1), present[0]])
-                return self.head(self.body(h[rows][:, keep], first_qkv=qkv[rows][:, keep]))
+                kept = torch.cat([present.new_ones(1), present[0]]).nonzero().squeeze(1)
+                at = (rows[:, None], kept)  # one gather of the kept tokens of each row
+                return self.head(self.body(h[at], first_qkv=qkv[at]))
             kept = torch.cat([present.new_ones((len(rows), 1)), present], dim=1)[..., None]  # (P, 1+M, 1)
             h_rows = torch.where(kept, h[rows], h_absent)  # NaN-safe: absent rows are the zero token's
             qkv_rows = torch.where(kept, qkv[rows], qkv_absent)
