@@ -51,8 +51,8 @@ from .audit import AuditResult, audit, write_report
 from .audit.paired import PREDICTIONS, write_predictions
 from .audit.report import FILES as REPORT_FILES
 from .audit.scenarios import MAX_SUBSETS
-from .checkpoint import save_checkpoint
-from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, config_from_dict
 from .corruption import corruption_from_name
 from .data.augment import parse_augment
 from .data.dataset import MultimodalData
@@ -63,17 +63,19 @@ from .methods import Method, create_method
 from .methods.external import EXTERNAL, wrap_external
 from .runfolder import (
     CHECKPOINT,
+    MANIFEST,
     RESULTS,
     TRAINING_STATE,
     clear_manifest,
     finished_manifest,
+    read_manifest,
     run_lock,
     warn_damaged,
     write_manifest,
 )
 from .threads import set_threads
 from .trackers import audit_metrics, create_trackers, require
-from .train import FitResult, check_fit_options, fit, resolve_device
+from .train import check_fit_options, fit, resolve_device
 from .version import __version__
 
 log = logging.getLogger(__name__)  # progress lines, which the CLI prints
@@ -116,19 +118,25 @@ def _versions() -> dict[str, str]:
 def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
     """What determines one run's numbers: data, model, training, audit and seed (not where
     metrics are logged: adding a logger does not rerun finished runs)."""
-    train = dataclasses.asdict(config.train)
-    train.pop("loggers")
-    train.pop("threads")  # where and how fast it ran, not what it computes
     audit = dataclasses.asdict(config.audit)
     if audit["max_subsets"] == MAX_SUBSETS:  # the default: runs from before the option keep their hash
         audit.pop("max_subsets")
-    key = {
-        "data": dataclasses.asdict(config.data),
-        "model": dataclasses.asdict(model),
-        "train": train,
-        "audit": audit,
-        "seed": seed,
-    }
+    return _hash({**_training_key(config, model, seed), "audit": audit})
+
+
+def training_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
+    """What determines one run's trained weights: data, model, training and seed (not the audit)."""
+    return _hash(_training_key(config, model, seed))
+
+
+def _training_key(config: ExperimentConfig, model: ModelConfig, seed: int) -> dict[str, Any]:
+    train = dataclasses.asdict(config.train)
+    train.pop("loggers")
+    train.pop("threads")  # where and how fast it ran, not what it computes
+    return {"data": dataclasses.asdict(config.data), "model": dataclasses.asdict(model), "train": train, "seed": seed}
+
+
+def _hash(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -170,7 +178,9 @@ def run_one(
         return _empty(data)
     clear_manifest(run_dir)  # the run's files change from here on: unfinished until the new manifest is written
     save_checkpoint(method, run_dir / CHECKPOINT, {"label": model.name})
-    return _audit_and_record(config, model, seed, data, run_dir, method, (fitted, train_seconds), trackers, start)
+    seconds = round(train_seconds, 3)
+    training = {"best_epoch": fitted.best_epoch, "val_metrics": fitted.val_metrics, "train_time_s": seconds}
+    return _audit_and_record(config, model, seed, data, run_dir, method, training, trackers, start)
 
 
 def _audit_external(
@@ -192,12 +202,13 @@ def _audit_and_record(
     data: MultimodalData,
     run_dir: Path,
     method: Method,
-    trained: tuple[FitResult, float] | None,
+    trained: dict[str, Any] | None,
     trackers: list[Any],
     start: float,
 ) -> AuditResult:
     """Audit the run's model, write its predictions and report, then the manifest (last). `trained`
-    is (what `fit` returned, its seconds), None for a model trained elsewhere."""
+    is the training's record for the manifest (best_epoch, val_metrics, train_time_s, and
+    trained_git when the audit is not the training's), None for a model trained elsewhere."""
     scenarios = [corruption_from_name(name) for name in config.audit.scenarios]
     result = audit(
         method, data, scenarios, defaults=config.audit.defaults, seed=config.audit.seed, label=model.name,
@@ -211,7 +222,7 @@ def _audit_and_record(
         tracker.log_metrics(audit_metrics(result.table), 0)
         tracker.close()
     files = RUN_FILES if trained is not None else tuple(f for f in RUN_FILES if f != CHECKPOINT)
-    fitted = trained[0] if trained is not None else None
+    trained = trained or {"best_epoch": None, "val_metrics": {}, "train_time_s": None}
     manifest = {
         "status": "done",
         "run_hash": run_hash(config, model, seed),
@@ -219,15 +230,16 @@ def _audit_and_record(
         "config": config.to_dict(),
         "model": dataclasses.asdict(model),
         "seed": seed,
-        "best_epoch": fitted.best_epoch if fitted is not None else None,
-        "val_metrics": fitted.val_metrics if fitted is not None else {},
+        "best_epoch": trained["best_epoch"],
+        "val_metrics": trained["val_metrics"] or {},
         "data_checksum": data_checksum(data),
         "mask_hashes": {s["name"]: s["mask_hash"] for s in result.scenarios},
         "git": _git_state(),
+        **({"trained_git": trained["trained_git"]} if trained.get("trained_git") else {}),
         "versions": _versions(),
         "device": str(next(method.modules().parameters()).device),
         "wall_time_s": round(time.perf_counter() - start, 3),
-        "train_time_s": round(trained[1], 3) if trained is not None else None,
+        "train_time_s": trained["train_time_s"],
         "parameters": sum(p.numel() for p in method.modules().parameters()),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "files": {name: file_sha256(run_dir / name) for name in files},  # as written, checked on reading
@@ -318,6 +330,8 @@ def run_or_skip(
             return (done if done is not None else _empty(data())), True
         if done is not None:
             return done, True
+        if _dist.is_main() and (record := trained_before(config, model, seed, run_dir)) is not None:
+            return reaudit(config, model, seed, data(), run_dir, record), False
         return run_one(config, model, seed, data(), run_dir, state_every), False
 
 
@@ -331,6 +345,36 @@ def finished_run(config: ExperimentConfig, model: ModelConfig, seed: int, run_di
     except MMRobustError as e:
         warn_damaged(run_dir, str(e))
         return None
+
+
+def trained_before(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> dict[str, Any] | None:
+    """The manifest of a finished, intact run in `run_dir` that trained exactly as this one would and
+    differs only in its audit (e.g. a study added a scenario), else None."""
+    if not (run_dir / MANIFEST).is_file():
+        return None
+    try:
+        record = read_manifest(run_dir)
+        before = config_from_dict(record["config"])
+        old = training_hash(before, ModelConfig(**record["model"]), record["seed"])
+        same = old == training_hash(config, model, seed)
+    except (MMRobustError, KeyError, TypeError):
+        return None  # another format: train again
+    if not same or record.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
+        return None
+    return finished_manifest(run_dir, record["run_hash"])  # None if its files are damaged
+
+
+def reaudit(
+    config: ExperimentConfig, model: ModelConfig, seed: int, data: MultimodalData, run_dir: Path, record: dict[str, Any]
+) -> AuditResult:
+    """Audit the trained model of a run whose training is unchanged under this config's audit
+    (seconds, not a retraining); the manifest keeps the training's record and commit."""
+    start = time.perf_counter()
+    method, _ = load_checkpoint(run_dir / CHECKPOINT)
+    clear_manifest(run_dir)
+    training = {k: record.get(k) for k in ("best_epoch", "val_metrics", "train_time_s")}
+    training["trained_git"] = record.get("trained_git") or record.get("git")  # the code that trained it
+    return _audit_and_record(config, model, seed, data, run_dir, method, training, [], start)
 
 
 def _trackers(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> list[Any]:

@@ -58,3 +58,29 @@ def test_changed_training_settings_rerun(tmp_path: Path) -> None:
     events: list[str] = []
     run_experiment(load_config(tmp_path / "c.yaml", ["seeds=[0]", "train.epochs=3"]), tmp_path / "out", events.append)
     assert all(e.startswith("done") for e in events) and len(events) == 2
+
+
+def test_a_changed_audit_reaudits_the_trained_model_without_retraining(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    run_experiment(load_config(tmp_path / "c.yaml", ["seeds=[0]"]), tmp_path / "out")
+    run_dir = tmp_path / "out" / "joint" / "seed-0"
+    before = json.loads((run_dir / "manifest.json").read_text())
+    checkpoint = (run_dir / "checkpoint.pt").read_bytes()
+
+    wider = ["seeds=[0]", 'audit.scenarios=["rates[m0=0.5,m1=0.2]","missing[m1@0.5]"]']
+    events: list[str] = []
+    result = run_experiment(load_config(tmp_path / "c.yaml", wider), tmp_path / "out", events.append)
+    after = json.loads((run_dir / "manifest.json").read_text())
+    assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint  # the same trained weights, not retrained
+    assert after["run_hash"] != before["run_hash"] and "missing[m1@0.5]" in after["mask_hashes"]
+    assert after["train_time_s"] == before["train_time_s"] and after["best_epoch"] == before["best_epoch"]
+    assert after["trained_git"] == before["git"]
+    assert "missing[m1@0.5]" in set(result.table.scenario)
+    assert events == ["done joint seed 0", "done drop seed 0"]
+    # the old scenarios' numbers are unchanged: same weights, same masks
+    old = pd.DataFrame(before["mask_hashes"].items())
+    assert all(after["mask_hashes"][name] == mask for name, mask in old.itertuples(index=False))
+
+    events.clear()  # and the re-audited run is now finished under the new config
+    run_experiment(load_config(tmp_path / "c.yaml", wider), tmp_path / "out", events.append)
+    assert all(e.startswith("skip") for e in events)
