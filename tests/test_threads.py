@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmrobust.threads import idle_cores, set_threads
+from mmrobust import threads
+from mmrobust.threads import busy_cores, idle_cores, set_threads
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,18 @@ def test_default_is_the_idle_cores(restore_threads, monkeypatch) -> None:  # typ
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("mmrobust.threads.idle_cores", lambda: 1)
     assert set_threads(None) == 1 == torch.get_num_threads()
+
+
+def test_busy_cores_come_from_the_cpu_time_counters(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # over the interval, 400 of 400 jiffies on 2 CPUs passed with 100 idle: 1.5 cores busy
+    readings = iter([(1_000, 5_000, 2), (1_100, 5_400, 2)])
+    monkeypatch.setattr(threads, "_cpu_times", lambda stat: next(readings))
+    assert busy_cores(interval=0.0) == pytest.approx(1.5)
+
+
+def test_cpu_times_read_a_proc_stat_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 5 80 5 0 0 0 0 0\ncpu0 5 0 2 40 3 0 0 0 0 0\ncpu1 5 0 3 40 2 0 0 0 0 0\nintr 1\n")
+    assert threads._cpu_times(str(stat)) == (85, 100, 2)
+    assert threads._cpu_times(str(tmp_path / "missing")) is None
+    assert busy_cores(stat=str(tmp_path / "missing")) is None  # then the load average decides
