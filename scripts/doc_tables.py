@@ -22,7 +22,8 @@ options, and everything up to the closing marker is replaced by the regenerated 
 
 Kinds: `runs STUDY` (models x scenarios, mean ± std over seeds, options as scripts/tables.py:
 `metric`, `kinds` or `scenarios` (`;`-separated), `models`, `delta`), `recipe SEARCH` (a recipe
-search summary from configs/recipes/search/SEARCH.yaml's results), `subsets STUDY model=M` (per
+search summary from configs/recipes/search/SEARCH.yaml's results; `subsets=true`: the validation
+accuracy averaged over the full set and every subset), `subsets STUDY model=M` (per
 subset: its specialist, M, the paired gap M − specialist and whether it is within `tolerance`, then
 the `others` models; options `full` (the full set's specialist, default joint), `others`, `tolerance`),
 `cost STUDY models=...` (parameters and training seconds against all the specialists together),
@@ -110,7 +111,8 @@ def render(spec: str) -> str:
         search = REPO / "configs" / "recipes" / "search" / f"{source}.yaml"
         spec = recipe_search.read_yaml_mapping(search)
         results = search.parent / spec["results"]
-        return recipe_search.summary(recipe_search.read_results(results), list(spec["candidates"]))
+        rows = recipe_search.read_results(results)
+        return recipe_search.summary(rows, list(spec["candidates"]), subsets=opts.get("subsets") == "true")
     if kind == "convergence":
         return convergence_table(source, opts["candidate"])
     if kind == "subsets":
