@@ -170,14 +170,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(resolve_paths(apply_recipe(read_yaml_mapping(path), folder), folder), overrides)
 
 
-RECIPE_KEYS = ("data", "train", "params")
+RECIPE_KEYS = ("data", "train", "audit", "params")
 
 
 def apply_recipe(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """`tree` with its `recipe` (a YAML file, relative to `folder`) merged in: the recipe's `data`
-    and `train` keys are defaults under the config's own, and its `params` go to every model whose
-    method takes them and does not set them itself. A recipe is what every method in a comparison
-    shares (optimiser, budget, selection, label smoothing, augmentation, input features), so
+    """`tree` with its `recipe` (a YAML file, relative to `folder`) merged in: the recipe's `data`,
+    `train` and `audit` keys are defaults under the config's own, and its `params` go to every model
+    whose method takes them and does not set them itself. A recipe is what every method in a
+    comparison shares (optimiser, budget, selection, label smoothing, augmentation, input features,
+    and the scenarios every model is audited under, so runs of several studies pair per sample), so
     studies name one instead of repeating it (docs/recipes.md)."""
     if not tree.get("recipe"):
         return tree
@@ -190,7 +191,7 @@ def apply_recipe(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
     from .methods.external import EXTERNAL
 
     merged = {**tree, "recipe": str(tree["recipe"])}
-    for key in ("data", "train"):
+    for key in ("data", "train", "audit"):
         merged[key] = layered(recipe.get(key) or {}, tree.get(key) or {})
     params = recipe.get("params") or {}
     models = []

@@ -84,11 +84,13 @@ def test_a_recipe_is_shared_by_every_model_and_the_config_overrides_it(tmp_path)
     (tmp_path / "recipes" / "r.yaml").write_text(
         "data: {name: synthetic, options: {n_samples: 100, seed: 3}}\n"
         "train: {epochs: 7, select: none, augment: {m0: {jitter: 0.1}}}\n"
+        "audit: {scenarios: ['missing[m0@0.5]'], seed: 2}\n"
         "params: {label_smoothing: 0.1, dim: 32}\n"
     )
     (tmp_path / "exp.yaml").write_text(
         "recipe: recipes/r.yaml\n"
         "data: {options: {seed: 4}}\n"
+        "audit: {seed: 5}\n"
         "train: {epochs: 9}\n"
         "models:\n"
         "  - {method: joint}\n"
@@ -99,6 +101,7 @@ def test_a_recipe_is_shared_by_every_model_and_the_config_overrides_it(tmp_path)
     assert config.recipe == "recipes/r.yaml" and config.data.name == "synthetic"
     assert config.data.options == {"n_samples": 100, "seed": 4} and config.train.epochs == 9
     assert config.train.select == "none" and config.train.augment == {"m0": {"jitter": 0.1}}
+    assert config.audit.scenarios == ["missing[m0@0.5]"] and config.audit.seed == 5  # every study audits alike
     assert [m.params for m in config.models] == [
         {"label_smoothing": 0.1, "dim": 32},
         {"label_smoothing": 0.1},
@@ -106,5 +109,5 @@ def test_a_recipe_is_shared_by_every_model_and_the_config_overrides_it(tmp_path)
     ]
     (tmp_path / "recipes" / "bad.yaml").write_text("models: []\n")
     (tmp_path / "exp.yaml").write_text("recipe: recipes/bad.yaml\n")
-    with pytest.raises(MMRobustError, match="a recipe holds only data, train, params; not models"):
+    with pytest.raises(MMRobustError, match="a recipe holds only data, train, audit, params; not models"):
         load_config(tmp_path / "exp.yaml")
