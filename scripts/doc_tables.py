@@ -26,7 +26,8 @@ search summary from configs/recipes/search/SEARCH.yaml's results; `subsets=true`
 accuracy averaged over the full set and every subset), `subsets STUDY model=M` (per
 subset: its specialist, M, the paired gap M − specialist and whether it is within `tolerance`, then
 the `others` models; options `full` (the full set's specialist, default joint), `others`, `tolerance`),
-`cost STUDY models=...` (parameters and training seconds against all the specialists together),
+`cost STUDY models=...` (parameters and training seconds against all the specialists together;
+`plus=A:B` adds A's seconds with B's, for a model whose shared stages runs may reuse from the cache),
 `convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `claims STUDY
 list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
@@ -214,20 +215,36 @@ def convergence_table(search_name: str, candidate: str) -> str:
 def cost_table(study: str, opts: dict[str, str]) -> str:
     """Parameters and training seconds (mean over the runs that recorded them, one thread each) of
     each of `models`, and of all `specialist-*` models plus `full` together: what one model for
-    every subset saves over training a specialist per subset."""
+    every subset saves over training a specialist per subset. With <study>_inference.csv
+    (scripts/inference_cost.py), also each model's clean prediction time; for the specialists, their
+    mean, since each sample is served by the one specialist of its subset."""
     runs = pd.read_csv(RESULTS / f"{study}_runs.csv")
+    timing = RESULTS / f"{study}_inference.csv"
+    inference = pd.read_csv(timing).set_index("model").ms_per_1000 if timing.is_file() else None
     full = opts.get("full", "joint")
     specialists = [m for m in dict.fromkeys(runs.model) if m.startswith("specialist-")] + [full]
-    lines = ["| model | parameters | training seconds |", "|---|---|---|"]
+    header = ["model", "parameters", "training seconds"]
+    header += ["inference ms / 1,000 samples"] if inference is not None else []
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
 
     def row(name: str, members: list[str]) -> str:
         g = runs[runs.model.isin(members)].dropna(subset=["train_time_s"]).groupby("model")
-        if g.ngroups < len(members):  # a model without recorded costs: no total to show
-            return f"| {name} | — | — |"
-        return f"| {name} | {g.parameters.first().sum():,.0f} | {g.train_time_s.mean().sum():.0f} |"
+        cells = [name, "—", "—"]
+        if g.ngroups == len(members):  # every model recorded its costs: a total to show
+            cells[1:] = [f"{g.parameters.first().sum():,.0f}", f"{g.train_time_s.mean().sum():.0f}"]
+        if inference is not None:
+            known = [inference[m] for m in members if m in inference.index]
+            cells.append(f"{sum(known) / len(known):.0f}" if len(known) == len(members) else "—")
+        return "| " + " | ".join(cells) + " |"
 
     for model in opts["models"].split(","):
         lines.append(row(model, [model]))
+    if "plus" in opts:  # A:B, A trains stages B also trains, which runs may have reused from the stage cache
+        a, b = opts["plus"].split(":")
+        g = runs[runs.model.isin([a, b])].dropna(subset=["train_time_s"]).groupby("model").train_time_s.mean()
+        if len(g) == 2:
+            cells = [f"{a} with its {b} stages trained (at most)", "", f"{g.sum():.0f}"]
+            lines.append("| " + " | ".join(cells + ([""] if inference is not None else [])) + " |")
     lines.append(row(f"the {len(specialists)} specialists together", specialists))
     return "\n".join(lines)
 
