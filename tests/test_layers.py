@@ -16,7 +16,10 @@ PACKAGE = "mmrobust"
 
 # Lowest first. "pkg.*" is every module below pkg; other names are exact (a package's __init__).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["errors", "atomic", "registry", "version", "metrics", "runfolder", "safe_yaml", "seeds", "clock", "threads"]),
+    (
+        "base",
+        ["errors", "atomic", "registry", "version", "metrics", "runfolder", "safe_yaml", "seeds", "clock", "threads"],
+    ),
     ("data", ["data", "data.*"]),
     ("corruption", ["corruption"]),
     ("models", ["models", "models.*"]),
