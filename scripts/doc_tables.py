@@ -183,11 +183,8 @@ def claims_table(study: str, claims: str, tolerance: float = 0.0) -> str:
         if gap is None:
             raise SystemExit(f"{study}_paired.csv has no {a} vs {b} under {scenario}")
         mean, low, high = gap
-        if lower_is_better:  # as "higher is better" on the negated difference
-            low, high = -high, -low
-        verdict = "holds" if low > -tolerance else "does not hold" if high < -tolerance else "inconclusive"
-        if lower_is_better:
-            low, high = -high, -low
+        worst, best = sorted((-high, -low) if lower_is_better else (low, high))  # in "higher is better" terms
+        verdict = "holds" if worst > -tolerance else "does not hold" if best < -tolerance else "inconclusive"
         shown = scenario if scenario != "clean" else "all modalities"
         relation = f"at least as good as {b} (within {tolerance:g})" if tolerance else f"better than {b}"
         lines.append(f"| {a} {relation}, {shown} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] | {verdict} |")
