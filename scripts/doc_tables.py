@@ -2,12 +2,15 @@
 check) every generated table in the documentation.
 
     python scripts/doc_tables.py collect runs/baselines/utd_mhad --study baselines_utd_mhad
+    python scripts/doc_tables.py collect runs/utd_mhad --config configs/perturbation/utd_mhad.yaml --study perturb
     python scripts/doc_tables.py write     # regenerate every marked table in README.md and docs/
     python scripts/doc_tables.py check     # exit 1 naming every table that differs (a test runs this)
 
 `collect` reads every finished run folder below a `mmrobust run` output (results.csv + manifest)
 and writes docs/reproductions/results/<study>.csv: one row per (model, seed, scenario, metric) with
-the run's config hash and git commit, so each table can be traced to the code that made it. <study>_runs.csv
+the run's config hash and git commit, so each table can be traced to the code that made it. With
+`--config`, only that config's models are collected, in its order: several studies on one recipe
+share one run folder, so a model two studies compare against trains once. <study>_runs.csv
 holds each run's cost (training and total seconds, parameters). When the
 runs hold per-sample predictions it also writes <study>_paired.csv: every pair of models' per-sample
 paired difference per scenario with its 95% bootstrap interval (audit/paired.py), so documented
@@ -48,6 +51,7 @@ import pandas as pd
 
 from mmrobust.audit.compare import load_runs, same_masks
 from mmrobust.audit.paired import load_predictions, sample_differences
+from mmrobust.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recipe_search
@@ -60,18 +64,21 @@ MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /ta
 KEEP_METRICS = ("accuracy", "macro_f1", "mae", "corr", "acc2", "f1", "acc5", "acc7")  # the ones docs cite
 
 
-def collect(run_roots: Sequence[Path], study: str) -> Path:
-    """Every finished run below the `run_roots` as one tidy CSV in the results folder (several
-    roots: one study made of runs of several configs on the same recipe, e.g. a study's extra models
-    beside the every-subset study's, paired per sample with each other)."""
+def collect(run_roots: Sequence[Path], study: str, models: Sequence[str] | None = None) -> Path:
+    """Every finished run below the `run_roots` (only those of `models`, in that order, if given) as
+    one tidy CSV in the results folder (several roots: one study made of runs of several configs on
+    the same recipe, paired per sample with each other)."""
     frames, costs = [], []
     for manifest in sorted(m for root in run_roots for m in root.glob("**/manifest.json")):
         record = json.loads(manifest.read_text())
         if record.get("status") != "done" or not (manifest.parent / "results.csv").is_file():
             continue
         model = record.get("model") or {}
+        name = model.get("label") or model.get("method")
+        if models is not None and name not in models:
+            continue
         costs.append({
-            "model": model.get("label") or model.get("method"), "seed": record.get("seed"),
+            "model": name, "seed": record.get("seed"),
             **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters")},
         })  # fmt: skip
         t = pd.read_csv(manifest.parent / "results.csv")
@@ -79,22 +86,27 @@ def collect(run_roots: Sequence[Path], study: str) -> Path:
         frames.append(t.assign(config_hash=record.get("config_hash"), commit=(record.get("git") or {}).get("commit")))
     if not frames:
         raise SystemExit(f"no finished runs under {', '.join(map(str, run_roots))}")
+    results, cost = pd.concat(frames, ignore_index=True), pd.DataFrame(costs)
+    if models is not None:
+        order = {m: i for i, m in enumerate(models)}
+        results = results.sort_values("model", key=lambda c: c.map(order), kind="stable")
+        cost = cost.sort_values(["model", "seed"], key=lambda c: c.map(order) if c.name == "model" else c)
     out = RESULTS / f"{study}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(frames, ignore_index=True).to_csv(out, index=False, float_format="%.6g")
-    pd.DataFrame(costs).to_csv(RESULTS / f"{study}_runs.csv", index=False, float_format="%.6g")
-    paired = paired_per_sample(run_roots)
+    results.to_csv(out, index=False, float_format="%.6g")
+    cost.to_csv(RESULTS / f"{study}_runs.csv", index=False, float_format="%.6g")
+    paired = paired_per_sample(run_roots, models)
     if paired is not None:
         paired.to_csv(RESULTS / f"{study}_paired.csv", index=False, float_format="%.6g")
     return out
 
 
-def paired_per_sample(run_roots: Sequence[Path]) -> pd.DataFrame | None:
+def paired_per_sample(run_roots: Sequence[Path], models: Sequence[str] | None = None) -> pd.DataFrame | None:
     """Every pair of models' per-sample paired difference per scenario (the primary per-sample
     metric: accuracy or MAE), from the runs' predictions, or None when a run has none. Committed
     beside the study's results, so documented intervals regenerate without the run folders."""
     runs = load_runs(list(run_roots))
-    table = runs.table
+    table = runs.table if models is None else runs.table[runs.table.model.isin(models)]
     metric = "accuracy" if "accuracy" in set(table.metric) else "mae"
     keys = table[["model", "seed", "run_dir"]].drop_duplicates()
     predictions = load_predictions(list(keys.itertuples(index=False, name=None)))
@@ -284,11 +296,13 @@ def main() -> None:
     c = sub.add_parser("collect", help="a study's run folders -> docs/reproductions/results/<study>.csv")
     c.add_argument("runs", type=Path, nargs="+")
     c.add_argument("--study", required=True)
+    c.add_argument("--config", type=Path, help="collect only this experiment config's models (a shared run folder)")
     sub.add_parser("write", help="regenerate every marked table")
     sub.add_parser("check", help="exit 1 if any marked table differs from its regeneration")
     args = parser.parse_args()
     if args.command == "collect":
-        print(collect(args.runs, args.study))
+        models = [m.name for m in load_config(args.config).models] if args.config else None
+        print(collect(args.runs, args.study, models))
     elif args.command == "write":
         for path in documents():
             text = path.read_text()

@@ -53,3 +53,23 @@ def test_claim_verdicts_follow_the_paired_interval(tmp_path: Path, monkeypatch) 
     # non-inferiority: a within 0.01 of b or better
     assert doc_tables.claims_table("s", "b:a@subset[x]", 0.05).splitlines()[2].endswith("| holds |")
     assert doc_tables.claims_table("s", "b:a@clean", 0.01).splitlines()[2].endswith("| does not hold |")
+
+
+def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Studies on one recipe share a run folder; a study's results hold its config's models only."""
+    import pandas as pd
+
+    from mmrobust.config import config_from_dict
+    from mmrobust.run import run_experiment
+
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
+    models = [{"method": m, "params": {"fusion": "sum"}} for m in ("joint", "dropout", "actionmae")]
+    config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "models": models, "train": {"epochs": 1}}
+    run_experiment(config_from_dict({**config, "seeds": [0]}), tmp_path / "runs")
+    doc_tables.collect([tmp_path / "runs"], "study", ["dropout", "joint"])
+    results = pd.read_csv(tmp_path / "results" / "study.csv")
+    assert list(dict.fromkeys(results.model)) == ["dropout", "joint"]
+    paired = pd.read_csv(tmp_path / "results" / "study_paired.csv")
+    assert set(paired.model_a) | set(paired.model_b) == {"dropout", "joint"}
+    assert list(pd.read_csv(tmp_path / "results" / "study_runs.csv").model) == ["dropout", "joint"]
