@@ -2,7 +2,7 @@
 check) every generated table in the documentation.
 
     python scripts/doc_tables.py collect runs/baselines/utd_mhad --study baselines_utd_mhad
-    python scripts/doc_tables.py collect runs/utd_mhad --config configs/perturbation/utd_mhad.yaml --study perturb
+    python scripts/doc_tables.py collect runs/mosi --config configs/subsets/mosi.yaml --study subsets_mosi
     python scripts/doc_tables.py write     # regenerate every marked table in README.md and docs/
     python scripts/doc_tables.py check     # exit 1 naming every table that differs (a test runs this)
 
