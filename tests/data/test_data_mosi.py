@@ -40,6 +40,16 @@ def test_modalities_and_regression_target(data: mmrobust.MultimodalData, raw: di
     assert data.present.all()
 
 
+def test_a_modality_subset_keeps_the_rest_unchanged(data: mmrobust.MultimodalData, shared_data: Path) -> None:
+    two = mmrobust.load_dataset("mosi", data_dir=str(shared_data), modalities=("audio", "text"))
+    assert [m.name for m in two.spec.modalities] == ["text", "audio"]  # canonical order
+    for m in ("text", "audio"):
+        assert torch.equal(two.inputs[m], data.inputs[m])
+    assert two.present.shape == (2199, 2) and all(torch.equal(two.splits[k], data.splits[k]) for k in data.splits)
+    with pytest.raises(mmrobust.MMRobustError, match="modalities must be a non-empty subset"):
+        mmrobust.load_dataset("mosi", data_dir=str(shared_data), modalities=("speech",))
+
+
 def test_speaker_independent_split_with_val_by_video(data: mmrobust.MultimodalData, raw: dict[str, np.ndarray]) -> None:
     s = data.splits
     assert len(s["train"]) + len(s["val"]) == 1447 and len(s["test"]) == 752
