@@ -31,7 +31,9 @@ subset: its specialist, M, the paired gap M − specialist and whether it is wit
 the `others` models; options `full` (the full set's specialist, default joint), `others`, `tolerance`),
 `cost STUDY models=...` (parameters and training seconds against all the specialists together;
 `plus=A:B` adds A's seconds with B's, for a model whose shared stages runs may reuse from the cache),
-`convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `claims STUDY
+`convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `collapse FILE
+epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight and seed, from
+scripts/crossl_collapse.py's results FILE.jsonl), `claims STUDY
 list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
 does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE;
@@ -130,6 +132,8 @@ def render(spec: str) -> str:
         return convergence_table(source, opts["candidate"])
     if kind == "subsets":
         return subsets_table(source, opts)
+    if kind == "collapse":
+        return collapse_table(RESULTS / f"{source}.jsonl", [int(e) for e in opts["epochs"].split(",")])
     if kind == "cost":
         return cost_table(source, opts)
     if kind == "claims":
@@ -218,6 +222,19 @@ def convergence_table(search_name: str, candidate: str) -> str:
         tenth = max(1, n // 10)
         drift = sum(mean[-tenth:]) / tenth - sum(mean[-2 * tenth : -tenth]) / tenth
         lines.append(f"| {model} | " + " | ".join(f"{v:.3f}" for v in at) + f" | {drift:+.3f} |")
+    return "\n".join(lines)
+
+
+def collapse_table(path: Path, epochs: Sequence[int]) -> str:
+    """Per covariance weight and seed, the mean per-dimension std of the pretrained embedding after the
+    given epochs (1-based), from scripts/crossl_collapse.py's JSON lines."""
+    rows = sorted((json.loads(line) for line in path.read_text().splitlines() if line.strip()),
+                  key=lambda r: (-r["cov_coeff"], r["seed"]))  # fmt: skip
+    lines = ["| covariance weight | seed | " + " | ".join(f"epoch {e}" for e in epochs) + " |"]
+    lines.append("|---|---|" + "---|" * len(epochs))
+    for r in rows:
+        cells = [f"{r['std'][e - 1]:.3f}" if e <= len(r["std"]) else "—" for e in epochs]
+        lines.append(f"| {r['cov_coeff']:g} | {r['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -73,3 +73,12 @@ def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monk
     paired = pd.read_csv(tmp_path / "results" / "study_paired.csv")
     assert set(paired.model_a) | set(paired.model_b) == {"dropout", "joint"}
     assert list(pd.read_csv(tmp_path / "results" / "study_runs.csv").model) == ["dropout", "joint"]
+
+
+def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
+    lines = ['{"cov_coeff": 1.0, "seed": 0, "std": [0.5, 0.6, 0.7]}', '{"cov_coeff": 100, "seed": 0, "std": [0.1]}']
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
+    rows = doc_tables.render("collapse c epochs=1,3").splitlines()[2:]
+    assert rows == ["| 100 | 0 | 0.100 | — |", "| 1 | 0 | 0.500 | 0.700 |"]  # the paper's weight first
