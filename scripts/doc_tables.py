@@ -33,7 +33,8 @@ the `others` models; options `full` (the full set's specialist, default joint), 
 `plus=A:B` adds A's seconds with B's, for a model whose shared stages runs may reuse from the cache),
 `convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `collapse FILE
 epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight and seed, from
-scripts/crossl_collapse.py's results FILE.jsonl), `claims STUDY
+scripts/crossl_collapse.py's results FILE.jsonl), `summary FILE` (an audit's headline table, from
+the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `claims STUDY
 list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
 does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE;
@@ -53,6 +54,8 @@ import pandas as pd
 
 from mmrobust.audit.compare import load_runs, same_masks
 from mmrobust.audit.paired import load_predictions, sample_differences
+from mmrobust.audit.report import summary_markdown
+from mmrobust.audit.result import AuditResult
 from mmrobust.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -132,6 +135,8 @@ def render(spec: str) -> str:
         return convergence_table(source, opts["candidate"])
     if kind == "subsets":
         return subsets_table(source, opts)
+    if kind == "summary":
+        return summary_markdown(AuditResult.read(RESULTS / f"{source}.json"))
     if kind == "collapse":
         return collapse_table(RESULTS / f"{source}.jsonl", [int(e) for e in opts["epochs"].split(",")])
     if kind == "cost":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -244,6 +245,9 @@ def test_write_report(two_model_result, tmp_path) -> None:
         assert needle in md
     for s in two_model_result.scenarios:
         assert s["mask_hash"] in md
+    for table in re.findall(r"(?:^\|.*\|\n)+", md, flags=re.M):  # GitHub renders a table only when
+        cells = {len(re.split(r"(?<!\\)\|", line)) for line in table.splitlines()}  # every row has the
+        assert len(cells) == 1, table  # header's cell count: "mean |Δ|" must not add columns
     png = (out / "heatmap.png").read_bytes()
     assert png.startswith(PNG) and len(png) > 1000
 

@@ -140,7 +140,8 @@ def _cell_md(text: str, bold: bool) -> str:
     return f"**{text}**" if bold and text else text
 
 
-def _table_md(t: Table) -> str:
+def table_markdown(t: Table) -> str:
+    """A GitHub-flavoured Markdown table (cells' pipes escaped, so a header such as `mean |Δ|` keeps its column)."""
     lines = ["| " + " | ".join(_cell_md(h, False) for h in t.header) + " |", "|" + "---|" * len(t.header)]
     for i, row in enumerate(t.rows):
         lines.append("| " + " | ".join(_cell_md(c, (i, j) in t.bold) for j, c in enumerate(row)) + " |")
@@ -161,7 +162,7 @@ def to_markdown(title: str, blocks: list[Block], path: Path) -> str:
         elif isinstance(b, Paragraph):
             parts.append(b.text)
         elif isinstance(b, Table):
-            parts.append(_table_md(b))
+            parts.append(table_markdown(b))
         else:
             parts.append(f"![{b.alt}]({figure_file(path, b).name})")
     return "\n\n".join(parts) + "\n"

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..atomic import atomic_write, seal_json
 from ..metrics import LOWER_IS_BETTER
+from .document import Table, table_markdown
 from .result import MODEL_KEYS, AuditResult
 
 if TYPE_CHECKING:
@@ -72,9 +73,12 @@ def summary_rows(result: AuditResult) -> tuple[list[str], list[list[str]]]:
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return table_markdown(Table(header, rows))
+
+
+def summary_markdown(result: AuditResult) -> str:
+    """The headline table in Markdown (the report's, and the README's demo table)."""
+    return _markdown_table(*summary_rows(result))
 
 
 def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
@@ -96,7 +100,6 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
         f"| `{s['name']}` | {s['kind']} | `{json.dumps(s['corruption'])}` | `{s['mask_hash']}` |"
         for s in result.scenarios
     ]
-    h, rows = summary_rows(result)
     chance = result.chance()
     chance_line = (
         "Chance level (the best a model that ignores its inputs can score: always the most frequent test "
@@ -118,7 +121,7 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
             "",
             "## Summary",
             "",
-            _markdown_table(h, rows),
+            summary_markdown(result),
             "",
             "## Every scenario",
             "",
