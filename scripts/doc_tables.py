@@ -5,6 +5,7 @@ check) every generated table in the documentation.
     python scripts/doc_tables.py collect runs/mosi --config configs/subsets/mosi.yaml --study subsets_mosi
     python scripts/doc_tables.py write     # regenerate every marked table in README.md and docs/
     python scripts/doc_tables.py check     # exit 1 naming every table that differs (a test runs this)
+    python scripts/doc_tables.py provenance  # each study's run commits, and the src/ files changed since
 
 `collect` reads every finished run folder below a `mmrobust run` output (results.csv + manifest)
 and writes docs/reproductions/results/<study>.csv: one row per (model, seed, scenario, metric) with
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -312,6 +314,23 @@ def stale(paths: Sequence[Path] | None = None) -> list[str]:
     return found
 
 
+def provenance() -> list[str]:
+    """Per committed study: the commits its runs were made at and, for each, the library files
+    (src/) that differ from HEAD, so "every number at one code version" can be checked with git."""
+    lines = []
+    for path in sorted(RESULTS.glob("*.csv")):
+        table = pd.read_csv(path, usecols=lambda c: c in ("commit",))
+        if "commit" not in table:
+            continue
+        lines.append(f"{path.stem}:")
+        for commit, rows in table.groupby("commit").size().items():
+            changed = subprocess.run(["git", "diff", "--name-only", str(commit), "HEAD", "--", "src/"],
+                                     cwd=REPO, capture_output=True, text=True)  # fmt: skip
+            files = changed.stdout.split() if changed.returncode == 0 else ["(commit not in this clone)"]
+            lines.append(f"  {str(commit)[:7]} ({rows} rows): {', '.join(files) or 'src/ as at HEAD'}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -321,6 +340,7 @@ def main() -> None:
     c.add_argument("--config", type=Path, help="collect only this experiment config's models (a shared run folder)")
     sub.add_parser("write", help="regenerate every marked table")
     sub.add_parser("check", help="exit 1 if any marked table differs from its regeneration")
+    sub.add_parser("provenance", help="each study's run commits and the src/ files that differ from HEAD")
     args = parser.parse_args()
     if args.command == "collect":
         models = [m.name for m in load_config(args.config).models] if args.config else None
@@ -331,6 +351,8 @@ def main() -> None:
             if MARKER.search(text) and regenerate(text) != text:
                 path.write_text(regenerate(text))
                 print(f"updated {path.relative_to(REPO)}")
+    elif args.command == "provenance":
+        print("\n".join(provenance()))
     else:
         differ = stale()
         print("\n".join(differ) or "every generated table is current")
