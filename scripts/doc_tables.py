@@ -59,6 +59,7 @@ from mmrobust.audit.paired import load_predictions, sample_differences
 from mmrobust.audit.report import summary_markdown
 from mmrobust.audit.result import AuditResult
 from mmrobust.config import load_config
+from mmrobust.errors import MMRobustError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recipe_search
@@ -343,7 +344,10 @@ def main() -> None:
     sub.add_parser("provenance", help="each study's run commits and the src/ files that differ from HEAD")
     args = parser.parse_args()
     if args.command == "collect":
-        models = [m.name for m in load_config(args.config).models] if args.config else None
+        try:
+            models = [m.name for m in load_config(args.config).models] if args.config else None
+        except MMRobustError as e:
+            raise SystemExit(f"error: {e}") from None
         print(collect(args.runs, args.study, models))
     elif args.command == "write":
         for path in documents():

@@ -183,6 +183,9 @@ def apply_recipe(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
     if not tree.get("recipe"):
         return tree
     path = folder / str(tree["recipe"])
+    if not path.is_file():
+        where = f"{path.resolve()} (a recipe path is relative to its config)"
+        raise MMRobustError(f"recipe {tree['recipe']!r} not found: {where}")
     recipe = read_yaml_mapping(path)
     unknown = sorted(set(recipe) - set(RECIPE_KEYS))
     if unknown:

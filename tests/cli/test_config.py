@@ -111,3 +111,6 @@ def test_a_recipe_is_shared_by_every_model_and_the_config_overrides_it(tmp_path)
     (tmp_path / "exp.yaml").write_text("recipe: recipes/bad.yaml\n")
     with pytest.raises(MMRobustError, match="a recipe holds only data, train, audit, params; not models"):
         load_config(tmp_path / "exp.yaml")
+    (tmp_path / "exp.yaml").write_text("recipe: ../recipes/r.yaml\n")  # relative to the config, not the cwd
+    with pytest.raises(MMRobustError, match=r"recipe '\.\./recipes/r\.yaml' not found: .* relative to its config"):
+        load_config(tmp_path / "exp.yaml")
