@@ -121,6 +121,16 @@ def test_every_method_takes_label_smoothing_into_its_classification_loss(small_d
     assert losses[0] != pytest.approx(losses[1], rel=1e-4)
 
 
-def test_a_choice_on_validation_cannot_run_on_a_fixed_budget(small_data) -> None:
-    with pytest.raises(MMRobustError, match="ume_mma chooses on validation"):
-        mmrobust.fit(mmrobust.create_method("ume_mma"), small_data, epochs=1, select="none", progress=False)
+def test_a_choice_on_a_fixed_budget_is_made_on_validation_accuracy(small_data) -> None:
+    """Training stages keep their last epoch; the choice between candidates (not an epoch) is made on
+    the primary metric, and needs a val split."""
+    method = mmrobust.create_method("ume_mma")
+    result = mmrobust.fit(method, small_data, epochs=2, select="none", progress=False)
+    scored = [row for row in result.history if row["stage"] == "choose"]
+    assert [row["choice"] for row in scored] == ["ume", "mma"]
+    accuracy = [row["val_accuracy"] for row in scored]
+    kept = 1 if accuracy[1] > accuracy[0] else 0
+    assert result.best_epoch == kept and method.chosen == ("ume", "mma")[kept]
+    no_val = dataclasses.replace(small_data, splits={k: v for k, v in small_data.splits.items() if k != "val"})
+    with pytest.raises(MMRobustError, match=r"ume_mma chooses on validation .* non-empty val split"):
+        mmrobust.fit(mmrobust.create_method("ume_mma"), no_val, epochs=1, select="none", progress=False)

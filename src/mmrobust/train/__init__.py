@@ -78,7 +78,9 @@ def fit(
     `select` is the validation metric used for early stopping and checkpoint selection
     ("loss", or any metric name such as "accuracy"/"mae"), or "none": a fixed budget of `epochs`
     whose last epoch is kept (the budget itself chosen on validation beforehand), so the val
-    split may be empty and final models can train on train + val. `augment` maps modalities to
+    split may be empty and final models can train on train + val. A stage that chooses between
+    candidates (`Stage.choices`, e.g. `ume_mma`) needs a val split; on a fixed budget it chooses
+    on the task's primary metric (accuracy, MAE). `augment` maps modalities to
     `data.augment.Augment` options, applied to every training batch. Progress is shown when stderr is a
     terminal unless `progress` says otherwise. With `state_path`, training resumes from the state
     saved there by an interrupted `fit` with the same arguments, and saves its own state there
@@ -108,10 +110,10 @@ def fit(
     method.build(data.spec)
     stages = method.stages(seed)
     choosing = [s.name for s in stages if s.chooses]
-    if fixed_budget and choosing:
+    if choosing and len(val) == 0:
         raise MMRobustError(
-            f"{method.name} chooses on validation (stage {choosing[0]}): give it a val split and a "
-            "train.select metric, not a fixed budget (select=none)"
+            f"{method.name} chooses on validation (stage {choosing[0]}): give it a non-empty val split "
+            "(on a fixed budget, select=none, the choice is made on the task's primary metric)"
         )
     method.seed = seed  # a record of what trained it (checkpoints and audits show it)
     module = method.modules().to(target)

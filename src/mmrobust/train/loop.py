@@ -264,8 +264,11 @@ class Loop:
 
     def _select(self, stage: Stage, epoch: int, row: dict[str, Any], best: dict[str, Any], choose: bool) -> None:
         """Score the epoch on validation; keep the weights if it is the best so far (with `choose`;
-        on a fixed budget the last epoch is the one kept)."""
+        on a fixed budget the last epoch is the one kept, and a choice between candidates, which is not
+        an epoch, is made on the task's primary metric)."""
         select = self.options["select"]
+        if select == "none":
+            select = PRIMARY[self.val.spec.task]
         metrics = evaluation.evaluate(self.method, self.val, predict_fn=stage.predict)
         row.update({f"val_{k}": v for k, v in metrics.items()})
         if not choose:
