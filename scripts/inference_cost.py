@@ -1,7 +1,7 @@
 """Inference cost of a study's models: milliseconds per 1,000 test samples of one clean prediction
 pass (one thread, median of 5 after a warm-up), from each model's seed-0 checkpoint.
 
-    python scripts/inference_cost.py runs/subsets/utd_mhad --study subsets_utd_mhad [--data-dir DIR]
+    python scripts/inference_cost.py runs/utd_mhad --study subsets_utd_mhad [--data-dir DIR]
 
 Writes docs/reproductions/results/<study>_inference.csv (model, samples, ms_per_1000), which the
 `cost` tables of scripts/doc_tables.py read beside the training cost: serving every subset with one
