@@ -32,7 +32,8 @@ subset: its specialist, M, the paired gap M − specialist and whether it is wit
 the `others` models; options `full` (the full set's specialist, default joint), `others`, `tolerance`),
 `cost STUDY models=...` (parameters and training seconds against all the specialists together;
 `plus=A:B` adds A's seconds with B's, for a model whose shared stages runs may reuse from the cache),
-`convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `collapse FILE
+`convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `curves STUDY`
+(each model's training curve, loss or `curve=val_accuracy`, along its budget, from the runs' manifests), `collapse FILE
 epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight and seed, from
 scripts/crossl_collapse.py's results FILE.jsonl), `summary FILE` (an audit's headline table, from
 the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `claims STUDY
@@ -76,7 +77,7 @@ def collect(run_roots: Sequence[Path], study: str, models: Sequence[str] | None 
     """Every finished run below the `run_roots` (only those of `models`, in that order, if given) as
     one tidy CSV in the results folder (several roots: one study made of runs of several configs on
     the same recipe, paired per sample with each other)."""
-    frames, costs = [], []
+    frames, costs, curves = [], [], []
     for manifest in sorted(m for root in run_roots for m in root.glob("**/manifest.json")):
         record = json.loads(manifest.read_text())
         if record.get("status") != "done" or not (manifest.parent / "results.csv").is_file():
@@ -89,6 +90,7 @@ def collect(run_roots: Sequence[Path], study: str, models: Sequence[str] | None 
             "model": name, "seed": record.get("seed"),
             **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters")},
         })  # fmt: skip
+        curves += [{"model": name, "seed": record.get("seed"), **row} for row in record.get("curve") or []]
         t = pd.read_csv(manifest.parent / "results.csv")
         t = t[t.metric.isin(KEEP_METRICS)]
         frames.append(t.assign(config_hash=record.get("config_hash"), commit=(record.get("git") or {}).get("commit")))
@@ -103,6 +105,11 @@ def collect(run_roots: Sequence[Path], study: str, models: Sequence[str] | None 
     out.parent.mkdir(parents=True, exist_ok=True)
     results.to_csv(out, index=False, float_format="%.6g")
     cost.to_csv(RESULTS / f"{study}_runs.csv", index=False, float_format="%.6g")
+    if curves:
+        curve = pd.DataFrame(curves)
+        if models is not None:
+            curve = curve.sort_values("model", key=lambda c: c.map(order), kind="stable")
+        curve.to_csv(RESULTS / f"{study}_curves.csv", index=False, float_format="%.4g")
     paired = paired_per_sample(run_roots, models)
     if paired is not None:
         paired.to_csv(RESULTS / f"{study}_paired.csv", index=False, float_format="%.6g")
@@ -140,6 +147,8 @@ def render(spec: str) -> str:
         return subsets_table(source, opts)
     if kind == "summary":
         return summary_markdown(AuditResult.read(RESULTS / f"{source}.json"))
+    if kind == "curves":
+        return curves_table(source, opts)
     if kind == "collapse":
         return collapse_table(RESULTS / f"{source}.jsonl", [int(e) for e in opts["epochs"].split(",")])
     if kind == "cost":
@@ -223,14 +232,36 @@ def convergence_table(search_name: str, candidate: str) -> str:
     rows = [r for r in recipe_search.read_results(search.parent / spec["results"]) if r["candidate"] == candidate]
     lines = ["| model | 25% | 50% | 75% | 100% | last 10% − previous 10% |", "|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):
-        curves = [r["curve"] for r in rows if r["model"] == model]
-        n = min(len(c) for c in curves)
-        mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
-        at = [mean[max(0, round(n * q) - 1)] for q in (0.25, 0.5, 0.75, 1.0)]
-        tenth = max(1, n // 10)
-        drift = sum(mean[-tenth:]) / tenth - sum(mean[-2 * tenth : -tenth]) / tenth
-        lines.append(f"| {model} | " + " | ".join(f"{v:.3f}" for v in at) + f" | {drift:+.3f} |")
+        lines.append(f"| {model} | {_flattening([r['curve'] for r in rows if r['model'] == model])} |")
     return "\n".join(lines)
+
+
+def curves_table(study: str, opts: dict[str, str]) -> str:
+    """Per model of a study (option `models`, default all), its last training stage's `curve` column
+    (default train_loss; e.g. val_accuracy) at a quarter, half, three quarters and the end of the
+    budget, mean over seeds, from <study>_curves.csv (the runs' manifests): whether training flattened."""
+    table = pd.read_csv(RESULTS / f"{study}_curves.csv")
+    column = opts.get("curve", "train_loss")
+    models = opts["models"].split(",") if "models" in opts else list(dict.fromkeys(table.model))
+    lines = [f"| model | stage | {column}: 25% | 50% | 75% | 100% | last 10% − previous 10% | seeds |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for model in models:
+        runs = table[table.model == model]
+        stage = runs.stage.iloc[-1]  # the stage that trains the final predictor
+        curves = [g.sort_values("epoch")[column].tolist() for _, g in runs[runs.stage == stage].groupby("seed")]
+        lines.append(f"| {model} | {stage} | {_flattening(curves)} | {len(curves)} |")
+    return "\n".join(lines)
+
+
+def _flattening(curves: Sequence[Sequence[float]]) -> str:
+    """Cells of the mean curve at 25/50/75/100% of its length, then its last tenth's mean minus the
+    tenth before: near 0 when the curve has flattened."""
+    n = min(len(c) for c in curves)
+    mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
+    at = [mean[max(0, round(n * q) - 1)] for q in (0.25, 0.5, 0.75, 1.0)]
+    tenth = max(1, n // 10)
+    drift = sum(mean[-tenth:]) / tenth - sum(mean[-2 * tenth : -tenth]) / tenth
+    return " | ".join(f"{v:.3f}" for v in at) + f" | {drift:+.3f}"
 
 
 def collapse_table(path: Path, epochs: Sequence[int]) -> str:

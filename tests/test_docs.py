@@ -65,7 +65,7 @@ def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monk
     doc_tables = load_script()
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
     models = [{"method": m, "params": {"fusion": "sum"}} for m in ("joint", "dropout", "actionmae")]
-    config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "models": models, "train": {"epochs": 1}}
+    config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "models": models, "train": {"epochs": 2}}
     run_experiment(config_from_dict({**config, "seeds": [0]}), tmp_path / "runs")
     doc_tables.collect([tmp_path / "runs"], "study", ["dropout", "joint"])
     results = pd.read_csv(tmp_path / "results" / "study.csv")
@@ -73,6 +73,16 @@ def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monk
     paired = pd.read_csv(tmp_path / "results" / "study_paired.csv")
     assert set(paired.model_a) | set(paired.model_b) == {"dropout", "joint"}
     assert list(pd.read_csv(tmp_path / "results" / "study_runs.csv").model) == ["dropout", "joint"]
+    curves = pd.read_csv(tmp_path / "results" / "study_curves.csv")  # from the manifests: convergence
+    assert list(dict.fromkeys(curves.model)) == ["dropout", "joint"] and list(curves.epoch) == [0, 1, 0, 1]
+    rows = doc_tables.render("curves study").splitlines()[2:]
+    last = curves[curves.epoch == 1].set_index("model").train_loss
+    first = curves[curves.epoch == 0].set_index("model").train_loss
+    for row, model in zip(rows, ["dropout", "joint"], strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == model and cells[-1] == "1"
+        assert float(cells[5]) == round(last[model], 3)  # the end of the budget
+        assert float(cells[6]) == round(last[model] - first[model], 3)  # last tenth − the one before
 
 
 def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -179,8 +179,22 @@ def run_one(
     clear_manifest(run_dir)  # the run's files change from here on: unfinished until the new manifest is written
     save_checkpoint(method, run_dir / CHECKPOINT, {"label": model.name})
     seconds = round(train_seconds, 3)
-    training = {"best_epoch": fitted.best_epoch, "val_metrics": fitted.val_metrics, "train_time_s": seconds}
+    training = {
+        "best_epoch": fitted.best_epoch, "val_metrics": fitted.val_metrics, "train_time_s": seconds,
+        "curve": training_curve(fitted.history),
+    }  # fmt: skip
     return _audit_and_record(config, model, seed, data, run_dir, method, training, trackers, start)
+
+
+def training_curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each epoch's stage, training loss and validation metrics (4 decimals: a few kB), so
+    a reader of the manifest can see whether training had flattened; choice rows are left out."""
+    kept = [{"stage": "train", **row} for row in history if "train_loss" in row]  # one-stage rows carry no name
+    return [
+        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+         if k in ("stage", "epoch", "train_loss") or k.startswith("val_")}
+        for row in kept
+    ]  # fmt: skip
 
 
 def _audit_external(
@@ -240,6 +254,7 @@ def _audit_and_record(
         "device": str(next(method.modules().parameters()).device),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "train_time_s": trained["train_time_s"],
+        "curve": trained.get("curve") or [],
         "parameters": sum(p.numel() for p in method.modules().parameters()),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "files": {name: file_sha256(run_dir / name) for name in files},  # as written, checked on reading
@@ -372,7 +387,7 @@ def reaudit(
     start = time.perf_counter()
     method, _ = load_checkpoint(run_dir / CHECKPOINT)
     clear_manifest(run_dir)
-    training = {k: record.get(k) for k in ("best_epoch", "val_metrics", "train_time_s")}
+    training = {k: record.get(k) for k in ("best_epoch", "val_metrics", "train_time_s", "curve")}
     training["trained_git"] = record.get("trained_git") or record.get("git")  # the code that trained it
     return _audit_and_record(config, model, seed, data, run_dir, method, training, [], start)
 

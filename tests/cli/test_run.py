@@ -39,6 +39,9 @@ def test_run_writes_manifests_and_skips_finished_runs(tmp_path: Path) -> None:
     # paired comparisons: every model and seed was audited under the very same masks
     assert len({json.dumps(r["mask_hashes"], sort_keys=True) for r in records}) == 1
     assert "rates[m0=0.5,m1=0.2]" in records[0]["mask_hashes"]
+    for record in records:  # the training curve, so convergence can be read without the checkpoint
+        assert [row["epoch"] for row in record["curve"]] == [0, 1]
+        assert all(row["train_loss"] > 0 and 0 <= row["val_accuracy"] <= 1 for row in record["curve"])
 
     stamps = [p.stat().st_mtime_ns for p in manifests]
     events.clear()
@@ -74,6 +77,7 @@ def test_a_changed_audit_reaudits_the_trained_model_without_retraining(tmp_path:
     assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint  # the same trained weights, not retrained
     assert after["run_hash"] != before["run_hash"] and "missing[m1@0.5]" in after["mask_hashes"]
     assert after["train_time_s"] == before["train_time_s"] and after["best_epoch"] == before["best_epoch"]
+    assert after["curve"] == before["curve"]
     assert after["trained_git"] == before["git"]
     assert "missing[m1@0.5]" in set(result.table.scenario)
     assert events == ["done joint seed 0", "done drop seed 0"]
