@@ -33,7 +33,8 @@ the `others` models; options `full` (the full set's specialist, default joint), 
 `cost STUDY models=...` (parameters and training seconds against all the specialists together;
 `plus=A:B` adds A's seconds with B's, for a model whose shared stages runs may reuse from the cache),
 `convergence SEARCH candidate=C` (validation accuracy along the budget, per model), `curves STUDY`
-(each model's training curve, loss or `curve=val_accuracy`, along its budget, from the runs' manifests), `collapse FILE
+(each model's training curve, loss or `curve=val_accuracy`, along its budget, from the runs' manifests), `record STUDY
+field=F models=...` (one manifest field per model and seed, e.g. the candidate `ume_mma` chose), `collapse FILE
 epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight and seed, from
 scripts/crossl_collapse.py's results FILE.jsonl), `summary FILE` (an audit's headline table, from
 the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `claims STUDY
@@ -88,7 +89,7 @@ def collect(run_roots: Sequence[Path], study: str, models: Sequence[str] | None 
             continue
         costs.append({
             "model": name, "seed": record.get("seed"),
-            **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters")},
+            **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters", "best_epoch")},
         })  # fmt: skip
         curves += [{"model": name, "seed": record.get("seed"), **row} for row in record.get("curve") or []]
         t = pd.read_csv(manifest.parent / "results.csv")
@@ -147,6 +148,8 @@ def render(spec: str) -> str:
         return subsets_table(source, opts)
     if kind == "summary":
         return summary_markdown(AuditResult.read(RESULTS / f"{source}.json"))
+    if kind == "record":
+        return record_table(source, opts)
     if kind == "curves":
         return curves_table(source, opts)
     if kind == "collapse":
@@ -250,6 +253,18 @@ def curves_table(study: str, opts: dict[str, str]) -> str:
         stage = runs.stage.iloc[-1]  # the stage that trains the final predictor
         curves = [g.sort_values("epoch")[column].tolist() for _, g in runs[runs.stage == stage].groupby("seed")]
         lines.append(f"| {model} | {stage} | {_flattening(curves)} | {len(curves)} |")
+    return "\n".join(lines)
+
+
+def record_table(study: str, opts: dict[str, str]) -> str:
+    """One field of each run's record (<study>_runs.csv, option `field`, e.g. best_epoch: the
+    candidate `ume_mma` chose on validation) per model (option `models`) and seed."""
+    runs = pd.read_csv(RESULTS / f"{study}_runs.csv")
+    runs = runs[runs.model.isin(opts["models"].split(","))]
+    wide = runs.pivot(index="model", columns="seed", values=opts["field"]).reindex(opts["models"].split(","))
+    lines = ["| model | " + " | ".join(f"seed {s}" for s in wide.columns) + " |", "|---|" + "---|" * len(wide.columns)]
+    for model, row in wide.iterrows():
+        lines.append(f"| {model} | " + " | ".join("—" if pd.isna(v) else f"{v:g}" for v in row) + " |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ the committed results: no documented number is typed by hand or left stale."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -83,6 +84,10 @@ def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monk
         assert cells[0] == model and cells[-1] == "1"
         assert float(cells[5]) == round(last[model], 3)  # the end of the budget
         assert float(cells[6]) == round(last[model] - first[model], 3)  # last tenth − the one before
+    best = {m: json.loads((tmp_path / "runs" / m / "seed-0" / "manifest.json").read_text())["best_epoch"]
+            for m in ("dropout", "joint")}  # fmt: skip
+    assert doc_tables.render("record study field=best_epoch models=joint,dropout").splitlines()[2:] == [
+        f"| joint | {best['joint']} |", f"| dropout | {best['dropout']} |"]  # fmt: skip
 
 
 def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
