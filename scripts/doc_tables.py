@@ -54,10 +54,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
-from mmrobust.audit.compare import load_runs, same_masks
-from mmrobust.audit.paired import load_predictions, sample_differences
+from mmrobust.audit.compare import load_runs
+from mmrobust.audit.paired import Predictions, load_predictions, sample_differences
 from mmrobust.audit.report import summary_markdown
 from mmrobust.audit.result import AuditResult
 from mmrobust.config import load_config
@@ -74,10 +76,15 @@ MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /ta
 KEEP_METRICS = ("accuracy", "macro_f1", "mae", "corr", "acc2", "f1", "acc5", "acc7")  # the ones docs cite
 
 
-def collect(run_roots: Sequence[Path], study: str, models: Sequence[str] | None = None) -> Path:
+def collect(
+    run_roots: Sequence[Path], study: str, models: Sequence[str] | None = None, archive: bool = False
+) -> Path:
     """Every finished run below the `run_roots` (only those of `models`, in that order, if given) as
     one tidy CSV in the results folder (several roots: one study made of runs of several configs on
-    the same recipe, paired per sample with each other)."""
+    the same recipe, paired per sample with each other). With `archive`, the runs' per-sample
+    predictions are kept in <study>_predictions.npz and the runs committed before are kept beside
+    the new ones (a run folder's (model, seed) replaces the committed one): a study can grow by
+    seeds across sessions whose run folders are gone."""
     frames, costs, curves = [], [], []
     for manifest in sorted(m for root in run_roots for m in root.glob("**/manifest.json")):
         record = json.loads(manifest.read_text())
@@ -97,30 +104,41 @@ def collect(run_roots: Sequence[Path], study: str, models: Sequence[str] | None 
         frames.append(t.assign(config_hash=record.get("config_hash"), commit=(record.get("git") or {}).get("commit")))
     if not frames:
         raise SystemExit(f"no finished runs under {', '.join(map(str, run_roots))}")
-    results, cost = pd.concat(frames, ignore_index=True), pd.DataFrame(costs)
-    if models is not None:
-        order = {m: i for i, m in enumerate(models)}
-        results = results.sort_values("model", key=lambda c: c.map(order), kind="stable")
-        cost = cost.sort_values(["model", "seed"], key=lambda c: c.map(order) if c.name == "model" else c)
-    out = RESULTS / f"{study}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(out, index=False, float_format="%.6g")
-    cost.to_csv(RESULTS / f"{study}_runs.csv", index=False, float_format="%.6g")
-    if curves:
-        curve = pd.DataFrame(curves)
-        if models is not None:
-            curve = curve.sort_values("model", key=lambda c: c.map(order), kind="stable")
-        curve.to_csv(RESULTS / f"{study}_curves.csv", index=False, float_format="%.4g")
-    paired = paired_per_sample(run_roots, models)
+    tables = {"": pd.concat(frames, ignore_index=True), "_runs": pd.DataFrame(costs), "_curves": pd.DataFrame(curves)}
+    fresh = set(zip(tables["_runs"].model, tables["_runs"].seed, strict=True))
+    for suffix, table in tables.items():
+        if archive and (RESULTS / f"{study}{suffix}.csv").is_file():
+            table = pd.concat([_committed(RESULTS / f"{study}{suffix}.csv", fresh, models), table], ignore_index=True)
+        if models is not None and len(table):
+            order = {m: i for i, m in enumerate(models)}
+            table = table.sort_values(["model", "seed"], key=lambda c: c.map(order) if c.name == "model" else c,
+                                      kind="stable")  # fmt: skip
+        if len(table):
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            digits = "%.4g" if suffix == "_curves" else "%.6g"
+            table.to_csv(RESULTS / f"{study}{suffix}.csv", index=False, float_format=digits)
+        else:  # no such records this time (e.g. runs older than training curves): none stale left behind
+            (RESULTS / f"{study}{suffix}.csv").unlink(missing_ok=True)
+    paired = paired_per_sample(run_roots, models, RESULTS / f"{study}_predictions.npz" if archive else None)
     if paired is not None:
         paired.to_csv(RESULTS / f"{study}_paired.csv", index=False, float_format="%.6g")
-    return out
+    return RESULTS / f"{study}.csv"
 
 
-def paired_per_sample(run_roots: Sequence[Path], models: Sequence[str] | None = None) -> pd.DataFrame | None:
+def _committed(path: Path, fresh: set[tuple[str, int]], models: Sequence[str] | None) -> pd.DataFrame:
+    """A committed study table's rows of the runs not collected again (and of `models`, if given)."""
+    table = pd.read_csv(path)
+    pairs = zip(table.model, table.seed, strict=True)
+    return table[[(m, s) not in fresh and (models is None or m in models) for m, s in pairs]]
+
+
+def paired_per_sample(
+    run_roots: Sequence[Path], models: Sequence[str] | None = None, archive: Path | None = None
+) -> pd.DataFrame | None:
     """Every pair of models' per-sample paired difference per scenario (the primary per-sample
-    metric: accuracy or MAE), from the runs' predictions, or None when a run has none. Committed
-    beside the study's results, so documented intervals regenerate without the run folders."""
+    metric: accuracy or MAE), from the runs' predictions (and the `archive`'s, which the runs'
+    update), or None when a run has none. Committed beside the study's results, so documented
+    intervals regenerate without the run folders."""
     runs = load_runs(list(run_roots))
     table = runs.table if models is None else runs.table[runs.table.model.isin(models)]
     metric = "accuracy" if "accuracy" in set(table.metric) else "mae"
@@ -128,8 +146,55 @@ def paired_per_sample(run_roots: Sequence[Path], models: Sequence[str] | None = 
     predictions = load_predictions(list(keys.itertuples(index=False, name=None)))
     if predictions is None:
         return None
-    masks = same_masks(table[table.metric == metric])
-    return sample_differences(predictions, masks, metric).assign(metric=metric)
+    masks = {(m, int(s), str(c)): str(h) for m, s, c, h in table[["model", "seed", "scenario", "mask_hash"]]
+             .drop_duplicates().itertuples(index=False, name=None)}  # fmt: skip
+    if archive is not None:
+        if archive.is_file():
+            old_predictions, old_masks = read_archive(archive)
+            keep = {k for k in old_predictions if k not in predictions and (models is None or k[0] in models)}
+            predictions = {**{k: old_predictions[k] for k in keep}, **predictions}
+            masks = {**{k: v for k, v in old_masks.items() if k[:2] in keep}, **masks}
+        write_archive(archive, predictions, masks)
+    by_model: dict[tuple[str, str], set[str]] = {}
+    for (model, _, scenario), mask in masks.items():
+        by_model.setdefault((scenario, model), set()).add(mask)
+    ordered = sorted(predictions, key=lambda k: (models.index(k[0]), k[1])) if models else list(predictions)
+    return sample_differences(
+        {k: predictions[k] for k in ordered}, {k: frozenset(v) for k, v in by_model.items()}, metric
+    ).assign(metric=metric)
+
+
+def write_archive(
+    path: Path, predictions: dict[tuple[str, int], Predictions], masks: dict[tuple[str, int, str], str]
+) -> None:
+    """Per-sample predictions of a study's runs in one compressed file: the targets once, each run's
+    (scenario x sample) predictions (the smallest integer type for classes) and its masks' hashes."""
+    keys = list(predictions)
+    scenarios = list(predictions[keys[0]].scenarios)
+    if any(list(predictions[k].scenarios) != scenarios for k in keys):
+        raise SystemExit(f"{path.name}: the study's runs were audited under different scenarios; archive them apart")
+    stacked = np.stack([torch.stack([predictions[k].scenarios[c] for c in scenarios]).numpy() for k in keys])
+    if not np.issubdtype(stacked.dtype, np.floating):
+        stacked = stacked.astype(np.min_scalar_type(max(int(stacked.max()), 1)))
+    np.savez_compressed(
+        path, target=predictions[keys[0]].target.numpy(), predictions=stacked, scenarios=np.array(scenarios),
+        models=np.array([m for m, _ in keys]), seeds=np.array([s for _, s in keys]),
+        masks=np.array([[masks[(m, s, c)] for c in scenarios] for m, s in keys]),
+    )  # fmt: skip
+
+
+def read_archive(path: Path) -> tuple[dict[tuple[str, int], Predictions], dict[tuple[str, int, str], str]]:
+    """What `write_archive` wrote: (model, seed) -> predictions, and (model, seed, scenario) -> mask hash."""
+    with np.load(path) as saved:
+        target = torch.from_numpy(saved["target"])
+        scenarios = [str(c) for c in saved["scenarios"]]
+        predictions, masks = {}, {}
+        for i, (model, seed) in enumerate(zip(saved["models"], saved["seeds"], strict=True)):
+            key = (str(model), int(seed))
+            values = torch.from_numpy(saved["predictions"][i].astype(saved["target"].dtype))
+            predictions[key] = Predictions(target, dict(zip(scenarios, values, strict=True)))
+            masks.update({(*key, c): str(h) for c, h in zip(scenarios, saved["masks"][i], strict=True)})
+    return predictions, masks
 
 
 def render(spec: str) -> str:
@@ -385,6 +450,8 @@ def main() -> None:
     c.add_argument("runs", type=Path, nargs="+")
     c.add_argument("--study", required=True)
     c.add_argument("--config", type=Path, help="collect only this experiment config's models (a shared run folder)")
+    archive_help = "keep predictions in <study>_predictions.npz, and committed runs not collected again"
+    c.add_argument("--archive", action="store_true", help=archive_help)
     sub.add_parser("write", help="regenerate every marked table")
     sub.add_parser("check", help="exit 1 if any marked table differs from its regeneration")
     sub.add_parser("provenance", help="each study's run commits and the src/ files that differ from HEAD")
@@ -394,7 +461,7 @@ def main() -> None:
             models = [m.name for m in load_config(args.config).models] if args.config else None
         except MMRobustError as e:
             raise SystemExit(f"error: {e}") from None
-        print(collect(args.runs, args.study, models))
+        print(collect(args.runs, args.study, models, args.archive))
     elif args.command == "write":
         for path in documents():
             text = path.read_text()

@@ -90,6 +90,31 @@ def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monk
         f"| joint | {best['joint']} |", f"| dropout | {best['dropout']} |"]  # fmt: skip
 
 
+def test_an_archived_study_grows_by_seeds_without_its_old_run_folders(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`collect --archive` keeps the per-sample predictions, so seeds collected in a later session
+    (the earlier run folders gone) pair with the committed ones exactly as if collected together."""
+    import pandas as pd
+
+    from mmrobust.config import config_from_dict
+    from mmrobust.run import run_experiment
+
+    doc_tables = load_script()
+    models = [{"method": m, "params": {"fusion": "sum"}} for m in ("joint", "dropout")]
+    config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "models": models, "train": {"epochs": 1}}
+    for seed in (0, 1):  # two sessions, two run folders
+        run_experiment(config_from_dict({**config, "seeds": [seed]}), tmp_path / f"session-{seed}")
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "together")
+    doc_tables.collect([tmp_path / "session-0", tmp_path / "session-1"], "study", ["joint", "dropout"])
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "archived")
+    for seed in (0, 1):
+        doc_tables.collect([tmp_path / f"session-{seed}"], "study", ["joint", "dropout"], archive=True)
+    for suffix in ("", "_paired", "_runs"):
+        together = pd.read_csv(tmp_path / "together" / f"study{suffix}.csv")
+        archived = pd.read_csv(tmp_path / "archived" / f"study{suffix}.csv")
+        pd.testing.assert_frame_equal(together, archived)
+    assert set(pd.read_csv(tmp_path / "archived" / "study_paired.csv").seeds) == {2}
+
+
 def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     doc_tables = load_script()
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
