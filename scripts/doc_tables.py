@@ -3,6 +3,7 @@ check) every generated table in the documentation.
 
     python scripts/doc_tables.py collect runs/baselines/utd_mhad --study baselines_utd_mhad
     python scripts/doc_tables.py collect runs/mosi --config configs/subsets/mosi.yaml --study subsets_mosi
+    python scripts/doc_tables.py collect runs/avmnist --config configs/actionmae/avmnist.yaml --study actionmae_avmnist --archive
     python scripts/doc_tables.py write     # regenerate every marked table in README.md and docs/
     python scripts/doc_tables.py check     # exit 1 naming every table that differs (a test runs this)
     python scripts/doc_tables.py provenance  # each study's run commits, and the src/ files changed since
