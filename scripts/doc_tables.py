@@ -1,9 +1,9 @@
 """Documented numbers come from committed results: collect a study's results, and regenerate (or
 check) every generated table in the documentation.
 
-    python scripts/doc_tables.py collect runs/baselines/utd_mhad --study baselines_utd_mhad
     python scripts/doc_tables.py collect runs/mosi --config configs/subsets/mosi.yaml --study subsets_mosi
-    python scripts/doc_tables.py collect runs/avmnist --config configs/actionmae/avmnist.yaml --study actionmae_avmnist --archive
+    python scripts/doc_tables.py collect runs/avmnist --config configs/actionmae/avmnist.yaml \
+        --study actionmae_avmnist --archive  # a study grown by seeds over several sessions
     python scripts/doc_tables.py write     # regenerate every marked table in README.md and docs/
     python scripts/doc_tables.py check     # exit 1 naming every table that differs (a test runs this)
     python scripts/doc_tables.py provenance  # each study's run commits, and the src/ files changed since
@@ -107,8 +107,9 @@ def collect(
         raise SystemExit(f"no finished runs under {', '.join(map(str, run_roots))}")
     tables = {"": pd.concat(frames, ignore_index=True), "_runs": pd.DataFrame(costs), "_curves": pd.DataFrame(curves)}
     fresh = set(zip(tables["_runs"].model, tables["_runs"].seed, strict=True))
+    merge = archive and (RESULTS / f"{study}_predictions.npz").is_file()  # committed runs pair only when archived
     for suffix, table in tables.items():
-        if archive and (RESULTS / f"{study}{suffix}.csv").is_file():
+        if merge and (RESULTS / f"{study}{suffix}.csv").is_file():
             table = pd.concat([_committed(RESULTS / f"{study}{suffix}.csv", fresh, models), table], ignore_index=True)
         if models is not None and len(table):
             order = {m: i for i, m in enumerate(models)}
