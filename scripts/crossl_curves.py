@@ -1,7 +1,6 @@
 """CroSSL's Figure 2 / Figure 3 from run folders: a metric against one method parameter.
 
-    python scripts/crossl_curves.py runs/crossl/spsw_har_labels runs/crossl/spsw_har \
-        --x label_fraction --out docs/reproductions/crossl/spsw_har_labels
+    python scripts/crossl_curves.py runs/spsw_har --x label_fraction --out spsw_har_labels
 
 Every `<model>/seed-<s>/` folder under the given roots is one point: its x is the model's
 `--x` parameter (read from the run's manifest; the method's default when the config leaves it
