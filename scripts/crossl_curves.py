@@ -2,7 +2,7 @@
 
     python scripts/crossl_curves.py runs/spsw_har --x label_fraction --out spsw_har_labels
 
-Every `<model>/seed-<s>/` folder under the given roots is one point: its x is the model's
+Every CroSSL run folder (`.../<model>/seed-<s>/`) under the given roots is one point: its x is the model's
 `--x` parameter (read from the run's manifest; the method's default when the config leaves it
 out), its curve is (mode, masking, and the masking ratio unless that is x) — supervised runs have
 no masking — and its y is `--metric` on clean test data; curves with one x only are dropped.
@@ -35,8 +35,11 @@ def curve_name(params: dict, x: str) -> str:
 def points(roots: list[Path], x: str, metric: str) -> pd.DataFrame:
     rows = []
     for root in roots:
-        for manifest in sorted(root.glob("*/seed-*/manifest.json")):
-            params = {**DEFAULTS, **json.loads(manifest.read_text())["model"]["params"]}
+        for manifest in sorted(root.glob("**/seed-*/manifest.json")):
+            model = json.loads(manifest.read_text())["model"]
+            if model["method"] != "crossl":  # a shared run folder also holds the baselines
+                continue
+            params = {**DEFAULTS, **model["params"]}
             results = pd.read_csv(manifest.parent / "results.csv")
             value = results[(results.scenario == "clean") & (results.metric == metric)].value
             if value.empty:
