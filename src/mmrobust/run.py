@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -92,7 +93,10 @@ def data_checksum(data: MultimodalData) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
 def _git_state() -> dict[str, Any]:
+    """The commit of the code this process runs: read once, at its first run's start (a checkout
+    moving on while a sweep runs does not change the code its workers loaded)."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
@@ -151,6 +155,7 @@ def run_one(
     """Train, audit and record one (model, seed) in `run_dir`; under torchrun only rank 0
     audits and writes (other ranks return an empty result)."""
     start = time.perf_counter()
+    _git_state()  # read before training, while the checkout is the code this process loaded
     if model.method == EXTERNAL:
         return _audit_external(config, model, seed, data, run_dir, start)
     method = create_method(model.method, **model.params)
