@@ -402,8 +402,8 @@ def _gap(paired: pd.DataFrame, a: str, b: str, scenario: str) -> tuple[float, fl
         row = paired[(paired.model_a == first) & (paired.model_b == second) & (paired.scenario == scenario)]
         if len(row):
             r = row.iloc[0]
-            ends = sorted((sign * r["low"], sign * r["high"]))
-            return sign * r["mean"], ends[0], ends[1]
+            ends = sorted((sign * r["low"] + 0.0, sign * r["high"] + 0.0))  # + 0.0: no "-0.000"
+            return sign * r["mean"] + 0.0, ends[0], ends[1]
     return None
 
 
