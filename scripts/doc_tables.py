@@ -307,7 +307,7 @@ def convergence_table(search_name: str, candidate: str) -> str:
 
 
 def curves_table(study: str, opts: dict[str, str]) -> str:
-    """Per model of a study (option `models`, default all), its last training stage's `curve` column
+    """Per model of a study (option `models`, default all) and training stage, the `curve` column
     (default train_loss; e.g. val_accuracy) at a quarter, half, three quarters and the end of the
     budget, mean over seeds, from <study>_curves.csv (the runs' manifests): whether training flattened."""
     table = pd.read_csv(RESULTS / f"{study}_curves.csv")
@@ -317,9 +317,10 @@ def curves_table(study: str, opts: dict[str, str]) -> str:
     lines.append("|---|---|---|---|---|---|---|---|")
     for model in models:
         runs = table[table.model == model]
-        stage = runs.stage.iloc[-1]  # the stage that trains the final predictor
-        curves = [g.sort_values("epoch")[column].tolist() for _, g in runs[runs.stage == stage].groupby("seed")]
-        lines.append(f"| {model} | {stage} | {_flattening(curves)} | {len(curves)} |")
+        for stage in dict.fromkeys(runs.stage):  # every stage that trains (a choice or ensemble row is one epoch)
+            curves = [g.sort_values("epoch")[column].tolist() for _, g in runs[runs.stage == stage].groupby("seed")]
+            if min(map(len, curves)) > 1 and not all(pd.isna(c).all() for c in curves):
+                lines.append(f"| {model} | {stage} | {_flattening(curves)} | {len(curves)} |")
     return "\n".join(lines)
 
 
