@@ -315,11 +315,14 @@ def curves_table(study: str, opts: dict[str, str]) -> str:
     models = opts["models"].split(",") if "models" in opts else list(dict.fromkeys(table.model))
     lines = [f"| model | stage | {column}: 25% | 50% | 75% | 100% | last 10% − previous 10% | seeds |"]
     lines.append("|---|---|---|---|---|---|---|---|")
+    shown = set()  # a stage reused from another model's run (Stage.reuse_key) is shown once
     for model in models:
         runs = table[table.model == model]
         for stage in dict.fromkeys(runs.stage):  # every stage that trains (a choice or ensemble row is one epoch)
             curves = [g.sort_values("epoch")[column].tolist() for _, g in runs[runs.stage == stage].groupby("seed")]
-            if min(map(len, curves)) > 1 and not all(pd.isna(c).all() for c in curves):
+            key = (stage, str(curves))
+            if min(map(len, curves)) > 1 and not all(pd.isna(c).all() for c in curves) and key not in shown:
+                shown.add(key)
                 lines.append(f"| {model} | {stage} | {_flattening(curves)} | {len(curves)} |")
     return "\n".join(lines)
 
