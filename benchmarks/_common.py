@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +32,7 @@ from mmrobust.data.dataset import ModalitySpec
 # sensor window (9 channels x 128 steps). The synthetic loader's own shapes, (1, 8, 8) and
 # (2, 16), are so small that fusion rather than encoding dominates the cost.
 REALISTIC_SHAPES: dict[str, tuple[int, ...]] = {"conv2d": (3, 32, 32), "conv1d": (9, 128)}
+RESULTS = Path(__file__).resolve().parent / "results"  # the README's benchmark table is generated from these
 
 
 def parse_args(
@@ -107,8 +113,48 @@ def _fmt(x: object) -> str:
 
 
 def verdict(ratio: float, goal: float, higher_is_better: bool) -> str:
-    ok = ratio >= goal if higher_is_better else ratio <= goal
+    ok = meets(ratio, goal, higher_is_better)
     return f"{'PASS' if ok else 'MISS'} (goal {'>=' if higher_is_better else '<='} {goal:g})"
+
+
+def meets(ratio: float, goal: float, higher_is_better: bool) -> bool:
+    return ratio >= goal if higher_is_better else ratio <= goal
+
+
+def row(what: str, goal: str, measured: str, passed: bool | None) -> dict[str, str]:
+    """One line of the README's benchmark table; `passed` None for a reference figure without a goal."""
+    return {"what": what, "goal": goal, "measured": measured,
+            "verdict": "" if passed is None else "pass" if passed else "miss"}  # fmt: skip
+
+
+def record(args: argparse.Namespace, rows: Sequence[Mapping[str, str]], variant: str = "") -> None:
+    """Write a full run's headline rows, with what they were measured on, to
+    benchmarks/results/<script>[-variant].json: `scripts/doc_tables.py` renders the README's table
+    from these files, so a documented figure is always one a benchmark wrote. Quick runs are smoke
+    runs and are not recorded."""
+    if args.quick:
+        print("(quick run: not recorded)")
+        return
+    name = Path(sys.argv[0]).stem + (f"-{variant}" if variant else "")
+    here = Path(__file__).resolve().parent
+    git = ["git", "-C", str(here)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "../src", "."], capture_output=True).returncode
+    result = {
+        "benchmark": name,
+        "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "commit": (commit or "unknown") + ("+changes" if commit and dirty else ""),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+        "rows": [dict(r) for r in rows],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(f"recorded {path}")
 
 
 def synthetic(

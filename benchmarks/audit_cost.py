@@ -29,6 +29,8 @@ from _common import (
     paired_ratio,
     parse_args,
     print_table,
+    record,
+    row,
     setup,
     synthetic,
     time_interleaved,
@@ -116,6 +118,23 @@ def main() -> None:
          "naive/audit", "verdict"],
         rows,
     )
+    kinds = args.inputs.split(",")
+    record(args, [line for inputs in kinds for line in headline(inputs, [r for r in rows if r[0] == inputs])])
+
+
+def headline(inputs: str, rows: list[list]) -> list[dict[str, str]]:
+    """The README's rows for one input kind: the audit's ratio per M against the goals, and the naive
+    audit's for reference."""
+    shapes = " + ".join(str(REALISTIC_SHAPES[kind]) for kind in dict.fromkeys(INPUTS[inputs]))
+    where = f"{inputs} inputs {shapes}, M = {' / '.join(str(r[1]) for r in rows)} modalities"
+    goals = [r[6] <= GOALS[r[1]] for r in rows if r[1] in GOALS]
+    goal = ", ".join(f"≤ {g:g} at M={m}" for m, g in GOALS.items())
+    return [
+        row(f"default audit / one clean pass, {where}", goal, " / ".join(f"{r[6]:.2f}" for r in rows),
+            all(goals) if goals else None),
+        row(f"naive audit (every scenario through the whole model) / one clean pass, {where}", "(reference)",
+            " / ".join(f"{r[8]:.1f}" for r in rows), None),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _common import parse_args, print_table, setup
+from _common import parse_args, print_table, record, row, setup
 
 from mmrobust.audit.compare import load_runs
 from mmrobust.audit.compare_report import write_comparison
@@ -101,6 +101,13 @@ def main() -> None:
     print()
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    record(args, [row(
+        f"a {expected}-run local sweep ({len(plan.combinations)} models x {expected // len(plan.combinations)} seeds, "
+        f"pool of {args.workers}) completes, its "
+        "report lists every run, and a second sweep re-runs none",
+        f"all {expected}", f"{sum(checks.values())} / {len(checks)} checks; {pairs} / {expected} runs in "
+        f"{times['sweep (runs + combination reports)']:.0f} s", all(checks.values()),
+    )])  # fmt: skip
     if not all(checks.values()):
         raise SystemExit(1)
 

@@ -38,7 +38,8 @@ the `others` models; options `full` (the full set's specialist, default joint), 
 field=F models=...` (one manifest field per model and seed, e.g. the candidate `ume_mma` chose), `collapse FILE
 epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight and seed, from
 scripts/crossl_collapse.py's results FILE.jsonl), `summary FILE` (an audit's headline table, from
-the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `claims STUDY
+the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `benchmarks A,B,...` (the
+headline rows benchmarks/A.py, ... recorded in benchmarks/results/, with load and commit), `claims STUDY
 list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
 does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE;
@@ -72,6 +73,7 @@ import tables
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "reproductions" / "results"
+BENCHMARKS = REPO / "benchmarks" / "results"
 DOCUMENTS = ("README.md", "docs/**/*.md")
 MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
 KEEP_METRICS = ("accuracy", "macro_f1", "mae", "corr", "acc2", "f1", "acc5", "acc7")  # the ones docs cite
@@ -223,6 +225,8 @@ def render(spec: str) -> str:
         return collapse_table(RESULTS / f"{source}.jsonl", [int(e) for e in opts["epochs"].split(",")])
     if kind == "cost":
         return cost_table(source, opts)
+    if kind == "benchmarks":
+        return benchmarks_table(source.split(","))
     if kind == "claims":
         return claims_table(source, opts["list"], float(opts.get("tolerance", 0)))
     if kind != "runs":
@@ -397,6 +401,20 @@ def cost_table(study: str, opts: dict[str, str]) -> str:
             cells = [f"{a} with its {b} stages trained (at most)", "", f"{g.sum():.0f}"]
             lines.append("| " + " | ".join(cells + ([""] if inference is not None else [])) + " |")
     lines.append(row(f"the {len(specialists)} specialists together", specialists))
+    return "\n".join(lines)
+
+
+def benchmarks_table(names: Sequence[str]) -> str:
+    """The benchmarks' headline rows, each with the load and commit it was measured at (from the
+    benchmarks/results/NAME.json a full benchmark run writes)."""
+    lines = ["| benchmark | what is measured | goal | measured | verdict | load | commit |", "|---" * 7 + "|"]
+    for name in names:
+        result = json.loads((BENCHMARKS / f"{name}.json").read_text())
+        load = result["load_avg_1_5_15_at_end"][1]
+        for row in result["rows"]:
+            cells = [f"`{name}`", row["what"], row["goal"], f"**{row['measured']}**", row["verdict"], f"{load:.1f}",
+                     f"{result['commit']} ({result['date']})"]  # fmt: skip
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -122,3 +123,32 @@ def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, mon
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
     rows = doc_tables.render("collapse c epochs=1,3").splitlines()[2:]
     assert rows == ["| 100 | 0 | 0.100 | — |", "| 1 | 0 | 0.500 | 0.700 |"]  # the paper's weight first
+
+
+def test_the_benchmark_table_shows_what_a_full_benchmark_run_recorded(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The README's benchmark figures come from the files the benchmarks write, never typed; a quick
+    (smoke) run records nothing."""
+    import argparse
+
+    bench = SCRIPT.parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    spec = importlib.util.spec_from_file_location("_common", bench / "_common.py")
+    assert spec is not None and spec.loader is not None
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(bench / "dropout_cost.py"), "--repeats", "3"])
+    rows = [common.row("epoch ratio | dropout", "≤ 0.8", "0.74", common.meets(0.74, 0.8, False)),
+            common.row("reference", "(reference)", "1.9", None)]  # fmt: skip
+    common.record(argparse.Namespace(quick=True), rows)
+    assert not list(tmp_path.iterdir())
+    common.record(argparse.Namespace(quick=False), rows)
+    recorded = json.loads((tmp_path / "dropout_cost.json").read_text())
+    assert recorded["command"] == "python benchmarks/dropout_cost.py --repeats 3"
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "BENCHMARKS", tmp_path)
+    lines = doc_tables.render("benchmarks dropout_cost").splitlines()
+    columns = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
+    assert len(lines) == 4 and columns == [8] * 4 and "ratio \\| dropout" in lines[2]  # the cell's pipe escaped
+    assert "**0.74** | pass |" in lines[2] and "**1.9** |  |" in lines[3]
+    assert recorded["commit"].split("+")[0] in lines[2]
