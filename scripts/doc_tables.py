@@ -7,6 +7,8 @@ check) every generated table in the documentation.
     python scripts/doc_tables.py write     # regenerate every marked table in README.md and docs/
     python scripts/doc_tables.py check     # exit 1 naming every table that differs (a test runs this)
     python scripts/doc_tables.py provenance  # each study's run commits, and the src/ files changed since
+    python scripts/doc_tables.py recheck --study subsets_spsw_har --config configs/subsets/spsw_har.yaml \
+        --models joint,dropout --seed 0 data.data_dir=$MMROBUST_DATA  # do old runs' numbers hold at HEAD?
 
 `collect` reads every finished run folder below a `mmrobust run` output (results.csv + manifest)
 and writes docs/reproductions/results/<study>.csv: one row per (model, seed, scenario, metric) with
@@ -39,7 +41,8 @@ field=F models=...` (one manifest field per model and seed, e.g. the candidate `
 epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight and seed, from
 scripts/crossl_collapse.py's results FILE.jsonl), `summary FILE` (an audit's headline table, from
 the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `benchmarks A,B,...` (the
-headline rows benchmarks/A.py, ... recorded in benchmarks/results/, with load and commit), `claims STUDY
+headline rows benchmarks/A.py, ... recorded in benchmarks/results/, with load and commit), `rechecks FILE` (the
+runs `recheck` re-ran with a later checkout, and how far their values moved), `claims STUDY
 list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
 does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE;
@@ -49,10 +52,12 @@ option `tolerance=t`: "A at least as good as B up to t", holding when the interv
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,6 +71,7 @@ from mmrobust.audit.report import summary_markdown
 from mmrobust.audit.result import AuditResult
 from mmrobust.config import load_config
 from mmrobust.errors import MMRobustError
+from mmrobust.run import run_experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recipe_search
@@ -89,14 +95,7 @@ def collect(
     the new ones (a run folder's (model, seed) replaces the committed one): a study can grow by
     seeds across sessions whose run folders are gone."""
     frames, costs, curves = [], [], []
-    for manifest in sorted(m for root in run_roots for m in root.glob("**/manifest.json")):
-        record = json.loads(manifest.read_text())
-        if record.get("status") != "done" or not (manifest.parent / "results.csv").is_file():
-            continue
-        model = record.get("model") or {}
-        name = model.get("label") or model.get("method")
-        if models is not None and name not in models:
-            continue
+    for manifest, record, name in finished_runs(run_roots, models):
         costs.append({
             "model": name, "seed": record.get("seed"),
             **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters", "best_epoch")},
@@ -127,6 +126,58 @@ def collect(
     if paired is not None:
         paired.to_csv(RESULTS / f"{study}_paired.csv", index=False, float_format="%.6g")
     return RESULTS / f"{study}.csv"
+
+
+def finished_runs(
+    run_roots: Sequence[Path], models: Sequence[str] | None = None
+) -> list[tuple[Path, dict, str]]:
+    """(manifest path, manifest, model label) of every finished run below `run_roots` (of `models` only,
+    if given)."""
+    found = []
+    for manifest in sorted(m for root in run_roots for m in root.glob("**/manifest.json")):
+        record = json.loads(manifest.read_text())
+        if record.get("status") != "done" or not (manifest.parent / "results.csv").is_file():
+            continue
+        model = record.get("model") or {}
+        name = model.get("label") or model.get("method")
+        if models is None or name in models:
+            found.append((manifest, record, name))
+    return found
+
+
+def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, overrides: Sequence[str],
+            out: Path) -> pd.DataFrame:  # fmt: skip
+    """Re-run `models` at `seed` of a committed study with the code checked out now and compare every
+    committed scenario x metric value of those runs: whether numbers documented from runs made at an
+    older commit still come out of this one. The result rows are appended to rechecks.csv."""
+    config = load_config(config_path, list(overrides))
+    unknown = sorted(set(models) - {m.name for m in config.models})
+    if unknown:
+        raise SystemExit(f"error: {', '.join(unknown)} not among {config_path}'s models")
+    config = dataclasses.replace(config, models=[m for m in config.models if m.name in models], seeds=[seed])
+    run_experiment(config, out)
+    committed = pd.read_csv(RESULTS / f"{study}.csv")
+    rows = []
+    for manifest, record, name in finished_runs([out], models):
+        fresh = pd.read_csv(manifest.parent / "results.csv")
+        old = committed[(committed.model == name) & (committed.seed == seed)]
+        if old.empty:
+            raise SystemExit(f"error: {study} has no committed run of {name} at seed {seed}")
+        both = old.merge(fresh, on=["scenario", "metric"], suffixes=("_committed", "_now"))
+        both["value_now"] = both.value_now.map(lambda v: float(f"{v:.6g}"))  # as collect writes them
+        rows.append({
+            "study": study, "model": name, "seed": seed, "compared": len(both),
+            "max_abs_difference": float((both.value_committed - both.value_now).abs().max()),
+            "committed_at": str(old.commit.iloc[0])[:7], "rerun_at": str((record.get("git") or {}).get("commit"))[:7],
+        })  # fmt: skip
+    table = pd.DataFrame(rows)
+    path = RESULTS / "rechecks.csv"
+    if path.is_file():  # a newer recheck of the same run replaces the older
+        kept = pd.read_csv(path)
+        again = kept.set_index(["study", "model", "seed"]).index.isin(table.set_index(["study", "model", "seed"]).index)
+        table = pd.concat([kept[~again], table], ignore_index=True)
+    table.to_csv(path, index=False, float_format="%.3g")
+    return table
 
 
 def _committed(path: Path, fresh: set[tuple[str, int]], models: Sequence[str] | None) -> pd.DataFrame:
@@ -227,6 +278,8 @@ def render(spec: str) -> str:
         return cost_table(source, opts)
     if kind == "benchmarks":
         return benchmarks_table(source.split(","))
+    if kind == "rechecks":
+        return rechecks_table(pd.read_csv(RESULTS / f"{source}.csv"))
     if kind == "claims":
         return claims_table(source, opts["list"], float(opts.get("tolerance", 0)))
     if kind != "runs":
@@ -404,6 +457,16 @@ def cost_table(study: str, opts: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def rechecks_table(table: pd.DataFrame) -> str:
+    """`recheck`'s comparisons: per re-run model and seed, how far its values moved from the committed ones."""
+    lines = ["| study | model | seed | values compared | max \\|re-run − committed\\| | committed run at | re-run at |",
+             "|---" * 7 + "|"]  # fmt: skip
+    for r in table.itertuples():
+        lines.append(f"| {r.study} | {r.model} | {r.seed} | {r.compared} | {r.max_abs_difference:.2g} | "
+                     f"{r.committed_at} | {r.rerun_at} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def benchmarks_table(names: Sequence[str]) -> str:
     """The benchmarks' headline rows, each with the load and commit it was measured at (from the
     benchmarks/results/NAME.json a full benchmark run writes)."""
@@ -479,6 +542,13 @@ def main() -> None:
     sub.add_parser("write", help="regenerate every marked table")
     sub.add_parser("check", help="exit 1 if any marked table differs from its regeneration")
     sub.add_parser("provenance", help="each study's run commits and the src/ files that differ from HEAD")
+    r = sub.add_parser("recheck", help="re-run a committed study's runs with this checkout and compare their values")
+    r.add_argument("--study", required=True)
+    r.add_argument("--config", type=Path, required=True, help="the study's experiment config")
+    r.add_argument("--models", required=True, help="comma-separated model labels to re-run")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", type=Path, default=None, help="run folder (default: a fresh temporary one)")
+    r.add_argument("overrides", nargs="*", help="config overrides, e.g. data.data_dir=/path")
     args = parser.parse_args()
     if args.command == "collect":
         try:
@@ -494,6 +564,13 @@ def main() -> None:
                 print(f"updated {path.relative_to(REPO)}")
     elif args.command == "provenance":
         print("\n".join(provenance()))
+    elif args.command == "recheck":
+        out = args.out or Path(tempfile.mkdtemp(prefix="recheck-"))
+        try:
+            table = recheck(args.study, args.config, args.models.split(","), args.seed, args.overrides, out)
+        except MMRobustError as e:
+            raise SystemExit(f"error: {e}") from None
+        print(table.to_string(index=False))
     else:
         differ = stale()
         print("\n".join(differ) or "every generated table is current")

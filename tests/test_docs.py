@@ -152,3 +152,33 @@ def test_the_benchmark_table_shows_what_a_full_benchmark_run_recorded(tmp_path: 
     assert len(lines) == 4 and columns == [8] * 4 and "ratio \\| dropout" in lines[2]  # the cell's pipe escaped
     assert "**0.74** | pass |" in lines[2] and "**1.9** |  |" in lines[3]
     assert recorded["commit"].split("+")[0] in lines[2]
+
+
+def test_recheck_reruns_a_committed_run_and_shows_how_far_its_values_moved(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Numbers committed from runs at an older commit are re-checked by re-running them with this
+    checkout: the same code gives the same values, and a changed value shows as a difference."""
+    import pandas as pd
+    import pytest
+
+    from mmrobust.config import load_config
+    from mmrobust.run import run_experiment
+
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        "data: {name: synthetic, options: {n_samples: 120}}\ntrain: {epochs: 2}\nseeds: [0]\n"
+        "models:\n  - {method: joint, params: {fusion: sum}}\n  - {method: dropout, params: {fusion: sum}}\n"
+    )
+    run_experiment(load_config(config), tmp_path / "runs")
+    committed = doc_tables.collect([tmp_path / "runs"], "study")
+    table = doc_tables.recheck("study", config, ["joint"], 0, [], tmp_path / "again")
+    assert list(table.model) == ["joint"] and table.compared[0] > 5 and table.max_abs_difference[0] == 0
+    results = pd.read_csv(committed)
+    results.loc[(results.model == "joint") & (results.metric == "accuracy"), "value"] += 0.25  # as if the code changed
+    results.to_csv(committed, index=False)
+    again = doc_tables.recheck("study", config, ["joint"], 0, [], tmp_path / "again")
+    assert again.max_abs_difference.tolist() == [0.25]  # replaces the earlier recheck of the same run
+    assert "| study | joint | 0 |" in doc_tables.render("rechecks rechecks")
+    with pytest.raises(SystemExit, match="not among"):
+        doc_tables.recheck("study", config, ["ume"], 0, [], tmp_path / "again")
