@@ -139,7 +139,8 @@ def record(args: argparse.Namespace, rows: Sequence[Mapping[str, str]], variant:
     here = Path(__file__).resolve().parent
     git = ["git", "-C", str(here)]
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "../src", "."], capture_output=True).returncode
+    code = ["../src", "*.py"]  # the library and the benchmarks, not their docs or results
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", *code], capture_output=True).returncode
     result = {
         "benchmark": name,
         "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
