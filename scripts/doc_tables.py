@@ -66,6 +66,7 @@ import pandas as pd
 import torch
 
 from mmrobust.audit.compare import load_runs
+from mmrobust.audit.document import Table, table_markdown
 from mmrobust.audit.paired import Predictions, load_predictions, sample_differences
 from mmrobust.audit.report import summary_markdown
 from mmrobust.audit.result import AuditResult
@@ -154,15 +155,19 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
     unknown = sorted(set(models) - {m.name for m in config.models})
     if unknown:
         raise SystemExit(f"error: {', '.join(unknown)} not among {config_path}'s models")
+    if not (RESULTS / f"{study}.csv").is_file():
+        raise SystemExit(f"error: no committed study {study} ({RESULTS / study}.csv)")
+    committed = pd.read_csv(RESULTS / f"{study}.csv")
+    committed = committed[committed.seed == seed]
+    absent = sorted(set(models) - set(committed.model))
+    if absent:  # checked before training, not after
+        raise SystemExit(f"error: {study} has no committed run of {', '.join(absent)} at seed {seed}")
     config = dataclasses.replace(config, models=[m for m in config.models if m.name in models], seeds=[seed])
     run_experiment(config, out)
-    committed = pd.read_csv(RESULTS / f"{study}.csv")
     rows = []
     for manifest, record, name in finished_runs([out], models):
         fresh = pd.read_csv(manifest.parent / "results.csv")
-        old = committed[(committed.model == name) & (committed.seed == seed)]
-        if old.empty:
-            raise SystemExit(f"error: {study} has no committed run of {name} at seed {seed}")
+        old = committed[committed.model == name]
         both = old.merge(fresh, on=["scenario", "metric"], suffixes=("_committed", "_now"))
         both["value_now"] = both.value_now.map(lambda v: float(f"{v:.6g}"))  # as collect writes them
         rows.append({
@@ -459,26 +464,23 @@ def cost_table(study: str, opts: dict[str, str]) -> str:
 
 def rechecks_table(table: pd.DataFrame) -> str:
     """`recheck`'s comparisons: per re-run model and seed, how far its values moved from the committed ones."""
-    lines = ["| study | model | seed | values compared | max \\|re-run − committed\\| | committed run at | re-run at |",
-             "|---" * 7 + "|"]  # fmt: skip
-    for r in table.itertuples():
-        lines.append(f"| {r.study} | {r.model} | {r.seed} | {r.compared} | {r.max_abs_difference:.2g} | "
-                     f"{r.committed_at} | {r.rerun_at} |")  # fmt: skip
-    return "\n".join(lines)
+    header = ["study", "model", "seed", "values compared", "max |re-run − committed|", "committed run at", "re-run at"]
+    rows = [[r.study, r.model, str(r.seed), str(r.compared), f"{r.max_abs_difference:.2g}", r.committed_at, r.rerun_at]
+            for r in table.itertuples()]  # fmt: skip
+    return table_markdown(Table(header, rows))
 
 
 def benchmarks_table(names: Sequence[str]) -> str:
     """The benchmarks' headline rows, each with the load and commit it was measured at (from the
     benchmarks/results/NAME.json a full benchmark run writes)."""
-    lines = ["| benchmark | what is measured | goal | measured | verdict | load | commit |", "|---" * 7 + "|"]
+    rows = []
     for name in names:
         result = json.loads((BENCHMARKS / f"{name}.json").read_text())
         load = result["load_avg_1_5_15_at_end"][1]
-        for row in result["rows"]:
-            cells = [f"`{name}`", row["what"], row["goal"], f"**{row['measured']}**", row["verdict"], f"{load:.1f}",
-                     f"{result['commit']} ({result['date']})"]  # fmt: skip
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
+        rows += [[f"`{name}`", row["what"], row["goal"], f"**{row['measured']}**", row["verdict"], f"{load:.1f}",
+                  f"{result['commit']} ({result['date']})"] for row in result["rows"]]  # fmt: skip
+    header = ["benchmark", "what is measured", "goal", "measured", "verdict", "load", "commit"]
+    return table_markdown(Table(header, rows))
 
 
 def _gap(paired: pd.DataFrame, a: str, b: str, scenario: str) -> tuple[float, float, float] | None:
