@@ -46,7 +46,8 @@ runs `recheck` re-ran with a later checkout, and how far their values moved), `c
 list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
 does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE;
-option `tolerance=t`: "A at least as good as B up to t", holding when the interval lies above −t).
+option `tolerance=t`: "A at least as good as B up to t", holding when the interval lies above −t), `grid STUDY
+columns=A,B rows=NAME:SUFFIX,... scenario=S metric=M name=N` (a swept setting: model A+SUFFIX per row and column).
 """
 
 from __future__ import annotations
@@ -287,6 +288,8 @@ def render(spec: str) -> str:
         return rechecks_table(pd.read_csv(RESULTS / f"{source}.csv"))
     if kind == "claims":
         return claims_table(source, opts["list"], float(opts.get("tolerance", 0)))
+    if kind == "grid":
+        return grid_table(source, opts)
     if kind != "runs":
         raise SystemExit(f"unknown table kind '{kind}' in <!-- table: {spec} -->")
     t = pd.read_csv(RESULTS / f"{source}.csv")
@@ -328,6 +331,21 @@ def subsets_table(study: str, opts: dict[str, str]) -> str:
         cells = [subset or "all (clean)", tables.cell(values[specialist]), tables.cell(values[model]), shown,
                  met if gap is not None else "—", *(tables.cell(values[m]) if len(values[m]) else "—" for m in others)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def grid_table(study: str, opts: dict[str, str]) -> str:
+    """A swept setting's table (CroSSL's label fraction, masking ratio): row r and column c show model
+    `c` + the row's suffix under one `scenario` (mean ± std over seeds); `rows` is `NAME:SUFFIX,...`
+    (an empty suffix is the column's model itself, e.g. the full label set), `name` heads the rows."""
+    t = pd.read_csv(RESULTS / f"{study}.csv")
+    t = t[(t.metric == opts.get("metric", "accuracy")) & (t.scenario == opts.get("scenario", "clean"))]
+    columns = opts["columns"].split(",")
+    lines = [f"| {opts.get('name', 'setting')} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in opts["rows"].split(","):
+        name, _, suffix = row.partition(":")
+        cells = [t[t.model == c + suffix].value for c in columns]
+        lines.append(f"| {name} | " + " | ".join(tables.cell(v) if len(v) else "—" for v in cells) + " |")
     return "\n".join(lines)
 
 

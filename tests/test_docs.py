@@ -116,6 +116,22 @@ def test_an_archived_study_grows_by_seeds_without_its_old_run_folders(tmp_path: 
     assert set(pd.read_csv(tmp_path / "archived" / "study_paired.csv").seeds) == {2}
 
 
+def test_grid_table_lays_a_swept_setting_out_by_row_suffix(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
+    rows = "model,seed,scenario,kind,metric,value\n"
+    for model, values in {"sup-f0.1": (0.2, 0.4), "ssl-f0.1": (0.5, 0.7), "sup": (0.8, 0.9), "ssl": (0.9, 0.9)}.items():
+        rows += "".join(f"{model},{seed},clean,clean,macro_f1,{v}\n" for seed, v in enumerate(values))
+        rows += f"{model},0,clean,clean,accuracy,0.0\n"  # another metric: not shown
+    (tmp_path / "s.csv").write_text(rows)
+    table = doc_tables.render("grid s metric=macro_f1 columns=sup,ssl,none rows=0.1:-f0.1,1: name=fraction")
+    assert table.splitlines()[0] == "| fraction | sup | ssl | none |"
+    assert table.splitlines()[2:] == [
+        "| 0.1 | 0.300 ± 0.141 | 0.600 ± 0.141 | — |",
+        "| 1 | 0.850 ± 0.071 | 0.900 ± 0.000 | — |",
+    ]
+
+
 def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     doc_tables = load_script()
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
