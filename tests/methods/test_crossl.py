@@ -267,27 +267,36 @@ def test_label_keys_are_per_sample_seeded_and_ignore_placeholders(sensor_data) -
     )
 
 
-def test_downstream_loss_uses_only_the_labelled_samples(sensor_data) -> None:
-    method = crossl(mode="finetune", label_fraction=0.25)
-    method.build(sensor_data.spec)
-    method.crossl_model.eval()  # no dropout: the loss is a function of the batch
-    batch = sensor_data.split("train").batch(slice(0, 64))
-    chosen = label_keys(batch, 3) < 0.25
-    assert 0 < int(chosen.sum()) < 64 and len(method.labelled(batch, 3)) == int(chosen.sum())
-    scrambled = batch.target.clone()
-    scrambled[~chosen] = (scrambled[~chosen] + 1) % 4
-    g = torch.Generator()
-    torch.testing.assert_close(
-        method.loss(batch, g, label_seed=3),
-        method.loss(dataclasses.replace(batch, target=scrambled), g, label_seed=3),
-        rtol=0,
-        atol=0,
-    )
-    changed = batch.target.clone()
-    changed[chosen] = (changed[chosen] + 1) % 4
-    assert not torch.equal(
-        method.loss(batch, g, label_seed=3), method.loss(dataclasses.replace(batch, target=changed), g, label_seed=3)
-    )
+class _TargetSpy(CroSSL):
+    """Records the targets every downstream loss call receives."""
+
+    def stages(self, seed: int) -> Sequence[Stage]:
+        self.seen: list[torch.Tensor] = []
+        return [dataclasses.replace(s, loss=self._spy(s)) if s.name != "pretrain" else s for s in super().stages(seed)]
+
+    def _spy(self, stage: Stage):  # type: ignore[no-untyped-def]
+        def loss(batch: Batch, generator: torch.Generator) -> torch.Tensor:
+            self.seen.append(batch.target.clone())
+            return stage.loss(batch, generator)
+
+        return loss
+
+
+@pytest.mark.parametrize("mode", ["supervised", "fixed"])
+def test_downstream_stages_learn_from_the_same_labelled_samples_every_epoch_under_augmentation(
+    sensor_data, mode: str
+) -> None:
+    """The label keys hash the raw inputs: chosen before augmentation, every epoch sees exactly the
+    samples the keys chose (a hash of augmented copies would pick new ones each epoch)."""
+    method = _TargetSpy(mode=mode, label_fraction=0.25, pretrain_epochs=1)
+    augment = {m.name: {"crop": 0.2, "scale": 0.1} for m in sensor_data.spec.modalities}
+    fit(method, sensor_data, epochs=3, seed=3, augment=augment)
+    train = sensor_data.split("train").batch(slice(None))
+    chosen = train.target[label_keys(train, 3) < 0.25]
+    assert 0 < len(chosen) < len(train)
+    seen = torch.cat(method.seen)  # 3 epochs of the downstream stage (`fixed`: its probe)
+    assert len(seen) == 3 * len(chosen)
+    assert torch.equal(torch.bincount(seen, minlength=4), 3 * torch.bincount(chosen, minlength=4))
 
 
 # --- prediction ------------------------------------------------------------------------------

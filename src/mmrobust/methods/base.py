@@ -73,7 +73,10 @@ class Stage:
     candidate i, scores it, and keeps the best one's weights; a fixed budget cannot run it.
     `fit_direct`, when given, fits the stage's model in one call on the whole train split instead of
     epochs of `loss` (a model without gradient, e.g. `features`' trees); `fit` still records the
-    stage's training loss and validation metrics as one history row (epoch 0).
+    stage's training loss and validation metrics as one history row (epoch 0). `rows`, when given,
+    picks the training samples the stage may learn from (a bool (B,) mask, CroSSL's label fraction);
+    `fit` applies it to the raw batch *before* augmentation, so an augmented copy of a sample can never
+    change which samples are chosen.
     """
 
     name: str
@@ -85,11 +88,12 @@ class Stage:
     reuse_key: Mapping[str, Any] | None = None
     choices: Sequence[str] = ()
     choose: Callable[[int], None] | None = None
+    fit_direct: Callable[[MultimodalData, torch.Generator], None] | None = None
+    rows: Callable[[Batch], Tensor] | None = None
 
     @property
     def chooses(self) -> bool:
         return bool(self.choices)
-    fit_direct: Callable[[MultimodalData, torch.Generator], None] | None = None
 
 
 class Method(ABC):

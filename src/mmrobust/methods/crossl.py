@@ -43,7 +43,9 @@ For M modalities, batch B, embedding K = `embed_dim` (96) and global embedding P
 Label efficiency (`label_fraction` f < 1): the downstream loss uses only the training windows whose
 *label key* u(x) < f, where u ∈ [0, 1) is a seeded integer hash of the sample's present inputs'
 bytes (`label_keys`). The key is a pure function of (sample, seed), so the same windows are labelled
-in every epoch, batch order and device; the choice ignores the class, so every class keeps a
+in every epoch, batch order and device; `fit` computes it on the raw window before the recipe's
+augmentation (`Stage.rows`), since a hash of an augmented copy would pick different windows every
+epoch and, over the budget, use every label. The choice ignores the class, so every class keeps a
 fraction f of its windows in expectation (stratified in expectation; the count is Binomial(N, f),
 not exactly round(f·N) — `fit` gives a loss only batches, not sample indices). Pretraining always
 uses every training window, unlabelled; the validation split is not reduced.
@@ -325,17 +327,19 @@ class CroSSL(Method):
 
     def stages(self, seed: int) -> Sequence[Stage]:
         model = self.crossl_model
-        loss, frozen_loss = partial(self.loss, label_seed=seed), partial(self.frozen_loss, label_seed=seed)
+        rows = partial(self.labelled, label_seed=seed) if self.label_fraction < 1 else None  # downstream stages only
         if self.mode == "supervised":
-            return (Stage("train", loss),)
+            return (Stage("train", self.loss, rows=rows),)
         pretrain = Stage(
             "pretrain", self.pretrain_loss, module=model.backbone(), select=False,
             epochs=self.pretrain_epochs, reuse_key=self.pretrain_key(),
         )  # fmt: skip
         if self.mode == "fixed":
-            return (pretrain, Stage("probe", frozen_loss, module=model.head))
-        frozen = (Stage("frozen", frozen_loss, module=model.head, select=False, epochs=self.freeze_epochs),)
-        return (pretrain, *(frozen if self.freeze_epochs > 0 else ()), Stage("finetune", loss))
+            return (pretrain, Stage("probe", self.frozen_loss, module=model.head, rows=rows))
+        frozen = Stage(
+            "frozen", self.frozen_loss, module=model.head, select=False, epochs=self.freeze_epochs, rows=rows
+        )
+        return (pretrain, *((frozen,) if self.freeze_epochs > 0 else ()), Stage("finetune", self.loss, rows=rows))
 
     # --- losses ------------------------------------------------------------------------
     def kernel_penalty(self) -> Tensor:
@@ -365,20 +369,18 @@ class CroSSL(Method):
         s, v, c = vicreg_terms(z1, z2)
         return self.sim_coeff * s + self.std_coeff * v + self.cov_coeff * c + self.kernel_penalty()
 
-    def labelled(self, batch: Batch, label_seed: int) -> Batch:
-        """The batch's samples whose labels the downstream stage may use (`label_fraction`; which
-        ones is fixed by the run's seed)."""
-        if self.label_fraction >= 1:
-            return batch
-        return batch.rows(label_keys(batch, label_seed) < self.label_fraction)
+    def labelled(self, batch: Batch, label_seed: int) -> Tensor:
+        """(B,) bool: the samples whose labels the downstream stages may use (`label_fraction`; which
+        ones is fixed by the run's seed). `fit` asks before augmenting, as the keys hash the raw inputs."""
+        return label_keys(batch, label_seed) < self.label_fraction
 
     def augment(self, batch: Batch, generator: torch.Generator) -> Tokens:
         """The labelled batch encoded under the optional training `corruption`."""
         return encode_corrupted(self.crossl_model.encode, batch, self.train_corruption, generator)
 
-    def loss(self, batch: Batch, generator: torch.Generator, label_seed: int = 0) -> Tensor:
+    def loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """Downstream task loss, everything trainable (fine-tuning and `supervised`)."""
-        model, batch = self.crossl_model, self.labelled(batch, label_seed)
+        model = self.crossl_model
         if len(batch) == 0:
             return self._empty_loss()
         return (
@@ -386,9 +388,9 @@ class CroSSL(Method):
             + self.kernel_penalty()
         )
 
-    def frozen_loss(self, batch: Batch, generator: torch.Generator, label_seed: int = 0) -> Tensor:
+    def frozen_loss(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """Downstream task loss with encoders and aggregator frozen (eval mode, no gradient)."""
-        model, batch = self.crossl_model, self.labelled(batch, label_seed)
+        model = self.crossl_model
         if len(batch) == 0:
             return self._empty_loss()
         model.backbone().eval()

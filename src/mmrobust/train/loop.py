@@ -239,7 +239,9 @@ class Loop:
             optimizer.zero_grad(set_to_none=True)
             value = 0.0
             if batch is not None:
-                if self.augments:
+                if stage.rows is not None:  # chosen on the raw samples, before augmentation alters them
+                    batch = batch.rows(stage.rows(batch))
+                if self.augments and len(batch):
                     batch = augment_batch(batch, self.augments, self.kinds, draws)
                 loss = stage.loss(batch.to(self.dev), draws)
                 value = float(loss.detach())
