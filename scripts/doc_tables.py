@@ -163,11 +163,16 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
     absent = sorted(set(models) - set(committed.model))
     if absent:  # checked before training, not after
         raise SystemExit(f"error: {study} has no committed run of {', '.join(absent)} at seed {seed}")
+    runs = {name: out / name / f"seed-{seed}" for name in models}  # where run_experiment puts them
+    held = [str(run) for run in runs.values() if run.exists()]
+    if held:  # a finished run there would be skipped, not re-run: nothing would be rechecked
+        raise SystemExit(f"error: {', '.join(held)} already exist; recheck re-runs, give it a fresh --out")
     config = dataclasses.replace(config, models=[m for m in config.models if m.name in models], seeds=[seed])
     run_experiment(config, out)
     rows = []
-    for manifest, record, name in finished_runs([out], models):
-        fresh = pd.read_csv(manifest.parent / "results.csv")
+    for name, run in runs.items():  # only the runs made now, whatever else `out` holds
+        record = json.loads((run / "manifest.json").read_text())
+        fresh = pd.read_csv(run / "results.csv")
         old = committed[committed.model == name]
         both = old.merge(fresh, on=["scenario", "metric"], suffixes=("_committed", "_now"))
         both["value_now"] = both.value_now.map(lambda v: float(f"{v:.6g}"))  # as collect writes them

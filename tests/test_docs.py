@@ -193,7 +193,10 @@ def test_recheck_reruns_a_committed_run_and_shows_how_far_its_values_moved(tmp_p
     results = pd.read_csv(committed)
     results.loc[(results.model == "joint") & (results.metric == "accuracy"), "value"] += 0.25  # as if the code changed
     results.to_csv(committed, index=False)
-    again = doc_tables.recheck("study", config, ["joint"], 0, [], tmp_path / "again")
+    with pytest.raises(SystemExit, match="fresh --out"):  # its run would be skipped, not re-run
+        doc_tables.recheck("study", config, ["joint"], 0, [], tmp_path / "again")
+    run_experiment(load_config(tmp_path / "study.yaml"), tmp_path / "more" / "other")  # unrelated runs beside it
+    again = doc_tables.recheck("study", config, ["joint"], 0, [], tmp_path / "more")
     assert again.max_abs_difference.tolist() == [0.25]  # replaces the earlier recheck of the same run
     assert "| study | joint | 0 |" in doc_tables.render("rechecks rechecks")
     with pytest.raises(SystemExit, match="not among"):
