@@ -74,6 +74,7 @@ from mmrobust.audit.result import AuditResult
 from mmrobust.config import load_config
 from mmrobust.errors import MMRobustError
 from mmrobust.run import run_experiment
+from mmrobust.runfolder import read_manifest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recipe_search
@@ -171,7 +172,7 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
     run_experiment(config, out)
     rows = []
     for name, run in runs.items():  # only the runs made now, whatever else `out` holds
-        record = json.loads((run / "manifest.json").read_text())
+        record = read_manifest(run)
         fresh = pd.read_csv(run / "results.csv")
         old = committed[committed.model == name]
         both = old.merge(fresh, on=["scenario", "metric"], suffixes=("_committed", "_now"))
