@@ -31,6 +31,7 @@ from _common import (
 
 import mmrobust
 from mmrobust import MultimodalData
+from mmrobust.train.optim import adamw
 
 FUSION, BATCH, GOAL = "transformer", 32, 0.8
 KINDS = ("conv2d", "conv1d", "conv2d")
@@ -43,7 +44,7 @@ def epoch_runner(name: str, data: MultimodalData) -> Callable[[], None]:
     method = mmrobust.create_method(name, fusion=FUSION)
     method.build(data.spec)
     module = method.modules()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=1e-2, foreach=True)  # as fit
+    optimizer = adamw(list(module.parameters()), lr=1e-3, weight_decay=1e-2, dev=torch.device("cpu"))  # fit's optimizer
     generator = torch.Generator().manual_seed(0)
 
     def epoch() -> None:
