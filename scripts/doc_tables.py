@@ -55,12 +55,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -88,6 +90,15 @@ MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /ta
 KEEP_METRICS = ("accuracy", "macro_f1", "mae", "corr", "acc2", "f1", "acc5", "acc7")  # the ones docs cite
 
 
+IDENTIFIERS = {"commit": str, "committed_at": str, "rerun_at": str, "config_hash": str}
+
+
+def read_table(path: Path, **options: object) -> pd.DataFrame:
+    """A results CSV with its commit and hash columns as text: pandas would read a short hash such as
+    3e59924 as the number 3 x 10^59924 (inf), and 1234567 as an integer."""
+    return pd.read_csv(path, dtype=IDENTIFIERS, **options)  # type: ignore[call-overload]
+
+
 def collect(
     run_roots: Sequence[Path], study: str, models: Sequence[str] | None = None, archive: bool = False
 ) -> Path:
@@ -104,7 +115,7 @@ def collect(
             **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters", "best_epoch")},
         })  # fmt: skip
         curves += [{"model": name, "seed": record.get("seed"), **row} for row in record.get("curve") or []]
-        t = pd.read_csv(manifest.parent / "results.csv")
+        t = read_table(manifest.parent / "results.csv")
         t = t[t.metric.isin(KEEP_METRICS)]
         frames.append(t.assign(config_hash=record.get("config_hash"), commit=(record.get("git") or {}).get("commit")))
     if not frames:
@@ -159,7 +170,7 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
         raise SystemExit(f"error: {', '.join(unknown)} not among {config_path}'s models")
     if not (RESULTS / f"{study}.csv").is_file():
         raise SystemExit(f"error: no committed study {study} ({RESULTS / study}.csv)")
-    committed = pd.read_csv(RESULTS / f"{study}.csv")
+    committed = read_table(RESULTS / f"{study}.csv")
     committed = committed[committed.seed == seed]
     absent = sorted(set(models) - set(committed.model))
     if absent:  # checked before training, not after
@@ -169,11 +180,13 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
     if held:  # a finished run there would be skipped, not re-run: nothing would be rechecked
         raise SystemExit(f"error: {', '.join(held)} already exist; recheck re-runs, give it a fresh --out")
     config = dataclasses.replace(config, models=[m for m in config.models if m.name in models], seeds=[seed])
-    run_experiment(config, out)
+    with tempfile.TemporaryDirectory(prefix="recheck-stages-") as stages, \
+            mock.patch.dict(os.environ, {"MMROBUST_STAGE_CACHE": stages}):  # fmt: skip
+        run_experiment(config, out)  # every stage trains with this code: none comes from the stage cache
     rows = []
     for name, run in runs.items():  # only the runs made now, whatever else `out` holds
         record = read_manifest(run)
-        fresh = pd.read_csv(run / "results.csv")
+        fresh = read_table(run / "results.csv")
         old = committed[committed.model == name]
         both = old.merge(fresh, on=["scenario", "metric"], suffixes=("_committed", "_now"))
         both["value_now"] = both.value_now.map(lambda v: float(f"{v:.6g}"))  # as collect writes them
@@ -185,7 +198,7 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
     table = pd.DataFrame(rows)
     path = RESULTS / "rechecks.csv"
     if path.is_file():  # a newer recheck of the same run replaces the older
-        kept = pd.read_csv(path)
+        kept = read_table(path)
         again = kept.set_index(["study", "model", "seed"]).index.isin(table.set_index(["study", "model", "seed"]).index)
         table = pd.concat([kept[~again], table], ignore_index=True)
     table.to_csv(path, index=False, float_format="%.3g")
@@ -194,7 +207,7 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
 
 def _committed(path: Path, fresh: set[tuple[str, int]], models: Sequence[str] | None) -> pd.DataFrame:
     """A committed study table's rows of the runs not collected again (and of `models`, if given)."""
-    table = pd.read_csv(path)
+    table = read_table(path)
     pairs = zip(table.model, table.seed, strict=True)
     return table[[(m, s) not in fresh and (models is None or m in models) for m, s in pairs]]
 
@@ -291,14 +304,14 @@ def render(spec: str) -> str:
     if kind == "benchmarks":
         return benchmarks_table(source.split(","))
     if kind == "rechecks":
-        return rechecks_table(pd.read_csv(RESULTS / f"{source}.csv"))
+        return rechecks_table(read_table(RESULTS / f"{source}.csv"))
     if kind == "claims":
         return claims_table(source, opts["list"], float(opts.get("tolerance", 0)))
     if kind == "grid":
         return grid_table(source, opts)
     if kind != "runs":
         raise SystemExit(f"unknown table kind '{kind}' in <!-- table: {spec} -->")
-    t = pd.read_csv(RESULTS / f"{source}.csv")
+    t = read_table(RESULTS / f"{source}.csv")
     if "scenarios" in opts:
         scenarios = opts["scenarios"].split(";")
     else:
@@ -314,8 +327,8 @@ def subsets_table(study: str, opts: dict[str, str]) -> str:
     interval, whether the gap is within `tolerance` (default 0.01: met when the interval's low end is
     above −tolerance, not met when its high end is below it, else inconclusive), then `others`.
     A subset's specialist is the model labelled `specialist-<subset>`; the full set's is `full`."""
-    t = pd.read_csv(RESULTS / f"{study}.csv")
-    paired = pd.read_csv(RESULTS / f"{study}_paired.csv")
+    t = read_table(RESULTS / f"{study}.csv")
+    paired = read_table(RESULTS / f"{study}_paired.csv")
     metric = paired.metric.iloc[0]
     if metric != "accuracy":
         raise SystemExit(f"subsets tables compare accuracy (higher is better); {study} has {metric}")
@@ -344,7 +357,7 @@ def grid_table(study: str, opts: dict[str, str]) -> str:
     """A swept setting's table (CroSSL's label fraction, masking ratio): row r and column c show model
     `c` + the row's suffix under one `scenario` (mean ± std over seeds); `rows` is `NAME:SUFFIX,...`
     (an empty suffix is the column's model itself, e.g. the full label set), `name` heads the rows."""
-    t = pd.read_csv(RESULTS / f"{study}.csv")
+    t = read_table(RESULTS / f"{study}.csv")
     t = t[(t.metric == opts.get("metric", "accuracy")) & (t.scenario == opts.get("scenario", "clean"))]
     columns = opts["columns"].split(",")
     lines = [f"| {opts.get('name', 'setting')} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -359,7 +372,7 @@ def claims_table(study: str, claims: str, tolerance: float = 0.0) -> str:
     """One row per claim `A:B@SCENARIO`, A better than B (with a `tolerance` t > 0: A at least as
     good as B up to t, a non-inferiority claim): A − B in the study's paired metric, its 95% interval,
     and the verdict."""
-    paired = pd.read_csv(RESULTS / f"{study}_paired.csv")
+    paired = read_table(RESULTS / f"{study}_paired.csv")
     metric = paired.metric.iloc[0]
     lower_is_better = metric == "mae"
     lines = [f"| claim | {metric}: A − B [95% CI] | verdict |", "|---|---|---|"]
@@ -396,7 +409,7 @@ def curves_table(study: str, opts: dict[str, str]) -> str:
     """Per model of a study (option `models`, default all) and training stage, the `curve` column
     (default train_loss; e.g. val_accuracy) at a quarter, half, three quarters and the end of the
     budget, mean over seeds, from <study>_curves.csv (the runs' manifests): whether training flattened."""
-    table = pd.read_csv(RESULTS / f"{study}_curves.csv")
+    table = read_table(RESULTS / f"{study}_curves.csv")
     column = opts.get("curve", "train_loss")
     models = opts["models"].split(",") if "models" in opts else list(dict.fromkeys(table.model))
     lines = [f"| model | stage | {column}: 25% | 50% | 75% | 100% | last 10% − previous 10% | seeds |"]
@@ -416,7 +429,7 @@ def curves_table(study: str, opts: dict[str, str]) -> str:
 def record_table(study: str, opts: dict[str, str]) -> str:
     """One field of each run's record (<study>_runs.csv, option `field`, e.g. best_epoch: the
     candidate `ume_mma` chose on validation) per model (option `models`) and seed."""
-    runs = pd.read_csv(RESULTS / f"{study}_runs.csv")
+    runs = read_table(RESULTS / f"{study}_runs.csv")
     runs = runs[runs.model.isin(opts["models"].split(","))]
     wide = runs.pivot(index="model", columns="seed", values=opts["field"]).reindex(opts["models"].split(","))
     lines = ["| model | " + " | ".join(f"seed {s}" for s in wide.columns) + " |", "|---|" + "---|" * len(wide.columns)]
@@ -455,9 +468,9 @@ def cost_table(study: str, opts: dict[str, str]) -> str:
     every subset saves over training a specialist per subset. With <study>_inference.csv
     (scripts/inference_cost.py), also each model's clean prediction time; for the specialists, their
     mean, since each sample is served by the one specialist of its subset."""
-    runs = pd.read_csv(RESULTS / f"{study}_runs.csv")
+    runs = read_table(RESULTS / f"{study}_runs.csv")
     timing = RESULTS / f"{study}_inference.csv"
-    inference = pd.read_csv(timing).set_index("model").ms_per_1000 if timing.is_file() else None
+    inference = read_table(timing).set_index("model").ms_per_1000 if timing.is_file() else None
     full = opts.get("full", "joint")
     specialists = [m for m in dict.fromkeys(runs.model) if m.startswith("specialist-")] + [full]
     header = ["model", "parameters", "training seconds"]
@@ -544,7 +557,7 @@ def provenance() -> list[str]:
     (src/) that differ from HEAD, so "every number at one code version" can be checked with git."""
     lines = []
     for path in sorted(RESULTS.glob("*.csv")):
-        table = pd.read_csv(path, usecols=lambda c: c in ("commit",))
+        table = read_table(path, usecols=lambda c: c in ("commit",))
         if "commit" not in table:
             continue
         lines.append(f"{path.stem}:")

@@ -201,3 +201,41 @@ def test_recheck_reruns_a_committed_run_and_shows_how_far_its_values_moved(tmp_p
     assert "| study | joint | 0 |" in doc_tables.render("rechecks rechecks")
     with pytest.raises(SystemExit, match="not among"):
         doc_tables.recheck("study", config, ["ume"], 0, [], tmp_path / "again")
+
+
+def test_recheck_trains_every_stage_again_instead_of_reusing_cached_ones(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A stage cached by the committed run (UME's members) was trained by the older code: the recheck
+    must train it again, or it would check only the stages after it."""
+    import mmrobust.train.stage_cache as stage_cache
+    from mmrobust.config import load_config
+    from mmrobust.run import run_experiment
+
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
+    monkeypatch.setenv("MMROBUST_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        "data: {name: synthetic, options: {n_samples: 120}}\ntrain: {epochs: 2}\nseeds: [0]\n"
+        "models:\n  - {method: ume}\n"
+    )
+    run_experiment(load_config(config), tmp_path / "runs")
+    cached = sorted((tmp_path / "cache" / "stages").glob("*.pt"))
+    assert cached  # the members, for later runs to reuse
+    doc_tables.collect([tmp_path / "runs"], "study")
+    reused: list[object] = []
+    load_entry = stage_cache.load_entry
+    monkeypatch.setattr(stage_cache, "load_entry", lambda path, module: reused.append(load_entry(path, module)))
+    table = doc_tables.recheck("study", config, ["ume"], 0, [], tmp_path / "again")
+    assert reused and not any(reused)  # asked for every member, found none
+    assert table.max_abs_difference.tolist() == [0]  # trained again, the same numbers
+    assert sorted((tmp_path / "cache" / "stages").glob("*.pt")) == cached  # and the user's cache untouched
+
+
+def test_commit_and_hash_columns_read_as_text(tmp_path: Path) -> None:
+    """A short hash that looks like a number (3e59924 is 3 x 10^59924) stays the hash it is."""
+    doc_tables = load_script()
+    path = tmp_path / "results.csv"
+    path.write_text("model,value,commit,config_hash\njoint,0.5,3e59924,1234567890123456\n")
+    table = doc_tables.read_table(path)
+    assert table.commit.tolist() == ["3e59924"] and table.config_hash.tolist() == ["1234567890123456"]
+    assert table.value.tolist() == [0.5]

@@ -1,14 +1,16 @@
 """Reusing a stage trained by an earlier run (`Stage.reuse_key`, e.g. UME's uni-modal members).
 
-Entries live under cache_dir()/stages with a checksum. The cache only saves time: an entry that
-cannot be written (disk full, read-only folder) or read back intact is a warning, and the stage
-is trained (again).
+Entries live under $MMROBUST_STAGE_CACHE, else cache_dir()/stages, with a checksum. The cache only
+saves time: an entry that cannot be written (disk full, read-only folder) or read back intact is a
+warning, and the stage is trained (again). Its key holds the stage's settings and data, not the code:
+a run meant to test the code as it is now (a recheck) points $MMROBUST_STAGE_CACHE at an empty folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,13 @@ def entry_path(index: int, stage: Stage, options: dict[str, Any], train: Multimo
         "seeding": SEEDING,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return cache_dir() / "stages" / f"{digest}.pt"
+    return stage_cache_dir() / f"{digest}.pt"
+
+
+def stage_cache_dir() -> Path:
+    """$MMROBUST_STAGE_CACHE, else the `stages` folder of the data cache."""
+    env = os.environ.get("MMROBUST_STAGE_CACHE")
+    return Path(env).expanduser() if env else cache_dir() / "stages"
 
 
 def load_entry(path: Path, module: nn.Module) -> dict[str, Any] | None:
