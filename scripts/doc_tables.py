@@ -96,6 +96,8 @@ IDENTIFIERS = {"commit": str, "committed_at": str, "rerun_at": str, "config_hash
 def read_table(path: Path, **options: object) -> pd.DataFrame:
     """A results CSV with its commit and hash columns as text: pandas would read a short hash such as
     3e59924 as the number 3 x 10^59924 (inf), and 1234567 as an integer."""
+    if not path.is_file():  # e.g. a document's table names a study not collected yet
+        raise SystemExit(f"error: no results file {path}: collect the study first (see this script's usage)")
     return pd.read_csv(path, dtype=IDENTIFIERS, **options)  # type: ignore[call-overload]
 
 

@@ -233,9 +233,13 @@ def test_recheck_trains_every_stage_again_instead_of_reusing_cached_ones(tmp_pat
 
 def test_commit_and_hash_columns_read_as_text(tmp_path: Path) -> None:
     """A short hash that looks like a number (3e59924 is 3 x 10^59924) stays the hash it is."""
+    import pytest
+
     doc_tables = load_script()
     path = tmp_path / "results.csv"
     path.write_text("model,value,commit,config_hash\njoint,0.5,3e59924,1234567890123456\n")
     table = doc_tables.read_table(path)
     assert table.commit.tolist() == ["3e59924"] and table.config_hash.tolist() == ["1234567890123456"]
     assert table.value.tolist() == [0.5]
+    with pytest.raises(SystemExit, match="collect the study first"):  # one line, not a pandas traceback
+        doc_tables.render("grid uncollected metric=accuracy scenario=clean columns=joint rows=a:")
