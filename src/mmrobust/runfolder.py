@@ -14,17 +14,15 @@ version of mmrobust, rather than misread it. `run.py` writes run folders; `mmrob
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
-import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .atomic import WriteError, atomic_write, files_problem, seal_json, seal_ok, write_error_message
 from .errors import MMRobustError
+from .filelock import exclusive_lock
 from .version import __version__
 
 MANIFEST = "manifest.json"
@@ -134,47 +132,7 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
+def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock on `run_dir` (waiting, with a warning, while another process holds
-    it). The lock is an flock on `run_dir/.lock`, removed on release; it dies with its process,
-    so a killed run never leaves a stale lock. Where the file system cannot lock, nothing is."""
-    path = run_dir / LOCK
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WriteError(write_error_message(path, e)) from e
-    warned = False
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise WriteError(write_error_message(path, e)) from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not warned:
-                warnings.warn(f"{run_dir} is being worked on by another process; waiting for it", stacklevel=3)
-                warned = True
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as e:
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                os.close(fd)
-                raise
-        if _same_file(fd, path):
-            break
-        os.close(fd)  # the holder removed the file while we waited: lock the current one
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()  # still held: a waiter then finds its file gone and locks a new one
-        os.close(fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    it): an flock on `run_dir/.lock` (`filelock.exclusive_lock`)."""
+    return exclusive_lock(run_dir / LOCK, f"{run_dir} is being worked on by another process; waiting for it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 
 import pandas as pd
@@ -95,6 +96,44 @@ def test_mma_and_ume_mma_reuse_ume_members_instead_of_retraining(small_data) -> 
     calls.clear()
     fit(counting(UniModalEnsembleMethod, calls)(dim=32), small_data)  # another architecture: trained
     assert set(calls) == set(small_data.modalities)
+
+
+@pytest.mark.filterwarnings("ignore:another run is training stage")
+def test_a_run_waits_for_a_member_another_run_is_training_and_reuses_it(small_data) -> None:
+    """Two runs of one sweep that need the same members (e.g. UME and MMA on two workers): each member
+    is trained once, by whichever run claims it first; the other waits and reuses it."""
+    first_calls: dict[str, int] = {}
+    second_calls: dict[str, int] = {}
+    training, go_on = threading.Event(), threading.Event()
+
+    class Held(UniModalEnsembleMethod):  # the first run's first member trains until the test lets it
+        def member_loss(self, modality: str) -> Callable[[Batch, torch.Generator], Tensor]:
+            inner = super().member_loss(modality)
+
+            def loss(batch: Batch, generator: torch.Generator) -> Tensor:
+                first_calls[modality] = first_calls.get(modality, 0) + 1
+                training.set()
+                go_on.wait(timeout=60)
+                return inner(batch, generator)
+
+            return loss
+
+    Held.name = UniModalEnsembleMethod.name
+    first, second = Held(), counting(MissingModalityAdaptation, second_calls)()
+    runs = [threading.Thread(target=fit, args=(method, small_data)) for method in (first, second)]
+    runs[0].start()
+    assert training.wait(timeout=60)
+    runs[1].start()
+    runs[1].join(timeout=2.0)
+    assert runs[1].is_alive() and second_calls == {}  # waiting for the member being trained
+    go_on.set()
+    for run in runs:
+        run.join(timeout=120)
+    assert not any(run.is_alive() for run in runs)
+    for modality in small_data.modalities:  # trained by exactly one of the two runs
+        assert (first_calls.get(modality, 0) > 0) != (second_calls.get(modality, 0) > 0), modality
+    for k, v in members_state(first).items():
+        assert torch.equal(members_state(second)[k], v), k
 
 
 def test_members_do_not_depend_on_which_method_trains_them(small_data, tmp_path, monkeypatch) -> None:

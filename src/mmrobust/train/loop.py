@@ -4,6 +4,7 @@ best-epoch restore when the stage selects on validation, periodic resumable stat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -11,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,8 +82,18 @@ class Loop:
             self.generator.manual_seed(stage_seed)
             torch.manual_seed(stage_seed)
         module = stage.module if stage.module is not None else method.modules()
-        if stage.reuse_key is not None and self._reuse(index, stage, module):
+        if stage.reuse_key is None:
+            self._train_stage(index, stage, module, saved, last)
             return
+        path = stage_cache.entry_path(index, stage, opt, self.train, self.val)
+        # data-parallel ranks train a stage together: none may wait on a claim the others skip
+        with stage_cache.claimed(path, stage) if self.world == 1 else contextlib.nullcontext():
+            if not self._reuse(path, stage, module):
+                self._train_stage(index, stage, module, saved, last)
+
+    def _train_stage(self, index: int, stage: Stage, module: nn.Module, saved: dict[str, Any] | None,
+                     last: bool) -> None:  # fmt: skip
+        method, opt = self.method, self.options
         if stage.fit_direct is not None:
             self._fit_direct(stage)
             self._end_stage(index, stage, module, last)
@@ -165,10 +177,12 @@ class Loop:
             path = stage_cache.entry_path(index, stage, self.options, self.train, self.val)
             stage_cache.store_entry(path, stage, module, rows, self.result.best_epoch, self.result.val_metrics)
 
-    def _reuse(self, index: int, stage: Stage, module: nn.Module) -> bool:
-        saved = stage_cache.load_entry(stage_cache.entry_path(index, stage, self.options, self.train, self.val), module)
+    def _reuse(self, path: Path, stage: Stage, module: nn.Module) -> bool:
+        saved = stage_cache.load_entry(path, module)
         if saved is None:
             return False
+        log.info("%s seed %d: stage '%s' reused from the stage cache (%s)", self.method.name,
+                 self.options["seed"], stage.name, path.name)  # fmt: skip
         self.history.extend(saved["history"])
         if stage.select:
             self.result = FitResult(saved["best_epoch"], len(self.history), saved["val_metrics"], self.history)

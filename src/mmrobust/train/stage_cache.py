@@ -4,14 +4,18 @@ Entries live under $MMROBUST_STAGE_CACHE, else cache_dir()/stages, with a checks
 saves time: an entry that cannot be written (disk full, read-only folder) or read back intact is a
 warning, and the stage is trained (again). Its key holds the stage's settings and data, not the code:
 a run meant to test the code as it is now (a recheck) points $MMROBUST_STAGE_CACHE at an empty folder.
+A run claims an entry while it trains the stage (`claimed`), so a concurrent run of the same sweep that
+needs it waits and reuses it instead of training it a second time beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from ..checkpoint import load_tensors, with_checksum
 from ..data.cache import cache_dir
 from ..data.dataset import MultimodalData
 from ..errors import MMRobustError
+from ..filelock import exclusive_lock
 from ..methods.base import Stage
 from ..seeds import SEEDING
 from .state import data_digest
@@ -49,6 +54,17 @@ def entry_path(index: int, stage: Stage, options: dict[str, Any], train: Multimo
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
     return stage_cache_dir() / f"{digest}.pt"
+
+
+@contextlib.contextmanager
+def claimed(path: Path, stage: Stage) -> Iterator[None]:
+    """Hold the claim on the entry at `path` while its stage is looked up and, if absent, trained.
+    A cache folder that cannot hold the claim's lock file is not claimed: storing the entry warns."""
+    waiting = f"another run is training stage '{stage.name}' ({path.name}); waiting to reuse it"
+    with contextlib.ExitStack() as claim:
+        with contextlib.suppress(WriteError):
+            claim.enter_context(exclusive_lock(path.with_suffix(".lock"), waiting))
+        yield
 
 
 def stage_cache_dir() -> Path:
