@@ -316,10 +316,16 @@ def render(spec: str) -> str:
     t = read_table(RESULTS / f"{source}.csv")
     if "scenarios" in opts:
         scenarios = opts["scenarios"].split(";")
+        if missing := [s for s in scenarios if s not in set(t.scenario)]:
+            raise SystemExit(f"<!-- table: {spec} -->: {source} has no scenario {', '.join(missing)}")
     else:
-        scenarios = [
-            s for k in opts.get("kinds", "clean,subset").split(",") for s in dict.fromkeys(t[t.kind == k].scenario)
-        ]
+        kinds = opts.get("kinds", "clean,subset").split(",")
+        if missing := [k for k in kinds if k not in set(t.kind)]:  # a kind no scenario has: a silently empty column
+            kinds_present = ", ".join(dict.fromkeys(t.kind))
+            raise SystemExit(
+                f"<!-- table: {spec} -->: no scenario of {source} is of kind {', '.join(missing)} ({kinds_present})"
+            )
+        scenarios = [s for k in kinds for s in dict.fromkeys(t[t.kind == k].scenario)]
     models = opts["models"].split(",") if "models" in opts else list(dict.fromkeys(t.model))
     return tables.table(t, opts.get("metric", "accuracy"), scenarios, opts.get("delta") == "true", models)
 

@@ -243,3 +243,15 @@ def test_commit_and_hash_columns_read_as_text(tmp_path: Path) -> None:
     assert table.value.tolist() == [0.5]
     with pytest.raises(SystemExit, match="collect the study first"):  # one line, not a pandas traceback
         doc_tables.render("grid uncollected metric=accuracy scenario=clean columns=joint rows=a:")
+
+
+def test_a_runs_table_naming_a_kind_or_scenario_the_study_lacks_fails() -> None:
+    """`kinds=clean,rates` once rendered only the clean column: rate scenarios are of kind `custom`."""
+    import pytest
+
+    doc_tables = load_script()
+    assert "| clean |" in doc_tables.render("runs ume_redcore_utd_mhad metric=accuracy kinds=clean models=joint")
+    with pytest.raises(SystemExit, match="no scenario of ume_redcore_utd_mhad is of kind rates"):
+        doc_tables.render("runs ume_redcore_utd_mhad metric=accuracy kinds=clean,rates models=joint")
+    with pytest.raises(SystemExit, match=r"has no scenario rates\[inertial=0.9\]"):
+        doc_tables.render("runs ume_redcore_utd_mhad metric=accuracy scenarios=clean;rates[inertial=0.9] models=joint")
