@@ -187,6 +187,7 @@ def run_one(
     training = {
         "best_epoch": fitted.best_epoch, "val_metrics": fitted.val_metrics, "train_time_s": seconds,
         "curve": training_curve(fitted.history),
+        "train_threads": torch.get_num_threads(),  # floating-point sums, hence the trained weights, depend on it
     }  # fmt: skip
     return _audit_and_record(config, model, seed, data, run_dir, method, training, trackers, start)
 
@@ -259,6 +260,7 @@ def _audit_and_record(
         "device": str(next(method.modules().parameters()).device),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "train_time_s": trained["train_time_s"],
+        "train_threads": trained.get("train_threads"),
         "curve": trained.get("curve") or [],
         "parameters": sum(p.numel() for p in method.modules().parameters()),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -392,7 +394,7 @@ def reaudit(
     start = time.perf_counter()
     method, _ = load_checkpoint(run_dir / CHECKPOINT)
     clear_manifest(run_dir)
-    training = {k: record.get(k) for k in ("best_epoch", "val_metrics", "train_time_s", "curve")}
+    training = {k: record.get(k) for k in ("best_epoch", "val_metrics", "train_time_s", "curve", "train_threads")}
     training["trained_git"] = record.get("trained_git") or record.get("git")  # the code that trained it
     return _audit_and_record(config, model, seed, data, run_dir, method, training, [], start)
 

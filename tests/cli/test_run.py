@@ -78,6 +78,7 @@ def test_a_changed_audit_reaudits_the_trained_model_without_retraining(tmp_path:
     assert after["run_hash"] != before["run_hash"] and "missing[m1@0.5]" in after["mask_hashes"]
     assert after["train_time_s"] == before["train_time_s"] and after["best_epoch"] == before["best_epoch"]
     assert after["curve"] == before["curve"]
+    assert before["train_threads"] >= 1 and after["train_threads"] == before["train_threads"]  # the training's
     assert after["trained_git"] == before["git"]
     assert "missing[m1@0.5]" in set(result.table.scenario)
     assert events == ["done joint seed 0", "done drop seed 0"]
