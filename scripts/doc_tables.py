@@ -114,7 +114,7 @@ def collect(
     for manifest, record, name in finished_runs(run_roots, models):
         costs.append({
             "model": name, "seed": record.get("seed"),
-            **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters", "best_epoch")},
+            **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters", "best_epoch", "train_threads")},
         })  # fmt: skip
         curves += [{"model": name, "seed": record.get("seed"), **row} for row in record.get("curve") or []]
         t = read_table(manifest.parent / "results.csv")

@@ -136,7 +136,7 @@ def training_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> st
 def _training_key(config: ExperimentConfig, model: ModelConfig, seed: int) -> dict[str, Any]:
     train = dataclasses.asdict(config.train)
     train.pop("loggers")
-    train.pop("threads")  # where and how fast it ran, not what it computes
+    train.pop("threads")  # how fast it ran (it can move the last bits of the weights: the manifest records it)
     return {"data": dataclasses.asdict(config.data), "model": dataclasses.asdict(model), "train": train, "seed": seed}
 
 
