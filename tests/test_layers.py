@@ -18,7 +18,10 @@ PACKAGE = "mmrobust"
 LAYERS: list[tuple[str, list[str]]] = [
     (
         "base",
-        ["errors", "atomic", "filelock", "registry", "version", "metrics", "runfolder", "safe_yaml", "seeds", "clock", "threads"],
+        [
+            "errors", "atomic", "filelock", "registry", "version", "metrics", "runfolder", "safe_yaml", "seeds",
+            "clock", "threads",
+        ],
     ),
     ("data", ["data", "data.*"]),
     ("corruption", ["corruption"]),
