@@ -12,7 +12,8 @@ check) every generated table in the documentation.
 
 `collect` reads every finished run folder below a `mmrobust run` output (results.csv + manifest)
 and writes docs/reproductions/results/<study>.csv: one row per (model, seed, scenario, metric) with
-the run's config hash and git commit, so each table can be traced to the code that made it. With
+the run's config hash and the git commit of the code that trained it (a run re-audited later keeps its
+training's commit), so each table can be traced to the code that made it. With
 `--config`, only that config's models are collected, in its order: several studies on one recipe
 share one run folder, so a model two studies compare against trains once. <study>_runs.csv
 holds each run's cost (training and total seconds, parameters). When the
@@ -119,7 +120,8 @@ def collect(
         curves += [{"model": name, "seed": record.get("seed"), **row} for row in record.get("curve") or []]
         t = read_table(manifest.parent / "results.csv")
         t = t[t.metric.isin(KEEP_METRICS)]
-        frames.append(t.assign(config_hash=record.get("config_hash"), commit=(record.get("git") or {}).get("commit")))
+        trained_by = record.get("trained_git") or record.get("git") or {}  # a re-audited run keeps its training's
+        frames.append(t.assign(config_hash=record.get("config_hash"), commit=trained_by.get("commit")))
     if not frames:
         raise SystemExit(f"no finished runs under {', '.join(map(str, run_roots))}")
     tables = {"": pd.concat(frames, ignore_index=True), "_runs": pd.DataFrame(costs), "_curves": pd.DataFrame(curves)}

@@ -256,3 +256,26 @@ def test_a_runs_table_naming_a_kind_or_scenario_the_study_lacks_fails() -> None:
         doc_tables.render("runs ume_redcore_utd_mhad metric=accuracy kinds=clean,rates models=joint")
     with pytest.raises(SystemExit, match=r"has no scenario rates\[inertial=0.9\]"):
         doc_tables.render("runs ume_redcore_utd_mhad metric=accuracy scenarios=clean;rates[inertial=0.9] models=joint")
+
+
+def test_collect_records_the_commit_that_trained_a_re_audited_run(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run re-audited at a later commit (a scenario added) keeps its weights: its rows must name the
+    commit that trained them, or a recheck compares against the wrong code."""
+    import pandas as pd
+
+    import mmrobust.run
+    from mmrobust.config import config_from_dict
+    from mmrobust.run import run_experiment
+
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
+    config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "train": {"epochs": 2}, "seeds": [0],
+              "models": [{"method": "joint", "params": {"fusion": "sum"}}]}  # fmt: skip
+    monkeypatch.setattr(mmrobust.run, "_git_state", lambda: {"commit": "a" * 40, "dirty": False})
+    run_experiment(config_from_dict(config), tmp_path / "runs")
+    monkeypatch.setattr(mmrobust.run, "_git_state", lambda: {"commit": "b" * 40, "dirty": False})
+    wider = {**config, "audit": {"scenarios": ["missing[m0@0.5]"]}}
+    run_experiment(config_from_dict(wider), tmp_path / "runs")  # re-audited, not retrained
+    doc_tables.collect([tmp_path / "runs"], "study")
+    results = pd.read_csv(tmp_path / "results" / "study.csv", dtype={"commit": str})
+    assert "missing[m0@0.5]" in set(results.scenario) and set(results.commit) == {"a" * 40}
