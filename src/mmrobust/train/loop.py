@@ -83,24 +83,25 @@ class Loop:
             torch.manual_seed(stage_seed)
         module = stage.module if stage.module is not None else method.modules()
         if stage.reuse_key is None:
-            self._train_stage(index, stage, module, saved, last)
+            self._train_stage(index, stage, module, saved, last, None)
             return
         path = stage_cache.entry_path(index, stage, opt, self.train, self.val)
         # data-parallel ranks train a stage together: none may wait on a claim the others skip
         with stage_cache.claimed(path, stage) if self.world == 1 else contextlib.nullcontext():
             if not self._reuse(path, stage, module):
-                self._train_stage(index, stage, module, saved, last)
+                self._train_stage(index, stage, module, saved, last, path)
 
     def _train_stage(self, index: int, stage: Stage, module: nn.Module, saved: dict[str, Any] | None,
-                     last: bool) -> None:  # fmt: skip
+                     last: bool, entry: Path | None) -> None:  # fmt: skip
+        """Train the stage; `entry` is where a reusable stage's weights go in the stage cache."""
         method, opt = self.method, self.options
         if stage.fit_direct is not None:
             self._fit_direct(stage)
-            self._end_stage(index, stage, module, last)
+            self._end_stage(index, stage, module, last, entry)
             return
         if stage.choices:
             self._choose(stage)
-            self._end_stage(index, stage, module, last)
+            self._end_stage(index, stage, module, last, entry)
             return
         epochs = stage.epochs or opt["epochs"]
         steps_per_epoch = math.ceil(len(self.train) / opt["batch_size"])
@@ -163,19 +164,18 @@ class Loop:
             self.result = FitResult(best["epoch"], len(self.history), best["metrics"], self.history)
         else:
             self.result = dataclasses.replace(self.result, epochs_run=len(self.history))
-        self._end_stage(index, stage, module, last)
+        self._end_stage(index, stage, module, last, entry)
 
     def save_state(self, stage: int, stateful: dict[str, Any], within: dict[str, Any] | None) -> None:
         assert self.state is not None
         self.state.save(stage, (self.history, self.result), stateful, self.generator, self.dev, within)
 
-    def _end_stage(self, index: int, stage: Stage, module: nn.Module, last: bool) -> None:
+    def _end_stage(self, index: int, stage: Stage, module: nn.Module, last: bool, entry: Path | None) -> None:
         if self.state is not None and not last and _dist.is_main():  # a kill between stages resumes at the next
             self.save_state(index + 1, {"model": self.method.modules()}, None)
-        if stage.reuse_key is not None and _dist.is_main():
+        if entry is not None and _dist.is_main():
             rows = [r for r in self.history if r.get("stage", "train") == stage.name]
-            path = stage_cache.entry_path(index, stage, self.options, self.train, self.val)
-            stage_cache.store_entry(path, stage, module, rows, self.result.best_epoch, self.result.val_metrics)
+            stage_cache.store_entry(entry, stage, module, rows, self.result.best_epoch, self.result.val_metrics)
 
     def _reuse(self, path: Path, stage: Stage, module: nn.Module) -> bool:
         saved = stage_cache.load_entry(path, module)
