@@ -111,6 +111,9 @@ def collect(
     predictions are kept in <study>_predictions.npz and the runs committed before are kept beside
     the new ones (a run folder's (model, seed) replaces the committed one): a study can grow by
     seeds across sessions whose run folders are gone."""
+    if not archive and (RESULTS / f"{study}_predictions.npz").is_file():
+        raise SystemExit(f"error: {study} is archived (its committed seeds may have no run folder here): collect it "
+                         "with --archive, which keeps them, or delete its files in the results folder to start over")
     frames, costs, curves = [], [], []
     for manifest, record, name in finished_runs(run_roots, models):
         costs.append({

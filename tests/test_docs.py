@@ -9,6 +9,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "doc_tables.py"
 
 
@@ -115,6 +117,8 @@ def test_an_archived_study_grows_by_seeds_without_its_old_run_folders(tmp_path: 
         archived = pd.read_csv(tmp_path / "archived" / f"study{suffix}.csv")
         pd.testing.assert_frame_equal(together, archived)
     assert set(pd.read_csv(tmp_path / "archived" / "study_paired.csv").seeds) == {2}
+    with pytest.raises(SystemExit, match="study is archived"):  # would drop seed 0, and leave a stale archive
+        doc_tables.collect([tmp_path / "session-1"], "study", ["joint", "dropout"])
 
 
 def test_grid_table_lays_a_swept_setting_out_by_row_suffix(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -175,7 +179,6 @@ def test_recheck_reruns_a_committed_run_and_shows_how_far_its_values_moved(tmp_p
     """Numbers committed from runs at an older commit are re-checked by re-running them with this
     checkout: the same code gives the same values, and a changed value shows as a difference."""
     import pandas as pd
-    import pytest
 
     from mmrobust.config import load_config
     from mmrobust.run import run_experiment
@@ -234,7 +237,6 @@ def test_recheck_trains_every_stage_again_instead_of_reusing_cached_ones(tmp_pat
 
 def test_commit_and_hash_columns_read_as_text(tmp_path: Path) -> None:
     """A short hash that looks like a number (3e59924 is 3 x 10^59924) stays the hash it is."""
-    import pytest
 
     doc_tables = load_script()
     path = tmp_path / "results.csv"
@@ -248,7 +250,6 @@ def test_commit_and_hash_columns_read_as_text(tmp_path: Path) -> None:
 
 def test_a_runs_table_naming_a_kind_or_scenario_the_study_lacks_fails() -> None:
     """`kinds=clean,rates` once rendered only the clean column: rate scenarios are of kind `custom`."""
-    import pytest
 
     doc_tables = load_script()
     assert "| clean |" in doc_tables.render("runs ume_redcore_utd_mhad metric=accuracy kinds=clean models=joint")
