@@ -6,8 +6,9 @@ training subjects (docs/recipes.md).
 
 A search file names the dataset, the folds (each a list of validation subjects, drawn from the
 training subjects only; or, with `fold_option`, the values of another data option that draws the
-validation split, e.g. AV-MNIST's `split_seed`), the models (method parameters, e.g. a specialist's `modalities`), the
-seeds, and the candidate recipes: data options, `fit` options and method parameters layered on a
+validation split, e.g. AV-MNIST's `split_seed`), the models (method parameters, e.g. a specialist's `modalities`;
+a model may name another method, e.g. the `features` floor as a reference, which gets the shared parameters
+it takes), the seeds, and the candidate recipes: data options, `fit` options and method parameters layered on a
 shared `base` (a candidate's `models` list limits it to the models it can change). Every
 (candidate, model, fold, seed) trains on a fixed budget (`select: none`) and records its
 validation curve; the test split is never read. Results go to one JSON line per run in the
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 import mmrobust
-from mmrobust.config import layered, read_yaml_mapping
+from mmrobust.config import layered, params_taken, read_yaml_mapping
 from mmrobust.errors import MMRobustError
 from mmrobust.train import fit
 
@@ -70,9 +71,12 @@ def run_one(search: dict[str, Any], data_dir: str | None, key: str, run: dict[st
     recipe = run["recipe"]
     options = {**recipe.get("data", {}), search.get("fold_option", "val_subjects"): run["fold"]}
     dataset = search["dataset"]
-    data = mmrobust.load_dataset(dataset, data_dir=data_dir, **options)
-    params = {**recipe.get("params", {}), **run["params"]}
-    method = mmrobust.create_method(params.pop("method", "joint"), **params)
+    where = {"data_dir": data_dir} if data_dir else {}  # a generated dataset (synthetic) reads no files
+    data = mmrobust.load_dataset(dataset, **where, **options)
+    own = dict(run["params"])
+    name = own.pop("method", recipe.get("params", {}).get("method", "joint"))
+    shared = {k: v for k, v in recipe.get("params", {}).items() if k != "method"}
+    method = mmrobust.create_method(name, **{**params_taken(name, shared), **own})
     metric = search.get("metric", "accuracy")
     start = time.perf_counter()
     result = fit(method, data, seed=run["seed"], select="none", progress=False, **recipe.get("train", {}))
@@ -166,6 +170,7 @@ def main() -> None:
     planned = [(k, r) for k, r in plan(search) if wanted is None or r["candidate"] in wanted]
     todo = [(k, r) for i, (k, r) in enumerate(planned) if i % count == index and k not in done]
     out = results.with_name(f"{results.name}.{index}-of-{count}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     print(f"{len(todo)} runs to do in shard {args.shard}", file=sys.stderr)
     for n, (key, run) in enumerate(todo, 1):
         row = run_one(search, args.data_dir, key, run)

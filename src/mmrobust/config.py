@@ -190,8 +190,7 @@ def apply_recipe(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
     unknown = sorted(set(recipe) - set(RECIPE_KEYS))
     if unknown:
         raise MMRobustError(f"{path}: a recipe holds only {', '.join(RECIPE_KEYS)}; not {', '.join(unknown)}")
-    from .methods import METHODS  # configs are read before any method is needed
-    from .methods.external import EXTERNAL
+    from .methods.external import EXTERNAL  # configs are read before any method is needed
 
     merged = {**tree, "recipe": str(tree["recipe"])}
     for key in ("data", "train", "audit"):
@@ -200,11 +199,20 @@ def apply_recipe(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
     models = []
     for model in tree.get("models") or [ModelConfig().__dict__]:
         method = model.get("method", ModelConfig.method)
-        accepted = () if method == EXTERNAL else inspect.signature(METHODS.get(method).__init__).parameters
-        shared = {k: v for k, v in params.items() if k in accepted}
+        shared = {} if method == EXTERNAL else params_taken(method, params)
         models.append({**model, "params": {**shared, **(model.get("params") or {})}})
     merged["models"] = models
     return merged
+
+
+def params_taken(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The shared `params` (a recipe's) that `method`'s constructor takes: a recipe element such as
+    label smoothing goes to every model that has it, and a model without it (`features` has no
+    fusion) is left as it is."""
+    from .methods import METHODS
+
+    accepted = inspect.signature(METHODS.get(method).__init__).parameters
+    return {k: v for k, v in params.items() if k in accepted}
 
 
 def layered(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
