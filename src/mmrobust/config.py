@@ -60,7 +60,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     patience: int = 20
     select: str = "loss"  # a val metric, or "none": a fixed budget of `epochs`, last epoch kept
-    augment: dict[str, Any] = field(default_factory=dict)  # modality -> {crop, scale, jitter}
+    augment: dict[str, Any] = field(default_factory=dict)  # modality -> {crop, scale, jitter, rotate}
     device: str = "auto"
     loggers: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
     threads: int | None = None  # torch threads of this process (null: the idle cores, mmrobust/threads.py)

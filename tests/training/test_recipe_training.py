@@ -74,6 +74,22 @@ def test_scale_is_one_factor_per_channel_and_jitter_adds_noise() -> None:
     assert noisy.std().item() == pytest.approx(0.5, rel=0.05)
 
 
+def test_rotate_turns_each_triple_by_one_rotation_per_sample_within_the_angle() -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(300, 6, 20)  # two 3-axis sensors of one device
+    out = Augment(rotate=30)(x, "conv1d", g)
+    # a rotation keeps every time step's vector length, within each triple
+    assert torch.allclose(out.unflatten(1, (2, 3)).norm(dim=2), x.unflatten(1, (2, 3)).norm(dim=2), atol=1e-5)
+    # the same rotation for both triples of a sample: solve it from the first triple, apply to the second
+    first, second = x[:, :3], x[:, 3:]
+    rotation = torch.linalg.lstsq(first.transpose(1, 2), out[:, :3].transpose(1, 2)).solution.transpose(1, 2)
+    assert torch.allclose(rotation @ second, out[:, 3:], atol=1e-4)
+    assert torch.allclose(rotation @ rotation.transpose(1, 2), torch.eye(3).expand(300, 3, 3), atol=1e-4)
+    angle = torch.rad2deg(torch.arccos(((rotation.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)))
+    assert angle.max() <= 30.01 and angle.max() > 25 and angle.min() < 5  # U(-30, 30) degrees, in magnitude
+    assert torch.equal(Augment(rotate=0)(x, "conv1d", g), x)
+
+
 def test_augment_options_are_checked_against_the_data(kinds_data) -> None:
     with pytest.raises(MMRobustError, match="no modality 'm9'"):
         parse_augment(kinds_data.spec, {"m9": {"crop": 0.1}})
@@ -84,6 +100,10 @@ def test_augment_options_are_checked_against_the_data(kinds_data) -> None:
     mlp = next(m.name for m in kinds_data.spec.modalities if m.kind == "mlp")
     with pytest.raises(MMRobustError, match="mlp inputs have none"):
         parse_augment(kinds_data.spec, {mlp: {"crop": 0.1}})
+    with pytest.raises(MMRobustError, match=r"rotate must be in \[0, 180\]"):
+        parse_augment(kinds_data.spec, {"m0": {"rotate": 200}})
+    with pytest.raises(MMRobustError, match=f"rotate turns 3-axis channel triples of conv1d windows; {mlp} is mlp"):
+        parse_augment(kinds_data.spec, {mlp: {"rotate": 10}})
 
 
 def test_augmented_training_is_seeded_and_changes_the_run(kinds_data) -> None:
