@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -91,7 +92,8 @@ MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /ta
 KEEP_METRICS = ("accuracy", "macro_f1", "mae", "corr", "acc2", "f1", "acc5", "acc7")  # the ones docs cite
 
 
-IDENTIFIERS = {"commit": str, "committed_at": str, "rerun_at": str, "config_hash": str}
+IDENTIFIERS = {"commit": str, "committed_at": str, "rerun_at": str, "config_hash": str, "recipe_hash": str,
+               "setting_hash": str}
 
 
 def read_table(path: Path, **options: object) -> pd.DataFrame:
@@ -124,7 +126,8 @@ def collect(
         t = read_table(manifest.parent / "results.csv")
         t = t[t.metric.isin(KEEP_METRICS)]
         trained_by = record.get("trained_git") or record.get("git") or {}  # a re-audited run keeps its training's
-        frames.append(t.assign(config_hash=record.get("config_hash"), commit=trained_by.get("commit")))
+        frames.append(t.assign(config_hash=record.get("config_hash"), recipe_hash=recipe_hash(record),
+                               setting_hash=setting_hash(record), commit=trained_by.get("commit")))
     if not frames:
         raise SystemExit(f"no finished runs under {', '.join(map(str, run_roots))}")
     tables = {"": pd.concat(frames, ignore_index=True), "_runs": pd.DataFrame(costs), "_curves": pd.DataFrame(curves)}
@@ -132,7 +135,10 @@ def collect(
     merge = archive and (RESULTS / f"{study}_predictions.npz").is_file()  # committed runs pair only when archived
     for suffix, table in tables.items():
         if merge and (RESULTS / f"{study}{suffix}.csv").is_file():
-            table = pd.concat([_committed(RESULTS / f"{study}{suffix}.csv", fresh, models), table], ignore_index=True)
+            kept = _committed(RESULTS / f"{study}{suffix}.csv", fresh, models)
+            if suffix == "":
+                _check_same_settings(study, kept, table)
+            table = pd.concat([kept, table], ignore_index=True)
         if models is not None and len(table):
             order = {m: i for i, m in enumerate(models)}
             table = table.sort_values(["model", "seed"], key=lambda c: c.map(order) if c.name == "model" else c,
@@ -210,6 +216,42 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
         table = pd.concat([kept[~again], table], ignore_index=True)
     table.to_csv(path, index=False, float_format="%.3g")
     return table
+
+
+def recipe_hash(record: dict) -> str:
+    """What every model of a study shares: the data, training and audit settings of a run's config
+    (not where the data live, the device or loggers)."""
+    config = record.get("config") or {}
+    data = {k: v for k, v in (config.get("data") or {}).items() if k != "data_dir"}
+    train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("device", "loggers", "threads")}
+    return _digest({"data": data, "train": train, "audit": config.get("audit")})
+
+
+def setting_hash(record: dict) -> str:
+    """Everything a run's numbers depend on but its seed: the recipe and the model's method and parameters."""
+    model = {k: v for k, v in (record.get("model") or {}).items() if k != "label"}
+    return _digest({"recipe": recipe_hash(record), "model": model})
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_same_settings(study: str, kept: pd.DataFrame, fresh: pd.DataFrame) -> None:
+    """Committed runs kept beside fresh ones must share their recipe (and, for a model re-run, its
+    settings): a recipe changed between sessions would otherwise mix two recipes in one study."""
+    start_over = "re-run every seed of every model on the new settings, or delete the study's results files"
+    recipes = set(fresh.recipe_hash)
+    if len(recipes) > 1:
+        raise SystemExit(f"error: the runs collected for {study} were trained on {len(recipes)} different recipes")
+    if len(kept) and ("recipe_hash" not in kept or not set(kept.recipe_hash) <= recipes):
+        raise SystemExit(f"error: {study}'s committed runs were made on another recipe than the runs collected now "
+                         f"(or record none): {start_over}")
+    settings = fresh.groupby("model").setting_hash.agg(set)
+    for model, own in settings.items():
+        old = kept[kept.model == model]
+        if len(own) > 1 or (len(old) and not set(old.setting_hash) <= own):
+            raise SystemExit(f"error: {study}'s runs of {model} differ in their settings across seeds: {start_over}")
 
 
 def _committed(path: Path, fresh: set[tuple[str, int]], models: Sequence[str] | None) -> pd.DataFrame:

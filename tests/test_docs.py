@@ -119,6 +119,16 @@ def test_an_archived_study_grows_by_seeds_without_its_old_run_folders(tmp_path: 
     assert set(pd.read_csv(tmp_path / "archived" / "study_paired.csv").seeds) == {2}
     with pytest.raises(SystemExit, match="study is archived"):  # would drop seed 0, and leave a stale archive
         doc_tables.collect([tmp_path / "session-1"], "study", ["joint", "dropout"])
+    # a later session on another recipe: its runs must not join the committed ones
+    other = {**config, "train": {"epochs": 1, "lr": 0.01}, "seeds": [2]}
+    run_experiment(config_from_dict(other), tmp_path / "session-2")
+    with pytest.raises(SystemExit, match="committed runs were made on another recipe"):
+        doc_tables.collect([tmp_path / "session-2"], "study", ["joint", "dropout"], archive=True)
+    # nor a model's parameters changed for its new seeds
+    changed = {**config, "models": [{"method": "joint", "params": {"fusion": "concat"}}], "seeds": [2]}
+    run_experiment(config_from_dict(changed), tmp_path / "session-3")
+    with pytest.raises(SystemExit, match="runs of joint differ in their settings across seeds"):
+        doc_tables.collect([tmp_path / "session-3"], "study", ["joint", "dropout"], archive=True)
 
 
 def test_grid_table_lays_a_swept_setting_out_by_row_suffix(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
