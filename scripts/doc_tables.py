@@ -456,7 +456,9 @@ def convergence_table(search_name: str, candidate: str) -> str:
     rows = [r for r in recipe_search.read_results(search.parent / spec["results"]) if r["candidate"] == candidate]
     lines = ["| model | 25% | 50% | 75% | 100% | last 10% − previous 10% |", "|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):
-        lines.append(f"| {model} | {_flattening([r['curve'] for r in rows if r['model'] == model])} |")
+        curves = [r["curve"] for r in rows if r["model"] == model]
+        if min(map(len, curves)) > 1:  # a model fitted at once (`features`) has no curve
+            lines.append(f"| {model} | {_flattening(curves)} |")
     return "\n".join(lines)
 
 

@@ -290,3 +290,17 @@ def test_collect_records_the_commit_that_trained_a_re_audited_run(tmp_path: Path
     doc_tables.collect([tmp_path / "runs"], "study")
     results = pd.read_csv(tmp_path / "results" / "study.csv", dtype={"commit": str})
     assert "missing[m0@0.5]" in set(results.scenario) and set(results.commit) == {"a" * 40}
+
+
+def test_convergence_table_lists_the_models_that_train_along_a_budget(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "REPO", tmp_path)
+    search = tmp_path / "configs" / "recipes" / "search"
+    search.mkdir(parents=True)
+    (search / "s.yaml").write_text("results: r.jsonl\n")
+    runs = [("deep", [0.5, 0.6, 0.7, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]), ("floor", [0.9])]  # fitted at once
+    lines = [{"key": f"c|{m}|0", "candidate": "c", "model": m, "fold": [0], "seed": 0, "score": c[-1], "curve": c}
+             for m, c in runs]  # fmt: skip
+    (search / "r.jsonl.0-of-1").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = doc_tables.convergence_table("s", "c").splitlines()[2:]
+    assert rows == ["| deep | 0.600 | 0.800 | 0.800 | 0.800 | +0.000 |"]
