@@ -121,24 +121,23 @@ def collect(
         costs.append({
             "model": name, "seed": record.get("seed"),
             **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters", "best_epoch", "train_threads")},
+            "recipe_hash": recipe_hash(record), "setting_hash": setting_hash(record),
         })  # fmt: skip
         curves += [{"model": name, "seed": record.get("seed"), **row} for row in record.get("curve") or []]
         t = read_table(manifest.parent / "results.csv")
         t = t[t.metric.isin(KEEP_METRICS)]
         trained_by = record.get("trained_git") or record.get("git") or {}  # a re-audited run keeps its training's
-        frames.append(t.assign(config_hash=record.get("config_hash"), recipe_hash=recipe_hash(record),
-                               setting_hash=setting_hash(record), commit=trained_by.get("commit")))
+        frames.append(t.assign(config_hash=record.get("config_hash"), commit=trained_by.get("commit")))
     if not frames:
         raise SystemExit(f"no finished runs under {', '.join(map(str, run_roots))}")
     tables = {"": pd.concat(frames, ignore_index=True), "_runs": pd.DataFrame(costs), "_curves": pd.DataFrame(curves)}
     fresh = set(zip(tables["_runs"].model, tables["_runs"].seed, strict=True))
     merge = archive and (RESULTS / f"{study}_predictions.npz").is_file()  # committed runs pair only when archived
+    if merge and (RESULTS / f"{study}_runs.csv").is_file():  # checked before anything is written
+        _check_same_settings(study, _committed(RESULTS / f"{study}_runs.csv", fresh, models), tables["_runs"])
     for suffix, table in tables.items():
         if merge and (RESULTS / f"{study}{suffix}.csv").is_file():
-            kept = _committed(RESULTS / f"{study}{suffix}.csv", fresh, models)
-            if suffix == "":
-                _check_same_settings(study, kept, table)
-            table = pd.concat([kept, table], ignore_index=True)
+            table = pd.concat([_committed(RESULTS / f"{study}{suffix}.csv", fresh, models), table], ignore_index=True)
         if models is not None and len(table):
             order = {m: i for i, m in enumerate(models)}
             table = table.sort_values(["model", "seed"], key=lambda c: c.map(order) if c.name == "model" else c,
