@@ -14,8 +14,12 @@ import mmrobust
 from mmrobust.cli import main as cli_main
 
 # The models here are tiny: one intra-op thread per process is as fast, keeps `pytest -n 2` from
-# oversubscribing the cores, and avoids OpenMP spin-waiting when the machine is busy.
-torch.set_num_threads(int(os.environ.get("MMROBUST_TEST_THREADS", "1")))
+# oversubscribing the cores, and avoids OpenMP spin-waiting when the machine is busy. OMP_NUM_THREADS
+# too: without it, `run_experiment` and the CLI take the idle cores, which vary with the machine's
+# load, and runs compared bit for bit (a killed run resumed in another process) would differ.
+TEST_THREADS = os.environ.get("MMROBUST_TEST_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = TEST_THREADS
+torch.set_num_threads(int(TEST_THREADS))
 
 KINDS = ("mlp", "conv1d", "seq")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -173,13 +173,12 @@ name: killable
 data: {{name: synthetic, options: {{n_samples: 160}}}}
 models:
   - {{method: dropout, label: drop, params: {{fusion: transformer, dim: 16}}}}
-train: {{epochs: {KILL_EPOCHS}, batch_size: 32, patience: 1000}}
+train: {{epochs: {KILL_EPOCHS}, batch_size: 32, patience: 1000, threads: 1}}
 audit: {{scenarios: ["rates[m0=0.5,m1=0.2]"]}}
 seeds: [0]
 """
 SCRIPT = """
-import sys, torch
-torch.set_num_threads(int(sys.argv[3]))
+import sys
 from mmrobust.config import load_config
 from mmrobust.run import run_experiment
 run_experiment(load_config(sys.argv[1]), sys.argv[2], state_every=0)
@@ -190,8 +189,8 @@ TIMEOUT_S = 120  # generous for a loaded machine; the test normally takes a few 
 def test_run_killed_mid_training_resumes_to_identical_results(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "c.yaml").write_text(CONFIG)
     config = load_config(tmp_path / "c.yaml")
-    # the same intra-op threads in every process, so that every run computes in the same order
-    args = [str(tmp_path / "c.yaml"), str(tmp_path / "killed"), str(torch.get_num_threads())]
+    # train.threads: the same intra-op threads in every process, so that every run sums in the same order
+    args = [str(tmp_path / "c.yaml"), str(tmp_path / "killed")]
     log = tmp_path / "killed.log"
     with log.open("wb") as out:  # a file, not a pipe: a chatty child can never block on a full pipe
         proc = subprocess.Popen([sys.executable, "-c", SCRIPT, *args], stdout=out, stderr=subprocess.STDOUT)
