@@ -467,6 +467,9 @@ def curves_table(study: str, opts: dict[str, str]) -> str:
     budget, mean over seeds, from <study>_curves.csv (the runs' manifests): whether training flattened."""
     table = read_table(RESULTS / f"{study}_curves.csv")
     column = opts.get("curve", "train_loss")
+    if column not in table.columns:  # e.g. val_accuracy of a recipe that trains without validation
+        recorded = ", ".join(c for c in table.columns if c not in ("model", "seed", "stage", "epoch"))
+        raise SystemExit(f"error: {study}_curves.csv has no curve {column}; its runs recorded {recorded}")
     models = opts["models"].split(",") if "models" in opts else list(dict.fromkeys(table.model))
     lines = [f"| model | stage | {column}: 25% | 50% | 75% | 100% | last 10% − previous 10% | seeds |"]
     lines.append("|---|---|---|---|---|---|---|---|")

@@ -88,6 +88,8 @@ def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monk
         assert cells[0] == model and cells[-1] == "1"
         assert float(cells[5]) == round(last[model], 3)  # the end of the budget
         assert float(cells[6]) == round(last[model] - first[model], 3)  # last tenth − the one before
+    with pytest.raises(SystemExit, match="has no curve no_such_curve; its runs recorded train_loss"):
+        doc_tables.render("curves study curve=no_such_curve")  # a clear error, not a KeyError
     best = {m: json.loads((tmp_path / "runs" / m / "seed-0" / "manifest.json").read_text())["best_epoch"]
             for m in ("dropout", "joint")}  # fmt: skip
     assert doc_tables.render("record study field=best_epoch models=joint,dropout").splitlines()[2:] == [
