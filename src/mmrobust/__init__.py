@@ -18,6 +18,7 @@ from .corruption import (
     Missing,
     MissingRates,
     RandomDrop,
+    RandomSubset,
     Subset,
     corruption_from_dict,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "MissingRates",
     "MultimodalData",
     "RandomDrop",
+    "RandomSubset",
     "Subset",
     "audit",
     "collate",

@@ -290,6 +290,31 @@ class RandomDrop(MaskCorruption):
         return present & (rank >= k.to(present.device)[:, None])
 
 
+@dataclass(frozen=True)
+class RandomSubset(MaskCorruption):
+    """Keep a uniformly random non-empty subset of each sample's P present modalities: each of the
+    2^P − 1 subsets equally likely. `RandomDrop` draws the number dropped uniformly instead, which
+    weights subsets by their size (of four modalities, each pair is drawn 1/24 of the time and each
+    single modality 1/16), so a model trained to serve every subset sees the middle sizes least."""
+
+    stage: CorruptionStage = "input"
+    type_name: ClassVar[str] = "RandomSubset"
+
+    @property
+    def name(self) -> str:
+        return "randomsubset"
+
+    def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
+        keep = present & (torch.rand(present.shape, generator=generator) < 0.5).to(present.device)
+        empty = ~keep.any(dim=1) & present.any(dim=1)
+        while empty.any():  # rejection: a fair coin per modality, conditioned on keeping one (P(empty) = 2^-P)
+            rows = empty.nonzero().flatten()
+            coins = (torch.rand((len(rows), present.shape[1]), generator=generator) < 0.5).to(present.device)
+            keep[rows] = present[rows] & coins
+            empty = ~keep.any(dim=1) & present.any(dim=1)
+        return keep
+
+
 NoiseMode = Literal["additive", "scalar"]
 
 
@@ -485,6 +510,7 @@ _NAME_PATTERNS: tuple[tuple[str, Callable[[re.Match[str]], Corruption]], ...] = 
     ),
     (r"rates\[(?P<rates>[^\]]+?)(?P<allow>,allow)?\]", lambda m: MissingRates(_rates(m["rates"]), _policy(m))),
     (r"randomdrop", lambda m: RandomDrop()),
+    (r"randomsubset", lambda m: RandomSubset()),
     (
         r"noise\[" + _NOISE + r",p=(?P<p>[0-9.eE+-]+)\](?P<tok>@token)?",
         lambda m: GaussianNoise(m["mod"], float(m["s"]), float(m["p"]), _stage(m), _mode(m)),
@@ -509,7 +535,7 @@ def corruption_from_name(name: str) -> Corruption:
                 raise MMRobustError(f"cannot parse scenario '{name}': {e}") from None
     raise MMRobustError(
         f"cannot parse scenario '{name}'; write it like subset[a+b], missing[a@0.3], "
-        "rates[a=0.2,b=0.8], randomdrop, noise[a,sigma=1,p=0.3] (or noise[a,scalar,sigma=1,p=0.3]), "
+        "rates[a=0.2,b=0.8], randomdrop, randomsubset, noise[a,sigma=1,p=0.3] (or noise[a,scalar,sigma=1,p=0.3]), "
         "perturb[a,sigma=1,p=0.15]; append @token for the token stage, and ,allow inside missing[...] "
         "or rates[...] to let a sample lose every modality"
     )

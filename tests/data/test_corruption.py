@@ -16,6 +16,7 @@ from mmrobust import (
     MissingRates,
     MMRobustError,
     RandomDrop,
+    RandomSubset,
     Subset,
     corruption_from_dict,
 )
@@ -78,6 +79,7 @@ RANDOM_CORRUPTIONS = [
     MissingRates({"audio": 0.2, "video": 0.5, "text": 0.7}),
     MissingRates({"audio": 0.9, "video": 0.9}, if_all_missing="allow"),
     RandomDrop(),
+    RandomSubset(),
     GaussianNoise("text", sigma=0.5, proportion=0.4),
     GaussianNoise("text", proportion=0.4, mode="scalar"),
     Perturbation("audio", 0.15),
@@ -248,6 +250,34 @@ def test_random_drop_respects_existing_absence() -> None:
     assert abs(p1 - 0.5) < tol(0.5, int(two.sum()))  # K ~ U{0, 1}
 
 
+# --- RandomSubset -----------------------------------------------------------------------------
+def test_random_subset_draws_every_nonempty_subset_equally_often() -> None:
+    out = apply(RandomSubset(), make_batch(), 6).present
+    codes = (out.long() * torch.tensor([1, 2, 4])).sum(dim=1)  # the subset as a number in 1..7
+    assert (codes > 0).all()  # never all dropped
+    for code in range(1, 8):
+        observed = float((codes == code).float().mean())
+        assert abs(observed - 1 / 7) < tol(1 / 7, N), (code, observed)
+
+
+def test_random_subset_respects_existing_absence() -> None:
+    before = partial_present()
+    out = apply(RandomSubset(), make_batch(present=before), 8).present
+    assert not (out & ~before).any() and out.any(dim=1).all()
+    single = before.sum(dim=1) == 1
+    assert torch.equal(out[single], before[single])  # one modality: nothing to choose
+    two = before.sum(dim=1) == 2
+    both = float((out[two].sum(dim=1) == 2).float().mean())
+    assert abs(both - 1 / 3) < tol(1 / 3, int(two.sum()))  # of {a}, {b}, {a, b}: each 1/3
+
+
+def test_random_subset_leaves_an_empty_row_empty() -> None:
+    before = torch.ones(4, 3, dtype=torch.bool)
+    before[1] = False
+    out = apply(RandomSubset(), make_batch(4, present=before), 0).present
+    assert not out[1].any() and out[[0, 2, 3]].any(dim=1).all()
+
+
 # --- GaussianNoise ----------------------------------------------------------------------------
 def test_noise_changes_only_chosen_modality_present_rows_with_proportion_and_sigma() -> None:
     before = partial_present()
@@ -311,6 +341,7 @@ def test_mask_corruptions_act_identically_on_tokens_and_batches() -> None:
         Missing("audio", 0.3),
         MissingRates({"video": 0.6, "text": 0.2}),
         RandomDrop(),
+        RandomSubset(),
         Subset(("audio",)),
     ):
         out_t, out_b = c(tokens, gen(5)), c(batch, gen(5))
@@ -348,6 +379,7 @@ SERIALISED = [
     (Missing("audio", 0.3), "missing[audio@0.3]"),
     (MissingRates({"audio": 0.2, "video": 0.5}), "rates[audio=0.2,video=0.5]"),
     (RandomDrop(), "randomdrop"),
+    (RandomSubset(), "randomsubset"),
     (GaussianNoise("text", 1.0, 0.3), "noise[text,sigma=1,p=0.3]"),
     (GaussianNoise("text", 0.5, 1.0, stage="token"), "noise[text,sigma=0.5,p=1]@token"),
     (GaussianNoise("text", 1.0, 0.3, mode="scalar"), "noise[text,scalar,sigma=1,p=0.3]"),

@@ -45,6 +45,7 @@ from mmrobust.corruption import (
     MissingRates,
     Perturbation,
     RandomDrop,
+    RandomSubset,
     Subset,
     corruption_from_name,
 )
@@ -257,7 +258,7 @@ def never_empties_a_row(c: Corruption) -> bool:
         return c.if_all_missing == "keep_one"
     if isinstance(c, Compose):
         return all(never_empties_a_row(p) for p in c.parts)
-    return isinstance(c, RandomDrop | GaussianNoise)  # Subset and Perturbation may empty a row
+    return isinstance(c, RandomDrop | RandomSubset | GaussianNoise)  # Subset and Perturbation may empty a row
 
 
 def apply_to(c: Corruption, x: Batch | Tokens, seed: int) -> Batch | Tokens:
