@@ -3,10 +3,15 @@ standard deviation of the training embeddings after every pretraining epoch, for
 weights (the VICReg term the paper weights 100), on the training split only.
 
     python scripts/crossl_collapse.py --data-dir DIR [--epochs 200] [--cov 1,10,100] [--seeds 0]
+    python scripts/crossl_collapse.py --runs RUN_DIR ... [--out NAME]
 
 Writes one JSON line per (cov weight, seed) to docs/reproductions/results/crossl_collapse.jsonl:
 the mean per-dimension std of the embedding and the VICReg loss after each epoch. A collapse is a
 std near 0; VICReg's variance term pushes each dimension's std toward 1.
+
+With --runs, measures the same std, once, for trained fixed CroSSL models (whose encoders are the
+pretrained ones, untouched by the probe) on their own training split, as their run folders loaded
+it; one JSON line per run to docs/reproductions/results/NAME.jsonl (default crossl_spread).
 """
 
 from __future__ import annotations
@@ -21,10 +26,24 @@ from pathlib import Path
 import torch
 
 import mmrobust
+from mmrobust.checkpoint import load_checkpoint
+from mmrobust.errors import MMRobustError
+from mmrobust.experiment import load_data
 from mmrobust.methods.base import Stage
-from mmrobust.methods.crossl import CroSSL
+from mmrobust.methods.crossl import CroSSL, CroSSLModel
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "reproductions" / "results" / "crossl_collapse.jsonl"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "reproductions" / "results"
+OUT = RESULTS / "crossl_collapse.jsonl"
+
+
+@torch.no_grad()
+def embedding_std(model: CroSSLModel, data: mmrobust.MultimodalData) -> float:
+    """Mean over embedding dimensions of each dimension's std across `data`'s samples."""
+    was_training = model.training
+    model.eval()
+    z = torch.cat([model.embed(model.encode(b)) for b in data.batches(256)])  # (N, P)
+    model.train(was_training)
+    return round(float(z.std(dim=0).mean()), 4)
 
 
 class PretrainOnly(CroSSL):
@@ -41,18 +60,34 @@ class EmbeddingStd:
     def __init__(self, method: CroSSL, data: mmrobust.MultimodalData) -> None:
         self.method, self.data, self.std, self.loss = method, data, [], []
 
-    @torch.no_grad()
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        model = self.method.crossl_model
-        was_training = model.training
-        model.eval()
-        z = torch.cat([model.embed(model.encode(b)) for b in self.data.batches(256)])  # (N, P)
-        model.train(was_training)
-        self.std.append(round(float(z.std(dim=0).mean()), 4))
+        self.std.append(embedding_std(self.method.crossl_model, self.data))
         self.loss.append(round(float(next(v for k, v in metrics.items() if k.startswith("train/loss"))), 4))
 
     def close(self) -> None:
         pass
+
+
+def measure_runs(runs: Sequence[Path], out: Path) -> None:
+    """One line per trained fixed CroSSL run: its label, seed, covariance weight and embedding std on
+    its training split; runs already measured are skipped (resumable)."""
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    done = {(r["model"], r["seed"]) for r in rows}
+    for run in runs:
+        method, _ = load_checkpoint(run / "checkpoint.pt")
+        manifest = json.loads((run / "manifest.json").read_text())
+        if not isinstance(method, CroSSL) or method.mode != "fixed":
+            raise MMRobustError(f"{run}: not a fixed CroSSL run (its encoders are not the pretrained ones)")
+        model, seed = run.parent.name, manifest["seed"]
+        if (model, seed) in done:
+            continue
+        source = manifest["config"]["data"]
+        data = load_data(source["name"], source["npz"], source["data_dir"], source["options"]).split("train")
+        row = {"model": model, "seed": seed, "cov_coeff": method.cov_coeff,
+               "std": embedding_std(method.crossl_model, data)}  # fmt: skip
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{model} seed {seed}: embedding std {row['std']}", file=sys.stderr)
 
 
 def main() -> None:
@@ -61,8 +96,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--cov", default="1,10,100")
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--runs", nargs="+", type=Path, help="measure trained fixed CroSSL runs instead")
+    parser.add_argument("--out", default="crossl_spread", help="with --runs: the results file's name")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.runs:
+        try:
+            measure_runs(args.runs, RESULTS / f"{args.out}.jsonl")
+        except MMRobustError as e:
+            sys.exit(f"crossl_collapse: {e}")
+        return
     data = mmrobust.load_dataset("utd_mhad", data_dir=args.data_dir, modalities=["inertial", "skeleton"])
     train = data.split("train")
     rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []

@@ -40,7 +40,8 @@ the `others` models; options `full` (the full set's specialist, default joint), 
 (each model's training curve, loss or `curve=val_accuracy`, along its budget, from the runs' manifests), `record STUDY
 field=F models=...` (one manifest field per model and seed, e.g. the candidate `ume_mma` chose), `collapse FILE
 epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight and seed, from
-scripts/crossl_collapse.py's results FILE.jsonl), `summary FILE` (an audit's headline table, from
+scripts/crossl_collapse.py's results FILE.jsonl), `spread FILE` (the same std for trained fixed
+CroSSL models, mean ± std over seeds, from `crossl_collapse.py --runs`), `summary FILE` (an audit's headline table, from
 the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `benchmarks A,B,...` (the
 headline rows benchmarks/A.py, ... recorded in benchmarks/results/, with load and commit), `rechecks FILE` (the
 runs `recheck` re-ran with a later checkout, and how far their values moved), `claims STUDY
@@ -347,6 +348,8 @@ def render(spec: str) -> str:
         return curves_table(source, opts)
     if kind == "collapse":
         return collapse_table(RESULTS / f"{source}.jsonl", [int(e) for e in opts["epochs"].split(",")])
+    if kind == "spread":
+        return spread_table(RESULTS / f"{source}.jsonl")
     if kind == "cost":
         return cost_table(source, opts)
     if kind == "benchmarks":
@@ -518,6 +521,19 @@ def collapse_table(path: Path, epochs: Sequence[int]) -> str:
     for r in rows:
         cells = [f"{r['std'][e - 1]:.3f}" if e <= len(r["std"]) else "—" for e in epochs]
         lines.append(f"| {r['cov_coeff']:g} | {r['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spread_table(path: Path) -> str:
+    """Per trained model, the embedding std over its seeds, from `crossl_collapse.py --runs` lines."""
+    by_model: dict[tuple[str, float], list[float]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            by_model.setdefault((r["model"], r["cov_coeff"]), []).append(r["std"])
+    lines = ["| model | covariance weight | seeds | embedding std |", "|---|---|---|---|"]
+    for (model, cov), stds in by_model.items():
+        lines.append(f"| {model} | {cov:g} | {len(stds)} | {tables.cell(pd.Series(stds))} |")
     return "\n".join(lines)
 
 

@@ -158,6 +158,19 @@ def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, mon
     assert rows == ["| 100 | 0 | 0.100 | — |", "| 1 | 0 | 0.500 | 0.700 |"]  # the paper's weight first
 
 
+def test_spread_table_gives_each_trained_model_its_std_over_seeds(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    doc_tables = load_script()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
+    lines = [
+        '{"model": "fixed-spatial", "seed": 0, "cov_coeff": 100.0, "std": 0.2}',
+        '{"model": "fixed-spatial", "seed": 1, "cov_coeff": 100.0, "std": 0.4}',
+        '{"model": "fixed-random", "seed": 0, "cov_coeff": 1.0, "std": 0.6}',
+    ]
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    rows = doc_tables.render("spread s").splitlines()[2:]
+    assert rows == ["| fixed-spatial | 100 | 2 | 0.300 ± 0.141 |", "| fixed-random | 1 | 1 | 0.600 ± 0.000 |"]
+
+
 def test_the_benchmark_table_shows_what_a_full_benchmark_run_recorded(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The README's benchmark figures come from the files the benchmarks write, never typed; a quick
     (smoke) run records nothing."""
