@@ -306,12 +306,13 @@ class RandomSubset(MaskCorruption):
 
     def new_present(self, present: Tensor, modalities: Sequence[str], generator: torch.Generator) -> Tensor:
         keep = present & (torch.rand(present.shape, generator=generator) < 0.5).to(present.device)
-        empty = ~keep.any(dim=1) & present.any(dim=1)
+        has_any = present.any(dim=1)  # a sample with nothing present stays empty
+        empty = ~keep.any(dim=1) & has_any
         while empty.any():  # rejection: a fair coin per modality, conditioned on keeping one (P(empty) = 2^-P)
             rows = empty.nonzero().flatten()
             coins = (torch.rand((len(rows), present.shape[1]), generator=generator) < 0.5).to(present.device)
             keep[rows] = present[rows] & coins
-            empty = ~keep.any(dim=1) & present.any(dim=1)
+            empty = ~keep.any(dim=1) & has_any
         return keep
 
 
