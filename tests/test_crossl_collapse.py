@@ -3,18 +3,16 @@ from their run folders as `mmrobust run` wrote them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from mmrobust.config import load_config
 from mmrobust.errors import MMRobustError
 from mmrobust.run import run_experiment
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "crossl_collapse.py"
 CONFIG = """
 name: spread
 data: {name: synthetic, options: {n_samples: 120, kinds: [conv1d, conv1d, conv1d], seed: 3}}
@@ -35,17 +33,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "out"
 
 
-def load_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("crossl_collapse", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crossl_collapse"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_measures_each_fixed_run_once_on_its_training_split(runs: Path, tmp_path: Path) -> None:
-    script, out = load_script(), tmp_path / "spread.jsonl"
+    script, out = load_script("crossl_collapse"), tmp_path / "spread.jsonl"
     script.measure_runs([runs / "fixed" / "seed-0"], out)
     script.measure_runs([runs / "fixed" / "seed-0"], out)  # already measured: skipped
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -56,4 +45,4 @@ def test_measures_each_fixed_run_once_on_its_training_split(runs: Path, tmp_path
 
 def test_refuses_a_run_whose_encoders_were_fine_tuned(runs: Path, tmp_path: Path) -> None:
     with pytest.raises(MMRobustError, match="not a fixed CroSSL run"):
-        load_script().measure_runs([runs / "tuned" / "seed-0"], tmp_path / "spread.jsonl")
+        load_script("crossl_collapse").measure_runs([runs / "tuned" / "seed-0"], tmp_path / "spread.jsonl")

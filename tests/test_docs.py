@@ -10,27 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "doc_tables.py"
 
 
-def load_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("doc_tables", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["doc_tables"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_generated_table_matches_the_committed_results() -> None:
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     assert any(doc_tables.MARKER.search(p.read_text()) for p in doc_tables.documents())  # the check checks something
     assert doc_tables.stale() == [], "run `python scripts/doc_tables.py write` after committing new results"
 
 
 def test_a_hand_edited_table_is_caught(tmp_path: Path) -> None:
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     source = next(p for p in doc_tables.documents() if doc_tables.MARKER.search(p.read_text()))
     edited = tmp_path / "edited.md"
     typed = doc_tables.MARKER.sub(lambda m: m.group(1) + "| typed | 0.999 |\n" + m.group(4), source.read_text())
@@ -42,7 +34,7 @@ def test_a_hand_edited_table_is_caught(tmp_path: Path) -> None:
 
 
 def test_claim_verdicts_follow_the_paired_interval(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
     rows = "model_a,model_b,scenario,seeds,samples,mean,low,high,metric\n"
     rows += "a,b,clean,5,100,0.05,0.02,0.08,accuracy\n"  # a clearly better
@@ -66,7 +58,7 @@ def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monk
     from mmrobust.config import config_from_dict
     from mmrobust.run import run_experiment
 
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
     models = [{"method": m, "params": {"fusion": "sum"}} for m in ("joint", "dropout", "actionmae")]
     config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "models": models, "train": {"epochs": 2}}
@@ -104,7 +96,7 @@ def test_an_archived_study_grows_by_seeds_without_its_old_run_folders(tmp_path: 
     from mmrobust.config import config_from_dict
     from mmrobust.run import run_experiment
 
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     models = [{"method": m, "params": {"fusion": "sum"}} for m in ("joint", "dropout")]
     config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "models": models, "train": {"epochs": 1}}
     for seed in (0, 1):  # two sessions, two run folders
@@ -134,7 +126,7 @@ def test_an_archived_study_grows_by_seeds_without_its_old_run_folders(tmp_path: 
 
 
 def test_grid_table_lays_a_swept_setting_out_by_row_suffix(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
     rows = "model,seed,scenario,kind,metric,value\n"
     for model, values in {"sup-f0.1": (0.2, 0.4), "ssl-f0.1": (0.5, 0.7), "sup": (0.8, 0.9), "ssl": (0.9, 0.9)}.items():
@@ -150,7 +142,7 @@ def test_grid_table_lays_a_swept_setting_out_by_row_suffix(tmp_path: Path, monke
 
 
 def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
     lines = ['{"cov_coeff": 1.0, "seed": 0, "std": [0.5, 0.6, 0.7]}', '{"cov_coeff": 100, "seed": 0, "std": [0.1]}']
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
@@ -159,7 +151,7 @@ def test_collapse_table_reads_the_std_after_each_asked_epoch(tmp_path: Path, mon
 
 
 def test_spread_table_gives_each_trained_model_its_std_over_seeds(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
     lines = [
         '{"model": "fixed-spatial", "seed": 0, "cov_coeff": 100.0, "std": 0.2}',
@@ -191,7 +183,7 @@ def test_the_benchmark_table_shows_what_a_full_benchmark_run_recorded(tmp_path: 
     common.record(argparse.Namespace(quick=False), rows)
     recorded = json.loads((tmp_path / "dropout_cost.json").read_text())
     assert recorded["command"] == "python benchmarks/dropout_cost.py --repeats 3"
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "BENCHMARKS", tmp_path)
     lines = doc_tables.render("benchmarks dropout_cost").splitlines()
     columns = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
@@ -208,7 +200,7 @@ def test_recheck_reruns_a_committed_run_and_shows_how_far_its_values_moved(tmp_p
     from mmrobust.config import load_config
     from mmrobust.run import run_experiment
 
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
     config = tmp_path / "study.yaml"
     config.write_text(
@@ -239,7 +231,7 @@ def test_recheck_trains_every_stage_again_instead_of_reusing_cached_ones(tmp_pat
     from mmrobust.config import load_config
     from mmrobust.run import run_experiment
 
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
     monkeypatch.setenv("MMROBUST_CACHE", str(tmp_path / "cache"))
     config = tmp_path / "study.yaml"
@@ -263,7 +255,7 @@ def test_recheck_trains_every_stage_again_instead_of_reusing_cached_ones(tmp_pat
 def test_commit_and_hash_columns_read_as_text(tmp_path: Path) -> None:
     """A short hash that looks like a number (3e59924 is 3 x 10^59924) stays the hash it is."""
 
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     path = tmp_path / "results.csv"
     path.write_text("model,value,commit,config_hash\njoint,0.5,3e59924,1234567890123456\n")
     table = doc_tables.read_table(path)
@@ -276,7 +268,7 @@ def test_commit_and_hash_columns_read_as_text(tmp_path: Path) -> None:
 def test_a_runs_table_naming_a_kind_or_scenario_the_study_lacks_fails() -> None:
     """`kinds=clean,rates` once rendered only the clean column: rate scenarios are of kind `custom`."""
 
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     assert "| clean |" in doc_tables.render("runs ume_redcore_utd_mhad metric=accuracy kinds=clean models=joint")
     with pytest.raises(SystemExit, match="no scenario of ume_redcore_utd_mhad is of kind rates"):
         doc_tables.render("runs ume_redcore_utd_mhad metric=accuracy kinds=clean,rates models=joint")
@@ -293,7 +285,7 @@ def test_collect_records_the_commit_that_trained_a_re_audited_run(tmp_path: Path
     from mmrobust.config import config_from_dict
     from mmrobust.run import run_experiment
 
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
     config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "train": {"epochs": 2}, "seeds": [0],
               "models": [{"method": "joint", "params": {"fusion": "sum"}}]}  # fmt: skip
@@ -308,7 +300,7 @@ def test_collect_records_the_commit_that_trained_a_re_audited_run(tmp_path: Path
 
 
 def test_convergence_table_lists_the_models_that_train_along_a_budget(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    doc_tables = load_script()
+    doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "REPO", tmp_path)
     search = tmp_path / "configs" / "recipes" / "search"
     search.mkdir(parents=True)

@@ -3,25 +3,13 @@ methods that take them (the `features` floor has no fusion), a model's own ones 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from mmrobust.errors import MMRobustError
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "recipe_search.py"
-
-
-def _script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("recipe_search", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 SEARCH = """
 dataset: synthetic
@@ -44,7 +32,7 @@ candidates:
 def test_a_search_runs_a_reference_method_with_the_shared_params_it_takes(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "search.yaml").write_text(SEARCH)
     monkeypatch.setattr(sys, "argv", ["recipe_search.py", str(tmp_path / "search.yaml")])
-    script = _script()
+    script = load_script("recipe_search")
     script.main()
     rows = [json.loads(line) for line in (tmp_path / "results" / "s.jsonl.0-of-1").read_text().splitlines()]
     assert sorted((r["model"], r["fold"]) for r in rows) == [("floor", 0), ("floor", 1), ("joint", 0), ("joint", 1)]
@@ -57,4 +45,4 @@ def test_a_models_own_unknown_parameter_is_an_error(tmp_path, monkeypatch) -> No
     (tmp_path / "search.yaml").write_text(SEARCH.replace("trees: 5", "fusion: sum"))
     monkeypatch.setattr(sys, "argv", ["recipe_search.py", str(tmp_path / "search.yaml")])
     with pytest.raises(MMRobustError, match="unknown option for method 'features' 'fusion'"):
-        _script().main()
+        load_script("recipe_search").main()
