@@ -80,10 +80,11 @@ def test_without_distillation_the_student_loss_is_the_task_loss(small_data) -> N
     torch.testing.assert_close(loss.detach(), expected)
 
 
-def test_members_are_shared_with_ume(small_data) -> None:
-    ume = UniModalEnsembleMethod()
+@pytest.mark.parametrize("readout", ["linear", {"m1": "transformer"}])
+def test_members_are_shared_with_ume(small_data, readout: str | dict[str, str]) -> None:
+    ume = UniModalEnsembleMethod(readout=readout)
     fit(ume, small_data)
-    method = AnySubset(fusion="sum")
+    method = AnySubset(fusion="sum", readout=readout)
     result = fit(method, small_data)
     for key, value in ume.ensemble.state_dict().items():
         assert torch.equal(method.adapted_model.ensemble.state_dict()[key], value), key

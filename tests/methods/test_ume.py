@@ -179,6 +179,84 @@ def test_ensemble_regression_averages_outputs(regression_data) -> None:
     torch.testing.assert_close(out, torch.stack([expected.squeeze(), torch.tensor(0.0)]))
 
 
+# --- the member read-out (`readout`) --------------------------------------------------------------
+def test_a_fusion_readout_member_computes_what_the_single_modality_joint_model_does(small_data) -> None:
+    """A member with readout "transformer" is the `joint` specialist of its modality: given its
+    weights (the specialist's fusion has a modality embedding per data modality, of which only the
+    member's is read), the two predict the same."""
+    m = small_data.modalities[1]
+    method = UniModalEnsembleMethod(dim=8, readout={m: "transformer"})
+    fit(method, small_data)
+    specialist = mmrobust.create_method("joint", fusion="transformer", dim=8, modalities=[m])
+    specialist.build(small_data.spec)
+    own = specialist.fitted_model
+    member_head = method.ensemble.fusion.heads[m].state_dict()
+    embedding = own.fusion.modality_embedding.detach().clone()
+    embedding[:, 1] = member_head.pop("modality_embedding")[:, 0]
+    own.fusion.load_state_dict({**member_head, "modality_embedding": embedding})
+    own.encoders[m].load_state_dict(method.ensemble.encoders[m].state_dict())
+    own.eval(), method.ensemble.eval()
+    batch = small_data.split("test").batch(slice(None))
+    with torch.no_grad():
+        torch.testing.assert_close(method.ensemble.member_output(m, batch), own(batch))
+
+
+def test_mixed_readouts_average_the_present_members_per_sample(small_data) -> None:
+    names = small_data.modalities
+    method = UniModalEnsembleMethod(dim=4, readout={names[0]: "transformer", names[2]: "concat"})
+    torch.manual_seed(0)
+    method.build(small_data.spec)
+    model = method.ensemble.eval()
+    heads = model.fusion.heads
+    assert isinstance(heads[names[1]], torch.nn.Linear) and not isinstance(heads[names[0]], torch.nn.Linear)
+    z = torch.randn(4, 3, 4)
+    present = torch.tensor([[True, True, True], [True, False, True], [False, True, False], [False, False, False]])
+    with torch.no_grad():
+        out = model.fuse(Tokens(z.masked_fill(~present[..., None], float("nan")), present, names))
+        alone = [
+            heads[m](z[:, j]) if isinstance(heads[m], torch.nn.Linear)
+            else heads[m](Tokens(z[:, j : j + 1], torch.ones(4, 1, dtype=torch.bool), (m,)))
+            for j, m in enumerate(names)
+        ]  # fmt: skip
+    per = torch.stack(alone, dim=1)  # (B, M, C), each member on its own token
+    for b in range(3):
+        torch.testing.assert_close(out[b], per[b, present[b]].mean(0))
+    torch.testing.assert_close(out[3], torch.zeros_like(out[3]))
+
+
+def test_a_fusion_readout_member_is_not_reused_as_a_linear_one(small_data) -> None:
+    calls: dict[str, int] = {}
+    fit(counting(UniModalEnsembleMethod, calls)(dim=8), small_data)
+    first = dict(calls)
+    fit(counting(UniModalEnsembleMethod, calls)(dim=8, readout={small_data.modalities[0]: "transformer"}), small_data)
+    retrained = {m for m in calls if calls[m] > first[m]}
+    assert retrained == {small_data.modalities[0]}  # the linear members came from the cache
+
+
+def test_mma_starts_fresh_where_a_member_head_is_not_linear(small_data) -> None:
+    m0 = small_data.modalities[0]
+    method = MissingModalityAdaptation(fusion="late", dim=8, readout={m0: "transformer"})
+    fit(method, small_data)  # the late fusion copies the linear members' heads only
+    model = method.adapted_model
+    before = model.fusion.weight.detach().clone()
+    model.initialise_from_members()
+    torch.testing.assert_close(model.fusion.weight[0], before[0])
+    linear = method.ensemble.fusion.heads[small_data.modalities[1]]
+    torch.testing.assert_close(model.fusion.weight[1], linear.weight.T)
+
+
+@pytest.mark.parametrize(
+    ("readout", "message"),
+    [
+        ({"nope": "transformer"}, "readout names modalities the data does not have"),
+        ("mlp", "must be 'linear' or a fusion"),
+    ],
+)
+def test_a_bad_readout_is_refused_before_training(small_data, readout, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(mmrobust.MMRobustError, match=message):
+        UniModalEnsembleMethod(readout=readout).build(small_data.spec)
+
+
 # --- MMA ------------------------------------------------------------------------------------------
 def test_mma_starts_from_the_members(small_data) -> None:
     snapshots: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []

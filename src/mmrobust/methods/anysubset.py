@@ -46,7 +46,7 @@ from ..errors import MMRobustError
 from ..models.model import encode_present
 from .base import Stage, register_method
 from .losses import task_loss
-from .ume import AdaptedModel, Combine, MissingModalityAdaptation, UniModalEnsemble
+from .ume import AdaptedModel, Combine, MissingModalityAdaptation, Readout, UniModalEnsemble
 
 
 class BlendedModel(AdaptedModel):
@@ -110,8 +110,9 @@ class AnySubset(MissingModalityAdaptation):
         blend: float = 0.5,
         combine: Combine = "logits",
         label_smoothing: float = 0.0,
+        readout: Readout = "linear",
     ) -> None:
-        super().__init__(fusion, dim, 0.0, corruption, combine, label_smoothing)
+        super().__init__(fusion, dim, 0.0, corruption, combine, label_smoothing, readout)
         self.distill = distill
         self.temperature = temperature
         self.blend = blend
@@ -126,7 +127,7 @@ class AnySubset(MissingModalityAdaptation):
         for bad, message in problems:
             if bad:
                 raise MMRobustError(f"anysubset: {message}")
-        ensemble = UniModalEnsemble(spec, self.dim, self.combine)
+        ensemble = UniModalEnsemble(spec, self.dim, self.combine, self.readouts(spec))
         self.model = BlendedModel(spec, self.fusion, self.dim, ensemble, self.blend)
 
     @property

@@ -3,6 +3,9 @@ official code): a late-fusion model whose encoders come from uni-modal training.
 
 Only the abstract and the public ICLR 2024 reviews were readable; what follows is a reconstruction
 from them, the choices they leave open made explicit below. Per modality m: encoder E_m and linear head h_m.
+`readout` (an option beyond the paper) replaces h_m by a fusion over m's one token, per modality: a
+member is then exactly a single-modality `joint` model with that fusion (a specialist whose read-out
+validation chose), for modalities where a linear head is the weaker read-out.
 
 1. members (stage 1, UME)   one stage per modality: (E_m, h_m) trained *alone* on the samples where m
                             is present, ℓ(h_m(E_m(x_m)), y) (CE, or L1 for regression), selected on
@@ -54,7 +57,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -64,37 +67,57 @@ from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
 from ..errors import MMRobustError
-from ..models.fusion import _PerModalityHeads
+from ..models.fusion import FUSIONS, _PerModalityHeads, create_fusion
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
 from .losses import task_loss
 
 Combine = Literal["logits", "probs"]
+Readout = str | Mapping[str, str]  # "linear" or a registered fusion; one for all modalities, or per modality
 MEMBER_FORMAT = "ume-member/1"  # bump when a member's architecture or training changes
 CANDIDATES = ("ume", "mma")  # what ume_mma chooses between: `choice` 0 and 1
 
 
+def member_head(readout: str, dim: int, out: int) -> nn.Module:
+    """h_m: a linear head (UME's), or `readout`, a fusion, over m's one token."""
+    return nn.Linear(dim, out) if readout == "linear" else create_fusion(readout, 1, dim, out)
+
+
 class EnsembleFusion(nn.Module):
-    """The members' heads h_m (separate parameters, so a member stage trains only its own), applied
-    to all modalities in one einsum and averaged over the present ones."""
+    """The members' heads h_m (separate parameters, so a member stage trains only its own), averaged
+    over the present modalities; linear heads are applied to all modalities in one einsum."""
 
-    def __init__(self, modalities: Sequence[str], dim: int, out: int, combine: Combine, task: str) -> None:
+    def __init__(
+        self, modalities: Sequence[str], dim: int, out: int, combine: Combine, task: str, readouts: Mapping[str, str]
+    ) -> None:
         super().__init__()
-        self.heads = nn.ModuleDict({m: nn.Linear(dim, out) for m in modalities})
-        self.combine, self.task = combine, task
+        self.heads = nn.ModuleDict({m: member_head(readouts[m], dim, out) for m in modalities})
+        self.combine, self.task, self.out = combine, task, out
+        self.all_linear = all(isinstance(h, nn.Linear) for h in self.heads.values())
 
-    def head(self, modality: str) -> nn.Linear:
-        head = self.heads[modality]
-        assert isinstance(head, nn.Linear)
-        return head
+    def per_modality(self, z: Tensor, present: Tensor) -> Tensor:
+        """(B, M, D) tokens -> (B, M, O) each member's output; zeros where m is absent."""
+        if self.all_linear:
+            heads = cast(list[nn.Linear], list(self.heads.values()))
+            weight = torch.stack([h.weight for h in heads])  # (M, O, D)
+            bias = torch.stack([h.bias for h in heads])  # (M, O)
+            return torch.einsum("bmd,mod->bmo", z, weight) + bias
+        outputs = []
+        for j, (m, head) in enumerate(self.heads.items()):  # a fusion per modality: one call each
+            rows = present[:, j].nonzero().flatten()
+            output = z.new_zeros(len(z), self.out)
+            if len(rows):
+                token = z[rows, j : j + 1]  # (n, 1, D)
+                linear = isinstance(head, nn.Linear)
+                own = head(token[:, 0]) if linear else head(Tokens(token, present[rows, j : j + 1], (m,)))
+                output = output.index_copy(0, rows, own)
+            outputs.append(output)
+        return torch.stack(outputs, dim=1)
 
     def forward(self, tokens: Tokens) -> Tensor:
         present = tokens.present  # (B, M)
         z = tokens.z.masked_fill(~present[..., None], 0.0)  # (B, M, D): absent slots never read
-        heads = [self.head(m) for m in self.heads]
-        weight = torch.stack([h.weight for h in heads])  # (M, O, D)
-        bias = torch.stack([h.bias for h in heads])  # (M, O)
-        per_modality = torch.einsum("bmd,mod->bmo", z, weight) + bias  # (B, M, O)
+        per_modality = self.per_modality(z, present)  # (B, M, O)
         count = present.sum(dim=1, keepdim=True)  # (B, 1)
         if self.combine == "probs" and self.task == "classification":
             probs = (per_modality.softmax(dim=-1) * present[..., None]).sum(dim=1) / count.clamp_min(1)  # (B, O)
@@ -107,10 +130,10 @@ class UniModalEnsemble(MultimodalModel):
 
     fusion: EnsembleFusion
 
-    def __init__(self, spec: DataSpec, dim: int, combine: Combine) -> None:
+    def __init__(self, spec: DataSpec, dim: int, combine: Combine, readouts: Mapping[str, str]) -> None:
         super().__init__(spec, fusion="late", dim=dim)
         # the late fusion's heads share one (M, D, O) parameter: replaced by separate heads
-        self.fusion = EnsembleFusion(spec.modality_names, dim, spec.num_classes, combine, spec.task)
+        self.fusion = EnsembleFusion(spec.modality_names, dim, spec.num_classes, combine, spec.task, readouts)
 
     def member(self, modality: str) -> nn.Module:
         """Member m's parameters, as one module with stable keys (encoder.*, head.*) for stage reuse."""
@@ -149,11 +172,12 @@ class AdaptedModel(MultimodalModel):
     def initialise_from_members(self) -> None:
         for m, encoder in self.encoders.items():
             encoder.load_state_dict(self.ensemble.encoders[m].state_dict())
-        if isinstance(self.fusion, _PerModalityHeads):  # late, sum: head m <- h_m
+        if isinstance(self.fusion, _PerModalityHeads):  # late, sum: head m <- h_m, where h_m is linear
             for j, m in enumerate(self.modalities):
-                head = self.ensemble.fusion.head(m)
-                self.fusion.weight[j].copy_(head.weight.T)  # (D, O)
-                self.fusion.bias[j].copy_(head.bias)
+                head = self.ensemble.fusion.heads[m]
+                if isinstance(head, nn.Linear):
+                    self.fusion.weight[j].copy_(head.weight.T)  # (D, O)
+                    self.fusion.bias[j].copy_(head.bias)
         self.initialised.fill_(True)
 
     @contextlib.contextmanager
@@ -196,21 +220,40 @@ class UniModalEnsembleMethod(Method):
     tags = MethodTags(tasks=EVERY_TASK, needs_complete_training_data=False, per_sample_masks=True)
 
     def __init__(
-        self, fusion: str = "late", dim: int = 64, combine: Combine = "logits", label_smoothing: float = 0.0
+        self,
+        fusion: str = "late",
+        dim: int = 64,
+        combine: Combine = "logits",
+        label_smoothing: float = 0.0,
+        readout: Readout = "linear",
     ) -> None:
         self.fusion = fusion
         self.dim = dim
         self.combine = combine
         self.label_smoothing = label_smoothing
+        self.readout = readout
 
     def _check(self, spec: DataSpec) -> None:
         self.check_task(spec)
         if self.combine not in ("logits", "probs"):
             raise MMRobustError(f"combine must be 'logits' or 'probs', not '{self.combine}'")
+        self.readouts(spec)
+
+    def readouts(self, spec: DataSpec) -> dict[str, str]:
+        """Each modality's member read-out ("linear" where `readout` names none)."""
+        names = spec.modality_names
+        given = {m: self.readout for m in names} if isinstance(self.readout, str) else dict(self.readout)
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise MMRobustError(f"readout names modalities the data does not have: {unknown} (it has {names})")
+        for m, name in given.items():
+            if name != "linear" and name not in FUSIONS:
+                raise MMRobustError(f"readout of '{m}' must be 'linear' or a fusion ({FUSIONS.names()}), not '{name}'")
+        return {m: given.get(m, "linear") for m in names}
 
     def build(self, spec: DataSpec) -> None:
         self._check(spec)
-        self.model = UniModalEnsemble(spec, self.dim, self.combine)
+        self.model = UniModalEnsemble(spec, self.dim, self.combine, self.readouts(spec))
 
     @property
     def ensemble(self) -> UniModalEnsemble:
@@ -232,9 +275,10 @@ class UniModalEnsembleMethod(Method):
 
     def member_stages(self) -> list[Stage]:
         ensemble, spec = self.ensemble, self.spec
+        readouts = self.readouts(spec)
         stages = []
         for m in spec.modalities:
-            key = {
+            key: dict[str, Any] = {
                 "format": MEMBER_FORMAT,
                 "modality": m.name,
                 "kind": m.kind,
@@ -244,6 +288,8 @@ class UniModalEnsembleMethod(Method):
                 "outputs": spec.num_classes,
                 "label_smoothing": self.label_smoothing,
             }
+            if readouts[m.name] != "linear":  # linear members keep the key they had before the option
+                key["readout"] = readouts[m.name]
 
             def predict(batch: Batch, name: str = m.name) -> Tensor:
                 return ensemble.member_output(name, batch)
@@ -268,8 +314,9 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
         corruption: Corruption | Mapping[str, Any] | None = None,
         combine: Combine = "logits",
         label_smoothing: float = 0.0,
+        readout: Readout = "linear",
     ) -> None:
-        super().__init__(fusion, dim, combine, label_smoothing)
+        super().__init__(fusion, dim, combine, label_smoothing, readout)
         self.drop_probability = drop_probability
         self.corruption = corruption
 
@@ -277,7 +324,7 @@ class MissingModalityAdaptation(UniModalEnsembleMethod):
 
     def build(self, spec: DataSpec) -> None:
         self._check(spec)
-        ensemble = UniModalEnsemble(spec, self.dim, self.combine)
+        ensemble = UniModalEnsemble(spec, self.dim, self.combine, self.readouts(spec))
         self.model = AdaptedModel(spec, self.fusion, self.dim, ensemble, self._initial_choice)
 
     @property
@@ -326,8 +373,9 @@ class UMEMMA(MissingModalityAdaptation):
         combine: Combine = "logits",
         target: Corruption | Mapping[str, Any] | str | None = None,
         label_smoothing: float = 0.0,
+        readout: Readout = "linear",
     ) -> None:
-        super().__init__(fusion, dim, drop_probability, corruption, combine, label_smoothing)
+        super().__init__(fusion, dim, drop_probability, corruption, combine, label_smoothing, readout)
         self.target = target
         self._target_generator = torch.Generator()
 
