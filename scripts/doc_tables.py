@@ -41,7 +41,9 @@ the `others` models; options `full` (the full set's specialist, default joint), 
 field=F models=...` (one manifest field per model and seed, e.g. the candidate `ume_mma` chose), `collapse FILE
 epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight and seed, from
 scripts/crossl_collapse.py's results FILE.jsonl), `spread FILE` (the same std for trained fixed
-CroSSL models, mean ± std over seeds, from `crossl_collapse.py --runs`), `summary FILE` (an audit's headline table, from
+CroSSL models, mean ± std over seeds, from `crossl_collapse.py --runs`), `means FILE by=COLUMN
+values=A,B` (FILE.csv's rows grouped by COLUMN, in order of appearance: mean ± std of each value
+column and the row count), `summary FILE` (an audit's headline table, from
 the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `benchmarks A,B,...` (the
 headline rows benchmarks/A.py, ... recorded in benchmarks/results/, with load and commit), `rechecks FILE` (the
 runs `recheck` re-ran with a later checkout, and how far their values moved), `claims STUDY
@@ -350,6 +352,8 @@ def render(spec: str) -> str:
         return collapse_table(RESULTS / f"{source}.jsonl", [int(e) for e in opts["epochs"].split(",")])
     if kind == "spread":
         return spread_table(RESULTS / f"{source}.jsonl")
+    if kind == "means":
+        return means_table(read_table(RESULTS / f"{source}.csv"), opts["by"], opts["values"].split(","))
     if kind == "cost":
         return cost_table(source, opts)
     if kind == "benchmarks":
@@ -534,6 +538,14 @@ def spread_table(path: Path) -> str:
     lines = ["| model | covariance weight | seeds | embedding std |", "|---|---|---|---|"]
     for (model, cov), stds in by_model.items():
         lines.append(f"| {model} | {cov:g} | {len(stds)} | {tables.cell(pd.Series(stds))} |")
+    return "\n".join(lines)
+
+
+def means_table(rows: pd.DataFrame, by: str, values: Sequence[str]) -> str:
+    """Mean ± std of each of `values` per group of `by` (groups in order of appearance)."""
+    lines = [f"| {by} | " + " | ".join(values) + " | rows |", "|---|" + "---|" * (len(values) + 1)]
+    for name, group in rows.groupby(by, sort=False):
+        lines.append(f"| {name} | " + " | ".join(tables.cell(group[v]) for v in values) + f" | {len(group)} |")
     return "\n".join(lines)
 
 

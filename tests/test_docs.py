@@ -163,6 +163,15 @@ def test_spread_table_gives_each_trained_model_its_std_over_seeds(tmp_path: Path
     assert rows == ["| fixed-spatial | 100 | 2 | 0.300 ± 0.141 |", "| fixed-random | 1 | 1 | 0.600 ± 0.000 |"]
 
 
+def test_means_table_groups_rows_in_order_of_appearance(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    doc_tables = load_script("doc_tables")
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
+    (tmp_path / "m.csv").write_text("fold,model,accuracy\n1,zeta,0.8\n1,alpha,0.5\n2,zeta,0.6\n")
+    rows = doc_tables.render("means m by=model values=accuracy").splitlines()
+    assert rows[0] == "| model | accuracy | rows |"
+    assert rows[2:] == ["| zeta | 0.700 ± 0.141 | 2 |", "| alpha | 0.500 ± 0.000 | 1 |"]
+
+
 def test_the_benchmark_table_shows_what_a_full_benchmark_run_recorded(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The README's benchmark figures come from the files the benchmarks write, never typed; a quick
     (smoke) run records nothing."""

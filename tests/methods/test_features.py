@@ -78,6 +78,17 @@ def test_every_subset_is_predicted_from_what_it_has() -> None:
         assert (out.argmax(dim=1) == test.target).float().mean() > 2 / data.spec.num_classes, m
 
 
+def test_the_trees_learn_from_the_data_and_masked_copies_of_it(small_data: mmrobust.MultimodalData) -> None:
+    method = create_method("features", copies=2)
+    method.build(small_data.spec)
+    train = small_data.split("train")
+    x, y = method.training_design(train, torch.Generator().manual_seed(0))
+    n = len(train)
+    assert x.shape[0] == 3 * n and (y[:n] == train.target.numpy()).all() and (y[n:2 * n] == y[:n]).all()
+    assert not torch.isnan(torch.from_numpy(x[:n])).any()  # the data as given: complete here
+    assert torch.isnan(torch.from_numpy(x[n:])).any()  # the copies lose modalities: NaN features
+
+
 def test_checkpoint_round_trip_is_weights_only(tmp_path: Path, kinds_data: mmrobust.MultimodalData, trained) -> None:
     method = trained[0]
     path = save_checkpoint(method, tmp_path / "features.pt")

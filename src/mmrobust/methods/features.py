@@ -12,9 +12,10 @@ can lose to hand-made features and trees; without this row a results table canno
 - Trees: a random forest (Breiman 2001, scikit-learn's `RandomForest*`) with the defaults of R's
   randomForest (Liaw & Wiener 2002): fully grown trees on sqrt(F) features per split for
   classification, F/3 features and 5 samples per leaf for regression. Chosen over gradient
-  boosting: on UTD-MHAD's summary features, all modalities, sklearn's GradientBoostingClassifier
-  (100 depth-3 stages on sqrt(F) features) reached 0.860 test accuracy in 18 s, this forest 0.902
-  in 5 s; HistGradientBoosting keeps its trees in private objects. The fitted trees are exported
+  boosting on validation (scripts/features_model_choice.py: UTD-MHAD, one training subject left
+  out in turn, all modalities): sklearn's GradientBoostingClassifier (100 depth-3 stages on sqrt(F)
+  features) is never more accurate and about three times slower (docs/datasets.md has the
+  numbers); HistGradientBoosting keeps its trees in private objects. The fitted trees are exported
   to tensors (`models.forest`), so checkpoints stay weights-only.
 - Missing modalities: an absent modality's features are NaN, which sklearn's trees route
   natively (each split learns where missing values go). Training adds `copies` copies of the
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -179,6 +181,25 @@ class SummaryFeatures(Method):
 
     def fit_forest(self, train: MultimodalData, generator: torch.Generator) -> None:
         """Standardise on `train`, then grow the forest on its features plus `copies` masked copies."""
+        x, y = self.training_design(train, generator)
+        model = self.fitted
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor  # ~1 s to import: only when fitting
+
+        if model.spec.task == "classification":
+            forest = RandomForestClassifier(self.trees, max_features="sqrt", random_state=seed, n_jobs=1)
+            forest.fit(x, y)
+            model.forest.load_sklearn(forest.estimators_, [int(c) for c in forest.classes_])
+        else:
+            forest = RandomForestRegressor(
+                self.trees, max_features=1 / 3, min_samples_leaf=5, random_state=seed, n_jobs=1
+            )
+            forest.fit(x, y)
+            model.forest.load_sklearn(forest.estimators_)
+
+    def training_design(self, train: MultimodalData, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Standardise on `train`; then the trees' inputs (its features plus `copies` masked copies,
+        NaN where a modality is absent) and targets."""
         model = self.fitted
         present = train.present & model.use_mask.cpu()
         raw: dict[str, list[Tensor]] = {m: [] for m in model.counts}
@@ -193,17 +214,4 @@ class SummaryFeatures(Method):
         copies = self.copies if len(model.used) > 1 else 0  # one modality: nothing to drop
         masks = [present] + [RandomDrop().new_present(present, train.modalities, generator) for _ in range(copies)]
         x = torch.cat([model.design(Tokens(z, mask.to(device), train.modalities)) for mask in masks])
-        y = train.target.repeat(len(masks)).numpy()
-        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor  # ~1 s to import: only when fitting
-
-        if model.spec.task == "classification":
-            forest = RandomForestClassifier(self.trees, max_features="sqrt", random_state=seed, n_jobs=1)
-            forest.fit(x.cpu().numpy(), y)
-            model.forest.load_sklearn(forest.estimators_, [int(c) for c in forest.classes_])
-        else:
-            forest = RandomForestRegressor(
-                self.trees, max_features=1 / 3, min_samples_leaf=5, random_state=seed, n_jobs=1
-            )
-            forest.fit(x.cpu().numpy(), y)
-            model.forest.load_sklearn(forest.estimators_)
+        return x.cpu().numpy(), train.target.repeat(len(masks)).numpy()
