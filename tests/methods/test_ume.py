@@ -250,6 +250,8 @@ def test_mma_starts_fresh_where_a_member_head_is_not_linear(small_data) -> None:
     [
         ({"nope": "transformer"}, "readout names modalities the data does not have"),
         ("mlp", "must be 'linear' or a fusion"),
+        (["transformer"], "readout must be a name or a mapping"),
+        (None, "readout must be a name or a mapping"),
     ],
 )
 def test_a_bad_readout_is_refused_before_training(small_data, readout, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -242,6 +242,8 @@ class UniModalEnsembleMethod(Method):
     def readouts(self, spec: DataSpec) -> dict[str, str]:
         """Each modality's member read-out ("linear" where `readout` names none)."""
         names = spec.modality_names
+        if not isinstance(self.readout, str | Mapping):
+            raise MMRobustError(f"readout must be a name or a mapping modality -> name, not {self.readout!r}")
         given = {m: self.readout for m in names} if isinstance(self.readout, str) else dict(self.readout)
         unknown = sorted(set(given) - set(names))
         if unknown:
