@@ -11,7 +11,8 @@ std near 0; VICReg's variance term pushes each dimension's std toward 1.
 
 With --runs, measures the same std, once, for trained fixed CroSSL models (whose encoders are the
 pretrained ones, untouched by the probe) on their own training split, as their run folders loaded
-it; one JSON line per run to docs/reproductions/results/NAME.jsonl (default crossl_spread).
+it; one JSON line per run to docs/reproductions/results/NAME.jsonl (default crossl_spread), keyed by
+model label and seed: one file per study.
 """
 
 from __future__ import annotations
@@ -74,13 +75,15 @@ def measure_runs(runs: Sequence[Path], out: Path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     done = {(r["model"], r["seed"]) for r in rows}
     for run in runs:
-        method, _ = load_checkpoint(run / "checkpoint.pt")
+        if not (run / "manifest.json").is_file():
+            raise MMRobustError(f"{run}: not a run folder (no manifest.json)")
         manifest = json.loads((run / "manifest.json").read_text())
-        if not isinstance(method, CroSSL) or method.mode != "fixed":
-            raise MMRobustError(f"{run}: not a fixed CroSSL run (its encoders are not the pretrained ones)")
         model, seed = run.parent.name, manifest["seed"]
         if (model, seed) in done:
             continue
+        method, _ = load_checkpoint(run / "checkpoint.pt")
+        if not isinstance(method, CroSSL) or method.mode != "fixed":
+            raise MMRobustError(f"{run}: not a fixed CroSSL run (its encoders are not the pretrained ones)")
         source = manifest["config"]["data"]
         data = load_data(source["name"], source["npz"], source["data_dir"], source["options"]).split("train")
         row = {"model": model, "seed": seed, "cov_coeff": method.cov_coeff,

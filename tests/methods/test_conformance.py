@@ -36,6 +36,11 @@ def test_check_method(method: str, fusion: str | None, task: str) -> None:
     check_method(method, task=task, **({} if fusion is None else {"fusion": fusion}))
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_check_method_with_fusion_readout_members(task: str) -> None:
+    check_method("ume", task=task, readout={"m0": "transformer", "m1": "concat"})
+
+
 class _Leaky(ModalityDropout):
     """A broken method whose predictions read the absent placeholders."""
 

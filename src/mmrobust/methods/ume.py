@@ -23,9 +23,10 @@ validation chose), for modalities where a linear head is the weaker read-out.
 3. adaptation (`mma`)       a second model E'_m + `fusion` (any registered fusion; `late` is the
                             paper's) initialised from the members at the first step of the stage:
                             E'_m ← E_m, and for `late`/`sum` the fusion's per-modality heads ← h_m
-                            (so `late` starts as the logit ensemble exactly); `concat`/`transformer`
-                            heads start fresh. Then it is fine-tuned jointly under missing-modality
-                            augmentation: by default `MissingRates({m: drop_probability for every m},
+                            where h_m is linear (so with linear members `late` starts as the logit
+                            ensemble exactly); `concat`/`transformer` heads start fresh. Then it is
+                            fine-tuned jointly under missing-modality augmentation: by default
+                            `MissingRates({m: drop_probability for every m},
                             if_all_missing="keep_one")`, i.e. each modality independently absent with
                             probability p, never all of them (the abstract's "replace one modality by
                             its missing representation" for two modalities, up to the p² case);
@@ -66,7 +67,7 @@ from ..corruption import Corruption, MissingRates, as_corruption, encode_corrupt
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
-from ..errors import MMRobustError
+from ..errors import MMRobustError, unknown_name
 from ..models.fusion import FUSIONS, _PerModalityHeads, create_fusion
 from ..models.model import MultimodalModel
 from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
@@ -96,7 +97,8 @@ class EnsembleFusion(nn.Module):
         self.all_linear = all(isinstance(h, nn.Linear) for h in self.heads.values())
 
     def per_modality(self, z: Tensor, present: Tensor) -> Tensor:
-        """(B, M, D) tokens -> (B, M, O) each member's output; zeros where m is absent."""
+        """(B, M, D) tokens -> (B, M, O) each member's output where m is present (elsewhere
+        unspecified: `forward` masks it out)."""
         if self.all_linear:
             heads = cast(list[nn.Linear], list(self.heads.values()))
             weight = torch.stack([h.weight for h in heads])  # (M, O, D)
@@ -245,12 +247,11 @@ class UniModalEnsembleMethod(Method):
         if not isinstance(self.readout, str | Mapping):
             raise MMRobustError(f"readout must be a name or a mapping modality -> name, not {self.readout!r}")
         given = {m: self.readout for m in names} if isinstance(self.readout, str) else dict(self.readout)
-        unknown = sorted(set(given) - set(names))
-        if unknown:
-            raise MMRobustError(f"readout names modalities the data does not have: {unknown} (it has {names})")
         for m, name in given.items():
-            if name != "linear" and name not in FUSIONS:
-                raise MMRobustError(f"readout of '{m}' must be 'linear' or a fusion ({FUSIONS.names()}), not '{name}'")
+            if m not in names:
+                raise unknown_name("modality in readout", str(m), names)
+            if not isinstance(name, str) or (name != "linear" and name not in FUSIONS):
+                raise unknown_name(f"readout for '{m}'", str(name), ["linear", *FUSIONS.names()])
         return {m: given.get(m, "linear") for m in names}
 
     def build(self, spec: DataSpec) -> None:
@@ -290,8 +291,8 @@ class UniModalEnsembleMethod(Method):
                 "outputs": spec.num_classes,
                 "label_smoothing": self.label_smoothing,
             }
-            if readouts[m.name] != "linear":  # linear members keep the key they had before the option
-                key["readout"] = readouts[m.name]
+            if set(readouts.values()) != {"linear"}:  # all-linear members keep the key they had before the option
+                key["readout"] = readouts  # every member's: building the others' heads moves this one's initial weights
 
             def predict(batch: Batch, name: str = m.name) -> Tensor:
                 return ensemble.member_output(name, batch)
