@@ -43,7 +43,9 @@ epochs=1,10,...` (CroSSL's embedding std along pretraining per covariance weight
 scripts/crossl_collapse.py's results FILE.jsonl), `spread FILE` (the same std for trained fixed
 CroSSL models, mean ± std over seeds, from `crossl_collapse.py --runs`), `means FILE by=COLUMN
 values=A,B` (FILE.csv's rows grouped by COLUMN, in order of appearance: mean ± std of each value
-column and the row count), `summary FILE` (an audit's headline table, from
+column and the row count), `reliance SEARCH model=M` (per modality, what removing it alone costs model M
+on each validation fold of a recipe search, from the runs' `val_subsets`: the paper's dominance
+diagnostic read on validation), `summary FILE` (an audit's headline table, from
 the results.json of `mmrobust run` / `mmrobust demo` committed as FILE.json), `benchmarks A,B,...` (the
 headline rows benchmarks/A.py, ... recorded in benchmarks/results/, with load and commit), `rechecks FILE` (the
 runs `recheck` re-ran with a later checkout, and how far their values moved), `claims STUDY
@@ -67,6 +69,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 from unittest import mock
 
 import numpy as np
@@ -338,6 +341,10 @@ def render(spec: str) -> str:
         results = search.parent / spec["results"]
         rows = recipe_search.read_results(results)
         return recipe_search.summary(rows, list(spec["candidates"]), subsets=opts.get("subsets") == "true")
+    if kind == "reliance":
+        search = REPO / "configs" / "recipes" / "search" / f"{source}.yaml"
+        spec = recipe_search.read_yaml_mapping(search)
+        return reliance_table(recipe_search.read_results(search.parent / spec["results"]), opts["model"])
     if kind == "convergence":
         return convergence_table(source, opts["candidate"])
     if kind == "subsets":
@@ -538,6 +545,25 @@ def spread_table(path: Path) -> str:
     lines = ["| model | covariance weight | seeds | embedding std |", "|---|---|---|---|"]
     for (model, cov), stds in by_model.items():
         lines.append(f"| {model} | {cov:g} | {len(stds)} | {tables.cell(pd.Series(stds))} |")
+    return "\n".join(lines)
+
+
+def reliance_table(rows: Sequence[dict[str, object]], model: str) -> str:
+    """Per modality: validation accuracy with every modality minus that without it alone, per fold
+    and their mean (the largest cost names the modality `model` relies on most)."""
+    runs = [r for r in rows if r["model"] == model and r.get("val_subsets")]
+    if not runs:
+        raise SystemExit(f"error: no runs of '{model}' with per-subset validation results")
+    folds = [cast(dict[str, float], r["val_subsets"]) for r in runs]
+    subsets = [name[len("subset[") : -1].split("+") for name in folds[0] if name.startswith("subset[")]
+    modalities = list(dict.fromkeys(m for subset in subsets for m in subset))  # the full set, in order
+    names = ["val " + "+".join(str(s) for s in cast(list[object], r["fold"])) for r in runs]
+    lines = ["| without | " + " | ".join(names) + " | mean cost |"]
+    lines.append("|---|" + "---|" * (len(folds) + 1))
+    for m in modalities:
+        rest = "subset[" + "+".join(x for x in modalities if x != m) + "]"
+        costs = [f["clean"] - f[rest] for f in folds]
+        lines.append(f"| {m} | " + " | ".join(f"{c:+.3f}" for c in costs) + f" | {sum(costs) / len(costs):+.3f} |")
     return "\n".join(lines)
 
 

@@ -172,6 +172,17 @@ def test_means_table_groups_rows_in_order_of_appearance(tmp_path: Path, monkeypa
     assert rows[2:] == ["| zeta | 0.700 ± 0.141 | 2 |", "| alpha | 0.500 ± 0.000 | 1 |"]
 
 
+def test_reliance_table_gives_each_modalitys_removal_cost_per_fold() -> None:
+    doc_tables = load_script("doc_tables")
+    subsets = {"clean": 0.9, "subset[a+b]": 0.5, "subset[a+c]": 0.8, "subset[b+c]": 0.9, "subset[a]": 0.4}
+    rows = [{"model": "joint", "fold": [1], "val_subsets": subsets},
+            {"model": "joint", "fold": [3], "val_subsets": {**subsets, "clean": 1.0}}]  # fmt: skip
+    table = doc_tables.reliance_table([*rows, {"model": "other", "val_subsets": subsets}], "joint").splitlines()
+    assert table[0] == "| without | val 1 | val 3 | mean cost |"
+    assert table[2:] == ["| a | +0.000 | +0.100 | +0.050 |", "| b | +0.100 | +0.200 | +0.150 |",
+                         "| c | +0.400 | +0.500 | +0.450 |"]  # fmt: skip
+
+
 def test_the_benchmark_table_shows_what_a_full_benchmark_run_recorded(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The README's benchmark figures come from the files the benchmarks write, never typed; a quick
     (smoke) run records nothing."""
