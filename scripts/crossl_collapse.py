@@ -32,6 +32,7 @@ from mmrobust.errors import MMRobustError
 from mmrobust.experiment import load_data
 from mmrobust.methods.base import Stage
 from mmrobust.methods.crossl import CroSSL, CroSSLModel
+from mmrobust.runfolder import read_manifest
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "reproductions" / "results"
 OUT = RESULTS / "crossl_collapse.jsonl"
@@ -75,9 +76,7 @@ def measure_runs(runs: Sequence[Path], out: Path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     done = {(r["model"], r["seed"]) for r in rows}
     for run in runs:
-        if not (run / "manifest.json").is_file():
-            raise MMRobustError(f"{run}: not a run folder (no manifest.json)")
-        manifest = json.loads((run / "manifest.json").read_text())
+        manifest = read_manifest(run)
         model, seed = run.parent.name, manifest["seed"]
         if (model, seed) in done:
             continue
