@@ -53,13 +53,17 @@ list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the 
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
 does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE;
 option `tolerance=t`: "A at least as good as B up to t", holding when the interval lies above −t), `grid STUDY
-columns=A,B rows=NAME:SUFFIX,... scenario=S metric=M name=N` (a swept setting: model A+SUFFIX per row and column).
+columns=A,B rows=NAME:SUFFIX,... scenario=S metric=M name=N` (a swept setting: model A+SUFFIX per row and column),
+`seeds all` (per document, how many of its `claims` and `subsets` verdicts stay the same when the
+training seeds are resampled as well as the test samples, from the studies' per-sample archives;
+`changed=true`: each verdict that moves).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -78,7 +82,7 @@ import torch
 
 from mmrobust.audit.compare import load_runs
 from mmrobust.audit.document import Table, table_markdown
-from mmrobust.audit.paired import Predictions, load_predictions, sample_differences
+from mmrobust.audit.paired import Predictions, load_predictions, sample_differences, seed_and_sample_interval
 from mmrobust.audit.report import summary_markdown
 from mmrobust.audit.result import AuditResult
 from mmrobust.config import load_config
@@ -322,12 +326,12 @@ def read_archive(path: Path) -> tuple[dict[tuple[str, int], Predictions], dict[t
     with np.load(path) as saved:
         target = torch.from_numpy(saved["target"])
         scenarios = [str(c) for c in saved["scenarios"]]
+        stacked, hashes = saved["predictions"].astype(saved["target"].dtype), saved["masks"]  # each read once
         predictions, masks = {}, {}
         for i, (model, seed) in enumerate(zip(saved["models"], saved["seeds"], strict=True)):
             key = (str(model), int(seed))
-            values = torch.from_numpy(saved["predictions"][i].astype(saved["target"].dtype))
-            predictions[key] = Predictions(target, dict(zip(scenarios, values, strict=True)))
-            masks.update({(*key, c): str(h) for c, h in zip(scenarios, saved["masks"][i], strict=True)})
+            predictions[key] = Predictions(target, dict(zip(scenarios, torch.from_numpy(stacked[i]), strict=True)))
+            masks.update({(*key, c): str(h) for c, h in zip(scenarios, hashes[i], strict=True)})
     return predictions, masks
 
 
@@ -371,6 +375,8 @@ def render(spec: str) -> str:
         return claims_table(source, opts["list"], float(opts.get("tolerance", 0)))
     if kind == "grid":
         return grid_table(source, opts)
+    if kind == "seeds":
+        return seeds_table(changed=opts.get("changed") == "true")
     if kind != "runs":
         raise SystemExit(f"unknown table kind '{kind}' in <!-- table: {spec} -->")
     t = read_table(RESULTS / f"{source}.csv")
@@ -400,25 +406,44 @@ def subsets_table(study: str, opts: dict[str, str]) -> str:
     metric = paired.metric.iloc[0]
     if metric != "accuracy":
         raise SystemExit(f"subsets tables compare accuracy (higher is better); {study} has {metric}")
-    model, full, tolerance = opts["model"], opts.get("full", "joint"), float(opts.get("tolerance", 0.01))
+    model, tolerance = opts["model"], float(opts.get("tolerance", 0.01))
     others = [m for m in opts.get("others", "").split(",") if m]
     t = t[(t.metric == metric) & t.kind.isin(["clean", "subset"])]
     header = ["subset", "specialist", model, f"{model} − specialist [95% CI]", f"within {tolerance:g}", *others]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for scenario in dict.fromkeys(t.scenario):
+    for scenario, specialist in subset_specialists(t, opts):
         subset = scenario.removeprefix("subset[").removesuffix("]") if scenario != "clean" else None
-        specialist = full if subset is None else f"specialist-{subset}"
         values = {m: t[(t.scenario == scenario) & (t.model == m)].value for m in [specialist, model, *others]}
-        if values[specialist].empty or values[model].empty:
-            continue
         gap = _gap(paired, model, specialist, scenario)
         mean, low, high = gap if gap is not None else (float("nan"),) * 3
-        met = "yes" if low >= -tolerance else "no" if high < -tolerance else "inconclusive"
+        met = {"holds": "yes", "does not hold": "no"}.get(verdict_word(low, high, tolerance, False), "inconclusive")
         shown = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if gap is not None else "—"
         cells = [subset or "all (clean)", tables.cell(values[specialist]), tables.cell(values[model]), shown,
                  met if gap is not None else "—", *(tables.cell(values[m]) if len(values[m]) else "—" for m in others)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def subset_specialists(t: pd.DataFrame, opts: dict[str, str]) -> list[tuple[str, str]]:
+    """(scenario, its specialist's label) of every clean or subset scenario of a study's table `t`
+    where both the specialist and `opts["model"]` have runs, in the table's order."""
+    pairs = []
+    for scenario in dict.fromkeys(t[t.kind.isin(["clean", "subset"])].scenario):
+        subset = scenario.removeprefix("subset[").removesuffix("]") if scenario != "clean" else None
+        specialist = opts.get("full", "joint") if subset is None else f"specialist-{subset}"
+        present = set(t[t.scenario == scenario].model)
+        if specialist in present and opts["model"] in present:
+            pairs.append((scenario, specialist))
+    return pairs
+
+
+def verdict_word(low: float, high: float, tolerance: float, lower_is_better: bool) -> str:
+    """A − B's interval read as a claim "A better than B" (`tolerance` t > 0: "A at least as good as B
+    up to t"): holds when it lies on the claimed side (above 0; at or above −t), does not hold when it
+    lies on the other, else inconclusive."""
+    worst, best = sorted((-high, -low) if lower_is_better else (low, high))  # in "higher is better" terms
+    holds = worst >= -tolerance if tolerance > 0 else worst > 0
+    return "holds" if holds else "does not hold" if best < -tolerance else "inconclusive"
 
 
 def grid_table(study: str, opts: dict[str, str]) -> str:
@@ -453,11 +478,106 @@ def claims_table(study: str, claims: str, tolerance: float = 0.0) -> str:
         if gap is None:
             raise SystemExit(f"{study}_paired.csv has no {a} vs {b} under {scenario}")
         mean, low, high = gap
-        worst, best = sorted((-high, -low) if lower_is_better else (low, high))  # in "higher is better" terms
-        verdict = "holds" if worst > -tolerance else "does not hold" if best < -tolerance else "inconclusive"
+        verdict = verdict_word(low, high, tolerance, lower_is_better)
         shown = scenario if scenario != "clean" else "all modalities"
         relation = f"at least as good as {b} (within {tolerance:g})" if tolerance else f"better than {b}"
         lines.append(f"| {a} {relation}, {shown} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] | {verdict} |")
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One verdict a document states: A better than B under `scenario` (or, with a tolerance, at
+    least as good up to it), from a `claims` table's list or a `subsets` table's row."""
+
+    document: str
+    study: str
+    a: str
+    b: str
+    scenario: str
+    tolerance: float
+
+
+def documented_claims() -> list[Claim]:
+    """Every claim of every `claims` and `subsets` table in the documentation, in document order."""
+    found = []
+    for path in documents():
+        document = str(path.relative_to(REPO))
+        for m in MARKER.finditer(path.read_text()):
+            kind, study, *options = m.group("spec").split()
+            opts = dict(o.split("=", 1) for o in options)
+            if kind == "claims":
+                for claim in filter(None, (c.strip() for c in opts["list"].split(";"))):
+                    pair, scenario = claim.split("@", 1)
+                    a, b = pair.split(":")
+                    found.append(Claim(document, study, a, b, scenario, float(opts.get("tolerance", 0))))
+            elif kind == "subsets":
+                t = read_table(RESULTS / f"{study}.csv")
+                for scenario, specialist in subset_specialists(t[t.metric == "accuracy"], opts):
+                    tolerance = float(opts.get("tolerance", 0.01))
+                    found.append(Claim(document, study, opts["model"], specialist, scenario, tolerance))
+    return found
+
+
+def seed_checks(claims: Sequence[Claim]) -> pd.DataFrame:
+    """Each claim's documented interval and verdict (the per-sample bootstrap, seeds averaged) beside
+    the interval and verdict when the training seeds are resampled too; NaN where the study keeps no
+    per-sample archive."""
+    archives: dict[str, tuple[dict[tuple[str, int], Predictions], dict[tuple[str, int, str], str]] | None] = {}
+    paired_tables: dict[str, pd.DataFrame] = {}
+    rows = []
+    for c in claims:
+        if c.study not in archives:
+            path = RESULTS / f"{c.study}_predictions.npz"
+            archives[c.study] = read_archive(path) if path.is_file() else None
+            paired_tables[c.study] = read_table(RESULTS / f"{c.study}_paired.csv")
+        paired = paired_tables[c.study]
+        metric = paired.metric.iloc[0]
+        _, low, high = cast(tuple[float, float, float], _gap(paired, c.a, c.b, c.scenario))
+        seed_low = seed_high = float("nan")
+        if (archive := archives[c.study]) is not None:
+            predictions, _ = archive
+            seeds = sorted({s for m, s in predictions if m == c.a} & {s for m, s in predictions if m == c.b})
+            diffs = np.stack([predictions[(c.a, s)].scores(c.scenario, metric)
+                              - predictions[(c.b, s)].scores(c.scenario, metric) for s in seeds])  # fmt: skip
+            _, seed_low, seed_high = seed_and_sample_interval(diffs)
+        lower = metric == "mae"
+        rows.append({**dataclasses.asdict(c), "low": low, "high": high,
+                     "verdict": verdict_word(low, high, c.tolerance, lower), "seed_low": seed_low,
+                     "seed_high": seed_high, "seed_verdict": verdict_word(seed_low, seed_high, c.tolerance, lower)
+                     if archive is not None else "not checked"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@functools.cache
+def documented_seed_checks() -> pd.DataFrame:
+    """`seed_checks` of every documented claim (computed once per process: two tables read it)."""
+    return seed_checks(documented_claims())
+
+
+def seeds_table(changed: bool = False) -> str:
+    """Per document: how many of its verdicts stay the same when the training seeds are resampled
+    too (`seed_checks`), and how the others move; `changed`: one row per verdict that moves."""
+    checks = documented_seed_checks()
+    if changed:
+        moved = checks[(checks.verdict != checks.seed_verdict) & (checks.seed_verdict != "not checked")]
+        lines = ["| document | claim | per-sample 95% CI | verdict | seeds and samples 95% CI | verdict |",
+                 "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in moved.itertuples():
+            relation = f"within {r.tolerance:g} of" if r.tolerance else "better than"
+            lines.append(f"| {Path(r.document).stem} | {r.a} {relation} {r.b}, {r.scenario} | "
+                         f"[{r.low:+.3f}, {r.high:+.3f}] | {r.verdict} | [{r.seed_low:+.3f}, {r.seed_high:+.3f}] | "
+                         f"{r.seed_verdict} |")  # fmt: skip
+        return "\n".join(lines)
+    lines = ["| document | verdicts | unchanged | holds → inconclusive | does not hold → inconclusive | other moves "
+             "| no per-sample archive |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for document, group in checks.groupby("document", sort=False):
+        checked = group[group.seed_verdict != "not checked"]
+        moves = list(zip(checked.verdict, checked.seed_verdict, strict=True))
+        counts = [len(group), sum(a == b for a, b in moves), moves.count(("holds", "inconclusive")),
+                  moves.count(("does not hold", "inconclusive"))]  # fmt: skip
+        other = len(moves) - counts[1] - counts[2] - counts[3]
+        lines.append(f"| {document} | " + " | ".join(map(str, [*counts, other, len(group) - len(checked)])) + " |")
     return "\n".join(lines)
 
 

@@ -51,6 +51,42 @@ def test_claim_verdicts_follow_the_paired_interval(tmp_path: Path, monkeypatch) 
     assert doc_tables.claims_table("s", "b:a@clean", 0.01).splitlines()[2].endswith("| does not hold |")
 
 
+def test_seed_checks_flag_a_verdict_that_rests_on_the_training_seeds(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A gap that two lucky seeds of five make is "holds" per sample (the seeds averaged) and
+    inconclusive once the seeds are resampled; a gap every seed shows holds under both."""
+    import numpy as np
+    import torch
+
+    from mmrobust.audit.paired import Predictions, sample_differences
+
+    doc_tables = load_script("doc_tables")
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.integers(0, 4, 500))
+    wrong = (target + 1) % 4
+
+    def run(accuracy: float) -> torch.Tensor:
+        return torch.where(torch.from_numpy(rng.random(500) < accuracy), target, wrong)
+
+    predictions = {}
+    for seed, lucky in enumerate([0.95, 0.95, 0.55, 0.55, 0.55]):  # "a" is better only at seeds 0 and 1
+        predictions[("b", seed)] = Predictions(target, {"clean": run(0.6), "subset[x]": run(0.6)})
+        predictions[("a", seed)] = Predictions(target, {"clean": run(lucky), "subset[x]": run(0.8)})
+    masks = {(m, s, c): "h" for m, s in predictions for c in ("clean", "subset[x]")}
+    doc_tables.write_archive(tmp_path / "s_predictions.npz", predictions, masks)
+    pairing = {(c, m): frozenset({"h"}) for c in ("clean", "subset[x]") for m in ("a", "b")}
+    paired = sample_differences(predictions, pairing, "accuracy").assign(metric="accuracy")
+    paired.to_csv(tmp_path / "s_paired.csv", index=False)
+    paired.to_csv(tmp_path / "unarchived_paired.csv", index=False)
+    claims = [doc_tables.Claim("doc.md", "s", "a", "b", "clean", 0.0),
+              doc_tables.Claim("doc.md", "s", "a", "b", "subset[x]", 0.0),
+              doc_tables.Claim("doc.md", "unarchived", "a", "b", "clean", 0.0)]  # fmt: skip
+    checks = doc_tables.seed_checks(claims)
+    assert list(checks.verdict) == ["holds", "holds", "holds"]
+    assert list(checks.seed_verdict) == ["inconclusive", "holds", "not checked"]
+    assert (checks.seed_high - checks.seed_low)[0] > 2 * (checks.high - checks.low)[0]
+
+
 def test_collect_keeps_only_the_study_models_in_their_order(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Studies on one recipe share a run folder; a study's results hold its config's models only."""
     import pandas as pd

@@ -19,6 +19,7 @@ from mmrobust.audit.paired import (
     bootstrap_means,
     read_predictions,
     sample_differences,
+    seed_and_sample_interval,
     verdict,
 )
 from mmrobust.config import config_from_dict
@@ -81,6 +82,26 @@ def test_bootstrap_in_chunks_is_seeded_and_covers_the_mean() -> None:
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     mean, low, high = a
     assert (low < mean).all() and (mean < high).all() and ((high - low) < 0.25).all()
+
+
+def test_seed_resampling_widens_the_interval_only_when_the_seeds_disagree() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.3, (5, 600))
+    agree = 0.05 + noise  # every training seed sees the same gap
+    disagree = np.array([0.3, -0.2, 0.25, -0.15, 0.05])[:, None] + noise  # the gap is the seeds' luck
+    for diffs in (agree, disagree):
+        pooled = bootstrap_means(diffs.mean(axis=0)[None], n_boot=2_000, level=0.95, seed=0)
+        mean, low, high = seed_and_sample_interval(diffs, n_boot=2_000, seed=0)
+        assert mean == pytest.approx(float(pooled[0][0]))
+        assert seed_and_sample_interval(diffs, n_boot=2_000, seed=0) == (mean, low, high)  # seeded
+        if diffs is agree:  # both exclude 0, and seed resampling costs little
+            assert pooled[1][0] > 0 and low > 0 and high - low < 1.5 * (pooled[2][0] - pooled[1][0])
+        else:  # the pooled interval excludes 0 though two seeds of five say the opposite; this one does not
+            assert pooled[1][0] > 0 and low < 0 < high
+    one_seed = seed_and_sample_interval(agree[:1], n_boot=2_000, seed=0)  # one seed: the sample bootstrap
+    alone = bootstrap_means(agree[:1], n_boot=2_000, level=0.95, seed=1)
+    assert one_seed[1] == pytest.approx(float(alone[1][0]), abs=0.01)
+    assert one_seed[2] == pytest.approx(float(alone[2][0]), abs=0.01)
 
 
 @pytest.mark.parametrize("fast", [True, False])
