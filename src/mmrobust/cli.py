@@ -386,7 +386,15 @@ def sweep_cmd(
 )
 @click.option("--reference", metavar="LABEL", help="Model label that robustness is measured against [default: first].")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap resampling.")
-def report_cmd(run_dirs: tuple[str, ...], out: str, fmt: str | None, reference: str | None, seed: int) -> None:
+@click.option(
+    "--resample-seeds",
+    is_flag=True,
+    help="Paired intervals that resample the training seeds as well as the test samples: a difference "
+    "that holds does not rest on the particular seeds (wider; needs several seeds).",
+)
+def report_cmd(
+    run_dirs: tuple[str, ...], out: str, fmt: str | None, reference: str | None, seed: int, resample_seeds: bool
+) -> None:
     """Compare every run found under RUN_DIRS (folders written by `mmrobust run`) in one report.
 
     \b
@@ -402,7 +410,7 @@ def report_cmd(run_dirs: tuple[str, ...], out: str, fmt: str | None, reference: 
     path = Path(out)
     fmt = fmt or ("md" if path.suffix.lower() in (".md", ".markdown") else "html")
     runs = load_runs(run_dirs)
-    written = write_comparison(runs, path, fmt, reference, seed=seed)
+    written = write_comparison(runs, path, fmt, reference, seed=seed, resample_seeds=resample_seeds)
     skipped = f" ({len(runs.skipped)} unfinished skipped)" if runs.skipped else ""
     console.print(f"Read {len(runs.run_dirs)} runs{skipped} of {len(runs.models)} models; wrote {written[0]}")
     if len(written) > 1:

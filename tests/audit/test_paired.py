@@ -104,6 +104,22 @@ def test_seed_resampling_widens_the_interval_only_when_the_seeds_disagree() -> N
     assert one_seed[2] == pytest.approx(float(alone[2][0]), abs=0.01)
 
 
+def test_sample_differences_resampling_seeds_keeps_the_mean_and_widens_the_interval() -> None:
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 3, 300).tolist()
+    wrong = [(t + 1) % 3 for t in target]
+
+    def run(accuracy: float) -> Predictions:
+        return preds(target, clean=[t if rng.random() < accuracy else w for t, w in zip(target, wrong, strict=True)])
+
+    runs = {("a", s): run(acc) for s, acc in enumerate([0.9, 0.6, 0.9, 0.6])}  # a's seeds disagree
+    runs |= {("b", s): run(0.7) for s in range(4)}
+    pooled = sample_differences(runs, same("clean"), "accuracy", n_boot=1_000)
+    seeds = sample_differences(runs, same("clean"), "accuracy", n_boot=1_000, resample_seeds=True)
+    assert seeds["mean"].iloc[0] == pytest.approx(pooled["mean"].iloc[0])
+    assert seeds.high.iloc[0] - seeds.low.iloc[0] > 1.5 * (pooled.high.iloc[0] - pooled.low.iloc[0])
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_audit_keeps_predictions_that_reproduce_its_metrics(kinds_data, fit_small, fast: bool) -> None:
     model = fit_small(kinds_data, "dropout", "transformer")
@@ -128,8 +144,11 @@ def test_run_writes_predictions_and_the_report_pairs_per_sample(tmp_path: Path) 
     run_experiment(config_from_dict(CONFIG), tmp_path / "runs")
     saved = read_predictions(tmp_path / "runs" / "joint" / "seed-0" / PREDICTIONS)
     assert len(saved.target) == 60 and "clean" in saved.scenarios  # the test split of 300 samples
-    write_comparison(load_runs([tmp_path / "runs"]), tmp_path / "report.md", "md")
+    runs = load_runs([tmp_path / "runs"])
+    write_comparison(runs, tmp_path / "report.md", "md")
     assert "paired per test sample" in (tmp_path / "report.md").read_text()
+    write_comparison(runs, tmp_path / "seeds.md", "md", resample_seeds=True)
+    assert "resample" in (seeds_text := (tmp_path / "seeds.md").read_text()) and "the training seeds and" in seeds_text
     old = tmp_path / "old"  # runs of an earlier mmrobust have no predictions: the seed bootstrap remains
     shutil.copytree(tmp_path / "runs", old)
     for path in old.rglob(PREDICTIONS):

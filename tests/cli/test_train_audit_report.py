@@ -62,6 +62,10 @@ def test_report_reads_audit_folders_and_explains_train_only_ones(npz: Path, tmp_
     assert code == 0, err
     text = report.read_text()
     assert "my-joint" in text and "my-dropout" in text
+    args = ["report", str(tmp_path / "joint"), str(tmp_path / "dropout"), "--out", str(report), "--resample-seeds"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "so the bootstrap resamples" in report.read_text()  # audits keep no per-sample predictions: seeds only
 
 
 def test_threads_are_set_for_train_and_checked_in_configs(npz: Path, tmp_path: Path, capsys) -> None:

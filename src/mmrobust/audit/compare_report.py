@@ -228,7 +228,9 @@ def _pair_details(diffs: pd.DataFrame) -> Table:
     return Table(header, rows, collapsed=f"Every pair and scenario ({len(rows)} rows)")
 
 
-def _per_sample(table: pd.DataFrame, metric: str, n_boot: int, seed: int) -> pd.DataFrame | None:
+def _per_sample(
+    table: pd.DataFrame, metric: str, n_boot: int, seed: int, resample_seeds: bool
+) -> pd.DataFrame | None:
     """Per-sample paired differences when every run recorded its predictions, else None."""
     if metric not in PER_SAMPLE:
         return None
@@ -237,20 +239,23 @@ def _per_sample(table: pd.DataFrame, metric: str, n_boot: int, seed: int) -> pd.
     if predictions is None:
         return None
     t = table[table.metric == metric]
-    return sample_differences(predictions, same_masks(t), metric, n_boot=n_boot, level=LEVEL, seed=seed)
+    return sample_differences(
+        predictions, same_masks(t), metric, n_boot=n_boot, level=LEVEL, seed=seed, resample_seeds=resample_seeds
+    )
 
 
-def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int) -> list[Block]:
-    """Model a − model b on the same masks: per test sample when the runs hold their predictions,
-    else over seeds."""
-    diffs = _per_sample(table, metric, n_boot, seed)
+def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int, resample_seeds: bool) -> list[Block]:
+    """Model a − model b on the same masks: per test sample when the runs hold their predictions
+    (`resample_seeds`: resampling the training seeds too), else over seeds."""
+    diffs = _per_sample(table, metric, n_boot, seed, resample_seeds)
     if diffs is not None and not diffs.empty:
+        resampled = "the training seeds and, independently, the test samples" if resample_seeds else "test samples"
         return [
             Heading("Paired differences between models", 3),
             Paragraph(
                 f"For every pair and scenario audited under the same masks: {metric}(a) − {metric}(b), paired per "
                 f"test sample (each sample's score averaged over the seeds both models have), with a {LEVEL:.0%} "
-                f"percentile bootstrap CI over test samples ({n_boot} resamples, seed {seed}). A model is called "
+                f"percentile bootstrap CI over {resampled} ({n_boot} resamples, seed {seed}). A model is called "
                 "better only when the interval excludes 0."
             ),
             _pair_summary(diffs, metric),
@@ -276,7 +281,9 @@ def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int) -> list[Bl
 
 
 # --- the report --------------------------------------------------------------------------------
-def _dataset_section(runs: Runs, dataset: str, reference: str | None, n_boot: int, seed: int) -> list[Block]:
+def _dataset_section(
+    runs: Runs, dataset: str, reference: str | None, n_boot: int, seed: int, resample_seeds: bool
+) -> list[Block]:
     table = runs.table[runs.table.dataset == dataset]
     task = runs.tasks[dataset]
     metric = primary_metric(task)
@@ -294,7 +301,7 @@ def _dataset_section(runs: Runs, dataset: str, reference: str | None, n_boot: in
         *_curves(table, metric, families, dataset),
         *_robustness(table, metric, families, reference),
         *_shapley(table, metric, runs.num_classes.get(dataset)),
-        *_paired(table, metric, n_boot, seed),
+        *_paired(table, metric, n_boot, seed, resample_seeds),
     ]
 
 
@@ -309,20 +316,28 @@ def _overview(runs: Runs) -> Paragraph:
 
 
 def build_report(
-    runs: Runs, reference: str | None = None, *, n_boot: int = 10_000, seed: int = 0
+    runs: Runs, reference: str | None = None, *, n_boot: int = 10_000, seed: int = 0, resample_seeds: bool = False
 ) -> tuple[str, list[Block]]:
-    """(title, blocks) of the comparison report; an unknown `reference` is a one-line error."""
+    """(title, blocks) of the comparison report; an unknown `reference` is a one-line error.
+    `resample_seeds`: paired intervals that also resample the training seeds."""
     if reference is not None:
         check_reference(reference, runs.models)
     blocks: list[Block] = [_overview(runs)]
     for dataset in runs.datasets:
-        blocks += _dataset_section(runs, dataset, reference, n_boot, seed)
+        blocks += _dataset_section(runs, dataset, reference, n_boot, seed, resample_seeds)
     return TITLE, blocks
 
 
 def write_comparison(
-    runs: Runs, out: Path, fmt: str = "html", reference: str | None = None, *, n_boot: int = 10_000, seed: int = 0
+    runs: Runs,
+    out: Path,
+    fmt: str = "html",
+    reference: str | None = None,
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    resample_seeds: bool = False,
 ) -> list[Path]:
     """Build and write the report; returns the files written (the report first)."""
-    title, blocks = build_report(runs, reference, n_boot=n_boot, seed=seed)
+    title, blocks = build_report(runs, reference, n_boot=n_boot, seed=seed, resample_seeds=resample_seeds)
     return write_document(title, blocks, out, fmt)

@@ -113,10 +113,12 @@ def sample_differences(
     n_boot: int = 2_000,
     level: float = 0.95,
     seed: int = 0,
+    resample_seeds: bool = False,
 ) -> pd.DataFrame:
     """Model a − model b per scenario from per-sample scores, for every pair of models in `runs`
     ((model, seed) -> predictions, one dataset) and every scenario both audited with the same
-    masks (`masks`: (scenario, model) -> mask hashes); `verdict` reads the interval."""
+    masks (`masks`: (scenario, model) -> mask hashes); `verdict` reads the interval. With
+    `resample_seeds`, the interval resamples the training seeds too (`seed_and_sample_interval`)."""
     if metric not in PER_SAMPLE:
         raise MMRobustError(f"per-sample differences need a per-sample metric ({sorted(PER_SAMPLE)}), not {metric}")
     models = list(dict.fromkeys(m for m, _ in runs))
@@ -132,16 +134,20 @@ def sample_differences(
                 continue  # different masks (or a scenario one side lacks): no per-sample pairing
             if any(not torch.equal(runs[(m, s)].target, first.target) for m in (a, b) for s in seeds):
                 raise MMRobustError(f"models {a} and {b} were audited on different test sets; they cannot be paired")
-            diff = np.mean(
-                [runs[(a, s)].scores(scenario, metric) - runs[(b, s)].scores(scenario, metric) for s in seeds], axis=0
-            )
-            keys.append((a, b, scenario, len(seeds), len(diff)))
-            rows.append(diff)
+            diffs = np.stack(
+                [runs[(a, s)].scores(scenario, metric) - runs[(b, s)].scores(scenario, metric) for s in seeds]
+            )  # (seeds, samples)
+            keys.append((a, b, scenario, len(seeds), diffs.shape[1]))
+            rows.append(diffs)
     columns = ["model_a", "model_b", "scenario", "seeds", "samples", "mean", "low", "high"]
     if not rows:
         return pd.DataFrame(columns=columns)
-    mean, low, high = bootstrap_means(np.stack(rows), n_boot=n_boot, level=level, seed=seed)
-    stats = zip(mean.tolist(), low.tolist(), high.tolist(), strict=True)
+    if resample_seeds:
+        stats = [seed_and_sample_interval(d, n_boot=n_boot, level=level, seed=seed) for d in rows]
+    else:
+        mean, low, high = bootstrap_means(np.stack([d.mean(axis=0) for d in rows]), n_boot=n_boot, level=level,
+                                          seed=seed)  # fmt: skip
+        stats = list(zip(mean.tolist(), low.tolist(), high.tolist(), strict=True))
     return pd.DataFrame([[*key, *s] for key, s in zip(keys, stats, strict=True)], columns=columns)
 
 
