@@ -533,7 +533,9 @@ def seed_checks(claims: Sequence[Claim]) -> pd.DataFrame:
             paired_tables[c.study] = read_table(RESULTS / f"{c.study}_paired.csv")
         paired = paired_tables[c.study]
         metric = paired.metric.iloc[0]
-        _, low, high = cast(tuple[float, float, float], _gap(paired, c.a, c.b, c.scenario))
+        if (gap := _gap(paired, c.a, c.b, c.scenario)) is None:
+            continue  # a subsets row without a paired interval states no verdict ("—")
+        _, low, high = gap
         seed_low = seed_high = float("nan")
         if (archive := archives[c.study]) is not None:
             predictions, _ = archive
