@@ -52,7 +52,7 @@ runs `recheck` re-ran with a later checkout, and how far their values moved), `c
 list=A:B@SCENARIO;...` (each claim "A is better than B under SCENARIO" with the paired per-sample
 difference, its 95% interval and the verdict: holds when the interval lies on the claimed side of 0,
 does not hold when it lies on the other, else inconclusive; "better" is higher accuracy, lower MAE;
-option `tolerance=t`: "A at least as good as B up to t", holding when the interval lies above −t), `grid STUDY
+option `tolerance=t`: "A at least as good as B up to t", holding when the interval lies at or above −t), `grid STUDY
 columns=A,B rows=NAME:SUFFIX,... scenario=S metric=M name=N` (a swept setting: model A+SUFFIX per row and column),
 `seeds all` (per document, how many of its `claims` and `subsets` verdicts stay the same when the
 training seeds are resampled as well as the test samples, from the studies' per-sample archives;
@@ -82,11 +82,19 @@ import torch
 
 from mmrobust.audit.compare import load_runs
 from mmrobust.audit.document import Table, table_markdown
-from mmrobust.audit.paired import Predictions, load_predictions, sample_differences, seed_and_sample_interval
+from mmrobust.audit.paired import (
+    Predictions,
+    load_predictions,
+    sample_differences,
+    seed_and_sample_interval,
+    seed_differences,
+    shared_seeds,
+)
 from mmrobust.audit.report import summary_markdown
 from mmrobust.audit.result import AuditResult
 from mmrobust.config import load_config
 from mmrobust.errors import MMRobustError
+from mmrobust.metrics import LOWER_IS_BETTER
 from mmrobust.run import run_experiment
 from mmrobust.runfolder import read_manifest
 
@@ -335,10 +343,15 @@ def read_archive(path: Path) -> tuple[dict[tuple[str, int], Predictions], dict[t
     return predictions, masks
 
 
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """A marker's (kind, source, options)."""
+    kind, source, *options = spec.split()
+    return kind, source, dict(o.split("=", 1) for o in options)
+
+
 def render(spec: str) -> str:
     """The table a marker's spec asks for."""
-    kind, source, *options = spec.split()
-    opts = dict(o.split("=", 1) for o in options)
+    kind, source, opts = parse_spec(spec)
     if kind == "recipe":
         search = REPO / "configs" / "recipes" / "search" / f"{source}.yaml"
         spec = recipe_search.read_yaml_mapping(search)
@@ -437,12 +450,24 @@ def subset_specialists(t: pd.DataFrame, opts: dict[str, str]) -> list[tuple[str,
     return pairs
 
 
+def parse_claims(claims: str) -> list[tuple[str, str, str]]:
+    """(A, B, SCENARIO) of each `A:B@SCENARIO` in a `;`-separated list (a scenario may hold `@`)."""
+    parsed = []
+    for claim in filter(None, (c.strip() for c in claims.split(";"))):
+        match = re.fullmatch(r"(?P<a>[^:@]+):(?P<b>[^:@]+)@(?P<scenario>.+)", claim)
+        if match is None:
+            raise SystemExit(f"claim '{claim}' is not A:B@SCENARIO (A better than B under SCENARIO)")
+        parsed.append((match["a"], match["b"], match["scenario"]))
+    return parsed
+
+
 def verdict_word(low: float, high: float, tolerance: float, lower_is_better: bool) -> str:
     """A − B's interval read as a claim "A better than B" (`tolerance` t > 0: "A at least as good as B
     up to t"): holds when it lies on the claimed side (above 0; at or above −t), does not hold when it
-    lies on the other, else inconclusive."""
+    lies on the other, else inconclusive. The slack at −t keeps a bound that is −t in exact arithmetic
+    (accuracy differences are fractions) from failing by a rounding error."""
     worst, best = sorted((-high, -low) if lower_is_better else (low, high))  # in "higher is better" terms
-    holds = worst >= -tolerance if tolerance > 0 else worst > 0
+    holds = worst >= -tolerance - 1e-9 if tolerance > 0 else worst > 0
     return "holds" if holds else "does not hold" if best < -tolerance else "inconclusive"
 
 
@@ -467,13 +492,9 @@ def claims_table(study: str, claims: str, tolerance: float = 0.0) -> str:
     and the verdict."""
     paired = read_table(RESULTS / f"{study}_paired.csv")
     metric = paired.metric.iloc[0]
-    lower_is_better = metric == "mae"
+    lower_is_better = metric in LOWER_IS_BETTER
     lines = [f"| claim | {metric}: A − B [95% CI] | verdict |", "|---|---|---|"]
-    for claim in filter(None, (c.strip() for c in claims.split(";"))):
-        match = re.fullmatch(r"(?P<a>[^:@]+):(?P<b>[^:@]+)@(?P<scenario>.+)", claim)
-        if match is None:
-            raise SystemExit(f"claim '{claim}' is not A:B@SCENARIO (A better than B under SCENARIO)")
-        a, b, scenario = match["a"], match["b"], match["scenario"]
+    for a, b, scenario in parse_claims(claims):
         gap = _gap(paired, a, b, scenario)
         if gap is None:
             raise SystemExit(f"{study}_paired.csv has no {a} vs {b} under {scenario}")
@@ -504,12 +525,9 @@ def documented_claims() -> list[Claim]:
     for path in documents():
         document = str(path.relative_to(REPO))
         for m in MARKER.finditer(path.read_text()):
-            kind, study, *options = m.group("spec").split()
-            opts = dict(o.split("=", 1) for o in options)
+            kind, study, opts = parse_spec(m.group("spec"))
             if kind == "claims":
-                for claim in filter(None, (c.strip() for c in opts["list"].split(";"))):
-                    pair, scenario = claim.split("@", 1)
-                    a, b = pair.split(":")
+                for a, b, scenario in parse_claims(opts["list"]):
                     found.append(Claim(document, study, a, b, scenario, float(opts.get("tolerance", 0))))
             elif kind == "subsets":
                 t = read_table(RESULTS / f"{study}.csv")
@@ -539,11 +557,9 @@ def seed_checks(claims: Sequence[Claim]) -> pd.DataFrame:
         seed_low = seed_high = float("nan")
         if (archive := archives[c.study]) is not None:
             predictions, _ = archive
-            seeds = sorted({s for m, s in predictions if m == c.a} & {s for m, s in predictions if m == c.b})
-            diffs = np.stack([predictions[(c.a, s)].scores(c.scenario, metric)
-                              - predictions[(c.b, s)].scores(c.scenario, metric) for s in seeds])  # fmt: skip
+            diffs = seed_differences(predictions, c.a, c.b, c.scenario, metric, shared_seeds(predictions, c.a, c.b))
             _, seed_low, seed_high = seed_and_sample_interval(diffs)
-        lower = metric == "mae"
+        lower = metric in LOWER_IS_BETTER
         rows.append({**dataclasses.asdict(c), "low": low, "high": high,
                      "verdict": verdict_word(low, high, c.tolerance, lower), "seed_low": seed_low,
                      "seed_high": seed_high, "seed_verdict": verdict_word(seed_low, seed_high, c.tolerance, lower)
@@ -551,9 +567,14 @@ def seed_checks(claims: Sequence[Claim]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@functools.cache
 def documented_seed_checks() -> pd.DataFrame:
-    """`seed_checks` of every documented claim (computed once per process: two tables read it)."""
+    """`seed_checks` of every documented claim, computed once per results folder (two tables read it)."""
+    return _seed_checks_of(RESULTS)
+
+
+@functools.cache
+def _seed_checks_of(results: Path) -> pd.DataFrame:
+    """Cached by the results folder the module reads (tests point it elsewhere)."""
     return seed_checks(documented_claims())
 
 

@@ -51,6 +51,19 @@ def test_claim_verdicts_follow_the_paired_interval(tmp_path: Path, monkeypatch) 
     assert doc_tables.claims_table("s", "b:a@clean", 0.01).splitlines()[2].endswith("| does not hold |")
 
 
+def test_a_bound_at_minus_the_tolerance_is_within_it_and_scenarios_may_hold_at_signs() -> None:
+    doc_tables = load_script("doc_tables")
+    assert doc_tables.verdict_word(-0.010000000000000002, 0.02, 0.01, False) == "holds"  # -0.01 up to rounding
+    assert doc_tables.verdict_word(-0.011, 0.02, 0.01, False) == "inconclusive"
+    assert doc_tables.verdict_word(0.0, 0.02, 0.0, False) == "inconclusive"  # "better" needs the interval above 0
+    assert doc_tables.verdict_word(-0.03, -0.011, 0.01, False) == "does not hold"
+    assert doc_tables.verdict_word(-0.03, -0.01, 0.0, True) == "holds"  # MAE: lower is better
+    parsed = doc_tables.parse_claims("a:b@noise[t,sigma=1,p=0.3]@token; c:d@clean;")
+    assert parsed == [("a", "b", "noise[t,sigma=1,p=0.3]@token"), ("c", "d", "clean")]
+    with pytest.raises(SystemExit, match="is not A:B@SCENARIO"):
+        doc_tables.parse_claims("a-b@clean")
+
+
 def test_seed_checks_flag_a_verdict_that_rests_on_the_training_seeds(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A gap that two lucky seeds of five make is "holds" per sample (the seeds averaged) and
     inconclusive once the seeds are resampled; a gap every seed shows holds under both."""

@@ -250,6 +250,8 @@ def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int, resample_s
     diffs = _per_sample(table, metric, n_boot, seed, resample_seeds)
     if diffs is not None and not diffs.empty:
         resampled = "the training seeds and, independently, the test samples" if resample_seeds else "test samples"
+        if resample_seeds and (diffs.seeds < 2).any():
+            resampled += " (rows with one seed: test samples only)"
         return [
             Heading("Paired differences between models", 3),
             Paragraph(

@@ -7,8 +7,11 @@ score_a(i, s) − score_b(i, s), where the score is correctness (accuracy) or ab
 the mean of d over the test samples is exactly metric(a) − metric(b) averaged over seeds, and a
 percentile bootstrap over test samples gives its interval. A difference counts only when its
 interval excludes 0. This resamples what varies most on small test sets (which samples were
-drawn), instead of 2-5 seed-level scores; variation between training seeds enters through the
-per-sample average over seeds, so use several.
+drawn), instead of 2-5 seed-level scores; variation between training seeds enters only through the
+per-sample average over seeds. `resample_seeds` (`seed_and_sample_interval`) resamples the seeds as
+well: a robustness check of a verdict against the particular training runs (it counts the
+seed-by-sample noise in both levels and, with few seeds, understates the seed spread, so it is not a
+calibrated interval either).
 """
 
 from __future__ import annotations
@@ -102,7 +105,19 @@ def seed_and_sample_interval(
         means[start : start + size] = np.take_along_axis(seed_weights @ diffs, samples, axis=1).mean(axis=1)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
-    return float(diffs.mean()), float(low), float(high)
+    return float(diffs.mean(axis=0).mean()), float(low), float(high)  # as the pooled mean is summed
+
+
+def seed_differences(
+    runs: Mapping[tuple[str, int], Predictions], a: str, b: str, scenario: str, metric: str, seeds: Sequence[int]
+) -> np.ndarray:
+    """(seeds, samples) score of a minus score of b under `scenario`, one row per training seed."""
+    return np.stack([runs[(a, s)].scores(scenario, metric) - runs[(b, s)].scores(scenario, metric) for s in seeds])
+
+
+def shared_seeds(runs: Mapping[tuple[str, int], Predictions], a: str, b: str) -> list[int]:
+    """The training seeds both models have runs of."""
+    return sorted({s for m, s in runs if m == a} & {s for m, s in runs if m == b})
 
 
 def sample_differences(
@@ -124,7 +139,7 @@ def sample_differences(
     models = list(dict.fromkeys(m for m, _ in runs))
     keys, rows = [], []
     for a, b in itertools.combinations(models, 2):
-        seeds = sorted({s for m, s in runs if m == a} & {s for m, s in runs if m == b})
+        seeds = shared_seeds(runs, a, b)
         if not seeds:
             continue
         first = runs[(a, seeds[0])]
@@ -134,9 +149,7 @@ def sample_differences(
                 continue  # different masks (or a scenario one side lacks): no per-sample pairing
             if any(not torch.equal(runs[(m, s)].target, first.target) for m in (a, b) for s in seeds):
                 raise MMRobustError(f"models {a} and {b} were audited on different test sets; they cannot be paired")
-            diffs = np.stack(
-                [runs[(a, s)].scores(scenario, metric) - runs[(b, s)].scores(scenario, metric) for s in seeds]
-            )  # (seeds, samples)
+            diffs = seed_differences(runs, a, b, scenario, metric, seeds)
             keys.append((a, b, scenario, len(seeds), diffs.shape[1]))
             rows.append(diffs)
     columns = ["model_a", "model_b", "scenario", "seeds", "samples", "mean", "low", "high"]
