@@ -249,16 +249,20 @@ def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int, resample_s
     (`resample_seeds`: resampling the training seeds too), else over seeds."""
     diffs = _per_sample(table, metric, n_boot, seed, resample_seeds)
     if diffs is not None and not diffs.empty:
-        resampled = "the training seeds and, independently, the test samples" if resample_seeds else "test samples"
-        if resample_seeds and (diffs.seeds < 2).any():
-            resampled += " (rows with one seed: test samples only)"
+        if resample_seeds:
+            pairing = "test sample and seed (seed s of a with seed s of b, the seeds both models have)"
+            resampled = "the training seeds and, independently, the test samples"
+            if (diffs.seeds < 2).any():
+                resampled += " (rows with one seed: test samples only)"
+        else:
+            pairing = "test sample (each sample's score averaged over the seeds both models have)"
+            resampled = "test samples"
         return [
             Heading("Paired differences between models", 3),
             Paragraph(
                 f"For every pair and scenario audited under the same masks: {metric}(a) − {metric}(b), paired per "
-                f"test sample (each sample's score averaged over the seeds both models have), with a {LEVEL:.0%} "
-                f"percentile bootstrap CI over {resampled} ({n_boot} resamples, seed {seed}). A model is called "
-                "better only when the interval excludes 0."
+                f"{pairing}, with a {LEVEL:.0%} percentile bootstrap CI over {resampled} ({n_boot} resamples, "
+                f"seed {seed}). A model is called better only when the interval excludes 0."
             ),
             _pair_summary(diffs, metric),
             _pair_details(diffs),
