@@ -349,19 +349,21 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return kind, source, dict(o.split("=", 1) for o in options)
 
 
+def search_results(name: str) -> tuple[dict, list[dict]]:
+    """A recipe search's spec (configs/recipes/search/NAME.yaml) and the rows of its results file."""
+    path = REPO / "configs" / "recipes" / "search" / f"{name}.yaml"
+    search = recipe_search.read_yaml_mapping(path)
+    return search, recipe_search.read_results(path.parent / search["results"])
+
+
 def render(spec: str) -> str:
     """The table a marker's spec asks for."""
     kind, source, opts = parse_spec(spec)
     if kind == "recipe":
-        search = REPO / "configs" / "recipes" / "search" / f"{source}.yaml"
-        spec = recipe_search.read_yaml_mapping(search)
-        results = search.parent / spec["results"]
-        rows = recipe_search.read_results(results)
-        return recipe_search.summary(rows, list(spec["candidates"]), subsets=opts.get("subsets") == "true")
+        search, rows = search_results(source)
+        return recipe_search.summary(rows, list(search["candidates"]), subsets=opts.get("subsets") == "true")
     if kind == "reliance":
-        search = REPO / "configs" / "recipes" / "search" / f"{source}.yaml"
-        spec = recipe_search.read_yaml_mapping(search)
-        return reliance_table(recipe_search.read_results(search.parent / spec["results"]), opts["model"])
+        return reliance_table(search_results(source)[1], opts["model"])
     if kind == "convergence":
         return convergence_table(source, opts["candidate"])
     if kind == "subsets":
@@ -607,9 +609,7 @@ def seeds_table(changed: bool = False) -> str:
 def convergence_table(search_name: str, candidate: str) -> str:
     """Validation accuracy at a quarter, half, three quarters and the end of the budget (mean over
     folds) per model of one recipe-search candidate: whether the curves have flattened."""
-    search = REPO / "configs" / "recipes" / "search" / f"{search_name}.yaml"
-    spec = recipe_search.read_yaml_mapping(search)
-    rows = [r for r in recipe_search.read_results(search.parent / spec["results"]) if r["candidate"] == candidate]
+    rows = [r for r in search_results(search_name)[1] if r["candidate"] == candidate]
     lines = ["| model | 25% | 50% | 75% | 100% | last 10% − previous 10% |", "|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):
         curves = [r["curve"] for r in rows if r["model"] == model]
