@@ -36,7 +36,7 @@ import torch
 
 import mmrobust
 from mmrobust.config import layered, params_taken, read_yaml_mapping
-from mmrobust.errors import MMRobustError
+from mmrobust.errors import MMRobustError, unknown_name
 from mmrobust.train import fit
 
 
@@ -149,6 +149,29 @@ def summary(rows: list[dict[str, Any]], order: list[str] | None = None, subsets:
     return "\n".join(lines)
 
 
+def chosen_candidates(search: dict[str, Any], names: str | None) -> set[str] | None:
+    """The candidates `--candidates` names (None: all); a misspelt one is an error, not a search that
+    silently plans nothing."""
+    if names is None:
+        return None
+    chosen = {name.strip() for name in names.split(",") if name.strip()}
+    for name in sorted(chosen):
+        if name not in search["candidates"]:
+            raise unknown_name("candidate", name, search["candidates"])
+    return chosen
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard i/n` as (i, n), with 0 <= i < n."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise MMRobustError(f"--shard must be i/n, e.g. 0/2, got {text!r}") from None
+    if not 0 <= index < count:
+        raise MMRobustError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return index, count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("search", type=Path)
@@ -163,10 +186,10 @@ def main() -> None:
     if args.summary:
         print(summary(read_results(results), list(search["candidates"]), subsets=args.subsets))
         return
-    index, count = (int(v) for v in args.shard.split("/"))
+    index, count = parse_shard(args.shard)
+    wanted = chosen_candidates(search, args.candidates)
     torch.set_num_threads(1)
     done = finished(results)
-    wanted = set(args.candidates.split(",")) if args.candidates else None
     planned = [(k, r) for k, r in plan(search) if wanted is None or r["candidate"] in wanted]
     todo = [(k, r) for i, (k, r) in enumerate(planned) if i % count == index and k not in done]
     out = results.with_name(f"{results.name}.{index}-of-{count}")

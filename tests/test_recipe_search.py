@@ -46,3 +46,19 @@ def test_a_models_own_unknown_parameter_is_an_error(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(sys, "argv", ["recipe_search.py", str(tmp_path / "search.yaml")])
     with pytest.raises(MMRobustError, match="unknown option for method 'features' 'fusion'"):
         load_script("recipe_search").main()
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--candidates", "onyl"], "unknown candidate 'onyl'. Did you mean 'only'?"),
+        (["--shard", "2/2"], "needs 0 <= i < n"),
+        (["--shard", "half"], "must be i/n"),
+    ],
+)
+def test_a_misspelt_candidate_or_shard_is_an_error_before_any_run(tmp_path, monkeypatch, flag, message) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "search.yaml").write_text(SEARCH)
+    monkeypatch.setattr(sys, "argv", ["recipe_search.py", str(tmp_path / "search.yaml"), *flag])
+    with pytest.raises(MMRobustError, match=message.replace("?", r"\?").replace("(", r"\(")):
+        load_script("recipe_search").main()
+    assert not (tmp_path / "results").exists()
