@@ -92,12 +92,22 @@ def measure_runs(runs: Sequence[Path], out: Path) -> None:
         print(f"{model} seed {seed}: embedding std {row['std']}", file=sys.stderr)
 
 
+def floats(text: str) -> list[float]:
+    """A comma-separated list of numbers (argparse reports a ValueError as a usage error)."""
+    return [float(v) for v in text.split(",")]
+
+
+def ints(text: str) -> list[int]:
+    """A comma-separated list of integers."""
+    return [int(v) for v in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--cov", default="1,10,100")
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--cov", type=floats, default="1,10,100", help="covariance weights, comma-separated")
+    parser.add_argument("--seeds", type=ints, default="0", help="seeds, comma-separated")
     parser.add_argument("--runs", nargs="+", type=Path, help="measure trained fixed CroSSL runs instead")
     parser.add_argument("--out", default="crossl_spread", help="with --runs: the results file's name")
     args = parser.parse_args()
@@ -112,8 +122,8 @@ def main() -> None:
     train = data.split("train")
     rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
     done = {(r["cov_coeff"], r["seed"], r["epochs"]) for r in rows}
-    for cov in (float(c) for c in args.cov.split(",")):
-        for seed in (int(s) for s in args.seeds.split(",")):
+    for cov in args.cov:
+        for seed in args.seeds:
             if (cov, seed, args.epochs) in done:
                 continue
             method = PretrainOnly(mode="fixed", masking="spatial", mask_ratio=0.1, cov_coeff=cov,

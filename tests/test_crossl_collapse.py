@@ -46,3 +46,11 @@ def test_measures_each_fixed_run_once_on_its_training_split(runs: Path, tmp_path
 def test_refuses_a_run_whose_encoders_were_fine_tuned(runs: Path, tmp_path: Path) -> None:
     with pytest.raises(MMRobustError, match="not a fixed CroSSL run"):
         load_script("crossl_collapse").measure_runs([runs / "tuned" / "seed-0"], tmp_path / "spread.jsonl")
+
+
+def test_a_list_option_that_is_not_numbers_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["crossl_collapse.py", "--cov", "1,x"])
+    with pytest.raises(SystemExit) as exit_:
+        load_script("crossl_collapse").main()
+    assert exit_.value.code == 2 and "argument --cov: invalid floats value: '1,x'" in capsys.readouterr().err
