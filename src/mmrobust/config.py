@@ -137,7 +137,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.epochs=10` -> (["train", "epochs"], 10); the value is read as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise MMRobustError(f"malformed override '{text}': write key.sub=value, e.g. train.epochs=10")
+        hint = ""
+        if not sep and text.endswith((".yaml", ".yml")):  # e.g. `mmrobust train config.yaml`
+            hint = " (a config file is run by `mmrobust run CONFIG` or `mmrobust sweep CONFIG`)"
+        raise MMRobustError(f"malformed override '{text}': write key.sub=value, e.g. train.epochs=10{hint}")
     return key.split("."), load_yaml(raw, f"override '{text}'") if raw else ""
 
 

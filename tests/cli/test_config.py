@@ -39,6 +39,7 @@ def test_yaml_and_overrides_resolve_to_typed_config(tmp_path: Path) -> None:
         ("models: []\n", [], "'models' is empty"),
         ("models: [{method: joint}, {method: joint}]\n", [], "share a name"),
         ("", ["train.epochs"], "malformed override"),
+        ("", ["experiment.yaml"], "is run by `mmrobust run CONFIG`"),
         ("", ["models.4.method=joint"], "'models.4' does not exist"),
         ("", ["audit.sede=1"], "Did you mean 'audit.seed'"),
         ("- a\n- b\n", [], "must be a mapping"),
