@@ -229,6 +229,11 @@ def train(
 )
 @click.option("--weights", type=click.Path(dir_okay=False), help="With --model: a state dict to load (tensors only).")
 @click.option("--no-mask-check", is_flag=True, help="With --model: audit even if masking changes no output.")
+@click.option(
+    "--inputs",
+    metavar="A,B,...",
+    help="With --model: call it as model(x_A, x_B, ...) in this order [default: model({name: x}), one dict].",
+)
 @click.option("--all-subsets", is_flag=True, help="Audit every modality subset even above 126 (8+ modalities).")
 @click.option("--label", help="The model's name in the report [default: the method, or FUNCTION (missing=...)].")
 @click.option("--threads", type=click.IntRange(min=1), help=THREADS_HELP)
@@ -246,8 +251,8 @@ def train(
 )
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
 def audit_cmd(
-    checkpoint, external, missing, weights, no_mask_check, all_subsets, label, threads, data_name, npz, data_dir, seed,
-    extra, out,
+    checkpoint, external, missing, weights, no_mask_check, inputs, all_subsets, label, threads, data_name, npz,
+    data_dir, seed, extra, out,
 ) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
@@ -261,12 +266,13 @@ def audit_cmd(
     set_threads(threads)
     if (checkpoint is None) == (external is None):
         raise MMRobustError("give exactly one of --checkpoint FILE or --model MODULE:FUNCTION")
-    if checkpoint is not None and (weights or no_mask_check):
-        raise MMRobustError("--weights and --no-mask-check go with --model, not --checkpoint")
+    if checkpoint is not None and (weights or no_mask_check or inputs):
+        raise MMRobustError("--weights, --no-mask-check and --inputs go with --model, not --checkpoint")
     scenarios = [corruption_from_name(name) for name in extra]
     data = load_data(data_name, npz, data_dir)
     if external is not None:
-        method: Method = wrap(load_external(external, weights), data, missing=missing)
+        order = None if inputs is None else [name.strip() for name in inputs.split(",")]
+        method: Method = wrap(load_external(external, weights), data, missing=missing, inputs=order)
         source = {"model": external}
     else:
         (method, _), source = load_checkpoint(checkpoint), {"checkpoint": str(checkpoint)}

@@ -163,8 +163,19 @@ class Fragile(Model):
             raise ValueError("boom: m1 is all zeros")
         return super().forward(inputs)
 
+class Positional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 4), nn.Linear(16, 4)
+
+    def forward(self, m1, m0):
+        return self.a(m0) + self.b(m1)
+
 def build():
     return Model()
+
+def build_positional():
+    return Positional()
 
 def build_fragile():
     return Fragile()
@@ -215,15 +226,36 @@ def test_cli_audits_a_model_from_a_file_with_weights(model_file, tmp_path, capsy
         (["--model", "{path}:not_a_model"], "the model to wrap must be callable, got int"),
         (["--model", "{path}:build_other", "--weights", "{weights}"], "does not fit the model built by"),
         (["--model", "{path}:build_fragile"], "the wrapped model failed on inputs m0 (40, 16), m1 (40, 16)"),
+        (["--model", "{path}:build_positional"], "pass inputs=['m1', 'm0'] (command line: --inputs m1,m0)"),
+        (["--model", "{path}:build", "--weights", "{whole}"], "save model.state_dict() instead"),
+        (["--model", "{path}:build", "--weights", "{empty}"], "the file is empty or cut short"),
+        (["--model", "{path}:build_positional", "--inputs", "m1,m9"], "unknown modality 'm9'"),
         ([], "exactly one of --checkpoint FILE or --model"),
     ],
 )
 def test_cli_model_errors_are_one_line(model_file, tmp_path, capsys, args: list[str], needle: str) -> None:
     path, weights, npz = model_file
-    filled = [a.format(path=path, npz=npz, weights=weights) for a in args]
+    torch.save(nn.Linear(16, 4), tmp_path / "whole.pt")  # a pickled module, not a state dict
+    (tmp_path / "empty.pt").write_bytes(b"")
+    files = {"whole": tmp_path / "whole.pt", "empty": tmp_path / "empty.pt"}
+    filled = [a.format(path=path, npz=npz, weights=weights, **files) for a in args]
     code, _, err = run_cli(["audit", *filled, "--npz", str(npz), "--out", str(tmp_path / "o")], capsys)
     one_line_error(code, err, needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_calls_a_model_positionally_in_the_given_order(model_file, tmp_path, capsys) -> None:
+    path, weights, npz = model_file  # Positional(m1, m0) with Model's weights computes what Model({m0, m1}) does
+    tables = []
+    for target, order in (("build", []), ("build_positional", ["--inputs", "m1,m0"])):
+        out = tmp_path / target
+        args = ["audit", "--model", f"{path}:{target}", *order, "--weights", str(weights), "--npz", str(npz)]
+        code, _, err = run_cli([*args, "--out", str(out)], capsys)
+        assert code == 0, err
+        tables.append(pd.read_csv(out / "results.csv").set_index(["scenario", "metric"]).value)
+    pd.testing.assert_series_equal(tables[0], tables[1])  # every scenario: each branch saw its own modality
+    code, _, err = run_cli([*args, "--checkpoint", str(npz), "--out", str(tmp_path / "o")], capsys)
+    one_line_error(code, err, "exactly one of --checkpoint FILE or --model")
 
 
 def test_the_example_runs(monkeypatch, capsys) -> None:
@@ -264,6 +296,17 @@ def test_an_external_model_sits_beside_trained_ones_in_an_experiment(model_file,
     code, _, err = run_cli(["run", str(config), "--out", str(out)], capsys)
     assert code == 0, err
     assert manifest.stat().st_mtime_ns == written  # finished: skipped like any other run
+
+
+def test_an_external_entry_takes_its_inputs_order(model_file, tmp_path, capsys) -> None:
+    path, _, npz = model_file
+    config = study_with_external(tmp_path, npz, f"model: '{path}:build_positional', inputs: [m1, m0]")
+    code, _, err = run_cli(["run", str(config), "--out", str(tmp_path / "runs")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "runs" / "theirs" / "seed-0" / "results.csv").is_file()
+    bad = study_with_external(tmp_path, npz, f"model: '{path}:build_positional', inputs: m1")
+    code, _, err = run_cli(["run", str(bad), "--out", str(tmp_path / "bad")], capsys)
+    one_line_error(code, err, "params.inputs must be a list of modality names")
 
 
 def test_a_bad_external_entry_fails_before_anything_trains(model_file, tmp_path, capsys) -> None:

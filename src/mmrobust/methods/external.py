@@ -135,9 +135,18 @@ class WrappedModel(Method):
             call = "positionally" if self.inputs is not None else "as one dict"
             raise MMRobustError(
                 f"the wrapped model failed on inputs {shapes} (passed {call}): {type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}{self._positional_hint()}"
             ) from e
         return self._checked(out, len(batch))
+
+    def _positional_hint(self) -> str:
+        """Why a dict call failed, when the model names its inputs after the modalities: it wants them
+        one by one, which the user must say (the order is theirs to give, not ours to guess)."""
+        named = [m for m in _parameter_names(self.callable) if m in self._spec.modality_names]
+        if self.inputs is not None or not named:
+            return ""
+        return (f"; it takes {', '.join(named)} as separate arguments: pass inputs={named} "
+                f"(command line: --inputs {','.join(named)})")
 
     def _checked(self, out: Any, rows: int) -> Tensor:
         spec = self._spec
@@ -200,11 +209,23 @@ def wrap(
     return WrappedModel(model, spec, missing, None if inputs is None else list(inputs), fills)
 
 
-def _takes_present(model: Callable[..., Any]) -> bool:
+def _signature(model: Callable[..., Any]) -> inspect.Signature | None:
     try:
-        parameters = inspect.signature(model.forward if isinstance(model, nn.Module) else model).parameters
-    except (TypeError, ValueError):  # no signature to read (a builtin): let the call decide
+        return inspect.signature(model.forward if isinstance(model, nn.Module) else model)
+    except (TypeError, ValueError):  # no signature to read (a builtin)
+        return None
+
+
+def _parameter_names(model: Callable[..., Any]) -> list[str]:
+    signature = _signature(model)
+    return [] if signature is None else list(signature.parameters)
+
+
+def _takes_present(model: Callable[..., Any]) -> bool:
+    signature = _signature(model)
+    if signature is None:  # let the call decide
         return True
+    parameters = signature.parameters
     return "present" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
@@ -227,11 +248,12 @@ def train_means(data: MultimodalData) -> dict[str, Tensor]:
 
 
 EXTERNAL = "external"  # the `method` of a config entry that audits a model trained elsewhere
-EXTERNAL_PARAMS = {"model": "MODULE:FUNCTION or FILE.py:FUNCTION", "weights": "a state dict", "missing": "zeros"}
+EXTERNAL_PARAMS = {"model": "MODULE:FUNCTION or FILE.py:FUNCTION", "weights": "a state dict", "missing": "zeros",
+                   "inputs": "modality names, in the model's argument order"}
 
 
 def check_external_params(params: Mapping[str, Any], where: str) -> None:
-    """A config's `{method: external, params: {model, weights, missing}}`, checked when it is read."""
+    """A config's `{method: external, params: {model, weights, missing, inputs}}`, checked when it is read."""
     unknown = sorted(set(params) - set(EXTERNAL_PARAMS))
     if unknown:
         raise MMRobustError(f"{where}: an external model takes only {', '.join(EXTERNAL_PARAMS)}; not {unknown}")
@@ -240,12 +262,15 @@ def check_external_params(params: Mapping[str, Any], where: str) -> None:
     missing = params.get("missing", "zeros")
     if missing not in POLICIES:
         raise unknown_name("missing-value policy", missing, POLICIES)
+    inputs = params.get("inputs")
+    if inputs is not None and (not isinstance(inputs, list) or not all(isinstance(m, str) for m in inputs)):
+        raise MMRobustError(f"{where}: params.inputs must be a list of modality names, got {inputs!r}")
 
 
 def wrap_external(params: Mapping[str, Any], data: MultimodalData) -> WrappedModel:
     """The model a config's external entry names, loaded and wrapped for `data`."""
     model = load_external(params["model"], params.get("weights"))
-    return wrap(model, data, missing=params.get("missing", "zeros"))
+    return wrap(model, data, missing=params.get("missing", "zeros"), inputs=params.get("inputs"))
 
 
 def load_external(target: str, weights: str | Path | None = None) -> Callable[..., Any]:
@@ -292,9 +317,25 @@ def load_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for unreadable or unsafe files
-        raise MMRobustError(f"--weights: {path} is not a readable tensors-only state dict ({e})") from e
+        raise MMRobustError(f"--weights: {path} is not a readable tensors-only state dict: {_load_failure(e)}") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # the common {"state_dict": ...} wrapper
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise MMRobustError(f"--weights: {path} does not hold a state dict (name -> tensor)")
     return state
+
+
+def _load_failure(error: Exception) -> str:
+    """What went wrong in `torch.load(weights_only=True)`, in one line. Torch's own message goes on to
+    suggest `weights_only=False`, which runs arbitrary code: not advice to pass on."""
+    text = str(error)
+    if isinstance(error, EOFError) or "EOF" in text:
+        return "the file is empty or cut short"
+    if "Unsupported global" in text:
+        return ("it pickles Python objects (a whole model saved by torch.save(model)?); "
+                "save model.state_dict() instead")
+    if "WeightsUnpickler error:" in text:  # torch's reason, after its advice
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip()
+    else:  # e.g. a KeyError from the unpickler reading a text file
+        reason = f"{type(error).__name__}: {text.strip()}"
+    return f"{reason.splitlines()[0].strip() if reason else type(error).__name__} (is it a file written by torch.save?)"
