@@ -153,6 +153,8 @@ def collect(
     merge = archive and (RESULTS / f"{study}_predictions.npz").is_file()  # committed runs pair only when archived
     if merge and (RESULTS / f"{study}_runs.csv").is_file():  # checked before anything is written
         _check_same_settings(study, _committed(RESULTS / f"{study}_runs.csv", fresh, models), tables["_runs"])
+    if (RESULTS / f"{study}.csv").is_file():
+        print(against_committed(read_table(RESULTS / f"{study}.csv"), tables[""]))
     for suffix, table in tables.items():
         if merge and (RESULTS / f"{study}{suffix}.csv").is_file():
             table = pd.concat([_committed(RESULTS / f"{study}{suffix}.csv", fresh, models), table], ignore_index=True)
@@ -170,6 +172,26 @@ def collect(
     if paired is not None:
         paired.to_csv(RESULTS / f"{study}_paired.csv", index=False, float_format="%.6g")
     return RESULTS / f"{study}.csv"
+
+
+def against_committed(committed: pd.DataFrame, fresh: pd.DataFrame) -> str:
+    """How the runs collected now compare with the committed runs of the same model and seed, value for
+    value (as written: six digits): a study re-run in full says at once whether it came out the same."""
+    keys = ["model", "seed", "scenario", "metric"]
+    both = committed.merge(fresh.assign(value=fresh.value.map(lambda v: float(f"{v:.6g}"))), on=keys,
+                           suffixes=("_committed", "_now"))  # fmt: skip
+    if both.empty:
+        return "none of the runs collected now was committed before"
+    both["difference"] = (both.value_now - both.value_committed).abs()
+    runs = both.groupby(["model", "seed"]).difference.max()
+    moved = runs[runs > 0]
+    identical = int((both.difference == 0).sum())
+    summary = (f"{len(runs)} run(s) collected again: {len(both)} committed values compared, {identical} identical, "
+               f"max |difference| {both.difference.max():.3g}")  # fmt: skip
+    if moved.empty:
+        return summary
+    listed = ", ".join(f"{m} seed {s} ({d:.3g})" for (m, s), d in moved.sort_values(ascending=False).items())
+    return f"{summary}; runs that moved: {listed}"
 
 
 def finished_runs(

@@ -368,6 +368,34 @@ def test_collect_records_the_commit_that_trained_a_re_audited_run(tmp_path: Path
     assert "missing[m0@0.5]" in set(results.scenario) and set(results.commit) == {"a" * 40}
 
 
+def test_collect_compares_runs_collected_again_with_the_committed_ones(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A study re-run in full must say whether its numbers came out as committed, and which runs moved."""
+    import pandas as pd
+
+    from mmrobust.config import config_from_dict
+    from mmrobust.run import run_experiment
+
+    doc_tables = load_script("doc_tables")
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
+    config = {"data": {"name": "synthetic", "options": {"n_samples": 120}}, "train": {"epochs": 2}, "seeds": [0, 1],
+              "models": [{"method": "joint", "params": {"fusion": "sum"}}]}  # fmt: skip
+    run_experiment(config_from_dict(config), tmp_path / "runs")
+    doc_tables.collect([tmp_path / "runs"], "study")
+    assert "collected again" not in capsys.readouterr().out  # a new study: nothing to compare with
+    committed = tmp_path / "results" / "study.csv"
+    doc_tables.collect([tmp_path / "runs"], "study")
+    values = len(pd.read_csv(committed))
+    said = capsys.readouterr().out
+    assert f"2 run(s) collected again: {values} committed values compared, {values} identical, max |difference| 0" \
+        in said
+    table = pd.read_csv(committed)
+    table.loc[(table.seed == 1) & (table.scenario == "clean") & (table.metric == "accuracy"), "value"] += 0.25
+    table.to_csv(committed, index=False)
+    doc_tables.collect([tmp_path / "runs"], "study")
+    said = capsys.readouterr().out
+    assert f"{values - 1} identical, max |difference| 0.25; runs that moved: joint seed 1 (0.25)" in said
+
+
 def test_convergence_table_lists_the_models_that_train_along_a_budget(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "REPO", tmp_path)
