@@ -174,12 +174,16 @@ def collect(
     return RESULTS / f"{study}.csv"
 
 
+def as_written(values: pd.Series) -> pd.Series:
+    """`values` as collect writes them (six significant digits), so fresh runs compare with committed ones."""
+    return values.map(lambda v: float(f"{v:.6g}"))
+
+
 def against_committed(committed: pd.DataFrame, fresh: pd.DataFrame) -> str:
     """How the runs collected now compare with the committed runs of the same model and seed, value for
     value (as written: six digits): a study re-run in full says at once whether it came out the same."""
     keys = ["model", "seed", "scenario", "metric"]
-    both = committed.merge(fresh.assign(value=fresh.value.map(lambda v: float(f"{v:.6g}"))), on=keys,
-                           suffixes=("_committed", "_now"))  # fmt: skip
+    both = committed.merge(fresh.assign(value=as_written(fresh.value)), on=keys, suffixes=("_committed", "_now"))
     if both.empty:
         return "none of the runs collected now was committed before"
     both["difference"] = (both.value_now - both.value_committed).abs()
@@ -241,7 +245,7 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
         fresh = read_table(run / "results.csv")
         old = committed[committed.model == name]
         both = old.merge(fresh, on=["scenario", "metric"], suffixes=("_committed", "_now"))
-        both["value_now"] = both.value_now.map(lambda v: float(f"{v:.6g}"))  # as collect writes them
+        both["value_now"] = as_written(both.value_now)
         rows.append({
             "study": study, "model": name, "seed": seed, "compared": len(both),
             "max_abs_difference": float((both.value_committed - both.value_now).abs().max()),
