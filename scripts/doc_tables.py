@@ -11,12 +11,12 @@ check) every generated table in the documentation.
         --models joint,dropout --seed 0 data.data_dir=$MMROBUST_DATA  # do old runs' numbers hold at HEAD?
 
 `collect` reads every finished run folder below a `mmrobust run` output (results.csv + manifest)
-and writes docs/reproductions/results/<study>.csv: one row per (model, seed, scenario, metric) with
-the run's config hash and the git commit of the code that trained it (a run re-audited later keeps its
-training's commit), so each table can be traced to the code that made it. With
+and writes docs/reproductions/results/<study>.csv: one row per (model, seed, scenario, metric). With
 `--config`, only that config's models are collected, in its order: several studies on one recipe
-share one run folder, so a model two studies compare against trains once. <study>_runs.csv
-holds each run's cost (training and total seconds, parameters). When the
+share one run folder, so a model two studies compare against trains once. <study>_runs.csv has
+one row per run: its cost (training and total seconds, parameters), its recipe and config hashes and
+the git commit of the code that trained it (a run re-audited later keeps its training's commit), so
+each table can be traced to the code that made it. When the
 runs hold per-sample predictions it also writes <study>_paired.csv: every pair of models' per-sample
 paired difference per scenario with its 95% bootstrap interval (audit/paired.py), so documented
 intervals regenerate without the run folders.
@@ -136,16 +136,16 @@ def collect(
                          "with --archive, which keeps them, or delete its files in the results folder to start over")
     frames, costs, curves = [], [], []
     for manifest, record, name in finished_runs(run_roots, models):
+        trained_by = record.get("trained_git") or record.get("git") or {}  # a re-audited run keeps its training's
         costs.append({
             "model": name, "seed": record.get("seed"),
             **{k: record.get(k) for k in ("train_time_s", "wall_time_s", "parameters", "best_epoch", "train_threads")},
             "recipe_hash": recipe_hash(record), "setting_hash": setting_hash(record),
+            "config_hash": record.get("config_hash"), "commit": trained_by.get("commit"),
         })  # fmt: skip
         curves += [{"model": name, "seed": record.get("seed"), **row} for row in record.get("curve") or []]
         t = read_table(manifest.parent / "results.csv")
-        t = t[t.metric.isin(KEEP_METRICS)]
-        trained_by = record.get("trained_git") or record.get("git") or {}  # a re-audited run keeps its training's
-        frames.append(t.assign(config_hash=record.get("config_hash"), commit=trained_by.get("commit")))
+        frames.append(t[t.metric.isin(KEEP_METRICS)])
     if not frames:
         raise SystemExit(f"no finished runs under {', '.join(map(str, run_roots))}")
     tables = {"": pd.concat(frames, ignore_index=True), "_runs": pd.DataFrame(costs), "_curves": pd.DataFrame(curves)}
@@ -228,6 +228,7 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
         raise SystemExit(f"error: no committed study {study} ({RESULTS / study}.csv)")
     committed = read_table(RESULTS / f"{study}.csv")
     committed = committed[committed.seed == seed]
+    trained_at = read_table(RESULTS / f"{study}_runs.csv").query("seed == @seed").set_index("model").commit
     absent = sorted(set(models) - set(committed.model))
     if absent:  # checked before training, not after
         raise SystemExit(f"error: {study} has no committed run of {', '.join(absent)} at seed {seed}")
@@ -249,7 +250,7 @@ def recheck(study: str, config_path: Path, models: Sequence[str], seed: int, ove
         rows.append({
             "study": study, "model": name, "seed": seed, "compared": len(both),
             "max_abs_difference": float((both.value_committed - both.value_now).abs().max()),
-            "committed_at": str(old.commit.iloc[0])[:7], "rerun_at": str((record.get("git") or {}).get("commit"))[:7],
+            "committed_at": str(trained_at[name])[:7], "rerun_at": str((record.get("git") or {}).get("commit"))[:7],
         })  # fmt: skip
     table = pd.DataFrame(rows)
     path = RESULTS / "rechecks.csv"
@@ -838,16 +839,16 @@ def provenance() -> list[str]:
     """Per committed study: the commits its runs were made at and, for each, the library files
     (src/) that differ from HEAD, so "every number at one code version" can be checked with git."""
     lines = []
-    for path in sorted(RESULTS.glob("*.csv")):
+    for path in sorted(RESULTS.glob("*_runs.csv")):
         table = read_table(path, usecols=lambda c: c in ("commit",))
         if "commit" not in table:
             continue
-        lines.append(f"{path.stem}:")
-        for commit, rows in table.groupby("commit").size().items():
+        lines.append(f"{path.stem.removesuffix('_runs')}:")
+        for commit, runs in table.groupby("commit").size().items():
             changed = subprocess.run(["git", "diff", "--name-only", str(commit), "HEAD", "--", "src/"],
                                      cwd=REPO, capture_output=True, text=True)  # fmt: skip
             files = changed.stdout.split() if changed.returncode == 0 else ["(commit not in this clone)"]
-            lines.append(f"  {str(commit)[:7]} ({rows} rows): {', '.join(files) or 'src/ as at HEAD'}")
+            lines.append(f"  {str(commit)[:7]} ({runs} runs): {', '.join(files) or 'src/ as at HEAD'}")
     return lines
 
 

@@ -346,8 +346,9 @@ def test_a_runs_table_naming_a_kind_or_scenario_the_study_lacks_fails() -> None:
 
 
 def test_collect_records_the_commit_that_trained_a_re_audited_run(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A run re-audited at a later commit (a scenario added) keeps its weights: its rows must name the
-    commit that trained them, or a recheck compares against the wrong code."""
+    """A run re-audited at a later commit (a scenario added) keeps its weights: its row in _runs.csv
+    must name the commit that trained them, or a recheck compares against the wrong code; `provenance`
+    lists that commit (here one this clone does not have)."""
     import pandas as pd
 
     import mmrobust.run
@@ -364,8 +365,11 @@ def test_collect_records_the_commit_that_trained_a_re_audited_run(tmp_path: Path
     wider = {**config, "audit": {"scenarios": ["missing[m0@0.5]"]}}
     run_experiment(config_from_dict(wider), tmp_path / "runs")  # re-audited, not retrained
     doc_tables.collect([tmp_path / "runs"], "study")
-    results = pd.read_csv(tmp_path / "results" / "study.csv", dtype={"commit": str})
-    assert "missing[m0@0.5]" in set(results.scenario) and set(results.commit) == {"a" * 40}
+    results = pd.read_csv(tmp_path / "results" / "study.csv")
+    runs = pd.read_csv(tmp_path / "results" / "study_runs.csv", dtype={"commit": str})
+    assert "missing[m0@0.5]" in set(results.scenario) and "commit" not in results  # written once per run
+    assert runs.commit.tolist() == ["a" * 40] and runs.config_hash.tolist() == [config_from_dict(wider).hash()]
+    assert doc_tables.provenance() == ["study:", "  aaaaaaa (1 runs): (commit not in this clone)"]
 
 
 def test_collect_compares_runs_collected_again_with_the_committed_ones(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
