@@ -7,14 +7,14 @@ construction so that bad files fail early with a one-line message.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
 
-from ..errors import MMRobustError
+from ..errors import MMRobustError, unknown_name
 from .batch import Batch
 
 Task = Literal["classification", "regression"]
@@ -24,11 +24,18 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class ModalitySpec:
-    """What an encoder needs to know about a modality: its kind and per-sample shape."""
+    """What an encoder needs to know about a modality: its kind (the layout of its samples) and
+    per-sample shape, and the registered encoder that reads it when not the kind's own (`encoder`:
+    e.g. "resconv2d" for images that need a deeper network; empty: the encoder named like the kind)."""
 
     name: str
     kind: str  # one of ENCODER_KINDS
     shape: tuple[int, ...]
+    encoder: str = ""
+
+    @property
+    def encoder_name(self) -> str:
+        return self.encoder or self.kind
 
 
 @dataclass(frozen=True)
@@ -46,15 +53,24 @@ class DataSpec:
         return tuple(m.name for m in self.modalities)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as plain data; a modality read by its kind's own encoder has no `encoder` key, so
+        specs (and the caches and checkpoints keyed on them) read as they did before the key existed."""
+        d = asdict(self)
+        for m in d["modalities"]:
+            if not m["encoder"]:
+                del m["encoder"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
-        mods = tuple(ModalitySpec(m["name"], m["kind"], tuple(m["shape"])) for m in d["modalities"])
+        mods = tuple(
+            ModalitySpec(m["name"], m["kind"], tuple(m["shape"]), m.get("encoder", "")) for m in d["modalities"]
+        )
         return cls(d["name"], mods, d["task"], int(d["num_classes"]), tuple(d["class_names"]))
 
     def compatibility_problem(self, other: DataSpec) -> str | None:
-        """Why a model built for `self` cannot run on data described by `other` (or None)."""
+        """Why a model built for `self` cannot run on data described by `other` (or None). The encoders
+        are the model's own: data loaded without naming them still runs a model trained with them."""
         if self.modality_names != other.modality_names:
             return f"modalities {list(self.modality_names)} vs {list(other.modality_names)}"
         for a, b in zip(self.modalities, other.modalities, strict=True):
@@ -86,6 +102,22 @@ class MultimodalData:
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.spec.modality_names
+
+    def with_encoders(self, encoders: Mapping[str, str]) -> MultimodalData:
+        """The same samples with some modalities read by another registered encoder (modality ->
+        encoder name, e.g. {"depth": "resconv2d"}): an encoder is a choice of the recipe, not of the
+        data, so any dataset can take any encoder that accepts its layout."""
+        from ..models.encoders import ENCODERS  # models import data: imported here, not at the top
+
+        for name, encoder in encoders.items():
+            if name not in self.modalities:
+                raise unknown_name("modality", name, self.modalities)
+            ENCODERS.get(encoder)  # an unknown name fails with a suggestion
+        modalities = tuple(replace(m, encoder=encoders.get(m.name, m.encoder)) for m in self.spec.modalities)
+        part = object.__new__(MultimodalData)
+        part.spec, part.inputs, part.present = replace(self.spec, modalities=modalities), self.inputs, self.present
+        part.target, part.splits = self.target, self.splits
+        return part
 
     def split(self, name: str) -> MultimodalData:
         """The samples of one split, as a dataset of its own (with no further splits)."""

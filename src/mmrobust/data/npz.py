@@ -18,6 +18,7 @@ The file is read with pickling disabled.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,16 @@ from .safe_npz import read_npz
 _KIND_BY_RANK = {2: "mlp", 3: "conv1d", 4: "conv2d"}
 
 
-def load_npz(path: str | Path, split_seed: int = 0, normalize: bool = True, task: str | None = None) -> MultimodalData:
+def load_npz(
+    path: str | Path,
+    split_seed: int = 0,
+    normalize: bool = True,
+    task: str | None = None,
+    encoders: Mapping[str, str] | None = None,
+) -> MultimodalData:
     """Read a bring-your-own `.npz` file (see the module docstring for the format). `task`
-    ("classification" or "regression") overrides the file's `task` array and the labels' dtype."""
+    ("classification" or "regression") overrides the file's `task` array and the labels' dtype;
+    `encoders` (modality -> registered encoder) reads some modalities with another encoder than their kind's."""
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"npz file not found: {path}")
@@ -79,7 +87,7 @@ def load_npz(path: str | Path, split_seed: int = 0, normalize: bool = True, task
         target, n_out = torch.from_numpy(y.astype(np.float32)), 1
     splits = _splits(arrays.get("split"), target, chosen, split_seed, path.name)
     spec = DataSpec(path.stem, tuple(specs), chosen, n_out)  # type: ignore[arg-type]
-    data = MultimodalData(spec, inputs, mask, target, splits)
+    data = MultimodalData(spec, inputs, mask, target, splits).with_encoders(encoders or {})
     return standardize(data) if normalize else data
 
 

@@ -4,7 +4,7 @@ each dataset needs on disk (for `mmrobust data list/info/verify/download`)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,8 +152,10 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS.get(name).info  # unknown names fail with a suggestion
 
 
-def load_dataset(name: str, **options: Any) -> MultimodalData:
-    """Load a registered dataset by name; unknown options are named in the error."""
+def load_dataset(name: str, encoders: Mapping[str, str] | None = None, **options: Any) -> MultimodalData:
+    """Load a registered dataset by name; unknown options are named in the error. `encoders`
+    (modality -> registered encoder) reads some modalities with another encoder than their kind's."""
     loader = DATASETS.get(name).loader
     check_options(f"dataset '{name}'", loader, options)
-    return loader(**options)
+    data = loader(**options)
+    return data.with_encoders(encoders) if encoders else data

@@ -71,7 +71,7 @@ from torch import Tensor, nn
 
 from ..corruption import Corruption, as_corruption, encode_corrupted
 from ..data.batch import Batch
-from ..data.dataset import DataSpec
+from ..data.dataset import DataSpec, ModalitySpec
 from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.encoders import create_encoder
@@ -117,15 +117,15 @@ class CroSSLEncoder(nn.Module):
         return self.blocks(x).mean(dim=-1)  # global average pooling over time: (B, K, T) -> (B, K)
 
 
-def create_crossl_encoder(
-    kind: str, shape: tuple[int, ...], dim: int, kernels: Sequence[int], dropout: float
-) -> nn.Module:
-    """The paper's encoder for conv1d modalities; the toolkit's encoder of that kind (to K dims) otherwise."""
-    if kind == "conv1d":
+def create_crossl_encoder(modality: ModalitySpec, dim: int, kernels: Sequence[int], dropout: float) -> nn.Module:
+    """The paper's encoder for conv1d modalities; otherwise the toolkit's encoder of that kind, or the
+    one the data names for the modality (to K dims)."""
+    shape = modality.shape
+    if modality.encoder_name == "conv1d":
         if len(shape) != 2:
             raise MMRobustError(f"conv1d expects per-sample shape (C, T), got {shape}")
         return CroSSLEncoder(shape[0], dim, kernels, dropout)
-    return create_encoder(kind, shape, dim)
+    return create_encoder(modality.encoder_name, shape, dim)
 
 
 class Aggregator(nn.Module):
@@ -212,7 +212,7 @@ class CroSSLModel(MultimodalModel):
         head_dropout: float,
     ) -> None:
         encoders = nn.ModuleDict(
-            {m.name: create_crossl_encoder(m.kind, m.shape, embed_dim, kernels, dropout) for m in spec.modalities}
+            {m.name: create_crossl_encoder(m, embed_dim, kernels, dropout) for m in spec.modalities}
         )
         super().__init__(spec, fusion, embed_dim, encoders=encoders, fused_by_subclass=True)
         self.aggregator = Aggregator(len(spec.modalities), embed_dim, aggregator_hidden, proj_dim, fusion)

@@ -66,6 +66,48 @@ ENCODERS.register("conv1d")(lambda shape, dim: ConvEncoder(shape, dim, ndim=1))
 ENCODERS.register("conv2d")(lambda shape, dim: ConvEncoder(shape, dim, ndim=2))
 
 
+class ResidualBlock(nn.Module):
+    """Two 3-wide convolutions with a shortcut (a strided 1x1 convolution when the shape changes),
+    as in "Deep Residual Learning for Image Recognition" (He et al., arXiv:1512.03385)."""
+
+    def __init__(self, a: int, b: int, stride: int, ndim: int) -> None:
+        super().__init__()
+        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
+        self.body = nn.Sequential(
+            conv(a, b, 3, stride, 1), nn.GroupNorm(1, b), nn.GELU(), conv(b, b, 3, 1, 1), nn.GroupNorm(1, b)
+        )
+        same = a == b and stride == 1
+        self.shortcut = nn.Identity() if same else nn.Sequential(conv(a, b, 1, stride), nn.GroupNorm(1, b))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.gelu(self.body(x) + self.shortcut(x))
+
+
+class ResidualConvEncoder(nn.Module):
+    """`conv1d` / `conv2d` layouts through a deeper network, for a modality the three-layer
+    `ConvEncoder` underfits: a strided stem, then four residual blocks (widths 32, 64, 128, dim;
+    each after the first halves the time axis or the image), global average pooling to a token."""
+
+    def __init__(self, shape: tuple[int, ...], dim: int, ndim: int) -> None:
+        super().__init__()
+        if len(shape) != ndim + 1:
+            layout = "(C, T)" if ndim == 1 else "(C, H, W)"
+            raise MMRobustError(f"resconv{ndim}d expects per-sample shape {layout}, got {shape}")
+        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
+        widths = (32, 32, 64, 128, dim)
+        blocks = [ResidualBlock(a, b, 1 if i == 0 else 2, ndim) for i, (a, b) in enumerate(itertools.pairwise(widths))]
+        self.convs = nn.Sequential(conv(shape[0], 32, 5, 2, 2), nn.GroupNorm(1, 32), nn.GELU(), *blocks)
+        self.pool_dims = tuple(range(-ndim, 0))
+        self.out = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.convs(x).mean(dim=self.pool_dims))  # (B, D, *spatial) -> (B, D)
+
+
+ENCODERS.register("resconv1d")(lambda shape, dim: ResidualConvEncoder(shape, dim, ndim=1))
+ENCODERS.register("resconv2d")(lambda shape, dim: ResidualConvEncoder(shape, dim, ndim=2))
+
+
 class TemporalReadout(nn.Module):
     """A CLS token and learned positions prepended to a (B, T, D) sequence, read out by a transformer."""
 

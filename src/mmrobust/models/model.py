@@ -83,7 +83,7 @@ class MultimodalModel(nn.Module):
         self.used = used_modalities(spec, use)
         self.register_buffer("use_mask", torch.tensor([m in self.used for m in spec.modality_names]), persistent=False)
         self.encoders = encoders if encoders is not None else nn.ModuleDict(
-            {m.name: create_encoder(m.kind, m.shape, dim) for m in spec.modalities if m.name in self.used}
+            {m.name: create_encoder(m.encoder_name, m.shape, dim) for m in spec.modalities if m.name in self.used}
         )
         if not fused_by_subclass:
             self.fusion = create_fusion(fusion, len(spec.modalities), dim, spec.num_classes)
