@@ -350,3 +350,16 @@ def test_demo_runs_end_to_end_with_tiny_settings(tmp_path: Path, capsys) -> None
     assert set(csv.fusion) == {"sum", "concat", "transformer"}
     assert set(csv.dataset) == {"basicmotions"}
     assert "BasicMotions" in out
+
+
+def test_python_dash_m_runs_the_same_command_line(tmp_path: Path) -> None:
+    as_module = subprocess.run(
+        [sys.executable, "-m", "mmrobust", "list"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**__import__("os").environ, "COLUMNS": "80"},
+    )
+    assert as_module.returncode == 0 and as_module.stdout == run_subprocess(["list"], tmp_path).stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "mmrobust", "train", "--data", "synthetc", "--out", "x"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert_one_line_error(bad.returncode, bad.stderr, "synthetic")
