@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
 from math import prod
 
 import torch
@@ -39,40 +40,43 @@ class MLPEncoder(nn.Module):
         return self.net(x)  # (B, D)
 
 
+ConvType = type[nn.Conv1d] | type[nn.Conv2d]
+
+
 class ConvEncoder(nn.Module):
     """Sensor windows (C, T) with `ndim=1`, images or spectrograms (C, H, W) with `ndim=2`:
     three strided convolutions, then global average pooling to a D-dim token."""
+
+    family = "conv"  # registered as conv1d and conv2d (the error messages name them)
 
     def __init__(self, shape: tuple[int, ...], dim: int, ndim: int) -> None:
         super().__init__()
         if len(shape) != ndim + 1:
             layout = "(C, T)" if ndim == 1 else "(C, H, W)"
-            raise MMRobustError(f"conv{ndim}d expects per-sample shape {layout}, got {shape}")
-        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
-        widths = (shape[0], 32, 64, dim)
+            raise MMRobustError(f"{self.family}{ndim}d expects per-sample shape {layout}, got {shape}")
+        self.convs = self.layers(shape[0], dim, nn.Conv1d if ndim == 1 else nn.Conv2d)
+        self.pool_dims = tuple(range(-ndim, 0))
+        self.out = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
+
+    @staticmethod
+    def layers(channels: int, dim: int, conv: ConvType) -> nn.Sequential:
+        widths = (channels, 32, 64, dim)
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(itertools.pairwise(widths)):
             kernel, stride = (5, 2) if i == 0 else (3, 2 if i == 1 else 1)
             layers += [conv(a, b, kernel, stride, kernel // 2), nn.GroupNorm(1, b), nn.GELU()]
-        self.convs = nn.Sequential(*layers)
-        self.pool_dims = tuple(range(-ndim, 0))
-        self.out = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
+        return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.out(self.convs(x).mean(dim=self.pool_dims))  # (B, D, *spatial) -> (B, D)
-
-
-ENCODERS.register("conv1d")(lambda shape, dim: ConvEncoder(shape, dim, ndim=1))
-ENCODERS.register("conv2d")(lambda shape, dim: ConvEncoder(shape, dim, ndim=2))
 
 
 class ResidualBlock(nn.Module):
     """Two 3-wide convolutions with a shortcut (a strided 1x1 convolution when the shape changes),
     as in "Deep Residual Learning for Image Recognition" (He et al., arXiv:1512.03385)."""
 
-    def __init__(self, a: int, b: int, stride: int, ndim: int) -> None:
+    def __init__(self, a: int, b: int, stride: int, conv: ConvType) -> None:
         super().__init__()
-        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
         self.body = nn.Sequential(
             conv(a, b, 3, stride, 1), nn.GroupNorm(1, b), nn.GELU(), conv(b, b, 3, 1, 1), nn.GroupNorm(1, b)
         )
@@ -83,29 +87,24 @@ class ResidualBlock(nn.Module):
         return nn.functional.gelu(self.body(x) + self.shortcut(x))
 
 
-class ResidualConvEncoder(nn.Module):
-    """`conv1d` / `conv2d` layouts through a deeper network, for a modality the three-layer
-    `ConvEncoder` underfits: a strided stem, then four residual blocks (widths 32, 64, 128, dim;
-    each after the first halves the time axis or the image), global average pooling to a token."""
+class ResidualConvEncoder(ConvEncoder):
+    """The same layouts through a deeper network, for data the three-layer CNN is too shallow for: a
+    strided stem, then four residual blocks (widths 32, 64, 128, dim; each after the first halves the
+    time axis or the image), global average pooling to a token."""
 
-    def __init__(self, shape: tuple[int, ...], dim: int, ndim: int) -> None:
-        super().__init__()
-        if len(shape) != ndim + 1:
-            layout = "(C, T)" if ndim == 1 else "(C, H, W)"
-            raise MMRobustError(f"resconv{ndim}d expects per-sample shape {layout}, got {shape}")
-        conv = nn.Conv1d if ndim == 1 else nn.Conv2d
+    family = "resconv"
+
+    @staticmethod
+    def layers(channels: int, dim: int, conv: ConvType) -> nn.Sequential:
         widths = (32, 32, 64, 128, dim)
-        blocks = [ResidualBlock(a, b, 1 if i == 0 else 2, ndim) for i, (a, b) in enumerate(itertools.pairwise(widths))]
-        self.convs = nn.Sequential(conv(shape[0], 32, 5, 2, 2), nn.GroupNorm(1, 32), nn.GELU(), *blocks)
-        self.pool_dims = tuple(range(-ndim, 0))
-        self.out = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.convs(x).mean(dim=self.pool_dims))  # (B, D, *spatial) -> (B, D)
+        blocks = [ResidualBlock(a, b, 1 if i == 0 else 2, conv) for i, (a, b) in enumerate(itertools.pairwise(widths))]
+        return nn.Sequential(conv(channels, 32, 5, 2, 2), nn.GroupNorm(1, 32), nn.GELU(), *blocks)
 
 
-ENCODERS.register("resconv1d")(lambda shape, dim: ResidualConvEncoder(shape, dim, ndim=1))
-ENCODERS.register("resconv2d")(lambda shape, dim: ResidualConvEncoder(shape, dim, ndim=2))
+ENCODERS.register("conv1d")(partial(ConvEncoder, ndim=1))
+ENCODERS.register("conv2d")(partial(ConvEncoder, ndim=2))
+ENCODERS.register("resconv1d")(partial(ResidualConvEncoder, ndim=1))
+ENCODERS.register("resconv2d")(partial(ResidualConvEncoder, ndim=2))
 
 
 class TemporalReadout(nn.Module):
