@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("report", ["audit", "audit.report", "audit.document", "audit.compare_report"]),  # `audit` re-exports write_report
     ("experiment", ["config", "experiment", "run", "sweep", "sweep.*"]),
-    ("cli", ["cli", "testing", ""]),  # "": the package root, which re-exports the public API
+    ("cli", ["cli", "__main__", "testing", ""]),  # "": the package root, which re-exports the public API
 ]
 
 

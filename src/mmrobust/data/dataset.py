@@ -106,13 +106,11 @@ class MultimodalData:
     def with_encoders(self, encoders: Mapping[str, str]) -> MultimodalData:
         """The same samples with some modalities read by another registered encoder (modality ->
         encoder name, e.g. {"depth": "resconv2d"}): an encoder is a choice of the recipe, not of the
-        data, so any dataset can take any encoder that accepts its layout."""
-        from ..models.encoders import ENCODERS  # models import data: imported here, not at the top
-
-        for name, encoder in encoders.items():
+        data, so any dataset can take any encoder that accepts its layout. (Data sit below models: an
+        unknown encoder name fails, with a suggestion, when a model is built.)"""
+        for name in encoders:
             if name not in self.modalities:
                 raise unknown_name("modality", name, self.modalities)
-            ENCODERS.get(encoder)  # an unknown name fails with a suggestion
         modalities = tuple(replace(m, encoder=encoders.get(m.name, m.encoder)) for m in self.spec.modalities)
         part = object.__new__(MultimodalData)
         part.spec, part.inputs, part.present = replace(self.spec, modalities=modalities), self.inputs, self.present
