@@ -112,10 +112,7 @@ class MultimodalData:
             if name not in self.modalities:
                 raise unknown_name("modality", name, self.modalities)
         modalities = tuple(replace(m, encoder=encoders.get(m.name, m.encoder)) for m in self.spec.modalities)
-        part = object.__new__(MultimodalData)
-        part.spec, part.inputs, part.present = replace(self.spec, modalities=modalities), self.inputs, self.present
-        part.target, part.splits = self.target, self.splits
-        return part
+        return _trusted(replace(self.spec, modalities=modalities), self.inputs, self.present, self.target, self.splits)
 
     def split(self, name: str) -> MultimodalData:
         """The samples of one split, as a dataset of its own (with no further splits)."""
@@ -130,11 +127,8 @@ class MultimodalData:
         consecutive indices (a split of most loaders) gives views, not copies: the audit of a large
         test split no longer starts by copying it."""
         rows = _as_slice(index, len(self))
-        part = object.__new__(MultimodalData)
-        part.spec, part.splits = self.spec, {}
-        part.inputs = {m: x[rows] for m, x in self.inputs.items()}
-        part.present, part.target = self.present[rows], self.target[rows]
-        return part
+        inputs = {m: x[rows] for m, x in self.inputs.items()}
+        return _trusted(self.spec, inputs, self.present[rows], self.target[rows], {})
 
     def batch(self, index: Tensor | slice) -> Batch:
         return Batch(
@@ -175,6 +169,15 @@ class ChunkedData(Protocol):
     def __len__(self) -> int: ...
 
     def batches(self, batch_size: int) -> Iterator[Batch]: ...
+
+
+def _trusted(
+    spec: DataSpec, inputs: dict[str, Tensor], present: Tensor, target: Tensor, splits: dict[str, Tensor]
+) -> MultimodalData:
+    """A dataset made of the parts of a valid one, not validated again (validation reads every value)."""
+    data = object.__new__(MultimodalData)
+    data.spec, data.inputs, data.present, data.target, data.splits = spec, inputs, present, target, splits
+    return data
 
 
 def _as_slice(index: Tensor, n: int) -> Tensor | slice:

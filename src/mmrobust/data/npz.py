@@ -87,7 +87,8 @@ def load_npz(
         target, n_out = torch.from_numpy(y.astype(np.float32)), 1
     splits = _splits(arrays.get("split"), target, chosen, split_seed, path.name)
     spec = DataSpec(path.stem, tuple(specs), chosen, n_out)  # type: ignore[arg-type]
-    data = MultimodalData(spec, inputs, mask, target, splits).with_encoders(encoders or {})
+    data = MultimodalData(spec, inputs, mask, target, splits)
+    data = data.with_encoders(encoders) if encoders else data
     return standardize(data) if normalize else data
 
 
