@@ -87,6 +87,17 @@ def test_multimodal_data_validation(small_data) -> None:
 
 
 # --- npz --------------------------------------------------------------------------------------
+def test_repr_is_one_readable_line(tmp_path: Path) -> None:
+    arrays = make_npz_arrays(n=40)
+    arrays["present_a"] = np.arange(40) >= 10
+    data = load_npz(write_npz(tmp_path / "d.npz", **arrays))
+    text = repr(data)
+    assert "\n" not in text and len(text) < 200
+    assert "40 samples, 4 classes; a mlp[6] 75% present, b conv1d[2, 8]," in text
+    assert f"train {len(data.splits['train'])}, val {len(data.splits['val'])}" in text
+    assert "regression; " in repr(load_npz(tmp_path / "d.npz", task="regression"))
+
+
 def test_npz_classification_happy_path(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     n = 100

@@ -99,6 +99,17 @@ class MultimodalData:
     def __len__(self) -> int:
         return int(self.present.shape[0])
 
+    def __repr__(self) -> str:
+        """One line a user can read: the dataclass default would print every tensor of the dataset."""
+        share = self.present.float().mean(0).tolist() if len(self) else [1.0] * len(self.modalities)
+        modalities = ", ".join(
+            f"{m.name} {m.encoder_name}{list(m.shape)}" + (f" {s:.0%} present" if s < 1 else "")
+            for m, s in zip(self.spec.modalities, share, strict=True)
+        )
+        task = f"{self.spec.num_classes} classes" if self.spec.task == "classification" else "regression"
+        splits = "".join(f", {name} {len(index)}" for name, index in self.splits.items())
+        return f"MultimodalData('{self.spec.name}', {len(self)} samples, {task}; {modalities}{splits})"
+
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.spec.modality_names
