@@ -232,6 +232,15 @@ def test_fit_errors(small_data) -> None:
             train(small_data, "joint", "sum", epochs=1, device="cuda")
 
 
+def test_fit_and_audit_name_what_to_pass_instead_of_a_name_or_module(small_data) -> None:
+    with pytest.raises(MMRobustError, match=r"fit takes a method, not a str: .*create_method\('joint'\)"):
+        mmrobust.fit("joint", small_data, epochs=1)
+    with pytest.raises(MMRobustError, match=r"audit takes a method, not a Linear: .*mmrobust.wrap"):
+        mmrobust.audit(torch.nn.Linear(2, 2), small_data)
+    with pytest.raises(MMRobustError, match=r"fit takes a MultimodalData, not a str: .*load_dataset"):
+        mmrobust.fit(mmrobust.create_method("joint"), "synthetic", epochs=1)
+
+
 def test_fit_with_an_empty_val_split_is_a_user_error(small_data) -> None:
     no_val = dataclasses.replace(
         small_data, splits={"train": small_data.splits["train"], "val": torch.arange(0)}

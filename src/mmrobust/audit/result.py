@@ -22,7 +22,7 @@ from ..atomic import seal_ok
 from ..corruption import Corruption
 from ..data.dataset import ChunkedData, DataSpec, MultimodalData
 from ..errors import MMRobustError
-from ..methods.base import Method
+from ..methods.base import Method, check_method_argument
 from ..methods.external import CHECK_ROWS, WrappedModel
 from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator
 from .engine import DEFAULT_CHUNK, ScenarioStream
@@ -190,6 +190,7 @@ def audit(
     `keep_predictions=True` also keeps every scenario's per-sample predictions (`result.predictions`,
     for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
     """
+    check_method_argument(method, "audit")
     problem = method.spec.compatibility_problem(data.spec)
     if problem:
         raise MMRobustError(f"the model was trained for other data ({problem})")

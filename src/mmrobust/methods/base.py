@@ -44,6 +44,20 @@ def create_method(name: str, **params: Any) -> Method:
     return cls(**params)
 
 
+def check_method_argument(obj: object, caller: str) -> None:
+    """`fit` and `audit` take a method object: a method's name or a plain module fails in one line that
+    says what to call instead, not with an AttributeError from deep inside."""
+    if isinstance(obj, Method):
+        return
+    if isinstance(obj, str):
+        hint = f"build it with mmrobust.create_method({obj!r})"
+    elif isinstance(obj, nn.Module):
+        hint = "a model trained elsewhere is audited through mmrobust.wrap(model, data, missing=...)"
+    else:
+        hint = "build one with mmrobust.create_method(name, ...)"
+    raise MMRobustError(f"{caller} takes a method, not a {type(obj).__name__}: {hint}")
+
+
 EVERY_TASK = frozenset({"classification", "regression"})
 
 

@@ -36,7 +36,7 @@ from .. import distributed as _dist
 from ..data.augment import parse_augment
 from ..data.dataset import MultimodalData
 from ..errors import MMRobustError
-from ..methods.base import Method
+from ..methods.base import Method, check_method_argument
 from ..trackers import Tracker
 from .evaluation import evaluate, predict
 from .loop import FitResult, Loop
@@ -92,6 +92,12 @@ def fit(
     Under `torchrun` (WORLD_SIZE > 1) every process calls `fit` and trains data-parallel
     (`distributed.py` has the sharding rule); only rank 0 writes the state file and logs.
     """
+    check_method_argument(method, "fit")
+    if not isinstance(data, MultimodalData):
+        raise MMRobustError(
+            f"fit takes a MultimodalData, not a {type(data).__name__}: load one with mmrobust.load_dataset(name) "
+            "or mmrobust.load_npz(path)"
+        )
     checked = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience)
     check_fit_options(dict(checked, select=select), data.spec.task)
     train = data.split("train")
