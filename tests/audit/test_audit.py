@@ -164,6 +164,13 @@ def test_table_is_tidy_and_deltas_are_relative_to_clean(two_model_result) -> Non
     assert len(t) == len(t.drop_duplicates(["method", "fusion", "seed", "scenario", "metric"]))
 
 
+def test_repr_says_what_was_audited_in_one_line(two_model_result) -> None:
+    text = repr(two_model_result)
+    models = ", ".join(dict.fromkeys(two_model_result.table.model))
+    assert "\n" not in text and f"models {models};" in text
+    assert f"2 seed(s), {len(two_model_result.scenarios)} scenarios, classification" in text
+
+
 def test_summary_columns_and_values(two_model_result) -> None:
     s = two_model_result.summary()
     for col in (
@@ -284,6 +291,19 @@ def test_audit_rejects_duplicate_scenarios_and_always_measures_clean(kinds_data,
         mmrobust.audit(model, kinds_data, [Missing("m0", 0.3)])  # also a default scenario
     clean_only = mmrobust.audit(model, kinds_data, defaults=False)
     assert [s["name"] for s in clean_only.scenarios] == ["clean"]
+
+
+def test_scenarios_given_by_name_audit_as_their_corruptions(kinds_data, fit_small) -> None:
+    model = fit_small(kinds_data, "joint", "sum")
+    by_name = mmrobust.audit(model, kinds_data, ["missing[m0@0.2]", "rates[m1=0.5,m2=0.1]"], defaults=False)
+    by_object = mmrobust.audit(
+        model, kinds_data, [Missing("m0", 0.2), MissingRates({"m1": 0.5, "m2": 0.1})], defaults=False
+    )
+    pd.testing.assert_frame_equal(by_name.table, by_object.table)
+    with pytest.raises(MMRobustError, match="cannot parse scenario 'missing m0'"):
+        mmrobust.audit(model, kinds_data, ["missing m0"])
+    with pytest.raises(MMRobustError, match=r"a scenario is a corruption .* not a float"):
+        mmrobust.audit(model, kinds_data, [0.3])  # type: ignore[list-item]
 
 
 def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:

@@ -41,6 +41,16 @@ class AuditResult:
     models: list[dict[str, Any]] = field(default_factory=list)
     predictions: Predictions | None = None  # per-sample, with `keep_predictions` (one model, one seed)
 
+    def __repr__(self) -> str:
+        """What was audited, in one line: the dataclass default would print the whole table."""
+        t = self.table
+        labels = ", ".join(dict.fromkeys(t.model)) if len(t) else "none"
+        datasets = ", ".join(dict.fromkeys(t.dataset)) if len(t) else "no data"
+        return (
+            f"AuditResult({datasets}: models {labels}; {t.seed.nunique() if len(t) else 0} seed(s), "
+            f"{len(self.scenarios)} scenarios, {self.task}; see .table, .summary(), .per_scenario())"
+        )
+
     @property
     def primary_metric(self) -> str:
         return PRIMARY[self.task]
@@ -156,7 +166,7 @@ class AuditResult:
 def audit(
     method: Method,
     data: MultimodalData | ChunkedData,
-    scenarios: Iterable[Corruption] | None = None,
+    scenarios: Iterable[Corruption | str] | None = None,
     *,
     defaults: bool = True,
     seed: int = 0,
@@ -171,9 +181,9 @@ def audit(
 ) -> AuditResult:
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
-    `scenarios` adds user corruptions to the defaults (all subsets, 30% missing and 30%
-    sigma-1 noise per modality), or with `defaults=False` to the clean reference alone (every
-    delta is taken against it, so it is always measured). `seed` fixes the
+    `scenarios` adds user corruptions (or their names, e.g. "missing[audio@0.3]") to the defaults
+    (all subsets, 30% missing and 30% sigma-1 noise per modality), or with `defaults=False` to the
+    clean reference alone (every delta is taken against it, so it is always measured). `seed` fixes the
     scenario masks: the same seed gives every model the same masks. `label` names the model
     in the results (default: the method's name).
 

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import torch
 
-from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset
+from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset, corruption_from_name
 from ..data.batch import Batch
 from ..data.tokens import Tokens
 from ..errors import MMRobustError
@@ -117,8 +117,20 @@ def default_scenarios(
     return out
 
 
-def custom_scenarios(corruptions: Sequence[Corruption]) -> list[Scenario]:
-    return [Scenario(c.name, "custom", c) for c in corruptions]
+def custom_scenarios(corruptions: Sequence[Corruption | str]) -> list[Scenario]:
+    """User scenarios, given as corruptions or by their short names (`"missing[audio@0.3]"`), as in
+    configs and on the command line."""
+    parsed = []
+    for c in corruptions:
+        if isinstance(c, str):
+            c = corruption_from_name(c)
+        elif not isinstance(c, Corruption):
+            raise MMRobustError(
+                f"a scenario is a corruption (e.g. mmrobust.Missing('audio', 0.3)) or its name "
+                f"('missing[audio@0.3]'), not a {type(c).__name__}"
+            )
+        parsed.append(Scenario(c.name, "custom", c))
+    return parsed
 
 
 def rate_scenarios(
