@@ -19,8 +19,9 @@ class MMRobustError(ValueError):
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> MMRobustError:
     """Build the 'unknown X' error, suggesting the closest valid name."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    by_case = {v.lower(): v for v in valid}  # 'UTD_MHAD' means utd_mhad before anything merely close
+    close = difflib.get_close_matches(name.lower(), list(by_case), n=1, cutoff=0.4)
+    hint = f" Did you mean '{by_case[close[0]]}'?" if close else ""
     return MMRobustError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}.")
 
 

@@ -391,6 +391,13 @@ def test_unknown_dataset_names_the_valid_ones() -> None:
         load_dataset("basic_motions")
 
 
+def test_a_dataset_name_in_other_case_or_an_npz_file_name_gets_the_right_hint() -> None:
+    with pytest.raises(MMRobustError, match="Did you mean 'utd_mhad'"):
+        load_dataset("UTD_MHAD")
+    with pytest.raises(MMRobustError, match=r"is a file, not a registered dataset: read it with mmrobust.load_npz"):
+        load_dataset("my_data.npz")
+
+
 def test_unknown_dataset_option_suggests_the_closest() -> None:
     with pytest.raises(MMRobustError, match=r"'n_sample'.*Did you mean 'n_samples'"):
         load_dataset("synthetic", n_sample=5)

@@ -155,6 +155,11 @@ def dataset_info(name: str) -> DatasetInfo:
 def load_dataset(name: str, encoders: Mapping[str, str] | None = None, **options: Any) -> MultimodalData:
     """Load a registered dataset by name; unknown options are named in the error. `encoders`
     (modality -> registered encoder) reads some modalities with another encoder than their kind's."""
+    if str(name).endswith(".npz"):
+        raise MMRobustError(
+            f"'{name}' is a file, not a registered dataset: read it with mmrobust.load_npz('{name}') "
+            "(command line: --npz; config: data: {npz: FILE})"
+        )
     loader = DATASETS.get(name).loader
     check_options(f"dataset '{name}'", loader, options)
     data = loader(**options)
