@@ -259,6 +259,12 @@ def test_write_report(two_model_result, tmp_path) -> None:
     assert png.startswith(PNG) and len(png) > 1000
 
 
+def test_write_report_of_something_else_is_a_one_line_error(tmp_path) -> None:
+    with pytest.raises(MMRobustError, match=r"takes the AuditResult that mmrobust\.audit returns, not a NoneType"):
+        mmrobust.write_report(None, tmp_path / "out")  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
 def test_write_report_with_unequal_seed_counts(kinds_data, fit_small, tmp_path) -> None:
     result = mmrobust.AuditResult.concat(
         [
