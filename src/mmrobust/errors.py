@@ -25,6 +25,12 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> MMRobustError:
     return MMRobustError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid)}.")
 
 
+def wrong_argument(caller: str, expected: str, value: object, hint: str) -> MMRobustError:
+    """The one-line error for an argument of the wrong type (what `caller` takes, what it got, what to
+    do), raised where it enters instead of as an AttributeError from deep inside."""
+    return MMRobustError(f"{caller} takes {expected}, not a {type(value).__name__}: {hint}")
+
+
 def check_int(value: object, name: str, minimum: int, maximum: int | None = None) -> int:
     """`value` as an int in [minimum, maximum], or a one-line error naming `name` (an option or a
     config key): a count of 0 or a negative seed would otherwise fail far from its cause, or not at all."""

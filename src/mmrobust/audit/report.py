@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write, seal_json
-from ..errors import MMRobustError
+from ..errors import wrong_argument
 from ..metrics import LOWER_IS_BETTER
 from .document import Table, table_markdown
 from .result import MODEL_KEYS, AuditResult
@@ -229,9 +229,7 @@ def to_json(result: AuditResult, extra: dict[str, Any] | None = None) -> dict[st
 def write_report(result: AuditResult, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write the four report files into `out_dir` (created if needed) and return it."""
     if not isinstance(result, AuditResult):
-        raise MMRobustError(
-            f"write_report takes the AuditResult that mmrobust.audit returns, not a {type(result).__name__}"
-        )
+        raise wrong_argument("write_report", "the AuditResult that mmrobust.audit returns", result, "audit first")
     out = Path(out_dir)
     atomic_write(out / "results.csv", lambda p: result.table.to_csv(p, index=False))
     sealed = seal_json(to_json(result, extra))  # carries its own checksum, verified by AuditResult.read

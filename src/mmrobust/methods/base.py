@@ -20,7 +20,7 @@ from ..corruption import Corruption
 from ..data.batch import Batch
 from ..data.dataset import DataSpec, MultimodalData
 from ..data.tokens import Tokens
-from ..errors import MMRobustError
+from ..errors import MMRobustError, wrong_argument
 from ..models.fusion import RowFuser
 from ..models.model import MultimodalModel
 from ..registry import Registry, check_options
@@ -45,8 +45,7 @@ def create_method(name: str, **params: Any) -> Method:
 
 
 def check_method_argument(obj: object, caller: str) -> None:
-    """`fit` and `audit` take a method object: a method's name or a plain module fails in one line that
-    says what to call instead, not with an AttributeError from deep inside."""
+    """`fit` and `audit` take a method object; a method's name or a plain module gets the call to make."""
     if isinstance(obj, Method):
         return
     if isinstance(obj, str):
@@ -55,7 +54,7 @@ def check_method_argument(obj: object, caller: str) -> None:
         hint = "a model trained elsewhere is audited through mmrobust.wrap(model, data, missing=...)"
     else:
         hint = "build one with mmrobust.create_method(name, ...)"
-    raise MMRobustError(f"{caller} takes a method, not a {type(obj).__name__}: {hint}")
+    raise wrong_argument(caller, "a method", obj, hint)
 
 
 EVERY_TASK = frozenset({"classification", "regression"})

@@ -35,7 +35,7 @@ import torch
 from .. import distributed as _dist
 from ..data.augment import parse_augment
 from ..data.dataset import MultimodalData
-from ..errors import MMRobustError
+from ..errors import MMRobustError, wrong_argument
 from ..methods.base import Method, check_method_argument
 from ..trackers import Tracker
 from .evaluation import evaluate, predict
@@ -94,10 +94,8 @@ def fit(
     """
     check_method_argument(method, "fit")
     if not isinstance(data, MultimodalData):
-        raise MMRobustError(
-            f"fit takes a MultimodalData, not a {type(data).__name__}: load one with mmrobust.load_dataset(name) "
-            "or mmrobust.load_npz(path)"
-        )
+        hint = "load one with mmrobust.load_dataset(name) or load_npz(path)"
+        raise wrong_argument("fit", "a MultimodalData", data, hint)
     checked = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience)
     check_fit_options(dict(checked, select=select), data.spec.task)
     train = data.split("train")
