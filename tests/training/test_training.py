@@ -239,6 +239,8 @@ def test_fit_and_audit_name_what_to_pass_instead_of_a_name_or_module(small_data)
         mmrobust.audit(torch.nn.Linear(2, 2), small_data)
     with pytest.raises(MMRobustError, match=r"fit takes a MultimodalData, not a str: .*load_dataset"):
         mmrobust.fit(mmrobust.create_method("joint"), "synthetic", epochs=1)
+    with pytest.raises(MMRobustError, match=r"audit takes a MultimodalData, not a str: .*load_dataset"):
+        mmrobust.audit(mmrobust.create_method("joint"), "synthetic")
 
 
 def test_fit_with_an_empty_val_split_is_a_user_error(small_data) -> None:

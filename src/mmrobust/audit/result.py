@@ -21,7 +21,7 @@ from torch import Tensor
 from ..atomic import seal_ok
 from ..corruption import Corruption
 from ..data.dataset import ChunkedData, DataSpec, MultimodalData
-from ..errors import MMRobustError
+from ..errors import MMRobustError, wrong_argument
 from ..methods.base import Method, check_method_argument
 from ..methods.external import CHECK_ROWS, WrappedModel
 from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator
@@ -201,6 +201,9 @@ def audit(
     for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
     """
     check_method_argument(method, "audit")
+    if not isinstance(getattr(data, "spec", None), DataSpec):  # a ChunkedData is known by its spec
+        hint = "load one with mmrobust.load_dataset(name) or load_npz(path)"
+        raise wrong_argument("audit", "a MultimodalData", data, hint)
     problem = method.spec.compatibility_problem(data.spec)
     if problem:
         raise MMRobustError(f"the model was trained for other data ({problem})")
