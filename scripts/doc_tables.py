@@ -7,6 +7,7 @@ check) every generated table in the documentation.
     python scripts/doc_tables.py write     # regenerate every marked table in README.md and docs/
     python scripts/doc_tables.py check     # exit 1 naming every table that differs (a test runs this)
     python scripts/doc_tables.py provenance  # each study's run commits, and the src/ files changed since
+    python scripts/doc_tables.py pair      # every archived study's paired differences, from its predictions
     python scripts/doc_tables.py recheck --study subsets_spsw_har --config configs/subsets/spsw_har.yaml \
         --models joint,dropout --seed 0 data.data_dir=$MMROBUST_DATA  # do old runs' numbers hold at HEAD?
 
@@ -170,7 +171,7 @@ def collect(
             (RESULTS / f"{study}{suffix}.csv").unlink(missing_ok=True)
     paired = paired_per_sample(run_roots, models, RESULTS / f"{study}_predictions.npz" if archive else None)
     if paired is not None:
-        paired.to_csv(RESULTS / f"{study}_paired.csv", index=False, float_format="%.6g")
+        write_paired(paired, study)
     return RESULTS / f"{study}.csv"
 
 
@@ -328,6 +329,15 @@ def paired_per_sample(
             predictions = {**{k: old_predictions[k] for k in keep}, **predictions}
             masks = {**{k: v for k, v in old_masks.items() if k[:2] in keep}, **masks}
         write_archive(archive, predictions, masks)
+    return differences(predictions, masks, metric, models)
+
+
+def differences(
+    predictions: dict[tuple[str, int], Predictions], masks: dict[tuple[str, int, str], str], metric: str,
+    models: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Every pair of models' paired per-sample differences (in `models`' order, if given), each
+    scenario paired only where both models were audited under the same masks."""
     by_model: dict[tuple[str, str], set[str]] = {}
     for (model, _, scenario), mask in masks.items():
         by_model.setdefault((scenario, model), set()).add(mask)
@@ -335,6 +345,26 @@ def paired_per_sample(
     return sample_differences(
         {k: predictions[k] for k in ordered}, {k: frozenset(v) for k, v in by_model.items()}, metric
     ).assign(metric=metric)
+
+
+def pair_archived(out: Path | None = None) -> list[Path]:
+    """Every archived study's <study>_paired.csv recomputed from its committed predictions, in its
+    runs' model order, into `out` (default: beside it): after a change to the paired statistics,
+    without any run folder."""
+    written = []
+    for archive in sorted(RESULTS.glob("*_predictions.npz")):
+        study = archive.name.removesuffix("_predictions.npz")
+        predictions, masks = read_archive(archive)
+        metric = "accuracy" if "accuracy" in set(read_table(RESULTS / f"{study}.csv").metric) else "mae"
+        models = list(dict.fromkeys(read_table(RESULTS / f"{study}_runs.csv").model))
+        written.append(write_paired(differences(predictions, masks, metric, models), study, out))
+    return written
+
+
+def write_paired(paired: pd.DataFrame, study: str, out: Path | None = None) -> Path:
+    path = (out or RESULTS) / f"{study}_paired.csv"
+    paired.to_csv(path, index=False, float_format="%.6g")
+    return path
 
 
 def write_archive(
@@ -864,6 +894,7 @@ def main() -> None:
     sub.add_parser("write", help="regenerate every marked table")
     sub.add_parser("check", help="exit 1 if any marked table differs from its regeneration")
     sub.add_parser("provenance", help="each study's run commits and the src/ files that differ from HEAD")
+    sub.add_parser("pair", help="recompute every archived study's paired differences from its committed predictions")
     r = sub.add_parser("recheck", help="re-run a committed study's runs with this checkout and compare their values")
     r.add_argument("--study", required=True)
     r.add_argument("--config", type=Path, required=True, help="the study's experiment config")
@@ -886,6 +917,8 @@ def main() -> None:
                 print(f"updated {path.relative_to(REPO)}")
     elif args.command == "provenance":
         print("\n".join(provenance()))
+    elif args.command == "pair":
+        print("\n".join(str(p.relative_to(REPO)) for p in pair_archived()))
     elif args.command == "recheck":
         out = args.out or Path(tempfile.mkdtemp(prefix="recheck-"))
         try:

@@ -21,6 +21,15 @@ def test_every_generated_table_matches_the_committed_results() -> None:
     assert doc_tables.stale() == [], "run `python scripts/doc_tables.py write` after committing new results"
 
 
+def test_committed_paired_differences_are_what_the_committed_predictions_give(tmp_path: Path) -> None:
+    doc_tables = load_script("doc_tables")
+    written = doc_tables.pair_archived(tmp_path)
+    assert written, "no archived study to check"
+    for path in written:
+        committed = doc_tables.RESULTS / path.name
+        assert path.read_text() == committed.read_text(), f"run `python scripts/doc_tables.py pair`: {path.name}"
+
+
 def test_a_hand_edited_table_is_caught(tmp_path: Path) -> None:
     doc_tables = load_script("doc_tables")
     source = next(p for p in doc_tables.documents() if doc_tables.MARKER.search(p.read_text()))

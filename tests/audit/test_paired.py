@@ -84,6 +84,16 @@ def test_bootstrap_in_chunks_is_seeded_and_covers_the_mean() -> None:
     assert (low < mean).all() and (mean < high).all() and ((high - low) < 0.25).all()
 
 
+def test_a_bound_that_is_exactly_zero_stays_zero_and_never_excludes_it() -> None:
+    # Rare per-sample disagreements averaged over 5 seeds (multiples of 0.2): many resamples cancel
+    # exactly (0.2 + 0.4 - 0.6), which float sums leave as +-1e-19, enough to flip a verdict.
+    diffs = np.random.default_rng(0).choice([-1, 0, 1], p=[0.015, 0.97, 0.015], size=(60, 5, 460))
+    pooled = np.concatenate(bootstrap_means(diffs.mean(axis=1), n_boot=2_000, level=0.95, seed=0))
+    resampled = np.array([seed_and_sample_interval(d, n_boot=500) for d in diffs[:20]]).ravel()
+    for values in (pooled, resampled):
+        assert (values == 0).any() and not ((values != 0) & (np.abs(values) < 1e-12)).any()
+
+
 def test_seed_resampling_widens_the_interval_only_when_the_seeds_disagree() -> None:
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.3, (5, 600))

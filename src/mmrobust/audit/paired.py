@@ -34,6 +34,7 @@ PREDICTIONS = "predictions.pt"
 FORMAT = "mmrobust-predictions/1"
 PER_SAMPLE = {"accuracy": "classification", "mae": "regression"}  # metrics that are means of per-sample scores
 BOOT_CHUNK = 256  # resamples drawn at a time: memory O(BOOT_CHUNK x samples)
+DECIMALS = 12  # means are rounded to this: see `exact`
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,14 @@ def read_predictions(path: Path) -> Predictions:
     return Predictions(saved["target"], dict(zip(names, values, strict=True)))
 
 
+def exact(means: np.ndarray) -> np.ndarray:
+    """`means` without the float rounding of the sums that made them. A resample whose differences
+    cancel (0.2 + 0.4 - 0.6) sums to ±1e-19 rather than 0, and an interval bound of -1e-19 would
+    pass as excluding 0; real means are multiples of 1/(seeds x samples) (accuracy) or are
+    meaningful far above 1e-12 (MAE), so rounding to `DECIMALS` keeps every one of them."""
+    return np.round(means, DECIMALS) + 0.0  # + 0.0: -0.0 prints as 0
+
+
 def bootstrap_means(values: np.ndarray, *, n_boot: int, level: float, seed: int) -> tuple[np.ndarray, ...]:
     """(mean, low, high) of each row's mean over its last axis, by a percentile bootstrap over that
     axis with resamples shared by all rows, drawn `BOOT_CHUNK` at a time (memory stays bounded
@@ -83,8 +92,8 @@ def bootstrap_means(values: np.ndarray, *, n_boot: int, level: float, seed: int)
         counts = rng.multinomial(n, np.full(n, 1 / n), size=size)  # (size, n)
         means[:, start : start + size] = values @ (counts.T / n)
     tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail], axis=1)
-    return values.mean(axis=1), low, high
+    low, high = np.quantile(exact(means), [tail, 1 - tail], axis=1)
+    return exact(values.mean(axis=1)), low, high
 
 
 def seed_and_sample_interval(
@@ -104,8 +113,8 @@ def seed_and_sample_interval(
         samples = rng.integers(0, n, size=(size, n))  # each resample's test samples, drawn with replacement
         means[start : start + size] = np.take_along_axis(seed_weights @ diffs, samples, axis=1).mean(axis=1)
     tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(diffs.mean(axis=0).mean()), float(low), float(high)  # as the pooled mean is summed
+    low, high = np.quantile(exact(means), [tail, 1 - tail])
+    return float(exact(diffs.mean(axis=0).mean())), float(low), float(high)  # as the pooled mean is summed
 
 
 def seed_differences(
