@@ -155,9 +155,7 @@ THREADS_HELP = "torch threads [default: the idle cores (cores minus the load ave
 @cli.command()
 @with_data_options
 @click.option("--method", default="dropout", show_default=True, help=f"One of: {', '.join(METHODS.names())}.")
-@click.option(
-    "--fusion", default="transformer", show_default=True, help=f"One of: {', '.join(FUSIONS.names())}."
-)
+@click.option("--fusion", help=f"One of: {', '.join(FUSIONS.names())} [default: the method's own].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epochs", default=100, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
@@ -181,10 +179,11 @@ def train(
       mmrobust train --data basicmotions --method dropout --fusion sum --out runs/bm
       mmrobust train --data utd_mhad --method joint --out runs/u params.dim=128 train.select=accuracy
     """
-    FUSIONS.get(fusion)
+    if fusion is not None:
+        FUSIONS.get(fusion)
     set_threads(threads)
     options: dict[str, Any] = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
-    params: dict[str, Any] = {"fusion": fusion}
+    params: dict[str, Any] = {} if fusion is None else {"fusion": fusion}  # e.g. `features` takes none
     data_options: dict[str, Any] = {}
     tree: dict[str, Any] = {"params": params, "train": options, "data": {"options": data_options}}
     for text in overrides:

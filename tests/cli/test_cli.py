@@ -14,6 +14,7 @@ from conftest import make_npz_arrays, run_cli, write_npz
 
 from mmrobust import MMRobustError
 from mmrobust.audit.report import FILES
+from mmrobust.checkpoint import load_checkpoint
 from mmrobust.cli import cli, main
 
 COMMANDS = sorted(cli.commands)
@@ -265,6 +266,17 @@ def test_train_and_audit_an_npz(files, tmp_path: Path, capsys) -> None:
     j = json.loads((tmp_path / "a" / "results.json").read_text())
     assert {s["audit_seed"] for s in j["scenarios"]} == {3}
     assert {r["method"] for r in j["results"]} == {"joint"}
+
+
+@pytest.mark.parametrize(("method", "fusion"), [("features", None), ("crossl", "mlp"), ("mma", "late")])
+def test_train_without_fusion_keeps_the_method_default(files, tmp_path: Path, capsys, method: str,
+                                                       fusion: str | None) -> None:  # fmt: skip
+    """`features` takes no fusion (before: always refused), CroSSL's default is the paper's mlp."""
+    args = ["train", "--npz", str(files["good"]), "--method", method, "--epochs", "1", "--out", str(tmp_path / "m")]
+    code, _, err = run_cli([*args, "params.pretrain_epochs=1"] if method == "crossl" else args, capsys)
+    assert code == 0, err
+    trained, _ = load_checkpoint(tmp_path / "m" / "checkpoint.pt")
+    assert trained.name == method and getattr(trained, "fusion", None) == fusion
 
 
 # --- audit --scenario -------------------------------------------------------------------------

@@ -684,6 +684,12 @@ def test_every_fusion_on_raw_tokens(fusion: str, data: st.DataObject) -> None:
     assert_identical(got, zeros)
 
 
+def smoothing(value: object) -> object:
+    """A method given `label_smoothing=value` (before: 1.5 failed in the first loss, after earlier
+    models of a config were written; -0.5 trained as 0)."""
+    return mmrobust.create_method("joint", label_smoothing=value)
+
+
 BAD_MODELS: dict[str, tuple[Callable[[], Any], str]] = {
     "unknown fusion": (lambda: create_fusion("attention", 2, 8, 3), "unknown fusion 'attention'"),
     "unknown encoder kind": (lambda: create_encoder("cnn", (3,), 8), "unknown encoder kind 'cnn'"),
@@ -693,6 +699,11 @@ BAD_MODELS: dict[str, tuple[Callable[[], Any], str]] = {
     "dim not divisible by the heads": (lambda: create_fusion("transformer", 2, 6, 3), "divisible by the 4 heads"),
     "seq encoder dim not divisible": (lambda: create_encoder("seq", (3, 2), 6), "divisible by the 4 heads"),
     "non-positive dim": (lambda: create_encoder("mlp", (3,), 0), "dim must be >= 1"),
+    "a dim that is text": (lambda: MultimodalModel(_spec((3,)), dim="abc"), "dim must be an integer >= 1, got 'abc'"),
+    "a fractional dim": (lambda: MultimodalModel(_spec((3,)), dim=2.5), "dim must be an integer >= 1, got 2.5"),
+    "label smoothing of 1.5": (lambda: smoothing(1.5), r"label_smoothing must be in \[0, 1\), got 1.5"),
+    "negative label smoothing": (lambda: smoothing(-0.5), "label_smoothing must be a finite number >= 0"),
+    "text label smoothing": (lambda: smoothing("0.1"), r"label_smoothing must be a finite number >= 0, got '0\.1'"),
 }
 
 

@@ -57,3 +57,11 @@ def test_bad_modality_lists_are_user_errors(kinds_data) -> None:
         fit_restricted(kinds_data, ["audoi"])
     with pytest.raises(MMRobustError, match="at least one modality"):
         fit_restricted(kinds_data, [])
+
+
+def test_one_modality_given_as_a_string_is_that_modality_not_its_letters(kinds_data) -> None:
+    """Before: `modalities="accelerometer"` was read letter by letter ("unknown modality 'a'")."""
+    first = kinds_data.modalities[0]
+    method = mmrobust.create_method("joint", fusion="sum", modalities=first)
+    mmrobust.fit(method, kinds_data, seed=0, epochs=1, progress=False)
+    assert set(method.fitted_model.encoders) == {first}

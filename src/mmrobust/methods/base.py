@@ -20,7 +20,7 @@ from ..corruption import Corruption
 from ..data.batch import Batch
 from ..data.dataset import DataSpec, MultimodalData
 from ..data.tokens import Tokens
-from ..errors import MMRobustError, wrong_argument
+from ..errors import MMRobustError, check_number, wrong_argument
 from ..models.fusion import RowFuser
 from ..models.model import MultimodalModel
 from ..registry import Registry, check_options
@@ -41,6 +41,10 @@ def create_method(name: str, **params: Any) -> Method:
     """Build a registered method from its name and parameters (`create_method("dropout", fusion="sum")`)."""
     cls = METHODS.get(name)
     check_options(f"method '{name}'", cls.__init__, params)
+    if "label_smoothing" in params:  # torch checks it only in the first loss, and lets negatives pass as 0
+        smoothing = params["label_smoothing"]
+        if check_number(smoothing, "label_smoothing", 0.0) >= 1:
+            raise MMRobustError(f"label_smoothing must be in [0, 1), got {smoothing!r}")
     return cls(**params)
 
 

@@ -50,7 +50,7 @@ from ..data.dataset import DataSpec, MultimodalData
 from ..data.tokens import Tokens
 from ..errors import MMRobustError
 from ..models.forest import Forest
-from ..models.model import encode_present, used_modalities
+from ..models.model import encode_present, modality_list, used_modalities
 from ..models.summary import feature_count, summarize
 from .base import EVERY_TASK, Method, MethodTags, Stage, register_method
 from .losses import task_loss
@@ -136,12 +136,12 @@ class SummaryFeatures(Method):
         self,
         trees: int = 300,
         copies: int = 3,
-        modalities: Sequence[str] | None = None,
+        modalities: str | Sequence[str] | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         self.trees = trees
         self.copies = copies
-        self.modalities = None if modalities is None else list(modalities)
+        self.modalities = modality_list(modalities)
         self.label_smoothing = label_smoothing
 
     def build(self, spec: DataSpec) -> None:

@@ -55,7 +55,7 @@ class PerturbationTraining(SupervisedMethod):
         sigma: float = 1.0,
         noise: NoiseMode = "additive",
         stage: CorruptionStage = "token",
-        modalities: Sequence[str] | None = None,
+        modalities: str | Sequence[str] | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(fusion, dim, modalities, label_smoothing)

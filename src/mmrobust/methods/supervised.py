@@ -19,7 +19,7 @@ from torch import Tensor
 from ..corruption import Corruption, RandomDrop, as_corruption, encode_corrupted
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
-from ..models.model import MultimodalModel
+from ..models.model import MultimodalModel, modality_list
 from .base import EVERY_TASK, Method, MethodTags, register_method
 from .losses import task_loss
 
@@ -39,12 +39,12 @@ class SupervisedMethod(Method):
         self,
         fusion: str = "transformer",
         dim: int = 64,
-        modalities: Sequence[str] | None = None,
+        modalities: str | Sequence[str] | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         self.fusion = fusion
         self.dim = dim
-        self.modalities = None if modalities is None else list(modalities)
+        self.modalities = modality_list(modalities)
         self.label_smoothing = label_smoothing
 
     @property
@@ -71,7 +71,7 @@ class ModalityDropout(SupervisedMethod):
         fusion: str = "transformer",
         dim: int = 64,
         corruption: Corruption | Mapping[str, Any] | None = None,
-        modalities: Sequence[str] | None = None,
+        modalities: str | Sequence[str] | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(fusion, dim, modalities, label_smoothing)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..data.batch import Batch
 from ..data.dataset import DataSpec
 from ..data.tokens import Tokens
-from ..errors import MMRobustError, unknown_name
+from ..errors import MMRobustError, check_int, unknown_name
 from .encoders import create_encoder
 from .fusion import RowFuser, create_fusion
 
@@ -37,8 +37,16 @@ def check_modality_names(names: Sequence[str]) -> None:
             )
 
 
-def used_modalities(spec: DataSpec, use: Sequence[str] | None) -> tuple[str, ...]:
+def modality_list(modalities: str | Sequence[str] | None) -> list[str] | None:
+    """A `modalities` restriction as a list (None: all): one name alone is that modality, not its letters."""
+    if modalities is None:
+        return None
+    return [modalities] if isinstance(modalities, str) else list(modalities)
+
+
+def used_modalities(spec: DataSpec, use: str | Sequence[str] | None) -> tuple[str, ...]:
     """The modalities a model restricted to `use` reads (None: all), in the data's order."""
+    use = modality_list(use)
     if use is not None and not use:
         raise MMRobustError("a model must use at least one modality")
     for name in use or ():
@@ -68,7 +76,7 @@ class MultimodalModel(nn.Module):
         spec: DataSpec,
         fusion: str = "transformer",
         dim: int = 64,
-        use: Sequence[str] | None = None,
+        use: str | Sequence[str] | None = None,
         encoders: nn.ModuleDict | None = None,
         fused_by_subclass: bool = False,
     ) -> None:
@@ -76,9 +84,7 @@ class MultimodalModel(nn.Module):
         (n, dim)) and the registered `fusion`; a subclass that fuses its own way (overriding `fuse`)
         passes `fused_by_subclass` and no fusion module is built."""
         super().__init__()
-        self.spec, self.dim, self.fusion_name = spec, dim, fusion
-        if dim < 1:
-            raise MMRobustError(f"dim must be >= 1, got {dim}")
+        self.spec, self.dim, self.fusion_name = spec, check_int(dim, "dim", 1), fusion
         check_modality_names(spec.modality_names)
         self.used = used_modalities(spec, use)
         self.register_buffer("use_mask", torch.tensor([m in self.used for m in spec.modality_names]), persistent=False)
