@@ -43,6 +43,7 @@ from .registry import check_options
 from .run import demo_config, run_experiment
 from .threads import set_threads
 from .train import check_fit_options, fit
+from .train.options import check_device
 
 console = Console()
 if not console.is_terminal:  # piped output: keep the summary table on one line per row
@@ -161,7 +162,7 @@ THREADS_HELP = "torch threads [default: the idle cores (cores minus the load ave
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--patience", default=20, show_default=True, help="Epochs without a better val loss before stopping.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), help=THREADS_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
@@ -181,6 +182,7 @@ def train(
     """
     if fusion is not None:
         FUSIONS.get(fusion)
+    check_device(device, "--device")
     set_threads(threads)
     options: dict[str, Any] = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
     params: dict[str, Any] = {} if fusion is None else {"fusion": fusion}  # e.g. `features` takes none

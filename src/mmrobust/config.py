@@ -311,21 +311,16 @@ def _check_data(data: DataConfig) -> None:
 
 def _check_train_and_audit(config: ExperimentConfig) -> None:
     """Every number, seed, selection, augmentation and scenario, checked before any training."""
-    import torch
-
     from .corruption import corruption_from_name
     from .data.augment import check_augment_options
     from .train import MAX_SEED, check_fit_options
+    from .train.options import check_device
 
     t = config.train
     options = {k: getattr(t, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "patience", "select")}
     check_fit_options(options, name=lambda key: f"train.{key}")
     check_augment_options(t.augment)
-    try:
-        if t.device != "auto":
-            torch.device(t.device)
-    except RuntimeError:
-        raise MMRobustError(f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}") from None
+    check_device(t.device, "train.device")
     for i, seed in enumerate(config.seeds):
         check_int(seed, f"seeds.{i}", 0, MAX_SEED)
     twice = sorted({s for s in config.seeds if config.seeds.count(s) > 1})

@@ -117,6 +117,10 @@ ERRORS = {
         ["train", "--data", "synthetic", "--fusion", "transfomer", "--epochs", "1", "--out", "{dir}/x"],
         "Did you mean 'transformer'?",
     ),
+    "unknown-device": (
+        ["train", "--data", "synthetic", "--device", "gpu", "--epochs", "1", "--out", "{dir}/x"],
+        "--device must be auto, cpu, cuda or cuda:N, got 'gpu'",
+    ),
     "npz-sample-count": (
         ["train", "--npz", "{mismatch}", "--epochs", "1", "--out", "{dir}/x"],
         "x_b has 50 samples but y has 60",

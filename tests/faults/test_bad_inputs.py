@@ -153,7 +153,9 @@ def test_bad_command_line_numbers_are_refused(args: list[str], needle: str, npz:
 
 
 def test_fit_refuses_bad_numbers_in_the_api(small_data: mmrobust.MultimodalData) -> None:
-    for options in ({"epochs": 0}, {"batch_size": 0}, {"lr": float("nan")}, {"seed": -1}, {"select": "bogus"}):
+    bad = ({"epochs": 0}, {"batch_size": 0}, {"lr": float("nan")}, {"seed": -1}, {"select": "bogus"},
+           {"device": "gpu"}, {"device": "meta"})  # fmt: skip
+    for options in bad:
         with pytest.raises(MMRobustError, match="must be"):
             mmrobust.fit(mmrobust.create_method("joint"), small_data, progress=False, **options)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,7 +14,19 @@ from ..metrics import metric_names
 MAX_SEED = 2**63 - 1  # what torch's generators accept
 
 
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: object, name: str = "device") -> str:
+    """`device` if it names one `fit` can train on, else a one-line error (torch's own is a
+    traceback for "gpu", and accepts "meta", which would train nothing)."""
+    if not isinstance(device, str) or not DEVICE.fullmatch(device):
+        raise MMRobustError(f"{name} must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
 def resolve_device(device: str = "auto") -> torch.device:
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
