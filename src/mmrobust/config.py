@@ -170,7 +170,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is None:
         return config_from_dict({}, overrides)
     folder = Path(path).parent
-    return config_from_dict(resolve_paths(apply_recipe(read_yaml_mapping(path), folder), folder), overrides)
+    tree = resolve_paths(apply_recipe(read_yaml_mapping(path), folder), folder)
+    return config_from_dict(tree, overrides, default_data=False)  # an empty file would train the default data
+
 
 
 RECIPE_KEYS = ("data", "train", "audit", "params")
@@ -338,15 +340,24 @@ def _check_train_and_audit(config: ExperimentConfig) -> None:
             raise MMRobustError(f"audit.scenarios.{i}: {e}") from None
 
 
-def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
-    """Validate a config given as a mapping (as read from YAML), apply overrides, validate again."""
+def config_from_dict(
+    tree: dict[str, Any], overrides: list[str] | None = None, *, default_data: bool = True
+) -> ExperimentConfig:
+    """Validate a config given as a mapping (as read from YAML), apply overrides, validate again.
+    Without a dataset it runs on DEFAULT_DATASET, or (`default_data=False`) is an error."""
     resolved = dataclasses.asdict(_build(ExperimentConfig, tree))
     for text in overrides or []:
         apply_override(resolved, *parse_override(text))
     config = _build(ExperimentConfig, resolved)
-    if config.data.name is None and config.data.npz is None:
+    unnamed = config.data.name is None and config.data.npz is None
+    if unnamed:
         config.data.name = DEFAULT_DATASET
     check_config(config)
+    if unnamed and not default_data:
+        raise MMRobustError(
+            "the config names no dataset: add `data: {name: NAME}` (`mmrobust list` shows them) or "
+            "`data: {npz: FILE}`, or give data.name=NAME"
+        )
     return config
 
 

@@ -20,7 +20,8 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_yaml_and_overrides_resolve_to_typed_config(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: x\nmodels:\n  - {method: joint, params: {fusion: sum}}\ntrain: {lr: 1}\n")
+    text = "name: x\ndata: {name: synthetic}\nmodels:\n  - {method: joint, params: {fusion: sum}}\ntrain: {lr: 1}\n"
+    path = write(tmp_path, text)
     config = load_config(path, ["train.epochs=7", "models.0.params.fusion=concat", "seeds=[4, 5]"])
     assert isinstance(config, ExperimentConfig)
     assert config.train.epochs == 7 and config.train.lr == 1.0 and isinstance(config.train.lr, float)
@@ -52,17 +53,25 @@ def test_bad_configs_name_the_key(tmp_path: Path, text: str, overrides: list[str
 
 
 def test_hash_depends_on_content_only(tmp_path: Path) -> None:
-    a = load_config(write(tmp_path, "train: {epochs: 3}\n"))
+    a = load_config(write(tmp_path, "data: {name: basicmotions}\ntrain: {epochs: 3}\n"))
     b = load_config(None, ["train.epochs=3"])
     c = load_config(None, ["train.epochs=4"])
     assert a.hash() == b.hash() != c.hash()
 
 
 def test_print_config_shows_resolved_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, "name: printed\n")
+    path = write(tmp_path, "name: printed\ndata: {name: basicmotions}\n")
     main(["run", str(path), "train.epochs=9", "--print-config"])  # returns normally: exit code 0
     out = capsys.readouterr().out
     assert "name: printed" in out and "epochs: 9" in out and "batch_size: 32" in out
+
+
+@pytest.mark.parametrize("text", ["", "name: x\n", "models: [{method: joint}]\n"])
+def test_a_config_file_naming_no_dataset_is_refused(tmp_path: Path, text: str) -> None:
+    """Before: an empty (or data-less) file trained BasicMotions, 100 epochs x 3 seeds, without a word."""
+    with pytest.raises(MMRobustError, match=r"the config names no dataset: add `data: \{name: NAME\}`"):
+        load_config(write(tmp_path, text))
+    assert load_config(write(tmp_path, text), ["data.name=synthetic"]).data.name == "synthetic"
 
 
 def test_missing_config_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -333,7 +333,7 @@ def test_alias_bombs_and_duplicate_keys_are_refused(text: str, needle: str, tmp_
 def test_plain_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(
-        "models:\n  - {method: joint, label: a, params: &p {fusion: sum, dim: 8}}\n"
+        "data: {name: synthetic}\nmodels:\n  - {method: joint, label: a, params: &p {fusion: sum, dim: 8}}\n"
         "  - {method: joint, label: b, params: {<<: *p, dim: 16}}\n"
     )
     assert [m.params for m in load_config(path).models] == [{"fusion": "sum", "dim": 8}, {"fusion": "sum", "dim": 16}]
