@@ -20,13 +20,22 @@ import torch
 
 from .atomic import CHECKSUM, atomic_write, payload_sha256, save_tensors
 from .data.dataset import DataSpec
-from .errors import MMRobustError
-from .methods.base import Method, create_method
+from .errors import MMRobustError, wrong_argument
+from .methods.base import METHODS, Method, check_method_argument, create_method
 
 FORMAT = "mmrobust-checkpoint/1"
 
 
 def save_checkpoint(method: Method, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    check_method_argument(method, "save_checkpoint")
+    if not isinstance(path, str | Path):
+        raise wrong_argument("save_checkpoint", "a file path", path, "call save_checkpoint(method, path)")
+    if method.name not in METHODS:  # load_checkpoint rebuilds it by its registered name
+        raise MMRobustError(
+            f"save_checkpoint: a '{method.name}' model cannot be saved as an mmrobust checkpoint (it could not be "
+            "loaded back); save the wrapped module's weights (torch.save(model.state_dict(), path)) and audit them "
+            "with mmrobust.wrap, or `mmrobust audit --model ... --weights`"
+        )
     config = {
         "method": method.name,
         "params": method.get_params(),

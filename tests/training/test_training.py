@@ -189,6 +189,22 @@ def test_predict_and_evaluate_classification(kinds_data, fit_small) -> None:
     )
 
 
+def test_predict_and_evaluate_take_a_split_and_refuse_bad_arguments(kinds_data, fit_small) -> None:
+    m = fit_small(kinds_data, "dropout", "transformer")
+    test = kinds_data.split("test")
+    torch.testing.assert_close(mmrobust.predict(m, kinds_data, split="test"), mmrobust.predict(m, test))
+    assert mmrobust.evaluate(m, kinds_data, split="test") == mmrobust.evaluate(m, test)
+    for size in (0, -1, 2.5):  # before: "range() arg 3 must not be zero", "expected a non-empty list"
+        with pytest.raises(MMRobustError, match=f"batch_size must be an integer >= 1, got {size}"):
+            mmrobust.evaluate(m, test, batch_size=size)  # type: ignore[arg-type]
+    with pytest.raises(MMRobustError, match=r"predict takes a method, not a str"):
+        mmrobust.predict("dropout", test)  # type: ignore[arg-type]
+    with pytest.raises(MMRobustError, match=r"evaluate takes a MultimodalData, not a str"):
+        mmrobust.evaluate(m, "basicmotions")  # type: ignore[arg-type]
+    with pytest.raises(MMRobustError, match=r"has no 'tset' split"):
+        mmrobust.predict(m, kinds_data, split="tset")
+
+
 def test_predict_and_evaluate_regression(regression_data, fit_small) -> None:
     m = fit_small(regression_data, "dropout", "sum")
     test = regression_data.split("test")
@@ -287,6 +303,22 @@ def test_checkpoint_round_trip(kinds_data, fit_small, tmp_path) -> None:
     torch.testing.assert_close(mmrobust.predict(loaded, test), mmrobust.predict(m, test), atol=1e-6, rtol=0)
     assert loaded.spec == m.spec
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["m.pt"]  # atomic, no temp left
+
+
+def test_save_checkpoint_refuses_what_it_could_not_load_back(kinds_data, fit_small, tmp_path) -> None:
+    m = fit_small(kinds_data, "dropout", "transformer")
+    with pytest.raises(MMRobustError, match=r"save_checkpoint takes a method, not a \w*Path"):
+        mmrobust.save_checkpoint(tmp_path / "m.pt", m)  # type: ignore[arg-type]  # swapped
+    with pytest.raises(MMRobustError, match=r"save_checkpoint takes a method, not a tuple"):
+        mmrobust.save_checkpoint(mmrobust.load_checkpoint(mmrobust.save_checkpoint(m, tmp_path / "a.pt")),  # type: ignore[arg-type]
+                                 tmp_path / "b.pt")  # fmt: skip
+    with pytest.raises(MMRobustError, match=r"save_checkpoint takes a file path, not a NoneType"):
+        mmrobust.save_checkpoint(m, None)  # type: ignore[arg-type]
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(kinds_data.spec.num_classes))
+    wrapped = mmrobust.wrap(net, kinds_data, inputs=[kinds_data.modalities[0]])
+    with pytest.raises(MMRobustError, match=r"a 'external' model cannot be saved .* mmrobust.wrap"):
+        mmrobust.save_checkpoint(wrapped, tmp_path / "w.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
 
 
 def test_load_checkpoint_errors(tmp_path) -> None:
