@@ -272,9 +272,10 @@ def _check_methods(models: list[ModelConfig]) -> None:
             check_label(model.label, f"models.{i}.label")
 
 
-def check_label(label: str, where: str) -> None:
-    """A model label names its run folder (OUT/<label>/seed-<s>/): it must be one safe path
-    component, so no run is written outside OUT or over the experiment's own files."""
+def check_label(label: str, where: str, names: str = "the run folder") -> None:
+    """A model label names its run folder (OUT/<label>/seed-<s>/), a config's or sweep's name its
+    default output folder (runs/<name>): it must be one safe path component, so nothing is written
+    outside the output folder or over the experiment's own files."""
     from .audit.report import FILES
 
     problem = None
@@ -288,8 +289,8 @@ def check_label(label: str, where: str) -> None:
         problem = "is the name of a file the experiment writes beside the runs"
     if problem:
         raise MMRobustError(
-            f"{where} {label!r} {problem}; a label names the run folder: use letters, digits, '-', '_', '+' "
-            "and inner dots, e.g. joint-sum"
+            f"{where} {label!r} {problem}; it names {names}: use letters, digits, '-', '_', '+' and inner dots, "
+            "e.g. joint-sum"
         )
 
 
@@ -367,6 +368,7 @@ def check_config(config: ExperimentConfig) -> None:
         raise MMRobustError("config key 'models' is empty: list at least one model")
     if not config.seeds:
         raise MMRobustError("config key 'seeds' is empty: list at least one seed")
+    check_label(config.name, "name", "the default output folder (runs/<name>)")
     check_loggers(config.train.loggers)
     _check_methods(config.models)
     labels = [m.name for m in config.models]

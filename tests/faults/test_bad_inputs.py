@@ -62,6 +62,18 @@ def test_unsafe_labels_are_refused(label: str, npz: Path, tmp_path: Path, capsys
     assert nothing_written(out) and not (tmp_path.parent / "x").exists()
 
 
+@pytest.mark.parametrize("name", ["../../esc", "", "a/b"])
+def test_unsafe_config_names_are_refused(name: str, npz: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """The name is the default output folder, runs/<name> (before: `name=../../esc` wrote outside runs/)."""
+    cfg = config(tmp_path, npz)
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code, _, err = run_cli(["run", str(cfg), f"name={json.dumps(name)}"], capsys)
+    one_line_error(code, err, "name", "default output folder")
+    assert list(work.iterdir()) == [] and not (tmp_path / "esc").exists()
+
+
 def test_report_finds_runs_whatever_their_safe_label(npz: Path, tmp_path: Path, capsys) -> None:
     cfg = config(tmp_path, npz)
     out = tmp_path / "out"

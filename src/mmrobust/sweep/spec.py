@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import apply_recipe, read_yaml_mapping, resolve_paths
+from ..config import apply_recipe, check_label, read_yaml_mapping, resolve_paths
 from ..errors import MMRobustError, unknown_name
 from ..safe_yaml import load_yaml
 
@@ -48,8 +48,9 @@ def read_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     for text in grid:
         key, vals = parse_grid_option(text)
         values[key] = _check_values(key, vals)
-    name = tree.get("name") or base.get("name") or path.stem
-    return SweepSpec(str(name), base, values, list(overrides))
+    name = str(tree.get("name") or base.get("name") or path.stem)
+    check_label(name, f"{path}: name", "the default output folder (runs/<name>)")
+    return SweepSpec(name, base, values, list(overrides))
 
 
 def parse_grid_option(text: str) -> tuple[str, list[Any]]:
