@@ -391,6 +391,14 @@ def test_unknown_dataset_names_the_valid_ones() -> None:
         load_dataset("basic_motions")
 
 
+@pytest.mark.parametrize(("name", "kind"), [(None, "NoneType"), (123, "int")])
+def test_a_dataset_name_that_is_not_a_string_is_a_one_line_error(name: object, kind: str) -> None:
+    expected = rf"load_dataset takes a dataset name \(a str\), not a {kind}: got {name}; give a registered name"
+    with pytest.raises(MMRobustError, match=expected) as e:
+        load_dataset(name)  # type: ignore[arg-type]
+    assert "mmrobust data list" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_dataset_name_in_other_case_or_an_npz_file_name_gets_the_right_hint() -> None:
     with pytest.raises(MMRobustError, match="Did you mean 'utd_mhad'"):
         load_dataset("UTD_MHAD")
