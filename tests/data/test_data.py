@@ -338,6 +338,21 @@ def test_basicmotions_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
         load_dataset("basicmotions", data_dir=str(tmp_path))
 
 
+@pytest.mark.parametrize("fraction", [1.5, -0.1, 2, 1, 0, float("nan"), "0.2", True])
+@pytest.mark.parametrize("name", ["basicmotions", "avmnist", "mosi"])
+def test_a_val_fraction_outside_0_1_is_refused_by_every_loader(name: str, fraction: object, shared_data: Path) -> None:
+    # before: basicmotions gave train 20 / val 20 for 1.5 (negative slices) and no val for -0.1
+    with pytest.raises(MMRobustError, match=r"^val_fraction must be a number in \(0, 1\), got "):
+        load_dataset(name, data_dir=str(shared_data), val_fraction=fraction)
+
+
+def test_basicmotions_val_fraction_carves_that_share_of_the_official_train_split(shared_data: Path) -> None:
+    d = load_dataset("basicmotions", data_dir=str(shared_data), val_fraction=0.5)
+    assert {k: len(v) for k, v in d.splits.items()} == {"train": 20, "val": 20, "test": 40}
+    assert not set(d.splits["train"].tolist()) & set(d.splits["val"].tolist())
+    assert torch.bincount(d.target[d.splits["val"]], minlength=4).tolist() == [5, 5, 5, 5]
+
+
 # --- splits -----------------------------------------------------------------------------------
 def test_stratified_split_proportions() -> None:
     labels = torch.tensor([0] * 500 + [1] * 300 + [2] * 100 + [3] * 10)
@@ -353,6 +368,20 @@ def test_stratified_split_proportions() -> None:
     other = stratified_split(labels, (0.6, 0.2, 0.2), torch.Generator().manual_seed(1))
     assert all(torch.equal(a, b) for a, b in zip(parts, again, strict=True))
     assert not torch.equal(parts[1], other[1])
+
+
+@pytest.mark.parametrize(
+    ("fractions", "message"),
+    [
+        ((-0.5, 1.5), r"a split fraction must be a number in \[0, 1\], got -0.5"),
+        ((0.7, 0.6), r"split fractions must sum to at most 1, got \[0.7, 0.6\] \(sum 1.3\)"),
+    ],
+)
+def test_stratified_split_refuses_fractions_that_would_cut_overlapping_slices(
+    fractions: tuple[float, ...], message: str
+) -> None:
+    with pytest.raises(MMRobustError, match=message):
+        stratified_split(torch.tensor([0, 1] * 10), fractions, torch.Generator().manual_seed(0))
 
 
 def test_synthetic_splits_are_stratified(small_data) -> None:

@@ -66,7 +66,7 @@ import torch
 from ..errors import MMRobustError
 from .audio import add_noise, center_fit, log_mel, normalize_rms, read_wav
 from .cache import cached
-from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
+from .dataset import DataSpec, ModalitySpec, MultimodalData, check_split_options, standardize, stratified_split
 from .idx import read_idx
 from .paths import data_dir as resolve_data_dir
 from .registry import DatasetInfo, Download, Release, register_dataset
@@ -148,8 +148,7 @@ def load_avmnist(
         raise MMRobustError(f"unknown FSDD speaker '{test_speaker}' (valid: {', '.join(SPEAKERS)})")
     if not 0.0 < image_energy <= 1.0:
         raise MMRobustError(f"image_energy must be in (0, 1], not {image_energy}")
-    if not 0.0 < val_fraction < 1.0:
-        raise MMRobustError(f"val_fraction must be in (0, 1), not {val_fraction}")
+    check_split_options(val_fraction)
     if max_per_class is not None and max_per_class < 2:
         raise MMRobustError(f"max_per_class must be at least 2, not {max_per_class}")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MMRobustError
-from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
+from .dataset import DataSpec, ModalitySpec, MultimodalData, check_split_options, standardize, stratified_split
 from .paths import data_dir
 from .registry import DatasetInfo, register_dataset
 
@@ -72,6 +72,7 @@ INFO = DatasetInfo(
 def load_basicmotions(
     data_dir: str | None = None, val_fraction: float = 0.2, split_seed: int = 0
 ) -> MultimodalData:
+    check_split_options(val_fraction)
     folder = _locate(data_dir)
     x_train, y_train = read_ts(folder / _FILES[0])
     x_test, y_test = read_ts(folder / _FILES[1])

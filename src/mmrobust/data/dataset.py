@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from ..errors import MMRobustError, unknown_name
+from ..errors import MMRobustError, check_fraction, unknown_name
 from .batch import Batch
 
 Task = Literal["classification", "regression"]
@@ -243,17 +243,28 @@ def _validate(data: MultimodalData) -> None:
 def stratified_split(labels: Tensor, fractions: Sequence[float], generator: torch.Generator) -> list[Tensor]:
     """Split indices into parts with the given fractions, class by class (seeded).
 
-    For regression targets pass a binned label (e.g. the sign) to stratify on.
+    For regression targets pass a binned label (e.g. the sign) to stratify on. Fractions outside
+    [0, 1], or summing past 1, are refused: they would cut overlapping or reversed slices.
     """
+    shares = [check_fraction(f, "a split fraction") for f in fractions]
+    if sum(shares) > 1 + 1e-9:
+        raise MMRobustError(f"split fractions must sum to at most 1, got {shares} (sum {sum(shares):g})")
     parts: list[list[Tensor]] = [[] for _ in fractions]
     for c in torch.unique(labels):
         idx = (labels == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
-        bounds = torch.tensor([0.0, *fractions]).cumsum(0) * len(idx)
+        bounds = torch.tensor([0.0, *shares]).cumsum(0) * len(idx)
         cuts = bounds.round().long().tolist()
         for k in range(len(fractions)):
             parts[k].append(idx[cuts[k] : cuts[k + 1]])
     return [torch.sort(torch.cat(p)).values for p in parts]
+
+
+def check_split_options(val_fraction: object) -> None:
+    """The split options of the loaders that carve a val split, checked before anything is read: a
+    val_fraction outside (0, 1) cut negative slices (1.5 gave train 20 / val 20 of BasicMotions's 40
+    training windows, -0.1 no val at all) or failed far from its cause."""
+    check_fraction(val_fraction, "val_fraction", open_interval=True)
 
 
 def standardize(data: MultimodalData, reference: str = "train") -> MultimodalData:
