@@ -346,6 +346,19 @@ def test_a_val_fraction_outside_0_1_is_refused_by_every_loader(name: str, fracti
         load_dataset(name, data_dir=str(shared_data), val_fraction=fraction)
 
 
+@pytest.mark.parametrize("seed", ["a", -1, 1.5, True, 2**63, None])
+@pytest.mark.parametrize("name", ["basicmotions", "avmnist", "mosi", "npz"])
+def test_a_split_seed_that_is_not_a_non_negative_int_is_refused(
+    name: str, seed: object, shared_data: Path, tmp_path: Path
+) -> None:
+    # before: "a" was a RuntimeError from torch, -1 silently seeded some other split
+    with pytest.raises(MMRobustError, match=r"^split_seed must be an integer in 0\.\.9223372036854775807, got "):
+        if name == "npz":
+            load_npz(write_npz(tmp_path / "d.npz", **_base()), split_seed=seed)  # type: ignore[arg-type]
+        else:
+            load_dataset(name, data_dir=str(shared_data), split_seed=seed)
+
+
 def test_basicmotions_val_fraction_carves_that_share_of_the_official_train_split(shared_data: Path) -> None:
     d = load_dataset("basicmotions", data_dir=str(shared_data), val_fraction=0.5)
     assert {k: len(v) for k, v in d.splits.items()} == {"train": 20, "val": 20, "test": 40}

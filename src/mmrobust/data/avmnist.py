@@ -148,7 +148,7 @@ def load_avmnist(
         raise MMRobustError(f"unknown FSDD speaker '{test_speaker}' (valid: {', '.join(SPEAKERS)})")
     if not 0.0 < image_energy <= 1.0:
         raise MMRobustError(f"image_energy must be in (0, 1], not {image_energy}")
-    check_split_options(val_fraction)
+    check_split_options(split_seed, val_fraction)
     if max_per_class is not None and max_per_class < 2:
         raise MMRobustError(f"max_per_class must be at least 2, not {max_per_class}")
 

@@ -72,7 +72,7 @@ INFO = DatasetInfo(
 def load_basicmotions(
     data_dir: str | None = None, val_fraction: float = 0.2, split_seed: int = 0
 ) -> MultimodalData:
-    check_split_options(val_fraction)
+    check_split_options(split_seed, val_fraction)
     folder = _locate(data_dir)
     x_train, y_train = read_ts(folder / _FILES[0])
     x_test, y_test = read_ts(folder / _FILES[1])

@@ -14,7 +14,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from ..errors import MMRobustError, check_fraction, unknown_name
+from ..errors import MMRobustError, check_fraction, check_int, unknown_name
+from ..seeds import MAX_SEED
 from .batch import Batch
 
 Task = Literal["classification", "regression"]
@@ -260,11 +261,14 @@ def stratified_split(labels: Tensor, fractions: Sequence[float], generator: torc
     return [torch.sort(torch.cat(p)).values for p in parts]
 
 
-def check_split_options(val_fraction: object) -> None:
-    """The split options of the loaders that carve a val split, checked before anything is read: a
-    val_fraction outside (0, 1) cut negative slices (1.5 gave train 20 / val 20 of BasicMotions's 40
-    training windows, -0.1 no val at all) or failed far from its cause."""
-    check_fraction(val_fraction, "val_fraction", open_interval=True)
+def check_split_options(split_seed: object, val_fraction: object = None) -> None:
+    """The split options loaders share, checked before anything is read (`val_fraction` None: the
+    loader has none). A val_fraction outside (0, 1) cut negative slices (1.5 gave train 20 / val 20
+    of BasicMotions's 40 training windows, -0.1 no val at all); a split_seed that is not an int in
+    0..MAX_SEED failed inside torch (a RuntimeError for "a") or silently seeded another split (-1)."""
+    check_int(split_seed, "split_seed", 0, MAX_SEED)
+    if val_fraction is not None:
+        check_fraction(val_fraction, "val_fraction", open_interval=True)
 
 
 def standardize(data: MultimodalData, reference: str = "train") -> MultimodalData:

@@ -81,7 +81,7 @@ def load_mosi(
     chosen = tuple(m for m in MODALITIES if m in modalities)
     if sorted(set(modalities) - set(MODALITIES)) or not chosen:
         raise MMRobustError(f"mosi: modalities must be a non-empty subset of {MODALITIES}, got {modalities!r}")
-    check_split_options(val_fraction)
+    check_split_options(split_seed, val_fraction)
     options: dict[str, object] = {"text": text, "val_fraction": val_fraction, "split_seed": split_seed}
     if chosen != MODALITIES:  # the default keeps the cache key of datasets cached before the option
         options["modalities"] = chosen

@@ -31,6 +31,7 @@ from .dataset import (
     DataSpec,
     ModalitySpec,
     MultimodalData,
+    check_split_options,
     standardize,
     stratified_split,
 )
@@ -49,6 +50,7 @@ def load_npz(
     """Read a bring-your-own `.npz` file (see the module docstring for the format). `task`
     ("classification" or "regression") overrides the file's `task` array and the labels' dtype;
     `encoders` (modality -> registered encoder) reads some modalities with another encoder than their kind's."""
+    check_split_options(split_seed)
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"npz file not found: {path}")

@@ -9,8 +9,7 @@ import torch
 
 from ..errors import MMRobustError, check_int, check_number
 from ..metrics import metric_names
-
-MAX_SEED = 2**63 - 1  # what torch's generators accept
+from ..seeds import MAX_SEED
 
 
 def resolve_device(device: str = "auto") -> torch.device:

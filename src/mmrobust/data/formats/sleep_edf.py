@@ -93,7 +93,7 @@ def load_sleep_edf(
         pairs = _find_pairs(root / _FOLDER, sorted({int(s) for s in subjects}))
     if sample_rate <= 0 or not float(_EPOCH * sample_rate).is_integer():
         raise MMRobustError(f"sleep_edf: sample_rate={sample_rate} must give a whole number of samples per 30 s")
-    check_split_options(val_fraction)
+    check_split_options(split_seed, val_fraction)
     _require_pyedflib()
     recorded = sorted({_subject(psg) for psg, _ in pairs})
     test = sorted(test_subjects) if test_subjects is not None else [s for s in recorded if s % 5 == 4]

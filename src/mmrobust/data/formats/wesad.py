@@ -86,7 +86,7 @@ def load_wesad(
             f"wesad: sample_rate={sample_rate}, window_seconds={window_seconds}, step_seconds={step_seconds} "
             "must give at least 2 samples per window and 1 per step"
         )
-    check_split_options(val_fraction)
+    check_split_options(split_seed, val_fraction)
     options = {
         "sample_rate": sample_rate,
         "window": window,
