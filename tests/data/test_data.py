@@ -12,6 +12,7 @@ from conftest import make_npz_arrays, write_npz
 import mmrobust
 from mmrobust import MMRobustError, MultimodalData, collate, load_dataset, load_npz
 from mmrobust.data import stratified_split
+from mmrobust.data.synthetic import SyntheticStream
 
 
 # --- Batch and collate ------------------------------------------------------------------------
@@ -421,6 +422,41 @@ def test_synthetic_options() -> None:
         load_dataset("synthetic", kinds=("mlp", "lstm", "mlp"))
     with pytest.raises(MMRobustError, match="kinds for"):
         load_dataset("synthetic", kinds=("mlp",))
+
+
+BAD_SYNTHETIC = {  # before: torch errors for the first two, silently generated data for the rest
+    "n_samples=0": ({"n_samples": 0}, r"n_samples must be an integer >= 1, got 0"),
+    "num_classes=0": ({"num_classes": 0}, r"num_classes must be an integer >= 2, got 0"),
+    "num_classes=1": ({"num_classes": 1}, r"num_classes must be an integer >= 2, got 1"),
+    "missing_rate=1.5": ({"missing_rate": 1.5}, r"missing_rate must be a number in \[0, 1\], got 1.5"),
+    "missing_rate=-2": ({"missing_rate": -2}, r"missing_rate must be a number in \[0, 1\], got -2"),
+    "noise=-1": ({"noise": -1}, r"noise must be a finite number >= 0, got -1"),
+    "latent_dim=0": ({"latent_dim": 0}, r"latent_dim must be an integer >= 1, got 0"),
+    "seed=-1": ({"seed": -1}, r"seed must be an integer in 0\.\.9223372036854775807, got -1"),
+    "informativeness=()": ({"informativeness": ()}, r"informativeness must list a number per modality"),
+    "informativeness=5": ({"informativeness": 5}, r"informativeness must list a number per modality"),
+    "informativeness nan": ({"informativeness": (5, float("nan"))}, r"informativeness\[1\] must be a finite number"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SYNTHETIC))
+def test_bad_synthetic_options_are_one_line_errors(case: str) -> None:
+    options, message = BAD_SYNTHETIC[case]
+    with pytest.raises(MMRobustError, match=f"^{message}"):
+        load_dataset("synthetic", **options)
+    if "n_samples" not in options:  # the stream draws the same model of the data, and may hold 0 samples
+        with pytest.raises(MMRobustError, match=f"^{message}"):
+            SyntheticStream(10, **options)
+
+
+def test_synthetic_edge_options_that_are_valid_still_generate() -> None:
+    d = load_dataset("synthetic", n_samples=8, num_classes=2, latent_dim=1, noise=0, missing_rate=1, seed=0)
+    assert len(d) == 8 and (d.present.sum(dim=1) == 1).all()  # missing_rate 1: one modality kept per sample
+    assert len(SyntheticStream(0)) == 0
+    with pytest.raises(MMRobustError, match=r"^n_samples must be an integer >= 0, got -1"):
+        SyntheticStream(-1)
+    with pytest.raises(MMRobustError, match=r"^offset must be an integer >= 0, got -1"):
+        SyntheticStream(10, offset=-1)
 
 
 def test_unknown_dataset_names_the_valid_ones() -> None:
