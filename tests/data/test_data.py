@@ -229,6 +229,31 @@ def test_npz_errors(tmp_path: Path, case: str) -> None:
         load_npz(path)
 
 
+NAME_TYPOS = {  # before: each was ignored, so the modality (or its mask) was silently dropped
+    "capital X": (
+        {"X_c": np.zeros((30, 2), np.float32)},
+        r"unrecognised arrays \['X_c'\] \(names are case-sensitive: X_c -> x_c\); the format reads x_<modality>, "
+        r"kind_<modality>, present_<modality>, y, task and split only: rename or remove the others",
+    ),
+    "metadata": ({"subject": np.arange(30)}, r"unrecognised arrays \['subject'\]; the format reads"),
+    "present without x": (
+        {"present_c": np.ones(30, bool)},
+        r"present_c without x_c: add x_c \(the modality's values, first axis = samples\) or remove present_c$",
+    ),
+    "kind without x": (
+        {"kind_c": np.array("mlp"), "present_c": np.ones(30, bool)},
+        r"kind_c, present_c without x_c: add x_c .* or remove kind_c, present_c$",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NAME_TYPOS))
+def test_npz_arrays_the_format_does_not_read_are_refused_not_ignored(tmp_path: Path, case: str) -> None:
+    extra, message = NAME_TYPOS[case]
+    with pytest.raises(MMRobustError, match=message):
+        load_npz(write_npz(tmp_path / "typo.npz", **_base(), **extra))
+
+
 def test_npz_refuses_pickles_even_for_y(tmp_path: Path) -> None:
     path = write_npz(
         tmp_path / "p.npz", x_a=np.zeros((3, 2), np.float32), y=np.array([0, 1, object()], dtype=object)

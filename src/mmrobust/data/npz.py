@@ -12,7 +12,8 @@ Format (first axis = samples everywhere):
   the placeholder values there are never read. Every sample needs at least one modality.
 - `split` (optional): strings "train"/"val"/"test". Without it, a seeded stratified
   60/20/20 split is made.
-The file is read with pickling disabled.
+Any other array, or a `kind_<m>` / `present_<m>` without `x_<m>`, is refused: a misspelt name
+(`X_c`) would otherwise drop a modality silently. The file is read with pickling disabled.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from .dataset import (
 from .safe_npz import read_npz
 
 _KIND_BY_RANK = {2: "mlp", 3: "conv1d", 4: "conv2d"}
+_FILE_ARRAYS = ("y", "task", "split")
+_MODALITY_PREFIXES = ("x_", "kind_", "present_")  # each followed by the modality's name
 
 
 def load_npz(
@@ -60,6 +63,7 @@ def load_npz(
     names = sorted(k[2:] for k in arrays if k.startswith("x_"))
     if not names:
         raise MMRobustError(f"{path.name} has no modality arrays named x_<modality>")
+    _check_array_names(list(arrays), names, path.name)
     y = _labels(arrays["y"], path.name)
     n = len(y)
     specs, inputs, present = [], {}, []
@@ -92,6 +96,27 @@ def load_npz(
     data = MultimodalData(spec, inputs, mask, target, splits)
     data = data.with_encoders(encoders) if encoders else data
     return standardize(data) if normalize else data
+
+
+def _check_array_names(keys: list[str], modalities: list[str], fname: str) -> None:
+    """Every array is one the format reads: an unknown name (`X_c`) or a `kind_c` / `present_c`
+    without `x_c` used to be ignored, dropping the modality the user meant without a word."""
+    orphans = sorted(k for k in keys if k.startswith(("kind_", "present_")) and k.split("_", 1)[1] not in modalities)
+    if orphans:
+        given, wanted = ", ".join(orphans), ", ".join(sorted({"x_" + k.split("_", 1)[1] for k in orphans}))
+        raise MMRobustError(
+            f"{fname}: {given} without {wanted}: add {wanted} (the modality's values, first axis = samples) "
+            f"or remove {given}"
+        )
+    unknown = sorted(k for k in keys if k not in _FILE_ARRAYS and not k.startswith(_MODALITY_PREFIXES))
+    if unknown:
+        lower = [(k, k.lower()) for k in unknown]
+        cased = [f"{k} -> {low}" for k, low in lower if low in _FILE_ARRAYS or low.startswith(_MODALITY_PREFIXES)]
+        hint = f" (names are case-sensitive: {', '.join(cased)})" if cased else ""
+        raise MMRobustError(
+            f"{fname}: unrecognised arrays {unknown}{hint}; the format reads x_<modality>, kind_<modality>, "
+            "present_<modality>, y, task and split only: rename or remove the others"
+        )
 
 
 def _labels(y: np.ndarray, fname: str) -> np.ndarray:
