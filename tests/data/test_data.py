@@ -212,7 +212,11 @@ BAD_NPZ = {
     "split-length": (lambda: _with(split=np.array(["train", "val", "test"] * 9)), "'split' must hold"),
     "empty-val": (lambda: _with(split=np.array(["train", "test"] * 15)), "'val' split is empty"),
     "present-not-bool": (lambda: _with(present_a=np.ones(30, dtype=np.int64)), "present_a must be a bool"),
-    "bad-kind": (lambda: _with(kind_a=np.array("transformer")), "cannot infer an encoder"),
+    "bad-kind": (  # before: "cannot infer an encoder for x_a ...; add kind_a", though kind_a was given
+        lambda: _with(kind_a=np.array("lstm")),
+        "bad.npz: kind_a: unknown encoder kind 'lstm'. Valid: conv1d, conv2d, frames, mlp, seq.",
+    ),
+    "kind-close": (lambda: _with(kind_a=np.array("conv1")), "unknown encoder kind 'conv1'. Did you mean 'conv1d'"),
     "rank-5": (lambda: _with(x_a=np.zeros((30, 1, 2, 2, 2), np.float32)), "cannot infer an encoder"),
     "object-array": (
         lambda: _with(x_a=np.array([{"evil": i} for i in range(30)], dtype=object)),

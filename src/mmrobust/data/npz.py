@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import MMRobustError
+from ..errors import MMRobustError, unknown_name
 from .dataset import (
     ENCODER_KINDS,
     SPLITS,
@@ -69,7 +69,10 @@ def load_npz(
     specs, inputs, present = [], {}, []
     for m in names:
         x = _inputs(arrays[f"x_{m}"], f"x_{m}", n, path.name)
-        kind = str(arrays[f"kind_{m}"]) if f"kind_{m}" in arrays else _KIND_BY_RANK.get(x.ndim)
+        given = f"kind_{m}" in arrays
+        kind = str(arrays[f"kind_{m}"]) if given else _KIND_BY_RANK.get(x.ndim, "")
+        if given and kind not in ENCODER_KINDS:
+            raise MMRobustError(f"{path.name}: kind_{m}: {unknown_name('encoder kind', kind, ENCODER_KINDS)}")
         if kind not in ENCODER_KINDS:
             raise MMRobustError(
                 f"{path.name}: cannot infer an encoder for x_{m} of shape {x.shape}; add "
