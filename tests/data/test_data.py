@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -363,9 +365,16 @@ def test_basicmotions_test_split_is_the_official_test_set_standardised_with_trai
         assert np.abs(d.split("test").inputs[m].numpy().mean(axis=(0, 2))).max() > 1e-3
 
 
-def test_basicmotions_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(MMRobustError, match="BasicMotions not found"):
+def test_basicmotions_missing_folder_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "basic_motions"
+    expected = f"BasicMotions not found: put BasicMotions_TRAIN.ts and BasicMotions_TEST.ts in {folder}"
+    with pytest.raises(MMRobustError, match=rf"^{re.escape(expected)}; download page: https://") as e:
         load_dataset("basicmotions", data_dir=str(tmp_path))
+    assert "sktime" not in str(e.value)  # before: "or pip install sktime", which is never read given a data_dir
+    monkeypatch.setenv("MMROBUST_DATA", str(tmp_path))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # sktime not installed
+    with pytest.raises(MMRobustError, match=r"basic_motions \(or `pip install sktime`, which ships them\); download"):
+        load_dataset("basicmotions")
 
 
 @pytest.mark.parametrize("fraction", [1.5, -0.1, 2, 1, 0, float("nan"), "0.2", True])
