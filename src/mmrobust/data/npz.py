@@ -11,7 +11,7 @@ Format (first axis = samples everywhere):
 - `present_<modality>` (optional): bool (N,), False where the sample lacks the modality;
   the placeholder values there are never read. Every sample needs at least one modality.
 - `split` (optional): strings "train"/"val"/"test". Without it, a seeded stratified
-  60/20/20 split is made.
+  60/20/20 split is made. With no "val" rows, fit a fixed budget (`select="none"`).
 Any other array, or a `kind_<m>` / `present_<m>` without `x_<m>`, is refused: a misspelt name
 (`X_c`) would otherwise drop a modality silently. The file is read with pickling disabled.
 """
@@ -229,7 +229,6 @@ def _splits(
     if unknown or len(labels) != len(target):
         raise MMRobustError(f"{fname}: 'split' must hold one of train/val/test per sample (found {sorted(unknown)})")
     out = {s: torch.from_numpy(np.flatnonzero(labels == s)) for s in SPLITS}
-    for s in ("train", "val"):
-        if not len(out[s]):
-            raise MMRobustError(f"{fname}: the '{s}' split is empty")
+    if not len(out["train"]):  # no val rows is fine: a fixed budget (select none) reads none
+        raise MMRobustError(f"{fname}: the 'train' split is empty; mark the rows to train on 'train' in 'split'")
     return out
