@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .data.batch import Batch
 from .data.tokens import Tokens
-from .errors import MMRobustError, unknown_name
+from .errors import MMRobustError, check_fraction, unknown_name
 from .registry import Registry
 
 CorruptionStage = Literal["input", "token"]
@@ -118,13 +118,6 @@ def _check_modality(modality: object) -> None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy scalars included
-
-
-def _proportion(value: float, what: str) -> float:
-    """`value` as a plain float (JSON-safe, e.g. from a numpy scalar), if it is in [0, 1]."""
-    if not _is_number(value) or not 0.0 <= value <= 1.0:
-        raise MMRobustError(f"{what} must be a number in [0, 1], got {value!r}")
-    return float(value)
 
 
 def _num(value: float) -> str:
@@ -216,7 +209,7 @@ class Missing(MaskCorruption):
 
     def __post_init__(self) -> None:
         _check_modality(self.modality)
-        object.__setattr__(self, "proportion", _proportion(self.proportion, "proportion"))
+        object.__setattr__(self, "proportion", check_fraction(self.proportion, "proportion"))
         _check_policy(self.if_all_missing)
         _check_stage(self.stage)
 
@@ -252,7 +245,8 @@ class MissingRates(MaskCorruption):
             raise MMRobustError("rates is empty; give at least one modality's missing rate")
         for m in self.rates:
             _check_modality(m)
-        object.__setattr__(self, "rates", {m: _proportion(r, f"missing rate of '{m}'") for m, r in self.rates.items()})
+        rates = {m: check_fraction(r, f"missing rate of '{m}'") for m, r in self.rates.items()}
+        object.__setattr__(self, "rates", rates)
         _check_policy(self.if_all_missing)
         _check_stage(self.stage)
 
@@ -364,7 +358,7 @@ class GaussianNoise(Corruption):
 
     def __post_init__(self) -> None:
         _check_modality(self.modality)
-        object.__setattr__(self, "proportion", _proportion(self.proportion, "proportion"))
+        object.__setattr__(self, "proportion", check_fraction(self.proportion, "proportion"))
         _check_stage(self.stage)
         object.__setattr__(self, "sigma", _sigma(self.sigma, self.mode))
 
@@ -409,7 +403,7 @@ class Perturbation(Corruption):
 
     def __post_init__(self) -> None:
         _check_modality(self.modality)
-        object.__setattr__(self, "proportion", _proportion(self.proportion, "proportion"))
+        object.__setattr__(self, "proportion", check_fraction(self.proportion, "proportion"))
         if self.proportion > 0.5:
             raise MMRobustError(f"perturbation proportion must be <= 0.5 (missing + noise), got {self.proportion}")
         _check_stage(self.stage)

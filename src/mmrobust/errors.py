@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from collections.abc import Iterable
 
 
@@ -51,4 +52,16 @@ def check_number(value: object, name: str, minimum: float, *, strict: bool = Fal
     number = float(value) if ok else math.nan  # type: ignore[arg-type]
     if not math.isfinite(number) or number < minimum or (strict and number == minimum):
         raise MMRobustError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    return number
+
+
+def check_fraction(value: object, name: str, *, open_interval: bool = False) -> float:
+    """`value` as a plain float in [0, 1] (in (0, 1) with `open_interval`: a share that must leave
+    something on both sides, like a validation fraction), or a one-line error naming `name`. Numpy
+    scalars count as numbers; a share outside the interval would otherwise slice or draw silently wrong."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    number = float(value) if ok else math.nan  # type: ignore[arg-type]
+    inside = 0 < number < 1 if open_interval else 0 <= number <= 1
+    if not inside:
+        raise MMRobustError(f"{name} must be a number in {'(0, 1)' if open_interval else '[0, 1]'}, got {value!r}")
     return number

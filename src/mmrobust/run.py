@@ -76,7 +76,7 @@ from .runfolder import (
 )
 from .threads import set_threads
 from .trackers import audit_metrics, create_trackers, require
-from .train import check_fit_options, fit, resolve_device
+from .train import check_fit_options, check_splits, fit, resolve_device
 from .version import __version__
 
 log = logging.getLogger(__name__)  # progress lines, which the CLI prints
@@ -309,6 +309,7 @@ def check_against_data(config: ExperimentConfig, data: MultimodalData) -> None:
     random draws) and every audit scenario applied to two samples. A problem in the last model or
     scenario thus stops the experiment before the first model trains, with nothing written."""
     check_fit_options({"select": config.train.select}, data.spec.task, name=lambda key: f"train.{key}")
+    check_splits(data, config.train.select)
     parse_augment(data.spec, config.train.augment)
     for i, model in enumerate(config.models):
         where = f"models.{i} ({model.name})"

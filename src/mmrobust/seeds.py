@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 
+MAX_SEED = 2**63 - 1  # what torch's generators accept
 SEEDING = "derive_seed/1"  # recorded in resume and cache keys: a change of scheme invalidates them
 
 

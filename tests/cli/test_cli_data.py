@@ -40,3 +40,13 @@ def test_download_without_public_url_says_where_to_get_it(capsys: pytest.Capture
     code, _, err = run_cli(["data", "download", "basicmotions", "--data-dir", str(tmp_path)], capsys)
     assert code == 2
     assert "timeseriesclassification.com" in err and "Traceback" not in err
+    assert f"put basic_motions/BasicMotions_{{TRAIN,TEST}}.ts under {tmp_path}, then" in err  # the folder read
+
+
+def test_verify_counts_the_basicmotions_files_under_the_data_dir(
+    capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path
+) -> None:
+    code, out, _ = run_cli(["data", "verify", "basicmotions", "--data-dir", str(shared_data)], capsys)
+    assert code == 0 and "basic_motions/BasicMotions_{TRAIN,TEST}.ts: 2 files of the official release" in out
+    code, _, err = run_cli(["data", "verify", "basicmotions", "--data-dir", str(tmp_path)], capsys)
+    assert code == 2 and f"in {tmp_path / 'basic_motions'}; download page" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from conftest import make_npz_arrays, write_npz
 import mmrobust
 from mmrobust import MMRobustError, MultimodalData, collate, load_dataset, load_npz
 from mmrobust.data import stratified_split
+from mmrobust.data.synthetic import SyntheticStream
 
 
 # --- Batch and collate ------------------------------------------------------------------------
@@ -209,9 +212,13 @@ BAD_NPZ = {
     "bool-label": (lambda: _with(y=np.arange(30) % 2 == 0), "integer"),
     "bad-split": (lambda: _with(split=np.array(["train", "validation", "test"] * 10)), "'split' must hold"),
     "split-length": (lambda: _with(split=np.array(["train", "val", "test"] * 9)), "'split' must hold"),
-    "empty-val": (lambda: _with(split=np.array(["train", "test"] * 15)), "'val' split is empty"),
+    "empty-train": (lambda: _with(split=np.array(["val", "test"] * 15)), "'train' split is empty; mark the rows"),
     "present-not-bool": (lambda: _with(present_a=np.ones(30, dtype=np.int64)), "present_a must be a bool"),
-    "bad-kind": (lambda: _with(kind_a=np.array("transformer")), "cannot infer an encoder"),
+    "bad-kind": (  # before: "cannot infer an encoder for x_a ...; add kind_a", though kind_a was given
+        lambda: _with(kind_a=np.array("lstm")),
+        "bad.npz: kind_a: unknown encoder kind 'lstm'. Valid: conv1d, conv2d, frames, mlp, seq.",
+    ),
+    "kind-close": (lambda: _with(kind_a=np.array("conv1")), "unknown encoder kind 'conv1'. Did you mean 'conv1d'"),
     "rank-5": (lambda: _with(x_a=np.zeros((30, 1, 2, 2, 2), np.float32)), "cannot infer an encoder"),
     "object-array": (
         lambda: _with(x_a=np.array([{"evil": i} for i in range(30)], dtype=object)),
@@ -226,6 +233,31 @@ def test_npz_errors(tmp_path: Path, case: str) -> None:
     path = write_npz(tmp_path / "bad.npz", **build())
     with pytest.raises(MMRobustError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_npz(path)
+
+
+NAME_TYPOS = {  # before: each was ignored, so the modality (or its mask) was silently dropped
+    "capital X": (
+        {"X_c": np.zeros((30, 2), np.float32)},
+        r"unrecognised arrays \['X_c'\] \(names are case-sensitive: X_c -> x_c\); the format reads x_<modality>, "
+        r"kind_<modality>, present_<modality>, y, task and split only: rename or remove the others",
+    ),
+    "metadata": ({"subject": np.arange(30)}, r"unrecognised arrays \['subject'\]; the format reads"),
+    "present without x": (
+        {"present_c": np.ones(30, bool)},
+        r"present_c without x_c: add x_c \(the modality's values, first axis = samples\) or remove present_c$",
+    ),
+    "kind without x": (
+        {"kind_c": np.array("mlp"), "present_c": np.ones(30, bool)},
+        r"kind_c, present_c without x_c: add x_c .* or remove kind_c, present_c$",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NAME_TYPOS))
+def test_npz_arrays_the_format_does_not_read_are_refused_not_ignored(tmp_path: Path, case: str) -> None:
+    extra, message = NAME_TYPOS[case]
+    with pytest.raises(MMRobustError, match=message):
+        load_npz(write_npz(tmp_path / "typo.npz", **_base(), **extra))
 
 
 def test_npz_refuses_pickles_even_for_y(tmp_path: Path) -> None:
@@ -333,9 +365,44 @@ def test_basicmotions_test_split_is_the_official_test_set_standardised_with_trai
         assert np.abs(d.split("test").inputs[m].numpy().mean(axis=(0, 2))).max() > 1e-3
 
 
-def test_basicmotions_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(MMRobustError, match="BasicMotions not found"):
+def test_basicmotions_missing_folder_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "basic_motions"
+    expected = f"BasicMotions not found: put BasicMotions_TRAIN.ts and BasicMotions_TEST.ts in {folder}"
+    with pytest.raises(MMRobustError, match=rf"^{re.escape(expected)}; download page: https://") as e:
         load_dataset("basicmotions", data_dir=str(tmp_path))
+    assert "sktime" not in str(e.value)  # before: "or pip install sktime", which is never read given a data_dir
+    monkeypatch.setenv("MMROBUST_DATA", str(tmp_path))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # sktime not installed
+    with pytest.raises(MMRobustError, match=r"basic_motions \(or `pip install sktime`, which ships them\); download"):
+        load_dataset("basicmotions")
+
+
+@pytest.mark.parametrize("fraction", [1.5, -0.1, 2, 1, 0, float("nan"), "0.2", True])
+@pytest.mark.parametrize("name", ["basicmotions", "avmnist", "mosi"])
+def test_a_val_fraction_outside_0_1_is_refused_by_every_loader(name: str, fraction: object, shared_data: Path) -> None:
+    # before: basicmotions gave train 20 / val 20 for 1.5 (negative slices) and no val for -0.1
+    with pytest.raises(MMRobustError, match=r"^val_fraction must be a number in \(0, 1\), got "):
+        load_dataset(name, data_dir=str(shared_data), val_fraction=fraction)
+
+
+@pytest.mark.parametrize("seed", ["a", -1, 1.5, True, 2**63, None])
+@pytest.mark.parametrize("name", ["basicmotions", "avmnist", "mosi", "npz"])
+def test_a_split_seed_that_is_not_a_non_negative_int_is_refused(
+    name: str, seed: object, shared_data: Path, tmp_path: Path
+) -> None:
+    # before: "a" was a RuntimeError from torch, -1 silently seeded some other split
+    with pytest.raises(MMRobustError, match=r"^split_seed must be an integer in 0\.\.9223372036854775807, got "):
+        if name == "npz":
+            load_npz(write_npz(tmp_path / "d.npz", **_base()), split_seed=seed)  # type: ignore[arg-type]
+        else:
+            load_dataset(name, data_dir=str(shared_data), split_seed=seed)
+
+
+def test_basicmotions_val_fraction_carves_that_share_of_the_official_train_split(shared_data: Path) -> None:
+    d = load_dataset("basicmotions", data_dir=str(shared_data), val_fraction=0.5)
+    assert {k: len(v) for k, v in d.splits.items()} == {"train": 20, "val": 20, "test": 40}
+    assert not set(d.splits["train"].tolist()) & set(d.splits["val"].tolist())
+    assert torch.bincount(d.target[d.splits["val"]], minlength=4).tolist() == [5, 5, 5, 5]
 
 
 # --- splits -----------------------------------------------------------------------------------
@@ -353,6 +420,20 @@ def test_stratified_split_proportions() -> None:
     other = stratified_split(labels, (0.6, 0.2, 0.2), torch.Generator().manual_seed(1))
     assert all(torch.equal(a, b) for a, b in zip(parts, again, strict=True))
     assert not torch.equal(parts[1], other[1])
+
+
+@pytest.mark.parametrize(
+    ("fractions", "message"),
+    [
+        ((-0.5, 1.5), r"a split fraction must be a number in \[0, 1\], got -0.5"),
+        ((0.7, 0.6), r"split fractions must sum to at most 1, got \[0.7, 0.6\] \(sum 1.3\)"),
+    ],
+)
+def test_stratified_split_refuses_fractions_that_would_cut_overlapping_slices(
+    fractions: tuple[float, ...], message: str
+) -> None:
+    with pytest.raises(MMRobustError, match=message):
+        stratified_split(torch.tensor([0, 1] * 10), fractions, torch.Generator().manual_seed(0))
 
 
 def test_synthetic_splits_are_stratified(small_data) -> None:
@@ -381,6 +462,41 @@ def test_synthetic_options() -> None:
         load_dataset("synthetic", kinds=("mlp",))
 
 
+BAD_SYNTHETIC = {  # before: torch errors for the first two, silently generated data for the rest
+    "n_samples=0": ({"n_samples": 0}, r"n_samples must be an integer >= 1, got 0"),
+    "num_classes=0": ({"num_classes": 0}, r"num_classes must be an integer >= 2, got 0"),
+    "num_classes=1": ({"num_classes": 1}, r"num_classes must be an integer >= 2, got 1"),
+    "missing_rate=1.5": ({"missing_rate": 1.5}, r"missing_rate must be a number in \[0, 1\], got 1.5"),
+    "missing_rate=-2": ({"missing_rate": -2}, r"missing_rate must be a number in \[0, 1\], got -2"),
+    "noise=-1": ({"noise": -1}, r"noise must be a finite number >= 0, got -1"),
+    "latent_dim=0": ({"latent_dim": 0}, r"latent_dim must be an integer >= 1, got 0"),
+    "seed=-1": ({"seed": -1}, r"seed must be an integer in 0\.\.9223372036854775807, got -1"),
+    "informativeness=()": ({"informativeness": ()}, r"informativeness must list a number per modality"),
+    "informativeness=5": ({"informativeness": 5}, r"informativeness must list a number per modality"),
+    "informativeness nan": ({"informativeness": (5, float("nan"))}, r"informativeness\[1\] must be a finite number"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SYNTHETIC))
+def test_bad_synthetic_options_are_one_line_errors(case: str) -> None:
+    options, message = BAD_SYNTHETIC[case]
+    with pytest.raises(MMRobustError, match=f"^{message}"):
+        load_dataset("synthetic", **options)
+    if "n_samples" not in options:  # the stream draws the same model of the data, and may hold 0 samples
+        with pytest.raises(MMRobustError, match=f"^{message}"):
+            SyntheticStream(10, **options)
+
+
+def test_synthetic_edge_options_that_are_valid_still_generate() -> None:
+    d = load_dataset("synthetic", n_samples=8, num_classes=2, latent_dim=1, noise=0, missing_rate=1, seed=0)
+    assert len(d) == 8 and (d.present.sum(dim=1) == 1).all()  # missing_rate 1: one modality kept per sample
+    assert len(SyntheticStream(0)) == 0
+    with pytest.raises(MMRobustError, match=r"^n_samples must be an integer >= 0, got -1"):
+        SyntheticStream(-1)
+    with pytest.raises(MMRobustError, match=r"^offset must be an integer >= 0, got -1"):
+        SyntheticStream(10, offset=-1)
+
+
 def test_unknown_dataset_names_the_valid_ones() -> None:
     with pytest.raises(MMRobustError, match="unknown dataset 'nope'") as e:
         load_dataset("nope")
@@ -389,6 +505,14 @@ def test_unknown_dataset_names_the_valid_ones() -> None:
         load_dataset("synthetc")
     with pytest.raises(MMRobustError, match="Did you mean 'basicmotions'"):
         load_dataset("basic_motions")
+
+
+@pytest.mark.parametrize(("name", "kind"), [(None, "NoneType"), (123, "int")])
+def test_a_dataset_name_that_is_not_a_string_is_a_one_line_error(name: object, kind: str) -> None:
+    expected = rf"load_dataset takes a dataset name \(a str\), not a {kind}: got {name}; give a registered name"
+    with pytest.raises(MMRobustError, match=expected) as e:
+        load_dataset(name)  # type: ignore[arg-type]
+    assert "mmrobust data list" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_a_dataset_name_in_other_case_or_an_npz_file_name_gets_the_right_hint() -> None:

@@ -154,6 +154,13 @@ def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
     assert "dataset 'avmnist' not found" in one_line_error(e) and "fsdd/recordings/{digit}_" in str(e.value)
 
 
+@pytest.mark.parametrize("seed", ["a", -1, 0.5])
+def test_a_seed_that_is_not_a_non_negative_int_is_a_one_line_error(seed: object, shared_data: Path) -> None:
+    with pytest.raises(MMRobustError) as e:  # before: numpy's ValueError ("unrecognized seed string")
+        load_dataset("avmnist", data_dir=str(shared_data), seed=seed, max_per_class=2)
+    assert one_line_error(e) == f"seed must be an integer in 0..9223372036854775807, got {seed!r}"
+
+
 @pytest.fixture
 def copy_of_data(shared_data: Path, tmp_path: Path) -> Path:
     for folder in ("fsdd", "mnist"):

@@ -290,6 +290,27 @@ def test_the_advice_for_a_one_dimensional_modality_works(tmp_path: Path, capsys)
     assert code == 0, err
 
 
+def test_an_npz_without_val_rows_trains_a_fixed_budget_and_selection_says_how_to_fix(tmp_path: Path, capsys) -> None:
+    arrays = make_npz_arrays(n=60)
+    path = write_npz(tmp_path / "noval.npz", **arrays, split=np.array(["train"] * 45 + ["test"] * 15))
+    data = mmrobust.load_npz(path)  # before: refused, "the 'val' split is empty", whatever the selection
+    assert {name: len(index) for name, index in data.splits.items()} == {"train": 45, "val": 0, "test": 15}
+    out = tmp_path / "out"
+    code, _, err = run_cli(["train", "--npz", str(path), "--epochs", "1", "--out", str(out)], capsys)
+    one_line_error(
+        code,
+        err,
+        "dataset 'noval' has no val samples, but select='loss' picks the epoch on them: add val rows",
+        "train a fixed budget with select='none' (config: train.select: none)",
+    )
+    assert nothing_written(out)  # refused before the first epoch
+    fixed_budget = ["train", "--npz", str(path), "--epochs", "1", "--out", str(out), "train.select=none"]
+    code, _, err = run_cli(fixed_budget, capsys)
+    assert code == 0, err
+    with pytest.raises(MMRobustError, match=r"^dataset 'noval' has no val samples, but select='accuracy' picks"):
+        mmrobust.fit(mmrobust.create_method("joint", fusion="sum"), data, epochs=1, select="accuracy", progress=False)
+
+
 def test_labels_of_shape_n_by_1_are_read_with_a_one_line_note(tmp_path: Path) -> None:
     """In a process of its own: pytest would record the warning instead of printing it."""
     path = write_npz(tmp_path / "column.npz", **edited(y=lambda a: a["y"].reshape(-1, 1)))

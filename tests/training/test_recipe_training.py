@@ -42,7 +42,7 @@ def test_fixed_budget_trains_without_a_val_split_and_selection_still_needs_one(s
     assert result.best_epoch == 2 and result.val_metrics == {} and "val_loss" not in result.history[-1]
     assert mmrobust.evaluate(method, small_data.split("test"))["accuracy"] > 0.4  # it did learn (4 classes)
     empty_val = dataclasses.replace(no_val, splits={**no_val.splits, "val": torch.arange(0)})
-    with pytest.raises(MMRobustError, match="select=none"):
+    with pytest.raises(MMRobustError, match=r"no val samples, but select='accuracy' .* select='none'"):
         fitted(empty_val, epochs=1, select="accuracy")
 
 

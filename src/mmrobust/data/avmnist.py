@@ -63,10 +63,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import MMRobustError
+from ..errors import MMRobustError, check_int
+from ..seeds import MAX_SEED
 from .audio import add_noise, center_fit, log_mel, normalize_rms, read_wav
 from .cache import cached
-from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
+from .dataset import DataSpec, ModalitySpec, MultimodalData, check_split_options, standardize, stratified_split
 from .idx import read_idx
 from .paths import data_dir as resolve_data_dir
 from .registry import DatasetInfo, Download, Release, register_dataset
@@ -148,8 +149,8 @@ def load_avmnist(
         raise MMRobustError(f"unknown FSDD speaker '{test_speaker}' (valid: {', '.join(SPEAKERS)})")
     if not 0.0 < image_energy <= 1.0:
         raise MMRobustError(f"image_energy must be in (0, 1], not {image_energy}")
-    if not 0.0 < val_fraction < 1.0:
-        raise MMRobustError(f"val_fraction must be in (0, 1), not {val_fraction}")
+    check_split_options(split_seed, val_fraction)
+    check_int(seed, "seed", 0, MAX_SEED)  # else numpy raised a ValueError for "a" or -1 inside the build
     if max_per_class is not None and max_per_class < 2:
         raise MMRobustError(f"max_per_class must be at least 2, not {max_per_class}")
 

@@ -16,26 +16,29 @@ from pathlib import Path
 import torch
 
 from ..errors import MMRobustError
-from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
+from .dataset import DataSpec, ModalitySpec, MultimodalData, check_split_options, standardize, stratified_split
 from .paths import data_dir
-from .registry import DatasetInfo, register_dataset
+from .registry import DatasetInfo, Release, register_dataset
 
+_FOLDER = "basic_motions"  # under the data dir
 _FILES = ("BasicMotions_TRAIN.ts", "BasicMotions_TEST.ts")
 RECIPE_VERSION = "basicmotions/1: per-channel standardisation on train"
 
 
 def _locate(explicit_dir: str | Path | None) -> Path:
-    candidates = [data_dir(explicit_dir) / "basic_motions"]
-    spec = importlib.util.find_spec("sktime")
-    if explicit_dir is None and spec is not None and spec.submodule_search_locations:
-        pkg = Path(next(iter(spec.submodule_search_locations)))
+    """The folder holding the two files: under the data dir, else (with no `data_dir` given) in an
+    installed sktime. The advice to install sktime is given only where it would help."""
+    candidates = [data_dir(explicit_dir) / _FOLDER]
+    sktime = importlib.util.find_spec("sktime") if explicit_dir is None else None
+    if sktime is not None and sktime.submodule_search_locations:
+        pkg = Path(next(iter(sktime.submodule_search_locations)))
         candidates.append(pkg / "datasets" / "data" / "BasicMotions")
     for folder in candidates:
         if all((folder / f).is_file() for f in _FILES):
             return folder
+    or_sktime = " (or `pip install sktime`, which ships them)" if explicit_dir is None and sktime is None else ""
     raise MMRobustError(
-        f"BasicMotions not found: put {' and '.join(_FILES)} in {candidates[0]} "
-        "(or `pip install sktime`, which ships them); download page: "
+        f"BasicMotions not found: put {' and '.join(_FILES)} in {candidates[0]}{or_sktime}; download page: "
         "https://timeseriesclassification.com/description.php?Dataset=BasicMotions"
     )
 
@@ -65,6 +68,7 @@ INFO = DatasetInfo(
     summary="UEA BasicMotions: smartwatch accelerometer + gyroscope, 4 activities (ships with sktime)",
     homepage="https://timeseriesclassification.com/description.php?Dataset=BasicMotions",
     recipe=RECIPE_VERSION,
+    release=Release(_FOLDER, _FILES, f"{_FOLDER}/BasicMotions_{{TRAIN,TEST}}.ts", count=len(_FILES)),
 )
 
 
@@ -72,6 +76,7 @@ INFO = DatasetInfo(
 def load_basicmotions(
     data_dir: str | None = None, val_fraction: float = 0.2, split_seed: int = 0
 ) -> MultimodalData:
+    check_split_options(split_seed, val_fraction)
     folder = _locate(data_dir)
     x_train, y_train = read_ts(folder / _FILES[0])
     x_test, y_test = read_ts(folder / _FILES[1])

@@ -14,7 +14,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from ..errors import MMRobustError, unknown_name
+from ..errors import MMRobustError, check_fraction, check_int, unknown_name
+from ..seeds import MAX_SEED
 from .batch import Batch
 
 Task = Literal["classification", "regression"]
@@ -243,17 +244,31 @@ def _validate(data: MultimodalData) -> None:
 def stratified_split(labels: Tensor, fractions: Sequence[float], generator: torch.Generator) -> list[Tensor]:
     """Split indices into parts with the given fractions, class by class (seeded).
 
-    For regression targets pass a binned label (e.g. the sign) to stratify on.
+    For regression targets pass a binned label (e.g. the sign) to stratify on. Fractions outside
+    [0, 1], or summing past 1, are refused: they would cut overlapping or reversed slices.
     """
+    shares = [check_fraction(f, "a split fraction") for f in fractions]
+    if sum(shares) > 1 + 1e-9:
+        raise MMRobustError(f"split fractions must sum to at most 1, got {shares} (sum {sum(shares):g})")
     parts: list[list[Tensor]] = [[] for _ in fractions]
     for c in torch.unique(labels):
         idx = (labels == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
-        bounds = torch.tensor([0.0, *fractions]).cumsum(0) * len(idx)
+        bounds = torch.tensor([0.0, *shares]).cumsum(0) * len(idx)
         cuts = bounds.round().long().tolist()
         for k in range(len(fractions)):
             parts[k].append(idx[cuts[k] : cuts[k + 1]])
     return [torch.sort(torch.cat(p)).values for p in parts]
+
+
+def check_split_options(split_seed: object, val_fraction: object = None) -> None:
+    """The split options loaders share, checked before anything is read (`val_fraction` None: the
+    loader has none). A val_fraction outside (0, 1) cut negative slices (1.5 gave train 20 / val 20
+    of BasicMotions's 40 training windows, -0.1 no val at all); a split_seed that is not an int in
+    0..MAX_SEED failed inside torch (a RuntimeError for "a") or silently seeded another split (-1)."""
+    check_int(split_seed, "split_seed", 0, MAX_SEED)
+    if val_fraction is not None:
+        check_fraction(val_fraction, "val_fraction", open_interval=True)
 
 
 def standardize(data: MultimodalData, reference: str = "train") -> MultimodalData:

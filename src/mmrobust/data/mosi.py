@@ -39,7 +39,7 @@ import torch
 
 from ..errors import MMRobustError
 from .cache import cached
-from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
+from .dataset import DataSpec, ModalitySpec, MultimodalData, check_split_options, standardize, stratified_split
 from .paths import data_dir as resolve_data_dir
 from .registry import DatasetInfo, register_dataset
 from .safe_npz import read_npz
@@ -81,8 +81,7 @@ def load_mosi(
     chosen = tuple(m for m in MODALITIES if m in modalities)
     if sorted(set(modalities) - set(MODALITIES)) or not chosen:
         raise MMRobustError(f"mosi: modalities must be a non-empty subset of {MODALITIES}, got {modalities!r}")
-    if not 0 < val_fraction < 1:
-        raise MMRobustError(f"mosi: val_fraction must be in (0, 1), got {val_fraction}")
+    check_split_options(split_seed, val_fraction)
     options: dict[str, object] = {"text": text, "val_fraction": val_fraction, "split_seed": split_seed}
     if chosen != MODALITIES:  # the default keeps the cache key of datasets cached before the option
         options["modalities"] = chosen

@@ -11,8 +11,9 @@ Format (first axis = samples everywhere):
 - `present_<modality>` (optional): bool (N,), False where the sample lacks the modality;
   the placeholder values there are never read. Every sample needs at least one modality.
 - `split` (optional): strings "train"/"val"/"test". Without it, a seeded stratified
-  60/20/20 split is made.
-The file is read with pickling disabled.
+  60/20/20 split is made. With no "val" rows, fit a fixed budget (`select="none"`).
+Any other array, or a `kind_<m>` / `present_<m>` without `x_<m>`, is refused: a misspelt name
+(`X_c`) would otherwise drop a modality silently. The file is read with pickling disabled.
 """
 
 from __future__ import annotations
@@ -24,19 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import MMRobustError
+from ..errors import MMRobustError, unknown_name
 from .dataset import (
     ENCODER_KINDS,
     SPLITS,
     DataSpec,
     ModalitySpec,
     MultimodalData,
+    check_split_options,
     standardize,
     stratified_split,
 )
 from .safe_npz import read_npz
 
 _KIND_BY_RANK = {2: "mlp", 3: "conv1d", 4: "conv2d"}
+_FILE_ARRAYS = ("y", "task", "split")
+_MODALITY_PREFIXES = ("x_", "kind_", "present_")  # each followed by the modality's name
 
 
 def load_npz(
@@ -49,6 +53,7 @@ def load_npz(
     """Read a bring-your-own `.npz` file (see the module docstring for the format). `task`
     ("classification" or "regression") overrides the file's `task` array and the labels' dtype;
     `encoders` (modality -> registered encoder) reads some modalities with another encoder than their kind's."""
+    check_split_options(split_seed)
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"npz file not found: {path}")
@@ -58,12 +63,16 @@ def load_npz(
     names = sorted(k[2:] for k in arrays if k.startswith("x_"))
     if not names:
         raise MMRobustError(f"{path.name} has no modality arrays named x_<modality>")
+    _check_array_names(list(arrays), names, path.name)
     y = _labels(arrays["y"], path.name)
     n = len(y)
     specs, inputs, present = [], {}, []
     for m in names:
         x = _inputs(arrays[f"x_{m}"], f"x_{m}", n, path.name)
-        kind = str(arrays[f"kind_{m}"]) if f"kind_{m}" in arrays else _KIND_BY_RANK.get(x.ndim)
+        given = f"kind_{m}" in arrays
+        kind = str(arrays[f"kind_{m}"]) if given else _KIND_BY_RANK.get(x.ndim, "")
+        if given and kind not in ENCODER_KINDS:
+            raise MMRobustError(f"{path.name}: kind_{m}: {unknown_name('encoder kind', kind, ENCODER_KINDS)}")
         if kind not in ENCODER_KINDS:
             raise MMRobustError(
                 f"{path.name}: cannot infer an encoder for x_{m} of shape {x.shape}; add "
@@ -90,6 +99,27 @@ def load_npz(
     data = MultimodalData(spec, inputs, mask, target, splits)
     data = data.with_encoders(encoders) if encoders else data
     return standardize(data) if normalize else data
+
+
+def _check_array_names(keys: list[str], modalities: list[str], fname: str) -> None:
+    """Every array is one the format reads: an unknown name (`X_c`) or a `kind_c` / `present_c`
+    without `x_c` used to be ignored, dropping the modality the user meant without a word."""
+    orphans = sorted(k for k in keys if k.startswith(("kind_", "present_")) and k.split("_", 1)[1] not in modalities)
+    if orphans:
+        given, wanted = ", ".join(orphans), ", ".join(sorted({"x_" + k.split("_", 1)[1] for k in orphans}))
+        raise MMRobustError(
+            f"{fname}: {given} without {wanted}: add {wanted} (the modality's values, first axis = samples) "
+            f"or remove {given}"
+        )
+    unknown = sorted(k for k in keys if k not in _FILE_ARRAYS and not k.startswith(_MODALITY_PREFIXES))
+    if unknown:
+        lower = [(k, k.lower()) for k in unknown]
+        cased = [f"{k} -> {low}" for k, low in lower if low in _FILE_ARRAYS or low.startswith(_MODALITY_PREFIXES)]
+        hint = f" (names are case-sensitive: {', '.join(cased)})" if cased else ""
+        raise MMRobustError(
+            f"{fname}: unrecognised arrays {unknown}{hint}; the format reads x_<modality>, kind_<modality>, "
+            "present_<modality>, y, task and split only: rename or remove the others"
+        )
 
 
 def _labels(y: np.ndarray, fname: str) -> np.ndarray:
@@ -199,7 +229,6 @@ def _splits(
     if unknown or len(labels) != len(target):
         raise MMRobustError(f"{fname}: 'split' must hold one of train/val/test per sample (found {sorted(unknown)})")
     out = {s: torch.from_numpy(np.flatnonzero(labels == s)) for s in SPLITS}
-    for s in ("train", "val"):
-        if not len(out[s]):
-            raise MMRobustError(f"{fname}: the '{s}' split is empty")
+    if not len(out["train"]):  # no val rows is fine: a fixed budget (select none) reads none
+        raise MMRobustError(f"{fname}: the 'train' split is empty; mark the rows to train on 'train' in 'split'")
     return out

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import MMRobustError
+from ..errors import MMRobustError, wrong_argument
 from ..registry import Registry, check_options
 from .cache import raw_file_sha256
 from .dataset import MultimodalData
@@ -160,6 +160,9 @@ def load_dataset(name: str, encoders: Mapping[str, str] | None = None, **options
             f"'{name}' is a file, not a registered dataset: read it with mmrobust.load_npz('{name}') "
             "(command line: --npz; config: data: {npz: FILE})"
         )
+    if not isinstance(name, str):  # None or a number would fail as an AttributeError inside the registry
+        hint = f"got {name!r}; give a registered name, e.g. 'basicmotions' (`mmrobust data list` shows them)"
+        raise wrong_argument("load_dataset", "a dataset name (a str)", name, hint)
     loader = DATASETS.get(name).loader
     check_options(f"dataset '{name}'", loader, options)
     data = loader(**options)

@@ -14,13 +14,13 @@ others; the audit then shows a large drop exactly when it is missing (a test che
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from math import prod
 
 import torch
 
-from ..errors import MMRobustError
-from ..seeds import derive_seed
+from ..errors import MMRobustError, check_fraction, check_int, check_number
+from ..seeds import MAX_SEED, derive_seed
 from .batch import Batch
 from .dataset import ENCODER_KINDS, DataSpec, ModalitySpec, MultimodalData, Task, stratified_split
 from .registry import DatasetInfo, register_dataset
@@ -44,8 +44,10 @@ def load_synthetic(
     seed: int = 0,
 ) -> MultimodalData:
     """Generate the dataset; `kinds` picks each modality's encoder kind (default all `mlp`)."""
-    n_mod = len(informativeness)
-    kinds = _checked_kinds(kinds, n_mod, task)
+    kinds = _checked_options(
+        n_samples, 1, num_classes, informativeness, kinds, latent_dim, noise, missing_rate, task, seed
+    )
+    n_mod = len(kinds)
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(num_classes, (n_samples,), generator=g)
     prototypes = torch.randn(num_classes, latent_dim, generator=g)  # (C, L)
@@ -110,10 +112,11 @@ class SyntheticStream:
         seed: int = 0,
         offset: int = 0,
     ) -> None:
-        n_mod = len(informativeness)
-        kinds = _checked_kinds(kinds, n_mod, task)
-        if n_samples < 0 or offset < 0:
-            raise MMRobustError(f"n_samples and offset must be >= 0, got {n_samples} and {offset}")
+        kinds = _checked_options(
+            n_samples, 0, num_classes, informativeness, kinds, latent_dim, noise, missing_rate, task, seed
+        )
+        check_int(offset, "offset", 0)
+        n_mod = len(kinds)
         self.n_samples, self.num_classes, self.latent_dim = n_samples, num_classes, latent_dim
         self.informativeness, self.kinds = tuple(informativeness), kinds
         self.noise, self.missing_rate, self.sign_flip, self.task = noise, missing_rate, sign_flip, task
@@ -196,10 +199,32 @@ class SyntheticStream:
         return inputs, present, labels
 
 
-def _checked_kinds(kinds: Sequence[str] | None, n_mod: int, task: str) -> tuple[str, ...]:
-    """Each modality's encoder kind (default all `mlp`), after checking the generator's options."""
+def _checked_options(
+    n_samples: object,
+    min_samples: int,
+    num_classes: object,
+    informativeness: object,
+    kinds: Sequence[str] | None,
+    latent_dim: object,
+    noise: object,
+    missing_rate: object,
+    task: str,
+    seed: object,
+) -> tuple[str, ...]:
+    """Each modality's encoder kind (default all `mlp`), after checking every option of the generator:
+    0 samples or classes failed inside torch, and a missing_rate of 1.5 or -2, a single class, negative
+    noise or a latent of 0 dimensions were generated silently (as data with nothing to learn)."""
+    check_int(n_samples, "n_samples", min_samples)
+    check_int(num_classes, "num_classes", 2)
+    check_int(latent_dim, "latent_dim", 1)
+    check_number(noise, "noise", 0.0)
+    check_fraction(missing_rate, "missing_rate")
+    check_int(seed, "seed", 0, MAX_SEED)
+    if isinstance(informativeness, str) or not isinstance(informativeness, Collection) or not len(informativeness):
+        raise MMRobustError(f"informativeness must list a number per modality, e.g. (5, 0.8), got {informativeness!r}")
+    n_mod = len([check_number(v, f"informativeness[{j}]", 0.0) for j, v in enumerate(informativeness)])
     kinds = tuple(kinds) if kinds is not None else ("mlp",) * n_mod
-    if len(kinds) != n_mod or n_mod < 1:
+    if len(kinds) != n_mod:
         raise MMRobustError(f"{len(kinds)} kinds for {n_mod} modalities")
     for kind in kinds:
         if kind not in ENCODER_KINDS:

@@ -40,7 +40,7 @@ from ..methods.base import Method, check_method_argument
 from ..trackers import Tracker
 from .evaluation import evaluate, predict
 from .loop import FitResult, Loop
-from .options import MAX_SEED, check_fit_options, resolve_device
+from .options import MAX_SEED, check_fit_options, check_splits, resolve_device
 from .state import STATE_FORMAT, StateFile, fingerprint
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "STATE_FORMAT",
     "FitResult",
     "check_fit_options",
+    "check_splits",
     "evaluate",
     "fit",
     "predict",
@@ -98,13 +99,9 @@ def fit(
         raise wrong_argument("fit", "a MultimodalData", data, hint)
     checked = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience)
     check_fit_options(dict(checked, select=select), data.spec.task)
+    check_splits(data, select)
     train = data.split("train")
-    fixed_budget = select == "none"
-    val = data.split("val") if "val" in data.splits or not fixed_budget else data.subset(torch.arange(0))
-    if len(train) == 0 or (len(val) == 0 and not fixed_budget):
-        raise MMRobustError(
-            "the train and val splits must both be non-empty (a fixed budget, train.select=none, needs no val)"
-        )
+    val = data.split("val") if "val" in data.splits else data.subset(torch.arange(0))
     augments = parse_augment(data.spec, augment or {})
     target = resolve_device(_dist.local_device(device))
     world = _dist.world_size() if _dist.setup(target) else 1

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
+from ..data.dataset import MultimodalData
 from ..errors import MMRobustError, check_int, check_number
 from ..metrics import metric_names
-
-MAX_SEED = 2**63 - 1  # what torch's generators accept
+from ..seeds import MAX_SEED
 
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -32,6 +32,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MMRobustError("CUDA was requested but is not available; use --device cpu")
     return torch.device(device)
+
+
+def check_splits(data: MultimodalData, select: str) -> None:
+    """The splits `fit` reads: train samples, and val samples unless `select` is "none" (a fixed budget
+    reads no val), said before anything trains and naming both fixes; a file may hold no val rows."""
+    sizes = {s: len(data.splits[s]) if s in data.splits else 0 for s in ("train", "val")}
+    if not sizes["train"]:
+        raise MMRobustError(f"dataset '{data.spec.name}' has no train samples to fit on; give it a train split")
+    if not sizes["val"] and select != "none":
+        raise MMRobustError(
+            f"dataset '{data.spec.name}' has no val samples, but select={select!r} picks the epoch on them: add "
+            "val rows ('val' in an npz's split array) or train a fixed budget with select='none' "
+            "(config: train.select: none)"
+        )
 
 
 def check_fit_options(

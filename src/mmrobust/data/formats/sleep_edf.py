@@ -32,7 +32,7 @@ import numpy as np
 
 from ...errors import MMRobustError
 from ..cache import cached
-from ..dataset import MultimodalData
+from ..dataset import MultimodalData, check_split_options
 from ..paths import data_dir as resolve_data_dir
 from ..registry import DatasetInfo, register_dataset
 from ._windows import cut, resample, windowed_dataset
@@ -93,8 +93,7 @@ def load_sleep_edf(
         pairs = _find_pairs(root / _FOLDER, sorted({int(s) for s in subjects}))
     if sample_rate <= 0 or not float(_EPOCH * sample_rate).is_integer():
         raise MMRobustError(f"sleep_edf: sample_rate={sample_rate} must give a whole number of samples per 30 s")
-    if not 0 < val_fraction < 1:
-        raise MMRobustError(f"sleep_edf: val_fraction must be in (0, 1), got {val_fraction}")
+    check_split_options(split_seed, val_fraction)
     _require_pyedflib()
     recorded = sorted({_subject(psg) for psg, _ in pairs})
     test = sorted(test_subjects) if test_subjects is not None else [s for s in recorded if s % 5 == 4]

@@ -32,7 +32,7 @@ import numpy as np
 
 from ...errors import MMRobustError
 from ..cache import cached
-from ..dataset import MultimodalData
+from ..dataset import MultimodalData, check_split_options
 from ..paths import data_dir as resolve_data_dir
 from ..registry import DatasetInfo, register_dataset
 from ._windows import cut, label_windows, resample, resample_labels, windowed_dataset
@@ -86,8 +86,7 @@ def load_wesad(
             f"wesad: sample_rate={sample_rate}, window_seconds={window_seconds}, step_seconds={step_seconds} "
             "must give at least 2 samples per window and 1 per step"
         )
-    if not 0 < val_fraction < 1:
-        raise MMRobustError(f"wesad: val_fraction must be in (0, 1), got {val_fraction}")
+    check_split_options(split_seed, val_fraction)
     options = {
         "sample_rate": sample_rate,
         "window": window,
