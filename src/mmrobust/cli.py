@@ -473,9 +473,12 @@ def data_list(data_dir: str | None) -> None:
     for name in DATASETS.names():
         info = dataset_info(name)
         missing = info.missing_files(root)
-        size = sum(p.stat().st_size for p in info.raw_files(root) if p.is_file())
+        bundled = info.bundled() if missing and data_dir is None and info.bundled else None  # read when no dir is set
+        files = list(bundled.iterdir()) if bundled is not None else info.raw_files(root)
+        size = sum(p.stat().st_size for p in files if p.is_file())
         on_disk = f"{size / 1e6:.1f} MB" if info.files or info.release else "built in"
-        table.add_row(name, info.summary, on_disk, "[red]no[/]" if missing else "[green]yes[/]")
+        on_disk += f" ({bundled})" if bundled is not None else ""
+        table.add_row(name, info.summary, on_disk, "[red]no[/]" if missing and bundled is None else "[green]yes[/]")
     console.print(table)
 
 
@@ -527,7 +530,7 @@ def data_verify(name: str, data_dir: str | None) -> None:
     Example:
       mmrobust data verify utd_mhad --data-dir DATA_DIR
     """
-    for line in verify(name, dataset_info(name), resolve_data_dir(data_dir)):
+    for line in verify(name, dataset_info(name), resolve_data_dir(data_dir), bundled=data_dir is None):
         console.print(line, highlight=False)
     dataset = load_data(name, None, data_dir)
     console.print(f"[green]ok[/]: {name} loads ({len(dataset)} samples)")

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+import mmrobust
+
 
 def test_list_shows_every_registered_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import mmrobust
@@ -17,6 +19,25 @@ def test_list_shows_every_registered_dataset(capsys: pytest.CaptureFixture[str],
         assert name in out
 
 
+def test_list_says_basicmotions_is_available_only_where_its_loader_finds_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: "available: yes" under any --data-dir, though with one the sktime copy is never read."""
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.delenv("MMROBUST_DATA", raising=False)  # the CLI reads it as --data-dir
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # an empty default data dir
+    rows = {}
+    for args in ([], ["--data-dir", str(tmp_path)]):
+        code, out, _ = run_cli(["data", "list", *args], capsys)
+        assert code == 0
+        rows[bool(args)] = next(line for line in out.splitlines() if line.startswith("│ basicmotions "))
+    assert rows[False].rstrip(" │").endswith("yes") and "0.0 MB" not in rows[False]  # sktime (pyproject) has it
+    assert rows[True].rstrip(" │").endswith("no")
+    mmrobust.load_dataset("basicmotions")  # what the list says holds
+    with pytest.raises(mmrobust.MMRobustError, match="BasicMotions not found"):
+        mmrobust.load_dataset("basicmotions", data_dir=tmp_path)
+
+
 def test_info_shows_splits_and_class_balance(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["data", "info", "basicmotions"], capsys)
     assert code == 0
@@ -25,9 +46,11 @@ def test_info_shows_splits_and_class_balance(capsys: pytest.CaptureFixture[str])
     assert "recipe: basicmotions/" in out
 
 
-def test_verify_prints_checksums_and_loads(capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_prints_checksums_and_loads(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("MMROBUST_DATA", raising=False)  # the CLI reads it as --data-dir
+    monkeypatch.setenv("HOME", str(tmp_path))  # nothing in the default data dir: sktime's copy is read
     code, out, _ = run_cli(["data", "verify", "basicmotions"], capsys)
-    assert code == 0 and "loads (80 samples)" in out
+    assert code == 0 and "read from the copy at" in out and "loads (80 samples)" in out
 
 
 def test_unknown_dataset_is_one_line_with_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,4 +72,4 @@ def test_verify_counts_the_basicmotions_files_under_the_data_dir(
     code, out, _ = run_cli(["data", "verify", "basicmotions", "--data-dir", str(shared_data)], capsys)
     assert code == 0 and "basic_motions/BasicMotions_{TRAIN,TEST}.ts: 2 files of the official release" in out
     code, _, err = run_cli(["data", "verify", "basicmotions", "--data-dir", str(tmp_path)], capsys)
-    assert code == 2 and f"in {tmp_path / 'basic_motions'}; download page" in err
+    assert code == 2 and f"expected basic_motions/BasicMotions_{{TRAIN,TEST}}.ts under {tmp_path}" in err

@@ -25,20 +25,32 @@ _FILES = ("BasicMotions_TRAIN.ts", "BasicMotions_TEST.ts")
 RECIPE_VERSION = "basicmotions/1: per-channel standardisation on train"
 
 
+def _complete(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in _FILES)
+
+
+def sktime_copy() -> Path | None:
+    """The folder of the two files in an installed sktime (found without importing it), or None."""
+    sktime = importlib.util.find_spec("sktime")
+    if sktime is None or not sktime.submodule_search_locations:
+        return None
+    folder = Path(next(iter(sktime.submodule_search_locations))) / "datasets" / "data" / "BasicMotions"
+    return folder if _complete(folder) else None
+
+
 def _locate(explicit_dir: str | Path | None) -> Path:
     """The folder holding the two files: under the data dir, else (with no `data_dir` given) in an
     installed sktime. The advice to install sktime is given only where it would help."""
-    candidates = [data_dir(explicit_dir) / _FOLDER]
-    sktime = importlib.util.find_spec("sktime") if explicit_dir is None else None
-    if sktime is not None and sktime.submodule_search_locations:
-        pkg = Path(next(iter(sktime.submodule_search_locations)))
-        candidates.append(pkg / "datasets" / "data" / "BasicMotions")
-    for folder in candidates:
-        if all((folder / f).is_file() for f in _FILES):
-            return folder
-    or_sktime = " (or `pip install sktime`, which ships them)" if explicit_dir is None and sktime is None else ""
+    folder = data_dir(explicit_dir) / _FOLDER
+    if _complete(folder):
+        return folder
+    bundled = sktime_copy() if explicit_dir is None else None
+    if bundled is not None:
+        return bundled
+    no_sktime = explicit_dir is None and importlib.util.find_spec("sktime") is None
+    or_sktime = " (or `pip install sktime`, which ships them)" if no_sktime else ""
     raise MMRobustError(
-        f"BasicMotions not found: put {' and '.join(_FILES)} in {candidates[0]}{or_sktime}; download page: "
+        f"BasicMotions not found: put {' and '.join(_FILES)} in {folder}{or_sktime}; download page: "
         "https://timeseriesclassification.com/description.php?Dataset=BasicMotions"
     )
 
@@ -69,6 +81,7 @@ INFO = DatasetInfo(
     homepage="https://timeseriesclassification.com/description.php?Dataset=BasicMotions",
     recipe=RECIPE_VERSION,
     release=Release(_FOLDER, _FILES, f"{_FOLDER}/BasicMotions_{{TRAIN,TEST}}.ts", count=len(_FILES)),
+    bundled=sktime_copy,
 )
 
 

@@ -269,10 +269,14 @@ def _no_download(name: str, info: DatasetInfo, root: Path) -> str:
     )
 
 
-def verify(name: str, info: DatasetInfo, root: Path) -> list[str]:
+def verify(name: str, info: DatasetInfo, root: Path, bundled: bool = False) -> list[str]:
     """Check the files of the layout under `root`: the official release as a whole (every file
     present, one SHA-256 over all), and single files by the checksums known for them. Returns
-    one line per check passed; the first failure is a one-line error saying what to do."""
+    one line per check passed; the first failure is a one-line error saying what to do. With
+    `bundled` (no data dir given), a dataset absent from `root` may be read from its bundled copy."""
+    copy = info.bundled() if bundled and info.bundled is not None and info.missing_files(root) else None
+    if copy is not None:
+        return [f"not under {root}: read from the copy at {copy}"]
     info.require(name, root)
     lines = []
     if info.release is not None and info.official(root):

@@ -96,6 +96,7 @@ class DatasetInfo:
     checksums: dict[str, str] = field(default_factory=dict)  # path -> sha256 (for `verify`)
     release: Release | None = None
     manual: str = ""  # how to get the data by hand, in one line, when it cannot be downloaded
+    bundled: Callable[[], Path | None] | None = None  # a copy read when no data dir is given (sktime's)
 
     def official(self, root: Path) -> bool:
         """Whether the official release's layout is the one under `root`."""
@@ -107,7 +108,7 @@ class DatasetInfo:
 
     def missing_files(self, root: Path) -> list[str]:
         missing = [f for f in self.needed(root) if not (root / f).is_file()]
-        if self.release is not None and not self.official(root) and missing:
+        if self.release is not None and not self.official(root) and (missing or not self.files):
             return [self.release.layout, *self.release.also]
         return missing
 

@@ -13,7 +13,6 @@ from ..errors import MMRobustError, check_int, check_number
 from ..metrics import metric_names
 from ..seeds import MAX_SEED
 
-
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
