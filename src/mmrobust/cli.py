@@ -224,9 +224,7 @@ def train(
 @click.option(
     "--missing",
     type=click.Choice(["zeros", "mean", "mask"]),
-    default="zeros",
-    show_default=True,
-    help="With --model: what an absent modality looks like to it (mask: it receives present=).",
+    help="With --model: what an absent modality looks like to it (mask: it receives present=) [default: zeros].",
 )
 @click.option("--weights", type=click.Path(dir_okay=False), help="With --model: a state dict to load (tensors only).")
 @click.option("--no-mask-check", is_flag=True, help="With --model: audit even if masking changes no output.")
@@ -267,8 +265,9 @@ def audit_cmd(
     set_threads(threads)
     if (checkpoint is None) == (external is None):
         raise MMRobustError("give exactly one of --checkpoint FILE or --model MODULE:FUNCTION")
-    if checkpoint is not None and (weights or no_mask_check or inputs):
-        raise MMRobustError("--weights, --no-mask-check and --inputs go with --model, not --checkpoint")
+    if checkpoint is not None and (weights or no_mask_check or inputs or missing):
+        raise MMRobustError("--weights, --missing, --no-mask-check and --inputs go with --model, not --checkpoint")
+    missing = missing or "zeros"
     scenarios = [corruption_from_name(name) for name in extra]
     data = load_data(data_name, npz, data_dir)
     if external is not None:

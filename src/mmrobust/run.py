@@ -384,7 +384,8 @@ def trained_before(config: ExperimentConfig, model: ModelConfig, seed: int, run_
         return None  # another format: train again
     if not same or record.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
         return None
-    return finished_manifest(run_dir, record["run_hash"])  # None if its files are damaged
+    reported = record["run_hash"] == run_hash(config, model, seed)  # finished_run has warned of its damage
+    return finished_manifest(run_dir, record["run_hash"], warn=not reported)  # None if its files are damaged
 
 
 def reaudit(

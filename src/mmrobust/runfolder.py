@@ -57,20 +57,23 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return record
 
 
-def finished_manifest(run_dir: Path, run_hash: str) -> dict[str, Any] | None:
+def finished_manifest(run_dir: Path, run_hash: str, warn: bool = True) -> dict[str, Any] | None:
     """The manifest if the run finished under `run_hash` and its files match their checksums; None
-    (run it) otherwise, with a warning when a finished run is found damaged (for the writer)."""
+    (run it) otherwise, with a warning (unless `warn` is off) when a finished run is found damaged
+    (for the writer)."""
     if not (run_dir / MANIFEST).is_file():
         return None
     record, problem = _parse(run_dir)
     if record is None:
-        warn_damaged(run_dir, f"{MANIFEST}: {problem}")
+        if warn:
+            warn_damaged(run_dir, f"{MANIFEST}: {problem}")
         return None
     if record.get("status") != "done" or record.get("run_hash") != run_hash:
         return None
     damage = files_problem(run_dir, record.get("files") or {})  # manifests of mmrobust 0.1 list none
     if damage is not None:
-        warn_damaged(run_dir, damage)
+        if warn:
+            warn_damaged(run_dir, damage)
         return None
     return record
 

@@ -151,6 +151,10 @@ ERRORS = {
         ["audit", "--checkpoint", "{good}", "--data", "synthetic", "--out", "{dir}/x"],
         "not a safe mmrobust checkpoint",
     ),
+    "missing-policy-with-checkpoint": (  # before: --missing silently ignored
+        ["audit", "--checkpoint", "{checkpoint}", "--npz", "{good}", "--missing", "mean", "--out", "{dir}/x"],
+        "--weights, --missing, --no-mask-check and --inputs go with --model, not --checkpoint",
+    ),
     "missing-npz": (["train", "--npz", "{dir}/nope.npz", "--out", "{dir}/x"], "npz file not found"),
     "no-data": (["train", "--out", "{dir}/x"], "exactly one of --data NAME or --npz FILE"),
     "two-data": (["train", "--data", "synthetic", "--npz", "{good}", "--out", "{dir}/x"], "exactly one of"),

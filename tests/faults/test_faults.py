@@ -554,8 +554,9 @@ def test_a_damaged_finished_run_is_reported_and_run_again(
             AuditResult.read(run_dir(out, 1) / name)
     stamps = manifest_stamps(out)
     events: list[str] = []
-    with pytest.warns(UserWarning, match=f"seed-1: the finished run is damaged: .*{name.split('.')[0]}"):
+    with pytest.warns(UserWarning, match=f"seed-1: the finished run is damaged: .*{name.split('.')[0]}") as caught:
         result = run_experiment(config, out, events.append, state_every=0)
+    assert len([w for w in caught if "is damaged" in str(w.message)]) == 1  # before: twice
     assert events == ["skip joint seed 0 (finished)", "done joint seed 1"]
     assert manifest_stamps(out)[0] == stamps[0]
     assert assert_consistent(out, config) == {0, 1}
