@@ -278,6 +278,23 @@ def test_write_report_with_unequal_seed_counts(kinds_data, fit_small, tmp_path) 
     assert "joint" in md and "transformer" in md
 
 
+def test_concat_refuses_two_models_under_one_label_and_seed(kinds_data, fit_small) -> None:
+    """Two different models both labelled 'joint', seed 0: the summary would show the first and the
+    per-scenario table their average, so concat refuses them, as `mmrobust report` refuses two runs."""
+    audits = [mmrobust.audit(fit_small(kinds_data, "joint", fusion), kinds_data) for fusion in ("sum", "concat")]
+    with pytest.raises(
+        MMRobustError,
+        match=r"^model 'joint' seed 0 on synthetic comes from two audit results in the list \(#0 and #1\); "
+        r"give the models distinct labels: audit\(\.\.\., label='\.\.\.'\)$",
+    ):
+        mmrobust.AuditResult.concat(audits)
+    fusions = ("sum", "concat")
+    labelled = [mmrobust.audit(fit_small(kinds_data, "joint", f), kinds_data, label=f"joint-{f}") for f in fusions]
+    clean = mmrobust.AuditResult.concat(labelled).summary().set_index("model").clean_mean
+    alone = {f"joint-{f}": r.summary().clean_mean.iloc[0] for f, r in zip(fusions, audits, strict=True)}
+    assert clean.to_dict() == alone
+
+
 def test_write_report_regression(regression_data, fit_small, tmp_path) -> None:
     result = mmrobust.audit(fit_small(regression_data, "joint", "sum"), regression_data)
     out = mmrobust.write_report(result, tmp_path)

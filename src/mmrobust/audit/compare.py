@@ -36,7 +36,7 @@ from ..corruption import GaussianNoise, Missing, corruption_from_name
 from ..errors import MMRobustError, unknown_name
 from ..metrics import LOWER_IS_BETTER, PRIMARY
 from ..runfolder import CHECKPOINT, MANIFEST, RESULTS, find_run_dirs, read_manifest
-from .result import AuditResult
+from .result import AuditResult, check_one_source
 from .scenarios import CLEAN
 
 REQUIRED_COLUMNS = ("dataset", "model", "seed", "scenario", "kind", "metric", "value")
@@ -96,18 +96,6 @@ def _read_run(run_dir: Path, manifest: Mapping[str, Any]) -> tuple[AuditResult, 
     return result, {s["name"]: s.get("mask_hash") for s in result.scenarios}
 
 
-def _check_unique(table: pd.DataFrame) -> None:
-    """Two runs with the same (dataset, model, seed) would be silently averaged: refuse instead."""
-    owners = table.groupby(["dataset", "model", "seed"], sort=False).run_dir.unique()
-    clashes = owners[owners.map(len) > 1]
-    if len(clashes):
-        (dataset, model, seed), dirs = next(iter(clashes.items()))
-        raise MMRobustError(
-            f"model '{model}' seed {seed} on {dataset} comes from two runs ({dirs[0]} and {dirs[1]}); "
-            "pass the folders of one experiment or give the models distinct labels"
-        )
-
-
 def _dataset_facts(runs: list[tuple[str, str, Path]]) -> tuple[dict[str, str], dict[str, int | None]]:
     """Task and class count per dataset from (dataset, task, run_dir); one dataset, one task."""
     tasks: dict[str, str] = {}
@@ -136,7 +124,7 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
         raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({len(skipped)} unfinished)")
     loaded.sort(key=lambda item: item[0])
     table = pd.concat([t for _, t, _, _ in loaded], ignore_index=True)
-    _check_unique(table)
+    check_one_source(table, "run_dir", "runs", "pass the folders of one experiment or give the models distinct labels")
     tasks, classes = _dataset_facts([(str(t.dataset.iloc[0]), task, d) for _, t, task, d in loaded])
     return Runs(table, tasks, classes, [d for *_, d in loaded], skipped)
 

@@ -31,6 +31,19 @@ from .scenarios import CLEAN, MAX_SUBSETS, Scenario, clean_scenario, custom_scen
 
 KEYS = ["dataset", "model", "method", "fusion", "seed"]
 MODEL_KEYS = KEYS[:-1]  # one trained configuration, over seeds
+RUN_KEYS = ["dataset", "model", "seed"]  # what names one run in tables and reports: its label, not its settings
+
+
+def check_one_source(table: pd.DataFrame, source: str, sources: str, advice: str) -> None:
+    """Refuse a (dataset, model label, seed) that two `sources` (runs, audit results; the `source`
+    column says which row comes from which) both hold: its rows would be silently merged or averaged."""
+    owners = table.groupby(RUN_KEYS, sort=False, dropna=False)[source].unique()
+    clashes = owners[owners.map(len) > 1]
+    if len(clashes):
+        (dataset, model, seed), found = next(iter(clashes.items()))
+        raise MMRobustError(
+            f"model '{model}' seed {seed} on {dataset} comes from two {sources} ({found[0]} and {found[1]}); {advice}"
+        )
 
 
 @dataclass
@@ -80,8 +93,14 @@ class AuditResult:
 
     @classmethod
     def concat(cls, results: Sequence[AuditResult]) -> AuditResult:
+        """The audits of several models as one result; two audits of one (dataset, label, seed) are an
+        error (the summary would show one of them and the per-scenario table their average)."""
         if not results:
             raise MMRobustError("nothing to combine: no audit results")
+        numbered = [r.table.assign(position=f"#{i}") for i, r in enumerate(results) if len(r.table)]
+        if numbered:
+            advice = "give the models distinct labels: audit(..., label='...')"
+            check_one_source(pd.concat(numbered), "position", "audit results in the list", advice)
         scen = {s["name"]: s for r in results for s in r.scenarios}
         return cls(
             pd.concat([r.table for r in results], ignore_index=True),
