@@ -329,6 +329,24 @@ def test_scenarios_given_by_name_audit_as_their_corruptions(kinds_data, fit_smal
         mmrobust.audit(model, kinds_data, [0.3])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("seed", 0.0, r"seed must be an integer in 0\.\.9223372036854775807, got 0\.0$"),  # masks unlike seed 0's
+        ("seed", False, r"seed must be an integer in 0\.\.\d+, got False$"),
+        ("seed", -1, r"seed must be an integer in 0\.\.\d+, got -1$"),
+        ("seed", "x", r"seed must be an integer in 0\.\.\d+, got 'x'$"),
+        ("max_subsets", 0, r"max_subsets must be an integer >= 1, got 0$"),
+        ("max_subsets", -1, r"max_subsets must be an integer >= 1, got -1$"),
+    ],
+)
+def test_audit_checks_its_seed_and_subset_cap_as_configs_do(kinds_data, fit_small, option, value, needle) -> None:
+    model = fit_small(kinds_data, "joint", "sum")
+    with pytest.raises(MMRobustError, match=needle):
+        mmrobust.audit(model, kinds_data, defaults=False, **{option: value})
+    assert mmrobust.audit(model, kinds_data, seed=0, max_subsets=6).scenarios[0]["audit_seed"] == 0  # 6: all
+
+
 def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:
     with pytest.raises(MMRobustError, match="not trained"):
         mmrobust.audit(mmrobust.create_method("joint"), kinds_data)

@@ -27,7 +27,15 @@ from ..methods.external import CHECK_ROWS, WrappedModel
 from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator
 from .engine import DEFAULT_CHUNK, ScenarioStream
 from .paired import Predictions
-from .scenarios import CLEAN, MAX_SUBSETS, Scenario, clean_scenario, custom_scenarios, default_scenarios
+from .scenarios import (
+    CLEAN,
+    MAX_SUBSETS,
+    Scenario,
+    check_audit_options,
+    clean_scenario,
+    custom_scenarios,
+    default_scenarios,
+)
 
 KEYS = ["dataset", "model", "method", "fusion", "seed"]
 MODEL_KEYS = KEYS[:-1]  # one trained configuration, over seeds
@@ -220,6 +228,7 @@ def audit(
     for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
     """
     check_method_argument(method, "audit")
+    check_audit_options(seed, max_subsets)
     if not isinstance(getattr(data, "spec", None), DataSpec):  # a ChunkedData is known by its spec
         hint = "load one with mmrobust.load_dataset(name) or load_npz(path)"
         raise wrong_argument("audit", "a MultimodalData", data, hint)
