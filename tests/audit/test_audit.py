@@ -347,6 +347,19 @@ def test_audit_checks_its_seed_and_subset_cap_as_configs_do(kinds_data, fit_smal
     assert mmrobust.audit(model, kinds_data, seed=0, max_subsets=6).scenarios[0]["audit_seed"] == 0  # 6: all
 
 
+def test_one_scenario_alone_is_a_one_element_list(kinds_data, fit_small) -> None:
+    """A name alone was read letter by letter ("cannot parse scenario 'm'"), a corruption alone was a
+    bare TypeError; both now mean the one scenario, as Subset("m0") means one modality."""
+    model = fit_small(kinds_data, "joint", "sum")
+    listed = mmrobust.audit(model, kinds_data, ["missing[m0@0.5]"], defaults=False)
+    for alone in ("missing[m0@0.5]", Missing("m0", 0.5)):
+        result = mmrobust.audit(model, kinds_data, alone, defaults=False)
+        pd.testing.assert_frame_equal(result.table, listed.table)
+        assert [s["name"] for s in result.scenarios] == ["clean", "missing[m0@0.5]"]
+    with pytest.raises(MMRobustError, match=r"^a scenario is a corruption .* not a float$"):
+        mmrobust.audit(model, kinds_data, 0.5)  # type: ignore[arg-type]
+
+
 def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:
     with pytest.raises(MMRobustError, match="not trained"):
         mmrobust.audit(mmrobust.create_method("joint"), kinds_data)

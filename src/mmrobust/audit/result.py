@@ -193,7 +193,7 @@ class AuditResult:
 def audit(
     method: Method,
     data: MultimodalData | ChunkedData,
-    scenarios: Iterable[Corruption | str] | None = None,
+    scenarios: Corruption | str | Iterable[Corruption | str] | None = None,
     *,
     defaults: bool = True,
     seed: int = 0,
@@ -208,8 +208,8 @@ def audit(
 ) -> AuditResult:
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
-    `scenarios` adds user corruptions (or their names, e.g. "missing[audio@0.3]") to the defaults
-    (all subsets, 30% missing and 30% sigma-1 noise per modality), or with `defaults=False` to the
+    `scenarios` adds user corruptions (or their names, e.g. "missing[audio@0.3]"; one alone needs no
+    list) to the defaults (all subsets, 30% missing and 30% sigma-1 noise per modality), or with `defaults=False` to the
     clean reference alone (every delta is taken against it, so it is always measured). `seed` fixes the
     scenario masks: the same seed gives every model the same masks. `label` names the model
     in the results (default: the method's name).
@@ -240,7 +240,7 @@ def audit(
         raise MMRobustError("nothing to audit: the split is empty")
     modalities = data.modalities
     chosen = default_scenarios(modalities, max_subsets=max_subsets) if defaults else clean_scenario(modalities)
-    chosen += custom_scenarios(list(scenarios or []))
+    chosen += custom_scenarios(() if scenarios is None else scenarios)
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):
         raise MMRobustError(f"duplicate scenarios: {sorted({n for n in names if names.count(n) > 1})}")

@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -127,9 +127,12 @@ def default_scenarios(
     return out
 
 
-def custom_scenarios(corruptions: Sequence[Corruption | str]) -> list[Scenario]:
+def custom_scenarios(corruptions: Corruption | str | Iterable[Corruption | str]) -> list[Scenario]:
     """User scenarios, given as corruptions or by their short names (`"missing[audio@0.3]"`), as in
-    configs and on the command line."""
+    configs and on the command line. One corruption or name alone is one scenario (as `Subset("audio")`
+    is one modality): a name would otherwise be read letter by letter."""
+    if isinstance(corruptions, Corruption | str) or not isinstance(corruptions, Iterable):
+        corruptions = [corruptions]  # anything else: refused below, by its type
     parsed = []
     for c in corruptions:
         if isinstance(c, str):
