@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_npz_arrays, write_npz
 
 import mmrobust
 from mmrobust import Compose, GaussianNoise, Missing, MissingRates, MMRobustError, Subset
 from mmrobust.audit.engine import naive_outputs, scenario_outputs
+from mmrobust.audit.paired import read_predictions, write_predictions
 from mmrobust.audit.report import FILES, summary_rows
 from mmrobust.audit.scenarios import custom_scenarios, default_scenarios
 from mmrobust.models import FUSIONS
@@ -118,6 +122,51 @@ def test_mask_hash_is_the_hash_of_the_mask_actually_used(kinds_data, fit_small) 
     present = scen[0].apply(test.batch(slice(None)), seed=2).present
     assert hashes[scen[0].name] == mask_hash(present)
     assert hashes[scen[0].name] != mask_hash(test.present)
+
+
+# --- samples left with no modality ----------------------------------------------------------
+def test_samples_left_with_no_modality_are_counted_not_scored(tmp_path, fit_small) -> None:
+    """On data with missing modalities, subset[b] leaves the samples without b with nothing: they were
+    scored as the model's constant answer to no input; now they are left out, counted and warned of.
+    A scenario that allows empty samples (`,allow`) still scores them."""
+    arrays = make_npz_arrays(n=120, seed=1)
+    present_b = np.random.default_rng(0).random(120) < 0.5
+    data = mmrobust.load_npz(write_npz(tmp_path / "d.npz", **arrays, present_b=present_b))
+    model = fit_small(data, "joint", "sum")
+    test = data.split("test")
+    lacks_b = ~test.present[:, 1]
+    allow = custom_scenarios("rates[a=0.9,b=0.9,allow]")[0]
+    assert (~allow.apply(test.batch(slice(None)), seed=0).present.any(dim=1)).any()  # it empties samples
+    warning = rf"^samples left with no modality at all are not scored .*: subset\[b\] {int(lacks_b.sum())} of the "
+    with pytest.warns(UserWarning, match=warning + rf"{len(test)} test samples \(each scenario's 'excluded' .*\)$"):
+        result = mmrobust.audit(model, data, allow.name, keep_predictions=True)
+    excluded = {s["name"]: s["excluded"] for s in result.scenarios}
+    assert excluded["subset[b]"] == int(lacks_b.sum()) > 0
+    assert sum(excluded.values()) == excluded["subset[b]"]  # allow, and every other scenario, scores all
+    predictions = result.predictions
+    assert predictions is not None and set(predictions.excluded) == {"subset[b]"}
+    accuracy = result.table[result.table.metric == "accuracy"].set_index("scenario").value
+    on_b = predictions.scenarios["subset[b]"][~lacks_b] == test.target[~lacks_b]
+    assert accuracy["subset[b]"] == pytest.approx(float(on_b.double().mean()))
+    report = mmrobust.write_report(result, tmp_path / "report") / "report.md"
+    assert f"not scored (per model and seed): `subset[b]` {excluded['subset[b]']}." in report.read_text()
+    write_predictions(predictions, tmp_path / "p.pt")  # run folders keep the exclusions for paired tests
+    assert torch.equal(read_predictions(tmp_path / "p.pt").excluded["subset[b]"], lacks_b)
+
+
+def test_on_complete_data_every_sample_is_scored_as_before(small_data, fit_small) -> None:
+    """Nothing changes where every scenario leaves every sample a modality: all rows scored, no warning."""
+    model = fit_small(small_data, "joint", "sum")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = mmrobust.audit(model, small_data, "rates[m0=0.9,m1=0.9,m2=0.9]")
+    chosen = default_scenarios(small_data.modalities) + custom_scenarios("rates[m0=0.9,m1=0.9,m2=0.9]")
+    outputs, hashes = scenario_outputs(model, small_data.split("test"), chosen, seed=0)
+    target = small_data.split("test").target
+    accuracy = result.table[result.table.metric == "accuracy"].set_index("scenario").value
+    for s in result.scenarios:
+        assert s["excluded"] == 0 and s["mask_hash"] == hashes[s["name"]]
+        assert accuracy[s["name"]] == float((outputs[s["name"]].argmax(dim=-1) == target).double().mean())
 
 
 # --- the table and its summaries -------------------------------------------------------------

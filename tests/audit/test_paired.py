@@ -136,8 +136,10 @@ def test_audit_keeps_predictions_that_reproduce_its_metrics(kinds_data, fit_smal
     result = mmrobust.audit(model, kinds_data, fast=fast, keep_predictions=True)
     assert result.predictions is not None
     table = result.table[result.table.metric == "accuracy"].set_index("scenario").value
-    for scenario, predicted in result.predictions.scenarios.items():
-        assert float((predicted == result.predictions.target).double().mean()) == pytest.approx(table[scenario])
+    for scenario in result.predictions.scenarios:
+        assert result.predictions.scores(scenario, "accuracy").mean() == pytest.approx(table[scenario])
+    excluded = {s["name"]: s["excluded"] for s in result.scenarios if s["excluded"]}
+    assert excluded and {k: int(v.sum()) for k, v in result.predictions.excluded.items()} == excluded  # kinds_data
     assert mmrobust.audit(model, kinds_data).predictions is None  # opt-in: memory grows with the test set
 
 

@@ -9,6 +9,7 @@ each as mean ± std over seeds.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,9 @@ def audit(
     leave-one-out subset and a fixed sample of the rest, with a warning; `max_subsets=None` audits all.
     `keep_predictions=True` also keeps every scenario's per-sample predictions (`result.predictions`,
     for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
+    On data with missing modalities a scenario can leave a sample with none (a subset it has none of):
+    such samples are not scored, unless the scenario allows it (`if_all_missing="allow"`); each
+    scenario's `excluded` count is in `result.scenarios` and the audit warns.
     """
     check_method_argument(method, "audit")
     check_audit_options(seed, max_subsets)
@@ -256,25 +260,52 @@ def audit(
             method.check_masks_matter(next(iter(test.batches(CHECK_ROWS))))
     per_scenario = not fast or not method.tags.has_tokens
     stream = ScenarioStream(method, test, chosen, seed, chunk, progress=progress, per_scenario=per_scenario)
-    folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in chosen}
-    kept: dict[str, list[Tensor]] = {sc.name: [] for sc in chosen}
-    targets = []
-    for target, outputs in stream:
+    metrics, excluded, target, predictions = _score(stream, chosen, spec, keep_predictions)
+    if any(excluded.values()):
+        listed = ", ".join(f"{name} {n}" for name, n in excluded.items() if n)
+        warnings.warn(
+            f"samples left with no modality at all are not scored (the model would answer nothing): {listed} "
+            f"of the {len(target)} test samples (each scenario's 'excluded' in the results)",
+            stacklevel=2,
+        )
+    default_label = method.name if method.tags.has_tokens else method.describe()  # wrapped: with its policy
+    result = _tidy(method, spec, chosen, metrics, stream.hashes(), excluded, seed, label or default_label)
+    result.models[0]["chance"] = chance_level(target, spec.task)
+    result.predictions = predictions
+    return result
+
+
+def _score(
+    stream: ScenarioStream, scenarios: list[Scenario], spec: DataSpec, keep_predictions: bool
+) -> tuple[dict[str, dict[str, float]], dict[str, int], Tensor, Predictions | None]:
+    """Fold the stream's outputs into each scenario's metrics, chunk by chunk, over the samples that
+    keep a modality (all of them under a scenario that `allows_all_missing`); also how many each
+    scenario left out, the targets, and the per-sample predictions when kept."""
+    folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in scenarios}
+    scores_empty = {sc.name for sc in scenarios if sc.corruption.allows_all_missing}
+    excluded = dict.fromkeys(folds, 0)
+    kept: dict[str, list[Tensor]] = {name: [] for name in folds}
+    left_out: dict[str, list[Tensor]] = {name: [] for name in folds}
+    targets: list[Tensor] = []
+    for target, outputs, empty in stream:
         for name, output in outputs.items():
-            folds[name].update(output, target)
+            out = empty[name] if name not in scores_empty else torch.zeros_like(empty[name])
+            excluded[name] += int(out.sum())
+            scored, truth = (output[~out], target[~out]) if out.any() else (output, target)
+            folds[name].update(scored, truth)
             if keep_predictions:
                 kept[name].append(_decision(output, spec.task))
+                left_out[name].append(out)
         targets.append(target.cpu())  # small (N,): for chance level, and the predictions when kept
-    metrics = {name: fold.result() for name, fold in folds.items()}
-    hashes = stream.hashes()
-    predictions = (
-        Predictions(torch.cat(targets), {n: torch.cat(p) for n, p in kept.items()}) if keep_predictions else None
-    )
-    default_label = method.name if method.tags.has_tokens else method.describe()  # wrapped: with its policy
-    result = _tidy(method, spec, chosen, metrics, hashes, seed, label or default_label)
-    result.models[0]["chance"] = chance_level(torch.cat(targets), spec.task)
-    result.predictions = predictions if keep_predictions else None
-    return result
+    target = torch.cat(targets)
+    predictions = None
+    if keep_predictions:
+        predictions = Predictions(
+            target,
+            {name: torch.cat(p) for name, p in kept.items()},
+            {name: torch.cat(left_out[name]) for name, n in excluded.items() if n},
+        )
+    return {name: fold.result() for name, fold in folds.items()}, excluded, target, predictions
 
 
 def chance_level(target: Tensor, task: str) -> dict[str, float]:
@@ -297,6 +328,7 @@ def _tidy(
     scenarios: list[Scenario],
     metrics: dict[str, dict[str, float]],
     hashes: dict,
+    excluded: dict[str, int],
     audit_seed: int,
     label: str,
 ) -> AuditResult:
@@ -331,6 +363,7 @@ def _tidy(
             "corruption": s.corruption.to_dict(),
             "mask_hash": hashes.get(s.name),
             "audit_seed": audit_seed,
+            "excluded": excluded[s.name],  # samples left with no modality, not scored
         }
         for s in scenarios
     ]
