@@ -229,7 +229,8 @@ def audit(
     for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
     On data with missing modalities a scenario can leave a sample with none (a subset it has none of):
     such samples are not scored, unless the scenario allows it (`if_all_missing="allow"`); each
-    scenario's `excluded` count is in `result.scenarios` and the audit warns.
+    scenario's `excluded` count is in `result.scenarios` and the audit warns. NaN or infinite
+    outputs are an error.
     """
     check_method_argument(method, "audit")
     check_audit_options(seed, max_subsets)
@@ -287,16 +288,19 @@ def _score(
     kept: dict[str, list[Tensor]] = {name: [] for name in folds}
     left_out: dict[str, list[Tensor]] = {name: [] for name in folds}
     targets: list[Tensor] = []
+    start = 0
     for target, outputs, empty in stream:
         for name, output in outputs.items():
             out = empty[name] if name not in scores_empty else torch.zeros_like(empty[name])
             excluded[name] += int(out.sum())
             scored, truth = (output[~out], target[~out]) if out.any() else (output, target)
+            _check_finite(scored, name, range(start, start + len(target)))
             folds[name].update(scored, truth)
             if keep_predictions:
                 kept[name].append(_decision(output, spec.task))
                 left_out[name].append(out)
         targets.append(target.cpu())  # small (N,): for chance level, and the predictions when kept
+        start += len(target)
     target = torch.cat(targets)
     predictions = None
     if keep_predictions:
@@ -306,6 +310,18 @@ def _score(
             {name: torch.cat(left_out[name]) for name, n in excluded.items() if n},
         )
     return {name: fold.result() for name, fold in folds.items()}, excluded, target, predictions
+
+
+def _check_finite(output: Tensor, scenario: str, rows: range) -> None:
+    """Refuse NaN or infinite outputs (one check per chunk): argmax reads NaN logits as class 0, so a
+    metric over them would look like a score."""
+    if not torch.isfinite(output).all():
+        bad = int((~torch.isfinite(output.reshape(len(output), -1)).all(dim=1)).sum())
+        raise MMRobustError(
+            f"under scenario {scenario} the model's outputs are NaN or infinite for {bad} of the {len(output)} "
+            f"samples scored in test rows {rows.start}..{rows.stop - 1}: no metric can be read from them; check "
+            "the model (a wrapped one: what it returns for these inputs and its missing-value policy)"
+        )
 
 
 def chance_level(target: Tensor, task: str) -> dict[str, float]:
