@@ -317,8 +317,8 @@ def paired_per_sample(
     table = runs.table if models is None else runs.table[runs.table.model.isin(models)]
     metric = "accuracy" if "accuracy" in set(table.metric) else "mae"
     keys = table[["model", "seed", "run_dir"]].drop_duplicates()
-    predictions = load_predictions(list(keys.itertuples(index=False, name=None)))
-    if predictions is None:
+    predictions, lacking = load_predictions(list(keys.itertuples(index=False, name=None)))
+    if lacking:
         return None
     masks = {(m, int(s), str(c)): str(h) for m, s, c, h in table[["model", "seed", "scenario", "mask_hash"]]
              .drop_duplicates().itertuples(index=False, name=None)}  # fmt: skip

@@ -7,8 +7,8 @@ and on numpy arrays:
 - `scenario_stats`: mean ± std over seeds of a metric per (model, scenario);
 - `bootstrap_ci` / `paired_differences`: model A − model B on the same masks, with a seeded,
   vectorised percentile bootstrap over *seeds*: seed s of A is paired with seed s of B (same audit
-  masks, checked through their hashes). The report uses it only for runs without per-sample
-  predictions; paired.py compares runs per test sample;
+  masks, checked through their hashes). The report uses it only for pairs it cannot compare per
+  test sample (a run without predictions); paired.py compares runs per test sample;
 - `relative_robustness` / `effective_robustness`: area under the metric-vs-severity curve
   normalised by the severity range, and a model's area minus a reference model's;
 - the modalities' Shapley values are in shapley.py.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,10 +187,14 @@ def same_masks(table: pd.DataFrame) -> dict[tuple[str, str], frozenset]:
     return {(str(s), str(m)): h for (s, m), h in hashes.items()}
 
 
-def _differences(wide: pd.DataFrame, models: list[str]) -> list[tuple[str, str, str, np.ndarray]]:
-    """(a, b, scenario, per-seed a - b over the seeds both have) for every ordered pair a < b."""
+def _differences(
+    wide: pd.DataFrame, models: list[str], skip: Collection[frozenset[str]] = ()
+) -> list[tuple[str, str, str, np.ndarray]]:
+    """(a, b, scenario, per-seed a - b over the seeds both have) for every ordered pair a < b not in `skip`."""
     out = []
     for a, b in itertools.combinations(models, 2):
+        if frozenset((a, b)) in skip:
+            continue
         diff = (wide[a] - wide[b]).dropna()
         for scenario, d in diff.groupby(level="scenario", sort=False):
             out.append((a, b, str(scenario), d.to_numpy()))
@@ -198,16 +202,24 @@ def _differences(wide: pd.DataFrame, models: list[str]) -> list[tuple[str, str, 
 
 
 def paired_differences(
-    table: pd.DataFrame, metric: str, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
+    table: pd.DataFrame,
+    metric: str,
+    *,
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+    skip: Collection[frozenset[str]] = (),
 ) -> pd.DataFrame:
-    """Model a − model b per scenario: mean over shared seeds and a bootstrap CI over seeds.
+    """Model a − model b per scenario: mean over shared seeds and a bootstrap CI over seeds, for every
+    pair of models but those in `skip` (e.g. compared per sample instead).
 
-    `paired` is True when both models' runs of the scenario used the same masks (equal hashes).
+    `paired` is True when both models' runs of the scenario used the same masks (equal hashes). With
+    one shared seed there is no interval (low and high are NaN): a bootstrap of one value has zero width.
     """
     t = table[table.metric == metric]
     models = list(dict.fromkeys(t.model))
     wide = t.pivot_table(index=["scenario", "seed"], columns="model", values="value", sort=False)
-    diffs = _differences(wide, [m for m in models if m in wide.columns])
+    diffs = _differences(wide, [m for m in models if m in wide.columns], skip)
     masks = same_masks(t)
     columns = ["model_a", "model_b", "scenario", "seeds", "mean", "low", "high", "paired"]
     rows: list[dict[str, Any]] = []
@@ -217,6 +229,8 @@ def paired_differences(
     stats: dict[int, tuple[float, float, float]] = {}
     for indices in by_length.values():  # one vectorised bootstrap per number of shared seeds
         mean, low, high = bootstrap_ci(np.stack([diffs[i][3] for i in indices]), n_boot=n_boot, level=level, seed=seed)
+        if len(diffs[indices[0]][3]) < 2:
+            low[:], high[:] = np.nan, np.nan
         stats.update({i: (float(mean[k]), float(low[k]), float(high[k])) for k, i in enumerate(indices)})
     for i, (a, b, scenario, d) in enumerate(diffs):
         hashes = masks.get((scenario, a), frozenset()) | masks.get((scenario, b), frozenset())

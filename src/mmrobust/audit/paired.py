@@ -192,10 +192,12 @@ def verdict(low: float, high: float, metric: str) -> int:
     return 0
 
 
-def load_predictions(run_dirs: Sequence[tuple[str, int, Path]]) -> dict[tuple[str, int], Predictions] | None:
-    """(model, seed) -> predictions of each run, or None if any run has no predictions file
-    (runs of mmrobust before per-sample predictions were recorded)."""
+def load_predictions(
+    run_dirs: Sequence[tuple[str, int, Path]],
+) -> tuple[dict[tuple[str, int], Predictions], list[tuple[str, int]]]:
+    """(model, seed) -> predictions of each run that has a predictions file, and the (model, seed) of
+    the runs without one (`mmrobust audit` folders keep none; a run of `mmrobust run` without it is
+    incomplete, and `mmrobust run` redoes it)."""
     paths = {(model, seed): Path(d) / PREDICTIONS for model, seed, d in run_dirs}
-    if not all(p.is_file() for p in paths.values()):
-        return None
-    return {key: read_predictions(p) for key, p in paths.items()}
+    lacking = [key for key, p in paths.items() if not p.is_file()]
+    return {key: read_predictions(p) for key, p in paths.items() if key not in lacking}, lacking
