@@ -317,8 +317,8 @@ def paired_per_sample(
     table = runs.table if models is None else runs.table[runs.table.model.isin(models)]
     metric = "accuracy" if "accuracy" in set(table.metric) else "mae"
     keys = table[["model", "seed", "run_dir"]].drop_duplicates()
-    predictions = load_predictions(list(keys.itertuples(index=False, name=None)))
-    if predictions is None:
+    predictions, lacking = load_predictions(list(keys.itertuples(index=False, name=None)))
+    if lacking:
         return None
     masks = {(m, int(s), str(c)): str(h) for m, s, c, h in table[["model", "seed", "scenario", "mask_hash"]]
              .drop_duplicates().itertuples(index=False, name=None)}  # fmt: skip
@@ -376,6 +376,8 @@ def write_archive(
     scenarios = list(predictions[keys[0]].scenarios)
     if any(list(predictions[k].scenarios) != scenarios for k in keys):
         raise SystemExit(f"{path.name}: the study's runs were audited under different scenarios; archive them apart")
+    if any(predictions[k].excluded for k in keys):  # the archive has no field for them: never pair them wrongly
+        raise SystemExit(f"{path.name}: the runs left samples with no modality unscored; the archive cannot hold that")
     stacked = np.stack([torch.stack([predictions[k].scenarios[c] for c in scenarios]).numpy() for k in keys])
     if not np.issubdtype(stacked.dtype, np.floating):
         stacked = stacked.astype(np.min_scalar_type(max(int(stacked.max()), 1)))

@@ -41,6 +41,7 @@ from .methods.external import load_external, wrap
 from .models import ENCODERS, FUSIONS
 from .registry import check_options
 from .run import demo_config, run_experiment
+from .runfolder import MANIFEST
 from .threads import set_threads
 from .train import check_fit_options, fit
 from .train.options import check_device
@@ -268,6 +269,7 @@ def audit_cmd(
     if checkpoint is not None and (weights or no_mask_check or inputs or missing):
         raise MMRobustError("--weights, --missing, --no-mask-check and --inputs go with --model, not --checkpoint")
     missing = missing or "zeros"
+    _check_audit_out(Path(out))
     scenarios = [corruption_from_name(name) for name in extra]
     data = load_data(data_name, npz, data_dir)
     if external is not None:
@@ -287,6 +289,19 @@ def audit_cmd(
     write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {})})
     print_summary(result, f"{data.spec.name}: audit of {checkpoint or external}")
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")
+
+
+def _check_audit_out(out: Path) -> None:
+    """Refuse an --out that is, or holds, a run folder of `mmrobust run`: the audit's files would replace
+    that run's (or its experiment's) results.json, after which `mmrobust report` calls the run damaged."""
+    manifest = out / MANIFEST if (out / MANIFEST).is_file() else next(out.rglob(MANIFEST), None)
+    if manifest is not None:
+        run = "a run folder of `mmrobust run`"
+        what = f"is {run}" if manifest.parent == out else f"holds {run} ({manifest.parent})"
+        raise MMRobustError(
+            f"--out {out} {what}: the audit's results.json and report.md would replace the ones written there; "
+            "give another --out"
+        )
 
 
 @cli.command(name="run")

@@ -314,6 +314,7 @@ def _check_data(data: DataConfig) -> None:
 
 def _check_train_and_audit(config: ExperimentConfig) -> None:
     """Every number, seed, selection, augmentation and scenario, checked before any training."""
+    from .audit.scenarios import check_audit_options
     from .corruption import corruption_from_name
     from .data.augment import check_augment_options
     from .train import MAX_SEED, check_fit_options
@@ -329,11 +330,9 @@ def _check_train_and_audit(config: ExperimentConfig) -> None:
     twice = sorted({s for s in config.seeds if config.seeds.count(s) > 1})
     if twice:
         raise MMRobustError(f"seeds {config.seeds} lists seed {twice[0]} more than once; list each seed once")
-    check_int(config.audit.seed, "audit.seed", 0, MAX_SEED)
+    check_audit_options(config.audit.seed, config.audit.max_subsets, lambda key: f"audit.{key}")
     if config.train.threads is not None:
         check_int(config.train.threads, "train.threads", 1)
-    if config.audit.max_subsets is not None:
-        check_int(config.audit.max_subsets, "audit.max_subsets", 1)
     for i, name in enumerate(config.audit.scenarios):
         try:
             corruption_from_name(name)

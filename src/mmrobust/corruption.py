@@ -67,6 +67,12 @@ class Corruption(ABC):
         return ()
 
     @property
+    def allows_all_missing(self) -> bool:
+        """Whether it leaves a sample with no modality on purpose (`if_all_missing="allow"`): the audit
+        scores such samples only then, and otherwise leaves them out (a subset a sample has none of)."""
+        return getattr(self, "if_all_missing", None) == "allow"
+
+    @property
     def on_tokens(self) -> bool:
         """Whether it acts on encoded tokens (token-stage noise) rather than on the batch before
         encoding (masks, whatever their stage, and input noise: a dropped modality is never encoded)."""
@@ -465,6 +471,10 @@ class Compose(Corruption):
 
     def touched(self, modalities: Sequence[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m for p in self.parts for m in p.touched(modalities)))
+
+    @property
+    def allows_all_missing(self) -> bool:
+        return any(p.allows_all_missing for p in self.parts)
 
     def __call__(self, x: T, generator: torch.Generator) -> T:
         for part in self.parts:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_npz_arrays, write_npz
 
 import mmrobust
 from mmrobust import Compose, GaussianNoise, Missing, MissingRates, MMRobustError, Subset
 from mmrobust.audit.engine import naive_outputs, scenario_outputs
+from mmrobust.audit.paired import read_predictions, write_predictions
 from mmrobust.audit.report import FILES, summary_rows
 from mmrobust.audit.scenarios import custom_scenarios, default_scenarios
 from mmrobust.models import FUSIONS
@@ -118,6 +122,51 @@ def test_mask_hash_is_the_hash_of_the_mask_actually_used(kinds_data, fit_small) 
     present = scen[0].apply(test.batch(slice(None)), seed=2).present
     assert hashes[scen[0].name] == mask_hash(present)
     assert hashes[scen[0].name] != mask_hash(test.present)
+
+
+# --- samples left with no modality ----------------------------------------------------------
+def test_samples_left_with_no_modality_are_counted_not_scored(tmp_path, fit_small) -> None:
+    """On data with missing modalities, subset[b] leaves the samples without b with nothing: they were
+    scored as the model's constant answer to no input; now they are left out, counted and warned of.
+    A scenario that allows empty samples (`,allow`) still scores them."""
+    arrays = make_npz_arrays(n=120, seed=1)
+    present_b = np.random.default_rng(0).random(120) < 0.5
+    data = mmrobust.load_npz(write_npz(tmp_path / "d.npz", **arrays, present_b=present_b))
+    model = fit_small(data, "joint", "sum")
+    test = data.split("test")
+    lacks_b = ~test.present[:, 1]
+    allow = custom_scenarios("rates[a=0.9,b=0.9,allow]")[0]
+    assert (~allow.apply(test.batch(slice(None)), seed=0).present.any(dim=1)).any()  # it empties samples
+    warning = rf"^samples left with no modality at all are not scored .*: subset\[b\] {int(lacks_b.sum())} of the "
+    with pytest.warns(UserWarning, match=warning + rf"{len(test)} test samples \(each scenario's 'excluded' .*\)$"):
+        result = mmrobust.audit(model, data, allow.name, keep_predictions=True)
+    excluded = {s["name"]: s["excluded"] for s in result.scenarios}
+    assert excluded["subset[b]"] == int(lacks_b.sum()) > 0
+    assert sum(excluded.values()) == excluded["subset[b]"]  # allow, and every other scenario, scores all
+    predictions = result.predictions
+    assert predictions is not None and set(predictions.excluded) == {"subset[b]"}
+    accuracy = result.table[result.table.metric == "accuracy"].set_index("scenario").value
+    on_b = predictions.scenarios["subset[b]"][~lacks_b] == test.target[~lacks_b]
+    assert accuracy["subset[b]"] == pytest.approx(float(on_b.double().mean()))
+    report = mmrobust.write_report(result, tmp_path / "report") / "report.md"
+    assert f"not scored (per model and seed): `subset[b]` {excluded['subset[b]']}." in report.read_text()
+    write_predictions(predictions, tmp_path / "p.pt")  # run folders keep the exclusions for paired tests
+    assert torch.equal(read_predictions(tmp_path / "p.pt").excluded["subset[b]"], lacks_b)
+
+
+def test_on_complete_data_every_sample_is_scored_as_before(small_data, fit_small) -> None:
+    """Nothing changes where every scenario leaves every sample a modality: all rows scored, no warning."""
+    model = fit_small(small_data, "joint", "sum")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = mmrobust.audit(model, small_data, "rates[m0=0.9,m1=0.9,m2=0.9]")
+    chosen = default_scenarios(small_data.modalities) + custom_scenarios("rates[m0=0.9,m1=0.9,m2=0.9]")
+    outputs, hashes = scenario_outputs(model, small_data.split("test"), chosen, seed=0)
+    target = small_data.split("test").target
+    accuracy = result.table[result.table.metric == "accuracy"].set_index("scenario").value
+    for s in result.scenarios:
+        assert s["excluded"] == 0 and s["mask_hash"] == hashes[s["name"]]
+        assert accuracy[s["name"]] == float((outputs[s["name"]].argmax(dim=-1) == target).double().mean())
 
 
 # --- the table and its summaries -------------------------------------------------------------
@@ -278,6 +327,23 @@ def test_write_report_with_unequal_seed_counts(kinds_data, fit_small, tmp_path) 
     assert "joint" in md and "transformer" in md
 
 
+def test_concat_refuses_two_models_under_one_label_and_seed(kinds_data, fit_small) -> None:
+    """Two different models both labelled 'joint', seed 0: the summary would show the first and the
+    per-scenario table their average, so concat refuses them, as `mmrobust report` refuses two runs."""
+    audits = [mmrobust.audit(fit_small(kinds_data, "joint", fusion), kinds_data) for fusion in ("sum", "concat")]
+    with pytest.raises(
+        MMRobustError,
+        match=r"^model 'joint' seed 0 on synthetic comes from two audit results in the list \(#0 and #1\); "
+        r"give the models distinct labels: audit\(\.\.\., label='\.\.\.'\)$",
+    ):
+        mmrobust.AuditResult.concat(audits)
+    fusions = ("sum", "concat")
+    labelled = [mmrobust.audit(fit_small(kinds_data, "joint", f), kinds_data, label=f"joint-{f}") for f in fusions]
+    clean = mmrobust.AuditResult.concat(labelled).summary().set_index("model").clean_mean
+    alone = {f"joint-{f}": r.summary().clean_mean.iloc[0] for f, r in zip(fusions, audits, strict=True)}
+    assert clean.to_dict() == alone
+
+
 def test_write_report_regression(regression_data, fit_small, tmp_path) -> None:
     result = mmrobust.audit(fit_small(regression_data, "joint", "sum"), regression_data)
     out = mmrobust.write_report(result, tmp_path)
@@ -310,6 +376,37 @@ def test_scenarios_given_by_name_audit_as_their_corruptions(kinds_data, fit_smal
         mmrobust.audit(model, kinds_data, ["missing m0"])
     with pytest.raises(MMRobustError, match=r"a scenario is a corruption .* not a float"):
         mmrobust.audit(model, kinds_data, [0.3])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("seed", 0.0, r"seed must be an integer in 0\.\.9223372036854775807, got 0\.0$"),  # masks unlike seed 0's
+        ("seed", False, r"seed must be an integer in 0\.\.\d+, got False$"),
+        ("seed", -1, r"seed must be an integer in 0\.\.\d+, got -1$"),
+        ("seed", "x", r"seed must be an integer in 0\.\.\d+, got 'x'$"),
+        ("max_subsets", 0, r"max_subsets must be an integer >= 1, got 0$"),
+        ("max_subsets", -1, r"max_subsets must be an integer >= 1, got -1$"),
+    ],
+)
+def test_audit_checks_its_seed_and_subset_cap_as_configs_do(kinds_data, fit_small, option, value, needle) -> None:
+    model = fit_small(kinds_data, "joint", "sum")
+    with pytest.raises(MMRobustError, match=needle):
+        mmrobust.audit(model, kinds_data, defaults=False, **{option: value})
+    assert mmrobust.audit(model, kinds_data, seed=0, max_subsets=6).scenarios[0]["audit_seed"] == 0  # 6: all
+
+
+def test_one_scenario_alone_is_a_one_element_list(kinds_data, fit_small) -> None:
+    """A name alone was read letter by letter ("cannot parse scenario 'm'"), a corruption alone was a
+    bare TypeError; both now mean the one scenario, as Subset("m0") means one modality."""
+    model = fit_small(kinds_data, "joint", "sum")
+    listed = mmrobust.audit(model, kinds_data, ["missing[m0@0.5]"], defaults=False)
+    for alone in ("missing[m0@0.5]", Missing("m0", 0.5)):
+        result = mmrobust.audit(model, kinds_data, alone, defaults=False)
+        pd.testing.assert_frame_equal(result.table, listed.table)
+        assert [s["name"] for s in result.scenarios] == ["clean", "missing[m0@0.5]"]
+    with pytest.raises(MMRobustError, match=r"^a scenario is a corruption .* not a float$"):
+        mmrobust.audit(model, kinds_data, 0.5)  # type: ignore[arg-type]
 
 
 def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:

@@ -223,9 +223,10 @@ def test_engine_reads_and_holds_one_chunk_at_a_time(kinds_data, fit_small) -> No
             model, data, scenarios_for(data.modalities), seed=0, chunk=6, batch_size=4, draw_block=3
         )
         seen = 0
-        for target, outputs in stream:
+        for target, outputs, empty in stream:
             data.log.append("outputs")
             assert all(len(out) == len(target) for out in outputs.values())
+            assert set(empty) == set(outputs) and all(e.shape == target.shape for e in empty.values())
             seen += len(target)
     finally:
         del model.encode, model.prepare_fusion

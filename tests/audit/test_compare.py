@@ -152,6 +152,14 @@ def test_paired_differences_of_a_constant_shift() -> None:
     assert not paired_differences(other_masks, "accuracy", n_boot=100).paired.iloc[0]
 
 
+def test_one_shared_seed_gives_no_interval_and_skipped_pairs_are_left_out() -> None:
+    """A bootstrap over one seed has zero width ([+0.100, +0.100]) and would declare a winner."""
+    rows = [(m, 0, "clean", 0.5 + (0.1 if m == "a" else 0.0)) for m in "abc"]
+    diffs = paired_differences(tidy(rows), "accuracy", n_boot=100, skip=[frozenset("bc")])
+    assert list(zip(diffs.model_a, diffs.model_b, strict=True)) == [("a", "b"), ("a", "c")]
+    assert diffs["mean"].tolist() == pytest.approx([0.1, 0.1]) and diffs.low.isna().all() and diffs.high.isna().all()
+
+
 def test_modality_contributions_are_signed_so_that_helping_is_positive_for_mae() -> None:
     # MAE: without anything 1.0; `a` alone cuts it to 0.6, `b` alone to 0.9, both to 0.5
     rows = [("m", 0, "clean", 0.5), ("m", 0, "subset[a]", 0.6), ("m", 0, "subset[b]", 0.9)]

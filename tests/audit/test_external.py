@@ -144,6 +144,31 @@ def test_wrong_output_shape_is_named(small_data) -> None:
         wrapped.predict(absent_rows(small_data))
 
 
+class Unstable(Branches):
+    """Branches whose logits are NaN, or +inf, where m0's first input is above 1: a diverged model."""
+
+    def forward(self, inputs: dict[str, Tensor], present: Tensor | None = None) -> Tensor:
+        out = super().forward(inputs, present)
+        out[inputs["m0"][:, 0] > 1, 0] = float("nan")
+        out[inputs["m0"][:, 1] > 2, 1] = float("inf")
+        return out
+
+
+def test_non_finite_outputs_are_an_error_naming_the_scenario_and_the_count(small_data) -> None:
+    """NaN logits were audited silently (argmax reads NaN as class 0: a 'score' of 0.25)."""
+    test = small_data.split("test")
+    m0 = test.inputs["m0"]
+    bad = int(((m0[:, 0] > 1) | (m0[:, 1] > 2)).sum())
+    assert 0 < bad < len(test)
+    wrapped = mmrobust.wrap(Unstable(small_data), small_data)
+    needle = (
+        rf"^under scenario clean the model's outputs are NaN or infinite for {bad} of the {len(test)} samples "
+        rf"scored in test rows 0\.\.{len(test) - 1}: no metric can be read from them; check the model \(.*\)$"
+    )
+    with pytest.raises(MMRobustError, match=needle):
+        mmrobust.audit(wrapped, small_data)
+
+
 # --- the command line -----------------------------------------------------------------------
 MODEL_FILE = """
 import torch

@@ -136,8 +136,10 @@ def test_audit_keeps_predictions_that_reproduce_its_metrics(kinds_data, fit_smal
     result = mmrobust.audit(model, kinds_data, fast=fast, keep_predictions=True)
     assert result.predictions is not None
     table = result.table[result.table.metric == "accuracy"].set_index("scenario").value
-    for scenario, predicted in result.predictions.scenarios.items():
-        assert float((predicted == result.predictions.target).double().mean()) == pytest.approx(table[scenario])
+    for scenario in result.predictions.scenarios:
+        assert result.predictions.scores(scenario, "accuracy").mean() == pytest.approx(table[scenario])
+    excluded = {s["name"]: s["excluded"] for s in result.scenarios if s["excluded"]}
+    assert excluded and {k: int(v.sum()) for k, v in result.predictions.excluded.items()} == excluded  # kinds_data
     assert mmrobust.audit(model, kinds_data).predictions is None  # opt-in: memory grows with the test set
 
 
@@ -165,3 +167,25 @@ def test_run_writes_predictions_and_the_report_pairs_per_sample(tmp_path: Path) 
         path.unlink()
     write_comparison(load_runs([old]), tmp_path / "old.md", "md")
     assert "resamples **seeds**" in (tmp_path / "old.md").read_text()
+
+
+def test_a_run_without_predictions_downgrades_only_its_own_pairs_and_one_seed_gives_no_verdict(tmp_path: Path) -> None:
+    """One deleted predictions.pt sent every pair to the seed bootstrap, blamed 'runs written by mmrobust
+    before they were recorded', and with one seed declared winners from zero-width intervals."""
+    models = [{"method": "joint", "label": label, "params": {"fusion": fusion}} for label, fusion in
+              (("joint-sum", "sum"), ("joint-concat", "concat"), ("joint-late", "late"))]  # fmt: skip
+    run_experiment(config_from_dict({**CONFIG, "models": models, "seeds": [0]}), tmp_path / "runs")
+    (tmp_path / "runs" / "joint-late" / "seed-0" / PREDICTIONS).unlink()
+    runs = load_runs([tmp_path / "runs"])
+    write_comparison(runs, tmp_path / "report.md", "md")
+    n = runs.table.scenario.nunique()
+    text = (tmp_path / "report.md").read_text()
+    per_sample, by_seed = text.split("### Paired differences between models")[1].split("For every other pair")
+    assert "paired per test sample" in per_sample and f"| joint-sum − joint-concat | {n} |" in per_sample
+    assert "joint-late" not in per_sample
+    assert "Runs without per-sample predictions (predictions.pt): joint-late seed 0 (" in by_seed
+    assert "before they were recorded" not in text
+    assert "With one seed a pair has no interval and no verdict." in by_seed
+    for pair in ("joint-sum − joint-late", "joint-concat − joint-late"):  # no verdict, all untestable
+        assert f"| {pair} | {n} | 0 | 0 | 0 | {n} |" in by_seed
+    assert by_seed.count("none (1 seed)") == 2 * n and "[+" not in by_seed and "[-" not in by_seed

@@ -82,3 +82,27 @@ def test_threads_are_set_for_train_and_checked_in_configs(npz: Path, tmp_path: P
     config.write_text(f"data: {{npz: {npz}}}\ntrain: {{epochs: 1, threads: 0}}\n")
     code, _, err = run_cli(["run", str(config), "--out", str(tmp_path / "runs")], capsys)
     one_line_error(code, err, "train.threads must be an integer >= 1, got 0")
+
+
+def test_audit_refuses_to_write_into_a_run_folder(npz: Path, tmp_path: Path, capsys) -> None:
+    """`mmrobust audit --out <a run of mmrobust run>` replaced the run's results.json, after which
+    `mmrobust report` called the run damaged; now it is refused before anything is loaded or written."""
+    (tmp_path / "c.yaml").write_text(
+        f"name: one\ndata: {{npz: {npz}}}\nmodels: [{{method: joint, params: {{fusion: sum}}}}]\n"
+        "train: {epochs: 1}\nseeds: [0]\n"
+    )
+    code, _, err = run_cli(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "exp")], capsys)
+    assert code == 0, err
+    run_dir = tmp_path / "exp" / "joint" / "seed-0"
+    before = {p.name: p.read_bytes() for p in (run_dir / "results.json", tmp_path / "exp" / "results.json")}
+    audit = ["audit", "--checkpoint", str(run_dir / "checkpoint.pt"), "--npz", str(npz), "--out"]
+    code, _, err = run_cli([*audit, str(run_dir)], capsys)
+    one_line_error(code, err, f"--out {run_dir} is a run folder of `mmrobust run`: the audit's", "another --out")
+    code, _, err = run_cli([*audit, str(tmp_path / "exp")], capsys)
+    one_line_error(code, err, f"--out {tmp_path / 'exp'} holds a run folder of `mmrobust run` ({run_dir})")
+    after = {p.name: p.read_bytes() for p in (run_dir / "results.json", tmp_path / "exp" / "results.json")}
+    assert after == before
+    code, _, err = run_cli([*audit, str(tmp_path / "elsewhere")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["report", str(tmp_path / "exp"), "--out", str(tmp_path / "r.md")], capsys)
+    assert code == 0, err

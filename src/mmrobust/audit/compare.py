@@ -7,8 +7,8 @@ and on numpy arrays:
 - `scenario_stats`: mean ± std over seeds of a metric per (model, scenario);
 - `bootstrap_ci` / `paired_differences`: model A − model B on the same masks, with a seeded,
   vectorised percentile bootstrap over *seeds*: seed s of A is paired with seed s of B (same audit
-  masks, checked through their hashes). The report uses it only for runs without per-sample
-  predictions; paired.py compares runs per test sample;
+  masks, checked through their hashes). The report uses it only for pairs it cannot compare per
+  test sample (a run without predictions); paired.py compares runs per test sample;
 - `relative_robustness` / `effective_robustness`: area under the metric-vs-severity curve
   normalised by the severity range, and a model's area minus a reference model's;
 - the modalities' Shapley values are in shapley.py.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from ..corruption import GaussianNoise, Missing, corruption_from_name
 from ..errors import MMRobustError, unknown_name
 from ..metrics import LOWER_IS_BETTER, PRIMARY
 from ..runfolder import CHECKPOINT, MANIFEST, RESULTS, find_run_dirs, read_manifest
-from .result import AuditResult
+from .result import AuditResult, check_one_source
 from .scenarios import CLEAN
 
 REQUIRED_COLUMNS = ("dataset", "model", "seed", "scenario", "kind", "metric", "value")
@@ -96,18 +96,6 @@ def _read_run(run_dir: Path, manifest: Mapping[str, Any]) -> tuple[AuditResult, 
     return result, {s["name"]: s.get("mask_hash") for s in result.scenarios}
 
 
-def _check_unique(table: pd.DataFrame) -> None:
-    """Two runs with the same (dataset, model, seed) would be silently averaged: refuse instead."""
-    owners = table.groupby(["dataset", "model", "seed"], sort=False).run_dir.unique()
-    clashes = owners[owners.map(len) > 1]
-    if len(clashes):
-        (dataset, model, seed), dirs = next(iter(clashes.items()))
-        raise MMRobustError(
-            f"model '{model}' seed {seed} on {dataset} comes from two runs ({dirs[0]} and {dirs[1]}); "
-            "pass the folders of one experiment or give the models distinct labels"
-        )
-
-
 def _dataset_facts(runs: list[tuple[str, str, Path]]) -> tuple[dict[str, str], dict[str, int | None]]:
     """Task and class count per dataset from (dataset, task, run_dir); one dataset, one task."""
     tasks: dict[str, str] = {}
@@ -136,7 +124,7 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
         raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({len(skipped)} unfinished)")
     loaded.sort(key=lambda item: item[0])
     table = pd.concat([t for _, t, _, _ in loaded], ignore_index=True)
-    _check_unique(table)
+    check_one_source(table, "run_dir", "runs", "pass the folders of one experiment or give the models distinct labels")
     tasks, classes = _dataset_facts([(str(t.dataset.iloc[0]), task, d) for _, t, task, d in loaded])
     return Runs(table, tasks, classes, [d for *_, d in loaded], skipped)
 
@@ -199,10 +187,14 @@ def same_masks(table: pd.DataFrame) -> dict[tuple[str, str], frozenset]:
     return {(str(s), str(m)): h for (s, m), h in hashes.items()}
 
 
-def _differences(wide: pd.DataFrame, models: list[str]) -> list[tuple[str, str, str, np.ndarray]]:
-    """(a, b, scenario, per-seed a - b over the seeds both have) for every ordered pair a < b."""
+def _differences(
+    wide: pd.DataFrame, models: list[str], skip: Collection[frozenset[str]] = ()
+) -> list[tuple[str, str, str, np.ndarray]]:
+    """(a, b, scenario, per-seed a - b over the seeds both have) for every ordered pair a < b not in `skip`."""
     out = []
     for a, b in itertools.combinations(models, 2):
+        if frozenset((a, b)) in skip:
+            continue
         diff = (wide[a] - wide[b]).dropna()
         for scenario, d in diff.groupby(level="scenario", sort=False):
             out.append((a, b, str(scenario), d.to_numpy()))
@@ -210,16 +202,24 @@ def _differences(wide: pd.DataFrame, models: list[str]) -> list[tuple[str, str, 
 
 
 def paired_differences(
-    table: pd.DataFrame, metric: str, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
+    table: pd.DataFrame,
+    metric: str,
+    *,
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+    skip: Collection[frozenset[str]] = (),
 ) -> pd.DataFrame:
-    """Model a − model b per scenario: mean over shared seeds and a bootstrap CI over seeds.
+    """Model a − model b per scenario: mean over shared seeds and a bootstrap CI over seeds, for every
+    pair of models but those in `skip` (e.g. compared per sample instead).
 
-    `paired` is True when both models' runs of the scenario used the same masks (equal hashes).
+    `paired` is True when both models' runs of the scenario used the same masks (equal hashes). With
+    one shared seed there is no interval (low and high are NaN): a bootstrap of one value has zero width.
     """
     t = table[table.metric == metric]
     models = list(dict.fromkeys(t.model))
     wide = t.pivot_table(index=["scenario", "seed"], columns="model", values="value", sort=False)
-    diffs = _differences(wide, [m for m in models if m in wide.columns])
+    diffs = _differences(wide, [m for m in models if m in wide.columns], skip)
     masks = same_masks(t)
     columns = ["model_a", "model_b", "scenario", "seeds", "mean", "low", "high", "paired"]
     rows: list[dict[str, Any]] = []
@@ -229,6 +229,8 @@ def paired_differences(
     stats: dict[int, tuple[float, float, float]] = {}
     for indices in by_length.values():  # one vectorised bootstrap per number of shared seeds
         mean, low, high = bootstrap_ci(np.stack([diffs[i][3] for i in indices]), n_boot=n_boot, level=level, seed=seed)
+        if len(diffs[indices[0]][3]) < 2:
+            low[:], high[:] = np.nan, np.nan
         stats.update({i: (float(mean[k]), float(low[k]), float(high[k])) for k, i in enumerate(indices)})
     for i, (a, b, scenario, d) in enumerate(diffs):
         hashes = masks.get((scenario, a), frozenset()) | masks.get((scenario, b), frozenset())

@@ -35,7 +35,7 @@ from .compare import (
     severity_families,
 )
 from .document import Block, Figure, Heading, Paragraph, Table, slug, write_document
-from .paired import PER_SAMPLE, load_predictions, sample_differences, verdict
+from .paired import PREDICTIONS, load_predictions, sample_differences, verdict
 from .report import heatmap_figure, mean_std, pyplot
 from .result import AuditResult
 from .shapley import empty_coalition_value, modality_contributions
@@ -202,13 +202,17 @@ def _shapley(table: pd.DataFrame, metric: str, num_classes: int | None) -> list[
 
 # --- 6. paired differences ---------------------------------------------------------------------
 def _pair_summary(diffs: pd.DataFrame, metric: str) -> Table:
+    """Per pair: how many scenarios say a is better, b is better, or include 0 (and, for seed-level
+    rows with one seed, how many have no interval: no verdict without one)."""
+    untestable = diffs.low.isna().any()
     rows = []
     for (a, b), g in diffs.groupby(["model_a", "model_b"], sort=False):
-        verdicts = [verdict(lo, hi, metric) for lo, hi in zip(g.low, g.high, strict=True)]
-        counts = [str(verdicts.count(v)) for v in (1, -1, 0)]
+        tested = g.dropna(subset=["low", "high"])
+        verdicts = [verdict(lo, hi, metric) for lo, hi in zip(tested.low, tested.high, strict=True)]
+        counts = [str(verdicts.count(v)) for v in (1, -1, 0)] + ([str(len(g) - len(tested))] if untestable else [])
         rows.append([f"{a} − {b}", str(len(g)), *counts, f"{g['mean'].mean():+.3f}"])
-    header = ["a − b", "scenarios", "a better", "b better", "CI includes 0", "mean difference"]
-    return Table(header, rows)
+    header = ["a − b", "scenarios", "a better", "b better", "CI includes 0"]
+    return Table([*header, *(["no interval (1 seed)"] if untestable else []), "mean difference"], rows)
 
 
 def _pair_details(diffs: pd.DataFrame) -> Table:
@@ -219,7 +223,7 @@ def _pair_details(diffs: pd.DataFrame) -> Table:
             str(r.scenario),
             str(r.seeds),
             f"{r.mean:+.3f}",
-            f"[{r.low:+.3f}, {r.high:+.3f}]",
+            f"[{r.low:+.3f}, {r.high:+.3f}]" if np.isfinite(r.low) else "none (1 seed)",
             str(r.samples) if per_sample else ("same" if r.paired else "**differ**"),
         ]
         for r in diffs.itertuples()
@@ -230,60 +234,79 @@ def _pair_details(diffs: pd.DataFrame) -> Table:
 
 def _per_sample(
     table: pd.DataFrame, metric: str, n_boot: int, seed: int, resample_seeds: bool
-) -> pd.DataFrame | None:
-    """Per-sample paired differences when every run recorded its predictions, else None."""
-    if metric not in PER_SAMPLE:
-        return None
+) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+    """Per-sample paired differences of every pair of models whose runs all recorded their predictions,
+    and the (model, seed) of the runs that did not."""
     runs = table[["model", "seed", "run_dir"]].drop_duplicates()
-    predictions = load_predictions(list(runs.itertuples(index=False, name=None)))
-    if predictions is None:
-        return None
+    predictions, lacking = load_predictions(list(runs.itertuples(index=False, name=None)))
+    incomplete = {model for model, _ in lacking}
+    complete = {key: p for key, p in predictions.items() if key[0] not in incomplete}
     t = table[table.metric == metric]
-    return sample_differences(
-        predictions, same_masks(t), metric, n_boot=n_boot, level=LEVEL, seed=seed, resample_seeds=resample_seeds
+    diffs = sample_differences(
+        complete, same_masks(t), metric, n_boot=n_boot, level=LEVEL, seed=seed, resample_seeds=resample_seeds
     )
+    return diffs, lacking
 
 
-def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int, resample_seeds: bool) -> list[Block]:
-    """Model a − model b on the same masks: per test sample when the runs hold their predictions
-    (`resample_seeds`: resampling the training seeds too), else over seeds."""
-    diffs = _per_sample(table, metric, n_boot, seed, resample_seeds)
-    if diffs is not None and not diffs.empty:
-        if resample_seeds:
-            pairing = "test sample and seed (seed s of a with seed s of b, the seeds both models have)"
-            resampled = "the training seeds and, independently, the test samples"
-            if (diffs.seeds < 2).any():
-                resampled += " (rows with one seed: test samples only)"
-        else:
-            pairing = "test sample (each sample's score averaged over the seeds both models have)"
-            resampled = "test samples"
-        return [
-            Heading("Paired differences between models", 3),
-            Paragraph(
-                f"For every pair and scenario audited under the same masks: {metric}(a) − {metric}(b), paired per "
-                f"{pairing}, with a {LEVEL:.0%} percentile bootstrap CI over {resampled} ({n_boot} resamples, "
-                f"seed {seed}). A model is called better only when the interval excludes 0."
-            ),
-            _pair_summary(diffs, metric),
-            _pair_details(diffs),
-        ]
-    diffs = paired_differences(table, metric, n_boot=n_boot, level=LEVEL, seed=seed)
-    if diffs.empty:
-        return []
-    unpaired = "" if diffs.paired.all() else " Rows marked **differ** compare runs audited under different masks."
+def _per_sample_blocks(diffs: pd.DataFrame, metric: str, n_boot: int, seed: int, resample_seeds: bool) -> list[Block]:
+    if resample_seeds:
+        pairing = "test sample and seed (seed s of a with seed s of b, the seeds both models have)"
+        resampled = "the training seeds and, independently, the test samples"
+        if (diffs.seeds < 2).any():
+            resampled += " (rows with one seed: test samples only)"
+    else:
+        pairing = "test sample (each sample's score averaged over the seeds both models have)"
+        resampled = "test samples"
     return [
-        Heading("Paired differences between models", 3),
         Paragraph(
-            f"For every pair and scenario: mean over seeds of {metric}(a) − {metric}(b), seed s of a paired with "
-            f"seed s of b (the same audit masks), with a {LEVEL:.0%} percentile bootstrap CI ({n_boot} resamples, "
-            f"seed {seed}). These runs hold no per-sample predictions (written by mmrobust before they were "
-            "recorded), so the bootstrap resamples **seeds**: with few seeds the interval is coarse (with two it "
-            "spans the two differences); re-run them for per-sample intervals."
-            + unpaired
+            f"For every pair and scenario audited under the same masks: {metric}(a) − {metric}(b), paired per "
+            f"{pairing}, with a {LEVEL:.0%} percentile bootstrap CI over {resampled} ({n_boot} resamples, "
+            f"seed {seed}). A model is called better only when the interval excludes 0."
         ),
         _pair_summary(diffs, metric),
         _pair_details(diffs),
     ]
+
+
+def _seed_level_blocks(
+    diffs: pd.DataFrame, metric: str, n_boot: int, seed: int, lacking: list[tuple[str, int]], others: bool
+) -> list[Block]:
+    """The pairs that cannot be paired per sample, over seeds; `others`: after per-sample pairs."""
+    shown = ", ".join(f"{model} seed {s}" for model, s in lacking[:5]) + (
+        f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+    )
+    why = (
+        f"Runs without per-sample predictions ({PREDICTIONS}): {shown} (`mmrobust audit` folders keep none; a run "
+        "of `mmrobust run` without them is incomplete, and `mmrobust run` redoes it)"
+        if lacking
+        else "These pairs were never audited under the same masks"
+    )
+    one_seed = " With one seed a pair has no interval and no verdict." if diffs.low.isna().any() else ""
+    unpaired = "" if diffs.paired.all() else " Rows marked **differ** compare runs audited under different masks."
+    return [
+        Paragraph(
+            f"For every {'other ' if others else ''}pair and scenario: mean over seeds of {metric}(a) − {metric}(b), "
+            f"seed s of a paired with seed s of b (the same audit masks), with a {LEVEL:.0%} percentile bootstrap "
+            f"CI ({n_boot} resamples, seed {seed}). {why}, so the bootstrap resamples **seeds**: with few seeds the "
+            f"interval is coarse (with two it spans the two differences).{one_seed}{unpaired}"
+        ),
+        _pair_summary(diffs, metric),
+        _pair_details(diffs),
+    ]
+
+
+def _paired(table: pd.DataFrame, metric: str, n_boot: int, seed: int, resample_seeds: bool) -> list[Block]:
+    """Model a − model b on the same masks: per test sample for the pairs whose runs all hold their
+    predictions (`resample_seeds`: resampling the training seeds too), the other pairs over seeds."""
+    per_sample, lacking = _per_sample(table, metric, n_boot, seed, resample_seeds)
+    blocks: list[Block] = []
+    if not per_sample.empty:
+        blocks += _per_sample_blocks(per_sample, metric, n_boot, seed, resample_seeds)
+    done = {frozenset(pair) for pair in zip(per_sample.model_a, per_sample.model_b, strict=True)}
+    by_seed = paired_differences(table, metric, n_boot=n_boot, level=LEVEL, seed=seed, skip=done)
+    if not by_seed.empty:
+        blocks += _seed_level_blocks(by_seed, metric, n_boot, seed, lacking, others=bool(blocks))
+    return [Heading("Paired differences between models", 3), *blocks] if blocks else []
 
 
 # --- the report --------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ the rows whose values changed. Every scenario then reduces to one (token row, ma
 sample, and each distinct pair is fused once, in batches, for all scenarios together: scenarios
 overlap heavily (a sample that `Missing` spares keeps the clean mask; noise changes the tokens of
 a few rows only). A chunk's outputs go to the caller (`audit` folds them into streaming metrics,
-metrics.py) and are then dropped; the mask hashes are updated chunk by chunk.
+metrics.py) and are then dropped, with the rows each scenario left with no modality at all (`audit`
+decides whether they are scored); the mask hashes are updated chunk by chunk.
 
 Each scenario draws its randomness per draw block (`Scenario.blocks`), so the outputs do not
 depend on the chunk size. `naive_outputs` corrupts the whole test set block by block and runs
@@ -92,13 +93,14 @@ def token_changes(before: Tokens, after: Tokens, start: int = 0) -> list[Change]
 
 
 class ScenarioStream:
-    """Iterate over the test set in chunks: per chunk, its targets and every scenario's outputs.
+    """Iterate over the test set in chunks: per chunk, its targets, every scenario's outputs and the
+    rows each scenario left with no modality present.
 
     `chunk` is rounded up to a whole number of draw blocks. `hashes()` (each scenario's mask
     hash, the hash of its whole (N, M) mask) is complete once the iteration has finished.
 
         stream = ScenarioStream(method, test, scenarios, seed=0)
-        for target, outputs in stream:   # outputs: scenario name -> (chunk, ...) tensor
+        for target, outputs, empty in stream:   # scenario name -> (chunk, ...) outputs, (chunk,) bool
             ...
     """
 
@@ -122,8 +124,9 @@ class ScenarioStream:
         self.batch_size, self.draw_block, self.progress = batch_size, draw_block, progress
         self.per_scenario = per_scenario
         self._hashers = {sc.name: DrawHash(len(data.modalities)) for sc in self.scenarios}
+        self._empty: dict[str, Tensor] = {}  # the current chunk's rows with no modality, per scenario
 
-    def __iter__(self) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]]:
         self.method.modules().eval()
         device = next(self.method.modules().parameters()).device
         self._hashers = {sc.name: DrawHash(len(self.data.modalities)) for sc in self.scenarios}
@@ -145,10 +148,11 @@ class ScenarioStream:
                         f"the data yielded a batch of {len(batch)} rows at row {start}; "
                         f"the audit needs consecutive batches of {self.chunk}"
                     )
+                self._empty = {}
                 with torch.no_grad():
                     run = self._chunk_per_scenario if self.per_scenario else self._chunk
                     outputs = run(batch, start, device)
-                yield batch.target, outputs
+                yield batch.target, outputs, self._empty
                 start += len(batch)
                 bar.update(task, advance=len(batch))
         if start != len(self.data):
@@ -156,6 +160,11 @@ class ScenarioStream:
 
     def hashes(self) -> dict[str, str]:
         return {name: h.hexdigest() for name, h in self._hashers.items()}
+
+    def _drew(self, name: str, present: Tensor, changes: Sequence[Change]) -> None:
+        """Record what scenario `name` drew on the chunk: into its hash, and the rows it left empty."""
+        self._hashers[name].update(present, changes)
+        self._empty[name] = ~present.any(dim=1).cpu()
 
     def _chunk(self, batch: Batch, start: int, device: torch.device) -> dict[str, Tensor]:
         """Every scenario's outputs on the chunk of test-set rows [start, start + len(batch))."""
@@ -177,7 +186,7 @@ class ScenarioStream:
                 tokens, changes = _reencode_noised(enc, batch, corruption, blocks, start)
             else:
                 tokens, changes = _reencode_changed(enc, batch, sc, blocks, start)
-            self._hashers[sc.name].update(tokens.present, changes)
+            self._drew(sc.name, tokens.present, changes)
             plan.add(sc.name, tokens)
         return plan.fuse(self.method, self.batch_size)
 
@@ -196,7 +205,7 @@ class ScenarioStream:
                 rows = range(0, len(corrupted), size)
                 present, changes = corrupted.present, value_changes(batch, corrupted, start)
                 output = torch.cat([method.predict(corrupted.rows(slice(i, i + size)).to(device)) for i in rows])
-            self._hashers[sc.name].update(present, changes)
+            self._drew(sc.name, present, changes)
             outputs[sc.name] = output.cpu()
         return outputs
 
@@ -368,7 +377,7 @@ def scenario_outputs(
         method, data, scenarios, seed, chunk, batch_size=batch_size, draw_block=draw_block, per_scenario=per_scenario
     )
     parts: dict[str, list[Tensor]] = {sc.name: [] for sc in scenarios}
-    for _, outputs in stream:
+    for _, outputs, _ in stream:
         for name, out in outputs.items():
             parts[name].append(out)
     return {name: torch.cat(p) for name, p in parts.items()}, stream.hashes()

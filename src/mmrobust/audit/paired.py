@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +40,19 @@ DECIMALS = 12  # means are rounded to this: see `exact`
 @dataclass(frozen=True)
 class Predictions:
     """One run's test targets (N,) and each scenario's per-sample predictions (N,): the class for
-    classification, the value for regression."""
+    classification, the value for regression; `excluded`: per scenario that left samples with no
+    modality (and does not allow it), which (N,) samples its metric leaves out."""
 
     target: torch.Tensor
     scenarios: dict[str, torch.Tensor]
+    excluded: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def scores(self, scenario: str, metric: str) -> np.ndarray:
-        """Per-sample correctness (accuracy) or absolute error (MAE) under `scenario`."""
+        """Per-sample correctness (accuracy) or absolute error (MAE) under `scenario`, over the samples
+        its metric scores (equal masks exclude the same samples, so two runs' scores stay paired)."""
         pred, target = self.scenarios[scenario], self.target
+        if scenario in self.excluded:
+            pred, target = pred[~self.excluded[scenario]], target[~self.excluded[scenario]]
         if metric == "accuracy":
             return (pred == target).double().numpy()
         return (pred.double() - target.double()).abs().numpy()
@@ -60,6 +65,9 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
         "names": list(predictions.scenarios),
         "predictions": torch.stack(list(predictions.scenarios.values())),
     }
+    if predictions.excluded:  # only data with missing modalities has any
+        payload["excluded_names"] = list(predictions.excluded)
+        payload["excluded"] = torch.stack(list(predictions.excluded.values()))
     atomic_write(path, lambda p: save_tensors(with_checksum(payload), p))
 
 
@@ -69,7 +77,8 @@ def read_predictions(path: Path) -> Predictions:
     names, values = saved["names"], saved["predictions"]
     if len(names) != len(values) or values.shape[1:] != saved["target"].shape:
         raise MMRobustError(f"{path}: predictions do not match its targets; re-run it with `mmrobust run`")
-    return Predictions(saved["target"], dict(zip(names, values, strict=True)))
+    excluded = dict(zip(saved.get("excluded_names", []), saved.get("excluded", []), strict=True))
+    return Predictions(saved["target"], dict(zip(names, values, strict=True)), excluded)
 
 
 def exact(means: np.ndarray) -> np.ndarray:
@@ -183,10 +192,12 @@ def verdict(low: float, high: float, metric: str) -> int:
     return 0
 
 
-def load_predictions(run_dirs: Sequence[tuple[str, int, Path]]) -> dict[tuple[str, int], Predictions] | None:
-    """(model, seed) -> predictions of each run, or None if any run has no predictions file
-    (runs of mmrobust before per-sample predictions were recorded)."""
+def load_predictions(
+    run_dirs: Sequence[tuple[str, int, Path]],
+) -> tuple[dict[tuple[str, int], Predictions], list[tuple[str, int]]]:
+    """(model, seed) -> predictions of each run that has a predictions file, and the (model, seed) of
+    the runs without one (`mmrobust audit` folders keep none; a run of `mmrobust run` without it is
+    incomplete, and `mmrobust run` redoes it)."""
     paths = {(model, seed): Path(d) / PREDICTIONS for model, seed, d in run_dirs}
-    if not all(p.is_file() for p in paths.values()):
-        return None
-    return {key: read_predictions(p) for key, p in paths.items()}
+    lacking = [key for key, p in paths.items() if not p.is_file()]
+    return {key: read_predictions(p) for key, p in paths.items() if key not in lacking}, lacking

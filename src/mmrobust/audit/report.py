@@ -138,9 +138,19 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
             "",
             "A scenario's hash covers what it drew: its mask and, for noise, which inputs it changed and to what.",
             "Hashes are identical across models audited with the same seed: comparisons are paired.",
+            *_excluded_line(result),
             "",
         ]
     )
+
+
+def _excluded_line(result: AuditResult) -> list[str]:
+    """On data with missing modalities: which scenarios left samples with no modality (not scored)."""
+    counts = {s["name"]: s["excluded"] for s in result.scenarios if s.get("excluded")}
+    if not counts:
+        return []
+    listed = ", ".join(f"`{name}` {n}" for name, n in counts.items())
+    return ["", f"Samples left with no modality at all are not scored (per model and seed): {listed}."]
 
 
 def pyplot():

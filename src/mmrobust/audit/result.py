@@ -9,6 +9,7 @@ each as mean ± std over seeds.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,31 @@ from ..methods.external import CHECK_ROWS, WrappedModel
 from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator
 from .engine import DEFAULT_CHUNK, ScenarioStream
 from .paired import Predictions
-from .scenarios import CLEAN, MAX_SUBSETS, Scenario, clean_scenario, custom_scenarios, default_scenarios
+from .scenarios import (
+    CLEAN,
+    MAX_SUBSETS,
+    Scenario,
+    check_audit_options,
+    clean_scenario,
+    custom_scenarios,
+    default_scenarios,
+)
 
 KEYS = ["dataset", "model", "method", "fusion", "seed"]
 MODEL_KEYS = KEYS[:-1]  # one trained configuration, over seeds
+RUN_KEYS = ["dataset", "model", "seed"]  # what names one run in tables and reports: its label, not its settings
+
+
+def check_one_source(table: pd.DataFrame, source: str, sources: str, advice: str) -> None:
+    """Refuse a (dataset, model label, seed) that two `sources` (runs, audit results; the `source`
+    column says which row comes from which) both hold: its rows would be silently merged or averaged."""
+    owners = table.groupby(RUN_KEYS, sort=False, dropna=False)[source].unique()
+    clashes = owners[owners.map(len) > 1]
+    if len(clashes):
+        (dataset, model, seed), found = next(iter(clashes.items()))
+        raise MMRobustError(
+            f"model '{model}' seed {seed} on {dataset} comes from two {sources} ({found[0]} and {found[1]}); {advice}"
+        )
 
 
 @dataclass
@@ -80,8 +102,14 @@ class AuditResult:
 
     @classmethod
     def concat(cls, results: Sequence[AuditResult]) -> AuditResult:
+        """The audits of several models as one result; two audits of one (dataset, label, seed) are an
+        error (the summary would show one of them and the per-scenario table their average)."""
         if not results:
             raise MMRobustError("nothing to combine: no audit results")
+        numbered = [r.table.assign(position=f"#{i}") for i, r in enumerate(results) if len(r.table)]
+        if numbered:
+            advice = "give the models distinct labels: audit(..., label='...')"
+            check_one_source(pd.concat(numbered), "position", "audit results in the list", advice)
         scen = {s["name"]: s for r in results for s in r.scenarios}
         return cls(
             pd.concat([r.table for r in results], ignore_index=True),
@@ -166,7 +194,7 @@ class AuditResult:
 def audit(
     method: Method,
     data: MultimodalData | ChunkedData,
-    scenarios: Iterable[Corruption | str] | None = None,
+    scenarios: Corruption | str | Iterable[Corruption | str] | None = None,
     *,
     defaults: bool = True,
     seed: int = 0,
@@ -181,8 +209,8 @@ def audit(
 ) -> AuditResult:
     """Evaluate a trained `method` under every scenario on `data` (its `split`, by default test).
 
-    `scenarios` adds user corruptions (or their names, e.g. "missing[audio@0.3]") to the defaults
-    (all subsets, 30% missing and 30% sigma-1 noise per modality), or with `defaults=False` to the
+    `scenarios` adds user corruptions (or their names, e.g. "missing[audio@0.3]"; one alone needs no
+    list) to the defaults (all subsets, 30% missing and 30% sigma-1 noise per modality), or with `defaults=False` to the
     clean reference alone (every delta is taken against it, so it is always measured). `seed` fixes the
     scenario masks: the same seed gives every model the same masks. `label` names the model
     in the results (default: the method's name).
@@ -199,8 +227,13 @@ def audit(
     leave-one-out subset and a fixed sample of the rest, with a warning; `max_subsets=None` audits all.
     `keep_predictions=True` also keeps every scenario's per-sample predictions (`result.predictions`,
     for per-sample paired comparisons: audit/paired.py); they take O(samples x scenarios) memory.
+    On data with missing modalities a scenario can leave a sample with none (a subset it has none of):
+    such samples are not scored, unless the scenario allows it (`if_all_missing="allow"`); each
+    scenario's `excluded` count is in `result.scenarios` and the audit warns. NaN or infinite
+    outputs are an error.
     """
     check_method_argument(method, "audit")
+    check_audit_options(seed, max_subsets)
     if not isinstance(getattr(data, "spec", None), DataSpec):  # a ChunkedData is known by its spec
         hint = "load one with mmrobust.load_dataset(name) or load_npz(path)"
         raise wrong_argument("audit", "a MultimodalData", data, hint)
@@ -212,7 +245,7 @@ def audit(
         raise MMRobustError("nothing to audit: the split is empty")
     modalities = data.modalities
     chosen = default_scenarios(modalities, max_subsets=max_subsets) if defaults else clean_scenario(modalities)
-    chosen += custom_scenarios(list(scenarios or []))
+    chosen += custom_scenarios(() if scenarios is None else scenarios)
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):
         raise MMRobustError(f"duplicate scenarios: {sorted({n for n in names if names.count(n) > 1})}")
@@ -228,25 +261,67 @@ def audit(
             method.check_masks_matter(next(iter(test.batches(CHECK_ROWS))))
     per_scenario = not fast or not method.tags.has_tokens
     stream = ScenarioStream(method, test, chosen, seed, chunk, progress=progress, per_scenario=per_scenario)
-    folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in chosen}
-    kept: dict[str, list[Tensor]] = {sc.name: [] for sc in chosen}
-    targets = []
-    for target, outputs in stream:
+    metrics, excluded, target, predictions = _score(stream, chosen, spec, keep_predictions)
+    if any(excluded.values()):
+        listed = ", ".join(f"{name} {n}" for name, n in excluded.items() if n)
+        warnings.warn(
+            f"samples left with no modality at all are not scored (the model would answer nothing): {listed} "
+            f"of the {len(target)} test samples (each scenario's 'excluded' in the results)",
+            stacklevel=2,
+        )
+    default_label = method.name if method.tags.has_tokens else method.describe()  # wrapped: with its policy
+    result = _tidy(method, spec, chosen, metrics, stream.hashes(), excluded, seed, label or default_label)
+    result.models[0]["chance"] = chance_level(target, spec.task)
+    result.predictions = predictions
+    return result
+
+
+def _score(
+    stream: ScenarioStream, scenarios: list[Scenario], spec: DataSpec, keep_predictions: bool
+) -> tuple[dict[str, dict[str, float]], dict[str, int], Tensor, Predictions | None]:
+    """Fold the stream's outputs into each scenario's metrics, chunk by chunk, over the samples that
+    keep a modality (all of them under a scenario that `allows_all_missing`); also how many each
+    scenario left out, the targets, and the per-sample predictions when kept."""
+    folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in scenarios}
+    scores_empty = {sc.name for sc in scenarios if sc.corruption.allows_all_missing}
+    excluded = dict.fromkeys(folds, 0)
+    kept: dict[str, list[Tensor]] = {name: [] for name in folds}
+    left_out: dict[str, list[Tensor]] = {name: [] for name in folds}
+    targets: list[Tensor] = []
+    start = 0
+    for target, outputs, empty in stream:
         for name, output in outputs.items():
-            folds[name].update(output, target)
+            out = empty[name] if name not in scores_empty else torch.zeros_like(empty[name])
+            excluded[name] += int(out.sum())
+            scored, truth = (output[~out], target[~out]) if out.any() else (output, target)
+            _check_finite(scored, name, range(start, start + len(target)))
+            folds[name].update(scored, truth)
             if keep_predictions:
                 kept[name].append(_decision(output, spec.task))
+                left_out[name].append(out)
         targets.append(target.cpu())  # small (N,): for chance level, and the predictions when kept
-    metrics = {name: fold.result() for name, fold in folds.items()}
-    hashes = stream.hashes()
-    predictions = (
-        Predictions(torch.cat(targets), {n: torch.cat(p) for n, p in kept.items()}) if keep_predictions else None
-    )
-    default_label = method.name if method.tags.has_tokens else method.describe()  # wrapped: with its policy
-    result = _tidy(method, spec, chosen, metrics, hashes, seed, label or default_label)
-    result.models[0]["chance"] = chance_level(torch.cat(targets), spec.task)
-    result.predictions = predictions if keep_predictions else None
-    return result
+        start += len(target)
+    target = torch.cat(targets)
+    predictions = None
+    if keep_predictions:
+        predictions = Predictions(
+            target,
+            {name: torch.cat(p) for name, p in kept.items()},
+            {name: torch.cat(left_out[name]) for name, n in excluded.items() if n},
+        )
+    return {name: fold.result() for name, fold in folds.items()}, excluded, target, predictions
+
+
+def _check_finite(output: Tensor, scenario: str, rows: range) -> None:
+    """Refuse NaN or infinite outputs (one check per chunk): argmax reads NaN logits as class 0, so a
+    metric over them would look like a score."""
+    if not torch.isfinite(output).all():
+        bad = int((~torch.isfinite(output.reshape(len(output), -1)).all(dim=1)).sum())
+        raise MMRobustError(
+            f"under scenario {scenario} the model's outputs are NaN or infinite for {bad} of the {len(output)} "
+            f"samples scored in test rows {rows.start}..{rows.stop - 1}: no metric can be read from them; check "
+            "the model (a wrapped one: what it returns for these inputs and its missing-value policy)"
+        )
 
 
 def chance_level(target: Tensor, task: str) -> dict[str, float]:
@@ -269,6 +344,7 @@ def _tidy(
     scenarios: list[Scenario],
     metrics: dict[str, dict[str, float]],
     hashes: dict,
+    excluded: dict[str, int],
     audit_seed: int,
     label: str,
 ) -> AuditResult:
@@ -303,6 +379,7 @@ def _tidy(
             "corruption": s.corruption.to_dict(),
             "mask_hash": hashes.get(s.name),
             "audit_seed": audit_seed,
+            "excluded": excluded[s.name],  # samples left with no modality, not scored
         }
         for s in scenarios
     ]

@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -26,7 +26,8 @@ import torch
 from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset, corruption_from_name
 from ..data.batch import Batch
 from ..data.tokens import Tokens
-from ..errors import MMRobustError
+from ..errors import MMRobustError, check_int
+from ..train.options import MAX_SEED
 
 CLEAN = "clean"
 DRAW_BLOCK = 1024  # samples per draw block: part of a scenario's definition, like the seed
@@ -70,6 +71,15 @@ def clean_scenario(modalities: Sequence[str]) -> list[Scenario]:
 
 
 MAX_SUBSETS = 126  # proper subsets audited by default: all of them up to 7 modalities
+
+
+def check_audit_options(seed: object, max_subsets: object, name: Callable[[str], str] = lambda key: key) -> None:
+    """The audit seed and subset cap, named `name(key)` (a config key or an argument): the seed names
+    every scenario's draws as text, so 0.0 or False would silently draw other masks than 0, and a cap
+    below 1 would audit no subset."""
+    check_int(seed, name("seed"), 0, MAX_SEED)
+    if max_subsets is not None:
+        check_int(max_subsets, name("max_subsets"), 1)
 
 
 def subset_scenarios(modalities: Sequence[str], max_subsets: int | None = None) -> list[Scenario]:
@@ -117,9 +127,12 @@ def default_scenarios(
     return out
 
 
-def custom_scenarios(corruptions: Sequence[Corruption | str]) -> list[Scenario]:
+def custom_scenarios(corruptions: Corruption | str | Iterable[Corruption | str]) -> list[Scenario]:
     """User scenarios, given as corruptions or by their short names (`"missing[audio@0.3]"`), as in
-    configs and on the command line."""
+    configs and on the command line. One corruption or name alone is one scenario (as `Subset("audio")`
+    is one modality): a name would otherwise be read letter by letter."""
+    if isinstance(corruptions, Corruption | str) or not isinstance(corruptions, Iterable):
+        corruptions = [corruptions]  # anything else: refused below, by its type
     parsed = []
     for c in corruptions:
         if isinstance(c, str):

@@ -13,9 +13,10 @@ explicit, and recorded in the results:
 
 The model is called as `model(inputs)` with a dict of modality name -> (B, ...) tensor, or, given
 `inputs=[names]`, as `model(x_a, x_b, ...)` in that order. It must return (B, classes) logits for
-classification, (B,) or (B, 1) for regression. Calls run batched on the model's device, in eval mode,
-under `torch.inference_mode`. A wrapped model has no token stage: the audit runs every scenario
-through the whole model (streamed chunk by chunk), and scenarios that corrupt tokens are refused.
+classification, (B,) or (B, 1) for regression, all finite (the audit refuses NaN or inf). Calls run
+batched on the model's device, in eval mode, under `torch.inference_mode`. A wrapped model has no
+token stage: the audit runs every scenario through the whole model (streamed chunk by chunk), and
+scenarios that corrupt tokens are refused.
 
     wrapped = mmrobust.wrap(my_model, data, missing="zeros")
     result = mmrobust.audit(wrapped, data)
