@@ -127,6 +127,28 @@ def test_bad_wrap_arguments_are_one_line_errors(small_data, kwargs: dict, messag
         mmrobust.wrap(Branches(small_data), small_data, **kwargs)
 
 
+def test_wrap_refuses_swapped_arguments_and_reads_one_input_name_whole(small_data) -> None:
+    with pytest.raises(MMRobustError, match=r"wrap takes a MultimodalData as its second argument, not a str"):
+        mmrobust.wrap(Branches(small_data), "basicmotions")  # type: ignore[arg-type]
+    with pytest.raises(MMRobustError, match=r"wrap takes a MultimodalData as its second argument, not a Branches"):
+        mmrobust.wrap(small_data, Branches(small_data))  # type: ignore[arg-type]
+    one = mmrobust.wrap(lambda m0: m0[:, :4], small_data, inputs="m0")  # before: read letter by letter
+    assert one.predict(absent_rows(small_data)).shape == (8, 4)
+
+
+@pytest.mark.parametrize(
+    ("fill", "message"),
+    [
+        (lambda inputs: inputs, r"the missing= callable failed: TypeError: .* called as missing\(inputs, present\)"),
+        (lambda inputs, present: None, "it returned a NoneType"),
+        (lambda inputs, present: {"m0": inputs["m0"]}, "it returned no tensor of the input's shape for 'm1'"),
+    ],
+)
+def test_a_bad_missing_callable_is_a_one_line_error(small_data, fill, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(MMRobustError, match=message):
+        mmrobust.wrap(Branches(small_data), small_data, missing=fill).predict(absent_rows(small_data))
+
+
 def test_a_model_that_fails_is_named_with_the_input_shapes(small_data) -> None:
     wrapped = mmrobust.wrap(nn.Linear(3, 4), small_data)  # called with a dict: fails inside torch
     with pytest.raises(MMRobustError, match=r"the wrapped model failed on inputs m0 \(8, 16\)"):
@@ -210,6 +232,9 @@ def build_other():
 
 def not_a_model():
     return 42
+
+def build_with(width):
+    return Model()
 """
 
 
@@ -255,6 +280,7 @@ def test_cli_audits_a_model_from_a_file_with_weights(model_file, tmp_path, capsy
         (["--model", "{path}:build", "--weights", "{whole}"], "save model.state_dict() instead"),
         (["--model", "{path}:build", "--weights", "{empty}"], "the file is empty or cut short"),
         (["--model", "{path}:build_positional", "--inputs", "m1,m9"], "unknown modality 'm9'"),
+        (["--model", "{path}:build_with"], "build_with() failed: TypeError: build_with() missing 1 required"),
         ([], "exactly one of --checkpoint FILE or --model"),
     ],
 )

@@ -165,12 +165,14 @@ def test_bad_command_line_numbers_are_refused(args: list[str], needle: str, npz:
     assert nothing_written(out)
 
 
-def test_fit_refuses_bad_numbers_in_the_api(small_data: mmrobust.MultimodalData) -> None:
+def test_fit_refuses_bad_numbers_in_the_api(small_data: mmrobust.MultimodalData, tmp_path: Path) -> None:
     bad = ({"epochs": 0}, {"batch_size": 0}, {"lr": float("nan")}, {"seed": -1}, {"select": "bogus"},
            {"device": "gpu"}, {"device": "meta"})  # fmt: skip
     for options in bad:
         with pytest.raises(MMRobustError, match="must be"):
             mmrobust.fit(mmrobust.create_method("joint"), small_data, progress=False, **options)
+    with pytest.raises(MMRobustError, match="is a folder; give a file in it"):  # before: IsADirectoryError
+        mmrobust.fit(mmrobust.create_method("joint"), small_data, progress=False, state_path=tmp_path)
 
 
 # --- checkpoints and npz members declaring huge sizes -------------------------------------------

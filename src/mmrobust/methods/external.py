@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from ..data.batch import Batch
 from ..data.dataset import DataSpec, MultimodalData
 from ..data.tokens import Tokens
-from ..errors import MMRobustError, unknown_name
+from ..errors import MMRobustError, unknown_name, wrong_argument
+from ..models.model import modality_list
 from .base import Method, MethodTags
 
 Fill = Callable[[dict[str, Tensor], Tensor], Mapping[str, Tensor]]
@@ -111,6 +112,27 @@ class WrappedModel(Method):
     def fuse(self, tokens: Tokens) -> Tensor:
         raise MMRobustError("a wrapped model has no token stage: audit it with input-stage scenarios")
 
+    def _filled_by_callable(self, inputs: dict[str, Tensor], present: Tensor) -> dict[str, Tensor]:
+        """The user's `missing(inputs, present)` policy applied, checked: it must give back a tensor
+        of the same shape for every modality (else one line, not a traceback from the model)."""
+        assert callable(self.missing)
+        try:
+            filled = self.missing({m: x.clone() for m, x in inputs.items()}, present.clone())
+        except Exception as e:  # the user's code
+            raise MMRobustError(
+                f"the missing= callable failed: {type(e).__name__}: {e}; it is called as missing(inputs, present) "
+                "with inputs a dict modality -> (B, ...) tensor and present a (B, M) bool mask"
+            ) from e
+        if not isinstance(filled, Mapping):
+            wrong = f"a {type(filled).__name__}"
+        else:
+            bad = [m for m, x in inputs.items() if not isinstance(filled.get(m), Tensor) or filled[m].shape != x.shape]
+            wrong = f"no tensor of the input's shape for {bad[0]!r}" if bad else ""
+        if wrong:
+            raise MMRobustError(f"the missing= callable must return a dict modality -> tensor of the input's shape; "
+                                f"it returned {wrong}")  # fmt: skip
+        return dict(filled)
+
     @torch.inference_mode()
     def predict(self, batch: Batch) -> Tensor:
         self.holder.eval()
@@ -120,7 +142,7 @@ class WrappedModel(Method):
         if self.missing == "mask":
             extra["present"] = batch.present
         elif callable(self.missing):
-            inputs = dict(self.missing({m: x.clone() for m, x in inputs.items()}, batch.present.clone()))
+            inputs = self._filled_by_callable(inputs, batch.present)
         else:  # zeros / mean: every absent row replaced, so the model never sees the clean value
             for j, m in enumerate(batch.modalities):
                 absent = ~batch.present[:, j]
@@ -187,7 +209,11 @@ def wrap(
     """`model` (an `nn.Module` or any callable) as something `audit` accepts, for data like `data`
     (its spec; the `mean` policy reads its train split). See the module docstring for the policies
     and the calling conventions."""
+    if not isinstance(data, MultimodalData):
+        hint = "call wrap(model, data, ...) with the data it will be audited on, e.g. mmrobust.load_dataset(name)"
+        raise wrong_argument("wrap", "a MultimodalData as its second argument", data, hint)
     spec = data.spec
+    inputs = modality_list(inputs)
     if task is not None and task != spec.task:
         raise MMRobustError(f"task={task!r} but the data is a {spec.task} task")
     if not callable(model):
@@ -299,7 +325,13 @@ def load_external(target: str, weights: str | Path | None = None) -> Callable[..
     build = getattr(module, attribute, None)
     if not callable(build):
         raise MMRobustError(f"--model: {where} has no function {attribute!r}")
-    model = build()
+    try:
+        model = build()
+    except Exception as e:  # the user's code: e.g. a factory that needs arguments
+        raise MMRobustError(
+            f"--model: {target}() failed: {type(e).__name__}: {e}; the function is called without arguments "
+            "and must return the model (wrap one that needs arguments in a function that takes none)"
+        ) from e
     if weights is not None:
         if not isinstance(model, nn.Module):
             raise MMRobustError(f"--weights needs an nn.Module, but {target} returned {type(model).__name__}")

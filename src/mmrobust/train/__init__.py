@@ -97,6 +97,9 @@ def fit(
     if not isinstance(data, MultimodalData):
         hint = "load one with mmrobust.load_dataset(name) or load_npz(path)"
         raise wrong_argument("fit", "a MultimodalData", data, hint)
+    if state_path is not None and Path(state_path).is_dir():
+        example = Path(state_path) / "state.pt"
+        raise MMRobustError(f"state_path {state_path} is a folder; give a file in it, e.g. {example}")
     checked = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience)
     check_fit_options(dict(checked, select=select), data.spec.task)
     check_splits(data, select)
