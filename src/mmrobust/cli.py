@@ -191,6 +191,8 @@ def train(
     tree: dict[str, Any] = {"params": params, "train": options, "data": {"options": data_options}}
     for text in overrides:
         keys, value = parse_override(text)
+        if keys[0] == "train" and len(keys) == 2 and keys[1] in options:  # before: silently beat the flag
+            raise MMRobustError(f"{text}: train.{keys[1]} has a flag of its own: use --{keys[1].replace('_', '-')}")
         if keys[0] not in tree or len(keys) < 2 or (keys[0] == "data" and (keys[1] != "options" or len(keys) < 3)):
             raise MMRobustError(
                 f"unknown override '{text}': use params.NAME=V (method parameters), train.NAME=V (training "

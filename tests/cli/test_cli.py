@@ -155,6 +155,10 @@ ERRORS = {
         ["audit", "--checkpoint", "{checkpoint}", "--npz", "{good}", "--missing", "mean", "--out", "{dir}/x"],
         "--weights, --missing, --no-mask-check and --inputs go with --model, not --checkpoint",
     ),
+    "override-of-a-flag": (  # before: train.epochs=5 silently beat --epochs 1
+        ["train", "--data", "synthetic", "--epochs", "1", "--out", "{dir}/x", "train.epochs=5"],
+        "train.epochs=5: train.epochs has a flag of its own: use --epochs",
+    ),
     "missing-npz": (["train", "--npz", "{dir}/nope.npz", "--out", "{dir}/x"], "npz file not found"),
     "no-data": (["train", "--out", "{dir}/x"], "exactly one of --data NAME or --npz FILE"),
     "two-data": (["train", "--data", "synthetic", "--npz", "{good}", "--out", "{dir}/x"], "exactly one of"),
