@@ -39,6 +39,9 @@ PLAIN_EVERY = 30.0  # seconds between plain progress lines (the last epoch alway
 
 @dataclass
 class FitResult:
+    """What `fit` returns. `best_epoch` counts from 0 (the progress bar's "epoch 3/10" is
+    best_epoch 2), as recorded in every run's manifest; `epochs_run` is a count."""
+
     best_epoch: int
     epochs_run: int
     val_metrics: dict[str, float]
