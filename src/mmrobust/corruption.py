@@ -453,7 +453,7 @@ class Compose(Corruption):
     def __post_init__(self) -> None:
         if isinstance(self.parts, Corruption | Mapping | str):
             raise MMRobustError(f"Compose takes a list of corruptions, got {self.parts!r}")
-        parts = tuple(p if isinstance(p, Corruption) else corruption_from_dict(p) for p in self.parts)
+        parts = tuple(as_corruption(p) for p in self.parts)  # objects, dicts or names, as everywhere
         if not parts:
             raise MMRobustError("Compose needs at least one corruption")
         object.__setattr__(self, "parts", parts)

@@ -401,12 +401,18 @@ def test_one_scenario_alone_is_a_one_element_list(kinds_data, fit_small) -> None
     bare TypeError; both now mean the one scenario, as Subset("m0") means one modality."""
     model = fit_small(kinds_data, "joint", "sum")
     listed = mmrobust.audit(model, kinds_data, ["missing[m0@0.5]"], defaults=False)
-    for alone in ("missing[m0@0.5]", Missing("m0", 0.5)):
+    for alone in ("missing[m0@0.5]", Missing("m0", 0.5), {"type": "Missing", "modality": "m0", "proportion": 0.5}):
         result = mmrobust.audit(model, kinds_data, alone, defaults=False)
         pd.testing.assert_frame_equal(result.table, listed.table)
         assert [s["name"] for s in result.scenarios] == ["clean", "missing[m0@0.5]"]
     with pytest.raises(MMRobustError, match=r"^a scenario is a corruption .* not a float$"):
         mmrobust.audit(model, kinds_data, 0.5)  # type: ignore[arg-type]
+
+
+def test_compose_takes_its_parts_as_objects_dicts_or_names_like_every_corruption_parameter() -> None:
+    as_names = mmrobust.Compose(["missing[m0@0.5]", "noise[m1,sigma=1,p=0.3]"])
+    as_dicts = mmrobust.Compose([Missing("m0", 0.5).to_dict(), mmrobust.GaussianNoise("m1", 1.0, 0.3).to_dict()])
+    assert as_names == as_dicts and as_names.name == "missing[m0@0.5]+noise[m1,sigma=1,p=0.3]"
 
 
 def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:

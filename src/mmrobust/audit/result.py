@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +194,7 @@ class AuditResult:
 def audit(
     method: Method,
     data: MultimodalData | ChunkedData,
-    scenarios: Corruption | str | Iterable[Corruption | str] | None = None,
+    scenarios: Corruption | str | Iterable[Corruption | str | Mapping[str, Any]] | None = None,
     *,
     defaults: bool = True,
     seed: int = 0,

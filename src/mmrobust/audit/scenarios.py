@@ -17,13 +17,13 @@ import hashlib
 import itertools
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
-from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset, corruption_from_name
+from ..corruption import Corruption, GaussianNoise, Missing, MissingRates, Subset, as_corruption
 from ..data.batch import Batch
 from ..data.tokens import Tokens
 from ..errors import MMRobustError, check_int
@@ -127,22 +127,22 @@ def default_scenarios(
     return out
 
 
-def custom_scenarios(corruptions: Corruption | str | Iterable[Corruption | str]) -> list[Scenario]:
-    """User scenarios, given as corruptions or by their short names (`"missing[audio@0.3]"`), as in
-    configs and on the command line. One corruption or name alone is one scenario (as `Subset("audio")`
-    is one modality): a name would otherwise be read letter by letter."""
-    if isinstance(corruptions, Corruption | str) or not isinstance(corruptions, Iterable):
+def custom_scenarios(corruptions: Corruption | str | Iterable[Corruption | str | Mapping[str, Any]]) -> list[Scenario]:
+    """User scenarios, given as corruptions, their short names (`"missing[audio@0.3]"`, as in configs
+    and on the command line) or their dicts, as every corruption parameter takes them. One corruption
+    or name alone is one scenario (as `Subset("audio")` is one modality): a name would otherwise be
+    read letter by letter."""
+    if isinstance(corruptions, Corruption | str | Mapping) or not isinstance(corruptions, Iterable):
         corruptions = [corruptions]  # anything else: refused below, by its type
     parsed = []
     for c in corruptions:
-        if isinstance(c, str):
-            c = corruption_from_name(c)
-        elif not isinstance(c, Corruption):
+        if not isinstance(c, Corruption | str | Mapping):
             raise MMRobustError(
-                f"a scenario is a corruption (e.g. mmrobust.Missing('audio', 0.3)) or its name "
-                f"('missing[audio@0.3]'), not a {type(c).__name__}"
+                f"a scenario is a corruption (e.g. mmrobust.Missing('audio', 0.3)), its name "
+                f"('missing[audio@0.3]') or its dict, not a {type(c).__name__}"
             )
-        parsed.append(Scenario(c.name, "custom", c))
+        corruption = as_corruption(c)
+        parsed.append(Scenario(corruption.name, "custom", corruption))
     return parsed
 
 
