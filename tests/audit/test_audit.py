@@ -148,8 +148,12 @@ def test_samples_left_with_no_modality_are_counted_not_scored(tmp_path, fit_smal
     accuracy = result.table[result.table.metric == "accuracy"].set_index("scenario").value
     on_b = predictions.scenarios["subset[b]"][~lacks_b] == test.target[~lacks_b]
     assert accuracy["subset[b]"] == pytest.approx(float(on_b.double().mean()))
+    clean_on_b = predictions.scenarios["clean"][~lacks_b] == test.target[~lacks_b]  # like for like
+    delta = result.table[result.table.metric == "accuracy"].set_index("scenario").delta
+    assert delta["subset[b]"] == pytest.approx(float(on_b.double().mean() - clean_on_b.double().mean()))
+    assert delta["subset[a]"] == pytest.approx(accuracy["subset[a]"] - accuracy["clean"])  # none left out
     report = mmrobust.write_report(result, tmp_path / "report") / "report.md"
-    assert f"not scored (per model and seed): `subset[b]` {excluded['subset[b]']}." in report.read_text()
+    assert f"not scored (per model and seed): `subset[b]` {excluded['subset[b]']}; their" in report.read_text()
     write_predictions(predictions, tmp_path / "p.pt")  # run folders keep the exclusions for paired tests
     assert torch.equal(read_predictions(tmp_path / "p.pt").excluded["subset[b]"], lacks_b)
 
@@ -204,9 +208,12 @@ def test_table_is_tidy_and_deltas_are_relative_to_clean(two_model_result) -> Non
     assert set(t.metric) == {"accuracy", "macro_f1"}
     assert set(t.dataset) == {"synthetic"}
     assert (t[t.scenario == "clean"].delta == 0).all()
+    scored_all = {s["name"] for s in two_model_result.scenarios if s["excluded"] == 0}  # kinds_data has gaps
+    assert len(scored_all) < len(two_model_result.scenarios)
     for _, g in t.groupby(["method", "fusion", "seed", "metric"]):
         clean = float(g[g.scenario == "clean"].value.iloc[0])
-        assert (g.delta - (g.value - clean)).abs().max() < 1e-12
+        like_clean = g[g.scenario.isin(scored_all)]  # the others: against clean on the samples they scored
+        assert (like_clean.delta - (like_clean.value - clean)).abs().max() < 1e-12
     # 7 subset scenarios (2^3 - 1) per model
     per_model = t[t.kind.isin(["clean", "subset"])].groupby(["method", "fusion", "seed"]).scenario.nunique()
     assert (per_model == 7).all()

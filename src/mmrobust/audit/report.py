@@ -150,7 +150,8 @@ def _excluded_line(result: AuditResult) -> list[str]:
     if not counts:
         return []
     listed = ", ".join(f"`{name}` {n}" for name, n in counts.items())
-    return ["", f"Samples left with no modality at all are not scored (per model and seed): {listed}."]
+    return ["", f"Samples left with no modality at all are not scored (per model and seed): {listed}; "
+                "their scenarios' deltas are against clean on the samples they scored."]
 
 
 def pyplot():

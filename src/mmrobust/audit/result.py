@@ -261,7 +261,7 @@ def audit(
             method.check_masks_matter(next(iter(test.batches(CHECK_ROWS))))
     per_scenario = not fast or not method.tags.has_tokens
     stream = ScenarioStream(method, test, chosen, seed, chunk, progress=progress, per_scenario=per_scenario)
-    metrics, excluded, target, predictions = _score(stream, chosen, spec, keep_predictions)
+    metrics, references, excluded, target, predictions = _score(stream, chosen, spec, keep_predictions)
     if any(excluded.values()):
         listed = ", ".join(f"{name} {n}" for name, n in excluded.items() if n)
         warnings.warn(
@@ -270,19 +270,24 @@ def audit(
             stacklevel=2,
         )
     default_label = method.name if method.tags.has_tokens else method.describe()  # wrapped: with its policy
-    result = _tidy(method, spec, chosen, metrics, stream.hashes(), excluded, seed, label or default_label)
+    result = _tidy(method, spec, chosen, metrics, references, stream.hashes(), excluded, seed, label or default_label)
     result.models[0]["chance"] = chance_level(target, spec.task)
     result.predictions = predictions
     return result
 
 
+Metrics = dict[str, dict[str, float]]  # scenario -> metric -> value
+
+
 def _score(
     stream: ScenarioStream, scenarios: list[Scenario], spec: DataSpec, keep_predictions: bool
-) -> tuple[dict[str, dict[str, float]], dict[str, int], Tensor, Predictions | None]:
+) -> tuple[Metrics, Metrics, dict[str, int], Tensor, Predictions | None]:
     """Fold the stream's outputs into each scenario's metrics, chunk by chunk, over the samples that
-    keep a modality (all of them under a scenario that `allows_all_missing`); also how many each
-    scenario left out, the targets, and the per-sample predictions when kept."""
+    keep a modality (all of them under a scenario that `allows_all_missing`); also, for a scenario
+    that left samples out, the clean metrics over the samples it scored (its delta's reference: like
+    for like), how many each scenario left out, the targets, and the per-sample predictions when kept."""
     folds = {sc.name: accumulator(spec.task, spec.num_classes) for sc in scenarios}
+    references: dict[str, Any] = {}  # scenario -> clean outputs folded over the rows it scored
     scores_empty = {sc.name for sc in scenarios if sc.corruption.allows_all_missing}
     excluded = dict.fromkeys(folds, 0)
     kept: dict[str, list[Tensor]] = {name: [] for name in folds}
@@ -296,6 +301,9 @@ def _score(
             scored, truth = (output[~out], target[~out]) if out.any() else (output, target)
             _check_finite(scored, name, range(start, start + len(target)))
             folds[name].update(scored, truth)
+            if out.any() and CLEAN in outputs:
+                fold = references.setdefault(name, accumulator(spec.task, spec.num_classes))
+                fold.update(outputs[CLEAN][~out], truth)
             if keep_predictions:
                 kept[name].append(_decision(output, spec.task))
                 left_out[name].append(out)
@@ -309,7 +317,8 @@ def _score(
             {name: torch.cat(p) for name, p in kept.items()},
             {name: torch.cat(left_out[name]) for name, n in excluded.items() if n},
         )
-    return {name: fold.result() for name, fold in folds.items()}, excluded, target, predictions
+    results = {name: fold.result() for name, fold in folds.items()}
+    return results, {name: fold.result() for name, fold in references.items()}, excluded, target, predictions
 
 
 def _check_finite(output: Tensor, scenario: str, rows: range) -> None:
@@ -342,7 +351,8 @@ def _tidy(
     method: Method,
     spec: DataSpec,
     scenarios: list[Scenario],
-    metrics: dict[str, dict[str, float]],
+    metrics: Metrics,
+    references: Metrics,
     hashes: dict,
     excluded: dict[str, int],
     audit_seed: int,
@@ -360,8 +370,9 @@ def _tidy(
     clean_metrics = metrics[scenarios[0].name]
     has_clean = scenarios[0].name == CLEAN
     for sc in scenarios:
+        reference = references.get(sc.name, clean_metrics)  # clean on the samples the scenario scored
         for metric, value in metrics[sc.name].items():
-            delta = value - clean_metrics[metric] if has_clean else float("nan")
+            delta = value - reference[metric] if has_clean else float("nan")
             rows.append(
                 {
                     **base,
