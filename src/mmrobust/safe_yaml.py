@@ -10,6 +10,7 @@ constructed, and every mapping's keys must be distinct (merge keys `<<` may stil
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -41,6 +42,13 @@ class _StrictLoader(yaml.SafeLoader):
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads `1e-4` as a string, since its floats need a dot (`1.0e-4`); YAML 1.2 and
+# every reader of a config read it as the number it is meant to be.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def load_yaml(text: str, where: str) -> Any:

@@ -74,6 +74,16 @@ def test_a_config_file_naming_no_dataset_is_refused(tmp_path: Path, text: str) -
     assert load_config(write(tmp_path, text), ["data.name=synthetic"]).data.name == "synthetic"
 
 
+def test_numbers_in_exponent_form_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    """PyYAML reads `1e-4` as a string ("train.lr must be float, got '1e-4'" before); quoted, it stays one."""
+    config = load_config(write(tmp_path, "data: {name: synthetic}\ntrain: {lr: 1e-4, weight_decay: 5E-2}\n"),
+                         ["train.lr=2e-3"])  # fmt: skip
+    assert config.train.lr == 2e-3 and config.train.weight_decay == 0.05  # overrides too
+    assert load_config(write(tmp_path, "data: {name: synthetic}\ntrain: {lr: 1e-4}\n")).train.lr == 1e-4
+    with pytest.raises(MMRobustError, match=r"train\.lr' must be float, got '1e-4'"):
+        load_config(write(tmp_path, "data: {name: synthetic}\ntrain: {lr: '1e-4'}\n"))
+
+
 def test_missing_config_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(tmp_path / "nope.yaml")])
