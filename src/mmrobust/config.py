@@ -347,7 +347,13 @@ def config_from_dict(
     Without a dataset it runs on DEFAULT_DATASET, or (`default_data=False`) is an error."""
     resolved = dataclasses.asdict(_build(ExperimentConfig, tree))
     for text in overrides or []:
-        apply_override(resolved, *parse_override(text))
+        keys, value = parse_override(text)
+        if keys[0] == "recipe":  # it would be recorded but not applied: recipes merge as the file is read
+            raise MMRobustError(
+                f"{text}: a recipe cannot be set by an override or a grid (it is merged when the config file is "
+                "read); name it in the file (`recipe: FILE`), one config file per recipe"
+            )
+        apply_override(resolved, keys, value)
     config = _build(ExperimentConfig, resolved)
     unnamed = config.data.name is None and config.data.npz is None
     if unnamed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -94,6 +95,23 @@ def test_bad_grids_fail_in_one_line(tmp_path: Path, file_grid: str, option: str 
     with pytest.raises(MMRobustError) as info:
         plan_sweep(read_sweep(path, grid=[option] if option else []), tmp_path / "out")
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seeds=[5]", "'seeds' is a grid key of this sweep, whose values would replace it; give them with --grid"),
+        ("train.epochs=7", "'train.epochs' is a grid key"),
+        ("recipe=other.yaml", "a recipe cannot be set by an override or a grid"),
+    ],
+)
+def test_an_override_the_grid_would_drop_is_refused(tmp_path: Path, override: str, message: str) -> None:
+    """Before: 'seeds=[5]' planned the grid's seeds, and recipe= was recorded but never applied."""
+    path = write_sweep(tmp_path, "  train.epochs: [1, 2]\n  seeds: [0, 1]\n")
+    with pytest.raises(MMRobustError, match=re.escape(message)):
+        plan_sweep(read_sweep(path, [override]), tmp_path / "out")
+    with pytest.raises(MMRobustError, match="a recipe cannot be set"):
+        plan_sweep(read_sweep(path, grid=["recipe=a.yaml,b.yaml"]), tmp_path / "out")
 
 
 def test_malformed_sweep_files(tmp_path: Path) -> None:

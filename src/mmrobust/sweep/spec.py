@@ -48,6 +48,13 @@ def read_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     for text in grid:
         key, vals = parse_grid_option(text)
         values[key] = _check_values(key, vals)
+    for text in overrides:  # the grid's values are applied after the overrides: one would be dropped silently
+        key = text.partition("=")[0]
+        if key in values:
+            raise MMRobustError(
+                f"{text}: '{key}' is a grid key of this sweep, whose values would replace it; give them with "
+                f"--grid {key}=A,B instead"
+            )
     name = str(tree.get("name") or base.get("name") or path.stem)
     check_label(name, f"{path}: name", "the default output folder (runs/<name>)")
     return SweepSpec(name, base, values, list(overrides))
