@@ -152,8 +152,10 @@ def collect(
     tables = {"": pd.concat(frames, ignore_index=True), "_runs": pd.DataFrame(costs), "_curves": pd.DataFrame(curves)}
     fresh = set(zip(tables["_runs"].model, tables["_runs"].seed, strict=True))
     merge = archive and (RESULTS / f"{study}_predictions.npz").is_file()  # committed runs pair only when archived
-    if merge and (RESULTS / f"{study}_runs.csv").is_file():  # checked before anything is written
-        _check_same_settings(study, _committed(RESULTS / f"{study}_runs.csv", fresh, models), tables["_runs"])
+    kept = pd.DataFrame(columns=tables["_runs"].columns)  # the committed runs kept beside the fresh ones
+    if merge and (RESULTS / f"{study}_runs.csv").is_file():
+        kept = _committed(RESULTS / f"{study}_runs.csv", fresh, models)
+    _check_same_settings(study, kept, tables["_runs"])  # before anything is written
     if (RESULTS / f"{study}.csv").is_file():
         print(against_committed(read_table(RESULTS / f"{study}.csv"), tables[""]))
     for suffix, table in tables.items():
@@ -286,6 +288,10 @@ def _check_same_settings(study: str, kept: pd.DataFrame, fresh: pd.DataFrame) ->
     """Committed runs kept beside fresh ones must share their recipe (and, for a model re-run, its
     settings): a recipe changed between sessions would otherwise mix two recipes in one study."""
     start_over = "re-run every seed of every model on the new settings, or delete the study's results files"
+    twice = fresh[fresh.duplicated(["model", "seed"])]
+    if len(twice):
+        model, seed = twice.model.iloc[0], twice.seed.iloc[0]
+        raise SystemExit(f"error: {study}: two run folders hold {model} seed {seed}; collect the run folder of one")
     recipes = set(fresh.recipe_hash)
     if len(recipes) > 1:
         raise SystemExit(f"error: the runs collected for {study} were trained on {len(recipes)} different recipes")

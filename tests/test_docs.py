@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -181,6 +182,16 @@ def test_an_archived_study_grows_by_seeds_without_its_old_run_folders(tmp_path: 
     run_experiment(config_from_dict(changed), tmp_path / "session-3")
     with pytest.raises(SystemExit, match="runs of joint differ in their settings across seeds"):
         doc_tables.collect([tmp_path / "session-3"], "study", ["joint", "dropout"], archive=True)
+    # nor, without an archive, runs collected together (before: checked only when merging an archive)
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "fresh")
+    with pytest.raises(SystemExit, match="trained on 2 different recipes"):
+        doc_tables.collect([tmp_path / "session-0", tmp_path / "session-2"], "study", ["joint", "dropout"])
+    with pytest.raises(SystemExit, match="runs of joint differ in their settings across seeds"):
+        doc_tables.collect([tmp_path / "session-0", tmp_path / "session-3"], "study", ["joint", "dropout"])
+    shutil.copytree(tmp_path / "session-0", tmp_path / "copy-0")  # one run folder twice (before: a traceback)
+    with pytest.raises(SystemExit, match=r"two run folders hold (joint|dropout) seed 0"):
+        doc_tables.collect([tmp_path / "session-0", tmp_path / "copy-0"], "study", ["joint", "dropout"])
+    assert not (tmp_path / "fresh").exists()  # refused before anything is written
 
 
 def test_grid_table_lays_a_swept_setting_out_by_row_suffix(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
