@@ -281,8 +281,6 @@ def run_experiment(
     write the combined report. `state_every`: seconds between saves of a training run's state."""
     out = Path(out)
     set_threads(config.train.threads)
-    for name in config.train.loggers:  # a missing optional package fails before any training
-        require(name)
     _dist.setup(resolve_device(_dist.local_device(config.train.device)))  # joins torchrun's group, if any
     data = load_data(config.data.name, config.data.npz, config.data.data_dir, config.data.options)
     check_against_data(config, data)  # the whole config, before the first epoch and the first folder
@@ -308,6 +306,8 @@ def check_against_data(config: ExperimentConfig, data: MultimodalData) -> None:
     task, the augmented modalities, every model built on it (on the meta device: no memory, no
     random draws) and every audit scenario applied to two samples. A problem in the last model or
     scenario thus stops the experiment before the first model trains, with nothing written."""
+    for name in config.train.loggers:  # a missing optional package fails before any training (or sweep)
+        require(name)
     check_fit_options({"select": config.train.select}, data.spec.task, name=lambda key: f"train.{key}")
     check_splits(data, config.train.select)
     parse_augment(data.spec, config.train.augment)

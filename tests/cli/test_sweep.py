@@ -114,6 +114,14 @@ def test_an_override_the_grid_would_drop_is_refused(tmp_path: Path, override: st
         plan_sweep(read_sweep(path, grid=["recipe=a.yaml,b.yaml"]), tmp_path / "out")
 
 
+def test_a_logger_whose_package_is_missing_fails_while_planning(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Before: `--dry-run` planned the sweep, then every run failed on the import."""
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # makes `import mlflow` fail
+    path = write_sweep(tmp_path, "  train.epochs: [1, 2]\n")
+    with pytest.raises(MMRobustError, match=r"train.epochs=1: logger 'mlflow' needs the mlflow package"):
+        plan_sweep(read_sweep(path, ["train.loggers=[mlflow]"]), tmp_path / "out")
+
+
 def test_malformed_sweep_files(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("base: {}\ngird: {train.epochs: [1]}\n")
     with pytest.raises(MMRobustError, match=r"unknown sweep key 'gird'\. Did you mean 'grid'"):

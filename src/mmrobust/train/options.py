@@ -29,7 +29,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MMRobustError("CUDA was requested but is not available; use --device cpu")
+        raise MMRobustError(f"device {device!r} was requested but CUDA is not available here; use cpu "
+                            "(--device cpu, or train.device=cpu in a config or sweep)")  # fmt: skip
     return torch.device(device)
 
 
