@@ -39,6 +39,7 @@ import platform
 import resource
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -284,12 +285,13 @@ def run_experiment(
     _dist.setup(resolve_device(_dist.local_device(config.train.device)))  # joins torchrun's group, if any
     data = load_data(config.data.name, config.data.npz, config.data.data_dir, config.data.options)
     check_against_data(config, data)  # the whole config, before the first epoch and the first folder
+    data_sum = data_checksum(data)  # a finished run made on other data is run again
     results = []
     runs = [(model, seed) for model in config.models for seed in config.seeds]
     for k, (model, seed) in enumerate(runs, start=1):
         log.info("run %d/%d: %s seed %d", k, len(runs), model.name, seed)
         run_dir = out / model.name / f"seed-{seed}"
-        result, skipped = run_or_skip(config, model, seed, lambda: data, run_dir, state_every)
+        result, skipped = run_or_skip(config, model, seed, lambda: data, run_dir, state_every, data_sum)
         results.append(result)
         if skipped:
             log.info("run %d/%d: %s seed %d had finished before; kept", k, len(runs), model.name, seed)
@@ -344,24 +346,30 @@ def run_or_skip(
     data: Callable[[], MultimodalData],
     run_dir: Path,
     state_every: float = 10.0,
+    data_sum: str | None = None,
 ) -> tuple[AuditResult, bool]:
     """One run's result and whether it had finished before (then nothing is recomputed and
-    `data()` is not called); an interrupted run resumes from its training state."""
+    `data()` is not called); an interrupted run resumes from its training state. With `data_sum`
+    (the data's `data_checksum`), a run made on other data is not finished: its data file changed."""
     with run_lock(run_dir) if _dist.is_main() else contextlib.nullcontext():
-        done = finished_run(config, model, seed, run_dir) if _dist.is_main() else None
+        done = finished_run(config, model, seed, run_dir, data_sum) if _dist.is_main() else None
         if _dist.active() and _dist.broadcast_flag(done is not None, _dist.device()):  # rank 0 decides
             return (done if done is not None else _empty(data())), True
         if done is not None:
             return done, True
-        if _dist.is_main() and (record := trained_before(config, model, seed, run_dir)) is not None:
+        if _dist.is_main() and (record := trained_before(config, model, seed, run_dir, data_sum)) is not None:
             return reaudit(config, model, seed, data(), run_dir, record), False
         return run_one(config, model, seed, data(), run_dir, state_every), False
 
 
-def finished_run(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> AuditResult | None:
-    """The result of the run in `run_dir` if it finished under the same run hash and is intact, else
-    None (with a warning when a finished run is found damaged)."""
-    if finished_manifest(run_dir, run_hash(config, model, seed)) is None:
+def finished_run(
+    config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path, data_sum: str | None = None
+) -> AuditResult | None:
+    """The result of the run in `run_dir` if it finished under the same run hash, on the same data
+    (when `data_sum` is given) and is intact, else None (with a warning when a finished run is found
+    damaged, or made on data that has changed since)."""
+    record = finished_manifest(run_dir, run_hash(config, model, seed))
+    if record is None or not _same_data(record, data_sum, run_dir, warn=True):
         return None
     try:
         return AuditResult.read(run_dir / RESULTS)
@@ -370,9 +378,23 @@ def finished_run(config: ExperimentConfig, model: ModelConfig, seed: int, run_di
         return None
 
 
-def trained_before(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> dict[str, Any] | None:
-    """The manifest of a finished, intact run in `run_dir` that trained exactly as this one would and
-    differs only in its audit (e.g. a study added a scenario), else None."""
+def _same_data(record: dict[str, Any], data_sum: str | None, run_dir: Path, warn: bool = False) -> bool:
+    """Whether a finished run's data is the data at hand (unknown: assumed so). The run hash covers
+    the data's config, not its content: an npz rewritten in place would otherwise keep old results."""
+    made_on = record.get("data_checksum")
+    if data_sum is None or made_on is None or made_on == data_sum:
+        return True
+    if warn:
+        warnings.warn(f"{run_dir}: the data changed since this run finished (checksum {made_on}, now {data_sum}); "
+                      "running it again", stacklevel=3)  # fmt: skip
+    return False
+
+
+def trained_before(
+    config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path, data_sum: str | None = None
+) -> dict[str, Any] | None:
+    """The manifest of a finished, intact run in `run_dir` that trained exactly as this one would, on
+    the same data, and differs only in its audit (e.g. a study added a scenario), else None."""
     if not (run_dir / MANIFEST).is_file():
         return None
     try:
@@ -384,7 +406,9 @@ def trained_before(config: ExperimentConfig, model: ModelConfig, seed: int, run_
         return None  # another format: train again
     if not same or record.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
         return None
-    reported = record["run_hash"] == run_hash(config, model, seed)  # finished_run has warned of its damage
+    reported = record["run_hash"] == run_hash(config, model, seed)  # finished_run has warned of damage, new data
+    if not _same_data(record, data_sum, run_dir, warn=not reported):
+        return None
     return finished_manifest(run_dir, record["run_hash"], warn=not reported)  # None if its files are damaged
 
 

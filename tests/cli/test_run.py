@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from conftest import make_npz_arrays, write_npz
 
 from mmrobust.config import load_config
 from mmrobust.run import run_experiment
+from mmrobust.sweep import plan_sweep, read_sweep
+from mmrobust.sweep.backends import execute
 
 CONFIG = """
 name: tiny
@@ -61,6 +65,33 @@ def test_changed_training_settings_rerun(tmp_path: Path) -> None:
     events: list[str] = []
     run_experiment(load_config(tmp_path / "c.yaml", ["seeds=[0]", "train.epochs=3"]), tmp_path / "out", events.append)
     assert all(e.startswith("done") for e in events) and len(events) == 2
+
+
+def test_a_data_file_rewritten_in_place_reruns_its_finished_runs(tmp_path: Path) -> None:
+    """The run hash covers the config (the file's name), not the data: before, `run` kept the results
+    of the old data, and so did a sweep."""
+    write_npz(tmp_path / "d.npz", **make_npz_arrays(n=60, seed=0))
+    config = load_config(None, ["data.npz=" + str(tmp_path / "d.npz"), "models=[{method: joint}]", "seeds=[0]",
+                                "train.epochs=1"])  # fmt: skip
+    run_experiment(config, tmp_path / "out")
+    events: list[str] = []
+    run_experiment(config, tmp_path / "out", events.append)
+    assert events == ["skip joint seed 0 (finished)"]  # same data: kept
+    write_npz(tmp_path / "d.npz", **make_npz_arrays(n=60, seed=1))  # same name and shapes, other values
+    events.clear()
+    with pytest.warns(UserWarning, match=r"joint/seed-0: the data changed since this run finished \(checksum "):
+        run_experiment(config, tmp_path / "out", events.append)
+    assert events == ["done joint seed 0"]
+    write_npz(tmp_path / "d.npz", **make_npz_arrays(n=60, seed=2))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"base: {{data: {{npz: {tmp_path / 'd.npz'}}}, models: [{{method: joint}}], seeds: [0], "
+                     "train: {epochs: 1}}\ngrid: {train.lr: [0.001]}\n")  # fmt: skip
+    plan = plan_sweep(read_sweep(sweep), tmp_path / "sweep")
+    assert [execute(u).status for u in plan.units] == ["done"]
+    assert [execute(u).status for u in plan_sweep(read_sweep(sweep), tmp_path / "sweep").units] == ["finished"]
+    write_npz(tmp_path / "d.npz", **make_npz_arrays(n=60, seed=3))
+    with pytest.warns(UserWarning, match="the data changed since this run finished"):
+        assert [execute(u).status for u in plan_sweep(read_sweep(sweep), tmp_path / "sweep").units] == ["done"]
 
 
 def test_a_changed_audit_reaudits_the_trained_model_without_retraining(tmp_path: Path) -> None:

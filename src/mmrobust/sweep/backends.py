@@ -47,8 +47,9 @@ def execute(
     start = time.perf_counter()
     try:
         _, skipped = run_or_skip(
-            unit.config, unit.model, unit.seed, lambda: dataset(unit.config.data), unit.run_dir, state_every
-        )
+            unit.config, unit.model, unit.seed, lambda: dataset(unit.config.data), unit.run_dir, state_every,
+            unit.data_sum,
+        )  # fmt: skip
     except Exception as e:  # one failed run must not stop the others
         return Outcome("failed", time.perf_counter() - start, f"{type(e).__name__}: {e}".splitlines()[0])
     return Outcome("finished" if skipped else "done", time.perf_counter() - start)

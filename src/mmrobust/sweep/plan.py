@@ -19,7 +19,7 @@ from ..errors import MMRobustError
 from ..experiment import load_data
 from ..methods import METHODS, create_method
 from ..methods.external import EXTERNAL
-from ..run import check_against_data
+from ..run import check_against_data, data_checksum
 from .spec import SEEDS, SweepSpec
 
 
@@ -32,6 +32,7 @@ class Unit:
     model: ModelConfig
     seed: int
     run_dir: Path
+    data_sum: str | None = None  # the data's checksum when planned: a run finished on other data runs again
 
     @property
     def name(self) -> str:
@@ -86,8 +87,11 @@ def plan_sweep(spec: SweepSpec, out: str | Path) -> SweepPlan:
         except MMRobustError as e:
             raise MMRobustError(f"{name}: {e}") from None
         combinations.append(Combination(name, values, config))
+        data_sum = data_checksum(data)
         units += [
-            Unit(name, config, m, s, out / name / m.name / f"seed-{s}") for m in config.models for s in config.seeds
+            Unit(name, config, m, s, out / name / m.name / f"seed-{s}", data_sum)
+            for m in config.models
+            for s in config.seeds
         ]
     if not units:
         first = f" (first: {skipped[0]})" if skipped else ""
@@ -137,11 +141,15 @@ def _combination_name(values: dict[str, Any]) -> str:
 
 
 def dataset(config: DataConfig) -> MultimodalData:
-    """The data of `config`; a process keeps the last two datasets it loaded."""
-    return _load(json.dumps(dataclasses.asdict(config), sort_keys=True))
+    """The data of `config`; a process keeps the last two datasets it loaded (an npz file rewritten
+    since is read again)."""
+    npz = Path(config.npz) if config.npz else None
+    stamp = (npz.stat().st_mtime_ns, npz.stat().st_size) if npz is not None and npz.is_file() else None
+    return _load(json.dumps(dataclasses.asdict(config), sort_keys=True), stamp)
 
 
 @functools.lru_cache(maxsize=2)
-def _load(key: str) -> MultimodalData:
+def _load(key: str, stamp: tuple[int, int] | None) -> MultimodalData:
+    """`stamp` (the npz file's modification time and size) is part of the cache key only."""
     config = DataConfig(**json.loads(key))
     return load_data(config.name, config.npz, config.data_dir, config.options)
