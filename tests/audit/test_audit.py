@@ -422,6 +422,20 @@ def test_compose_takes_its_parts_as_objects_dicts_or_names_like_every_corruption
     assert as_names == as_dicts and as_names.name == "missing[m0@0.5]+noise[m1,sigma=1,p=0.3]"
 
 
+def test_headline_numbers_of_scenarios_not_audited_are_dashes_not_zeros(small_data, fit_small) -> None:
+    """Before: with defaults=False the summary said "mean |Δ| subsets 0.000", worst "none", Δ missing nan."""
+    from mmrobust.audit.report import summary_rows
+
+    model = fit_small(small_data, "joint", "sum")
+    result = mmrobust.audit(model, small_data, "rates[m0=0.5,m1=0.5]", defaults=False)
+    header, (row,) = summary_rows(result)
+    cells = dict(zip(header, row, strict=True))
+    assert [cells[h] for h in ("mean |Δ| subsets", "worst subset (Δ)", "Δ missing", "Δ noise")] == ["—"] * 4
+    assert cells["clean accuracy"] != "—"
+    header, rows = summary_rows(mmrobust.audit(model, small_data))  # the defaults: numbers
+    assert all(row[header.index("mean |Δ| subsets")] != "—" for row in rows)
+
+
 def test_audit_of_an_unfitted_method_is_a_user_error(kinds_data) -> None:
     with pytest.raises(MMRobustError, match="not trained"):
         mmrobust.audit(mmrobust.create_method("joint"), kinds_data)

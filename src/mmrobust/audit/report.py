@@ -8,6 +8,7 @@ content (`sha256`), checked by `AuditResult.read`, so damage after writing is no
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +29,23 @@ FILES = ("results.csv", "results.json", "report.md", "heatmap.png")
 MAX_COLUMNS = 40  # heatmap columns shown one per subset; beyond, grouped by subset size
 
 
+NOT_AUDITED = "—"  # a headline number without scenarios of its kind (e.g. defaults=False): not 0
+
+
 def mean_std(mean: float, std: float, seeds: int) -> str:
     """`mean ± std`, or the mean alone for one seed (whose std is undefined, not zero)."""
+    if math.isnan(mean):
+        return NOT_AUDITED
     return f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
 
 
+def _signed(delta: float) -> str:
+    return NOT_AUDITED if math.isnan(delta) else f"{delta:+.3f}"
+
+
 def _worst(scenario: str, delta: float, metric: str) -> str:
+    if math.isnan(delta):
+        return NOT_AUDITED
     hurt = delta > 0 if metric in LOWER_IS_BETTER else delta < 0
     label = scenario.removeprefix("subset[").removesuffix("]")
     return f"{label} ({delta:+.3f})" if hurt else "none"
@@ -65,8 +77,8 @@ def summary_rows(result: AuditResult) -> tuple[list[str], list[list[str]]]:
                 mean_std(r.mean_abs_delta_subsets_mean, r.mean_abs_delta_subsets_std, n),
                 _worst(r.worst_subset, r.worst_delta_mean, m),
                 f"{r.relies_on} ({r.relies_on_delta:+.3f})" if r.relies_on else "none",
-                f"{r.delta_missing_mean:+.3f}",
-                f"{r.delta_noise_mean:+.3f}",
+                _signed(r.delta_missing_mean),
+                _signed(r.delta_noise_mean),
                 str(n),
             ]
         )

@@ -134,9 +134,9 @@ class AuditResult:
                 {
                     **dict(zip(KEYS, key, strict=True)),
                     "clean": float(clean.iloc[0]) if len(clean) else float("nan"),
-                    "mean_abs_delta_subsets": float(subsets.delta.abs().mean()) if len(subsets) else 0.0,
+                    "mean_abs_delta_subsets": float(subsets.delta.abs().mean()) if len(subsets) else float("nan"),
                     "worst_subset": worst.scenario if worst is not None else "",
-                    "worst_delta": float(worst.delta) if worst is not None else 0.0,
+                    "worst_delta": float(worst.delta) if worst is not None else float("nan"),  # none audited
                     "delta_missing": float(g[g.kind == "missing"].delta.mean()),
                     "delta_noise": float(g[g.kind == "noise"].delta.mean()),
                 }
