@@ -106,3 +106,29 @@ def test_audit_refuses_to_write_into_a_run_folder(npz: Path, tmp_path: Path, cap
     assert code == 0, err
     code, _, err = run_cli(["report", str(tmp_path / "exp"), "--out", str(tmp_path / "r.md")], capsys)
     assert code == 0, err
+
+
+def test_report_refuses_to_write_into_a_run_folder_and_a_negative_seed(npz: Path, tmp_path: Path, capsys) -> None:
+    """`mmrobust report --out <a file in a run of mmrobust run>` replaced its checksummed report.md, after which
+    `mmrobust run` trained the run again; `--seed -1` was a numpy traceback. Both are refused, nothing written."""
+    (tmp_path / "c.yaml").write_text(
+        f"name: one\ndata: {{npz: {npz}}}\nmodels: [{{method: joint, params: {{fusion: sum}}}}]\n"
+        "train: {epochs: 1}\nseeds: [0]\n"
+    )
+    run = ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "exp")]
+    code, _, err = run_cli(run, capsys)
+    assert code == 0, err
+    run_dir = tmp_path / "exp" / "joint" / "seed-0"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    report = ["report", str(tmp_path / "exp"), "--out"]
+    code, _, err = run_cli([*report, str(run_dir / "report.md")], capsys)
+    one_line_error(code, err, f"--out {run_dir / 'report.md'} is inside a run folder of `mmrobust run` ({run_dir})")
+    code, _, err = run_cli([*report, str(run_dir / "sub" / "r.html")], capsys)
+    one_line_error(code, err, f"is inside a run folder of `mmrobust run` ({run_dir.resolve()})", "another --out")
+    code, _, err = run_cli([*report, str(tmp_path / "r.md"), "--seed", "-1"], capsys)
+    one_line_error(code, err, "--seed must be an integer >= 0, got -1")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before and not (tmp_path / "r.md").exists()
+    code, _, err = run_cli(run, capsys)
+    assert code == 0 and "damaged" not in err, err  # the run is still finished: nothing retrains
+    code, _, err = run_cli([*report, str(tmp_path / "exp" / "r.md")], capsys)  # beside the runs: allowed
+    assert code == 0, err
