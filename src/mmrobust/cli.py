@@ -41,7 +41,7 @@ from .methods.external import load_external, wrap
 from .models import ENCODERS, FUSIONS
 from .registry import check_options
 from .run import demo_config, run_experiment
-from .runfolder import MANIFEST
+from .runfolder import MANIFEST, TRAIN_METRICS
 from .threads import set_threads
 from .train import check_fit_options, fit
 from .train.options import check_device
@@ -211,7 +211,7 @@ def train(
     out_dir = Path(out)
     save_checkpoint(m, out_dir / "checkpoint.pt", {"data": data_name or str(npz)})
     record = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "val": result.val_metrics}
-    atomic_write(out_dir / "val_metrics.json", lambda p: p.write_text(json.dumps(record, indent=1)))
+    atomic_write(out_dir / TRAIN_METRICS, lambda p: p.write_text(json.dumps(record, indent=1)))
     console.print(f"val: {json.dumps({k: round(v, 4) for k, v in result.val_metrics.items()})}")
     console.print(f"Wrote {out_dir / 'checkpoint.pt'} and {out_dir / 'val_metrics.json'}")
 
@@ -430,7 +430,7 @@ def report_cmd(
     Example:
       mmrobust report runs/demo --out report.html --reference joint-sum
     """
-    from .audit.compare import load_runs
+    from .audit.compare import load_runs, unfinished_note
     from .audit.compare_report import write_comparison
 
     check_int(seed, "--seed", 0)
@@ -439,7 +439,7 @@ def report_cmd(
     fmt = fmt or ("md" if path.suffix.lower() in (".md", ".markdown") else "html")
     runs = load_runs(run_dirs)
     written = write_comparison(runs, path, fmt, reference, seed=seed, resample_seeds=resample_seeds)
-    skipped = f" ({len(runs.skipped)} unfinished skipped)" if runs.skipped else ""
+    skipped = f" ({unfinished_note(runs.skipped)})" if runs.skipped else ""
     console.print(f"Read {len(runs.run_dirs)} runs{skipped} of {len(runs.models)} models; wrote {written[0]}")
     if len(written) > 1:
         console.print(f"and {len(written) - 1} figures beside it: {', '.join(p.name for p in written[1:])}")

@@ -52,10 +52,10 @@ def test_report_reads_audit_folders_and_explains_train_only_ones(npz: Path, tmp_
         assert code == 0, err
     code, _, err = run_cli(["report", str(tmp_path / "joint"), "--out", str(tmp_path / "r.html")], capsys)
     one_line_error(code, err, "holds a trained model but no audit", "mmrobust audit --checkpoint")
-    for method in ("joint", "dropout"):
-        checkpoint = str(tmp_path / method / "checkpoint.pt")
+    for method, out in (("joint", tmp_path / "joint"), ("dropout", tmp_path / "dropout" / "audit")):
+        checkpoint = str(tmp_path / method / "checkpoint.pt")  # joint: audited into its own training folder
         code, _, err = run_cli(["audit", "--checkpoint", checkpoint, "--npz", str(npz), "--label", f"my-{method}",
-                                "--out", str(tmp_path / method / "audit")], capsys)  # fmt: skip
+                                "--out", str(out)], capsys)  # fmt: skip
         assert code == 0, err
     report = tmp_path / "report.html"
     code, _, err = run_cli(["report", str(tmp_path / "joint"), str(tmp_path / "dropout"), "--out", str(report)], capsys)

@@ -51,7 +51,7 @@ class Runs:
     tasks: dict[str, str]  # dataset -> classification | regression
     num_classes: dict[str, int | None] = field(default_factory=dict)  # dataset -> classes, if recorded
     run_dirs: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)  # manifests of runs that did not finish
+    skipped: list[Path] = field(default_factory=list)  # runs that did not finish (not read)
 
     @property
     def models(self) -> list[str]:
@@ -110,8 +110,9 @@ def _dataset_facts(runs: list[tuple[str, str, Path]]) -> tuple[dict[str, str], d
 
 def load_runs(paths: Sequence[str | Path]) -> Runs:
     """Every finished run below `paths` as one tidy table (models in their configs' order)."""
-    loaded, skipped = [], []
-    for found_at, run_dir in enumerate(find_run_dirs(paths)):
+    run_dirs, skipped = find_run_dirs(paths)
+    loaded = []
+    for found_at, run_dir in enumerate(run_dirs):
         # an audit folder (`mmrobust audit --out`) has no manifest: finished when its results read back
         manifest = read_manifest(run_dir) if (run_dir / MANIFEST).exists() else {"status": "done"}
         if manifest.get("status") != "done":
@@ -121,12 +122,19 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
         t = result.table.assign(mask_hash=result.table.scenario.map(hashes), run_dir=str(run_dir))
         loaded.append(((_model_position(manifest), found_at), t, result.task, run_dir))
     if not loaded:
-        raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({len(skipped)} unfinished)")
+        raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({unfinished_note(skipped)})")
     loaded.sort(key=lambda item: item[0])
     table = pd.concat([t for _, t, _, _ in loaded], ignore_index=True)
     check_one_source(table, "run_dir", "runs", "pass the folders of one experiment or give the models distinct labels")
     tasks, classes = _dataset_facts([(str(t.dataset.iloc[0]), task, d) for _, t, task, d in loaded])
     return Runs(table, tasks, classes, [d for *_, d in loaded], skipped)
+
+
+def unfinished_note(skipped: Sequence[Path], shown: int = 3) -> str:
+    """"N unfinished skipped: a, b, c and M more", so that a run still training (or killed) is not
+    mistaken for one that was never started."""
+    names = ", ".join(map(str, skipped[:shown])) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+    return f"{len(skipped)} unfinished skipped: {names}"
 
 
 def check_reference(reference: str, models: Iterable[str]) -> str:
