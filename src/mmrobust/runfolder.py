@@ -154,6 +154,25 @@ def is_unfinished(folder: Path) -> bool:
     )
 
 
+def training_settings(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What trained the run apart from its seed, as dotted keys (`model.params.fusion`, `train.epochs`,
+    `data.options.n_samples`), so that runs averaged as seeds of one model can be checked to be alike;
+    None for a folder without a recorded config (`mmrobust audit --out`). Not where metrics were
+    logged nor the thread count, which `run.training_hash` leaves out too."""
+    config, model = manifest.get("config"), manifest.get("model")
+    if not isinstance(config, Mapping) or not isinstance(model, Mapping):
+        return None
+    train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("loggers", "threads")}
+    return {k: v for key, part in (("data", config.get("data")), ("train", train), ("model", model))
+            for k, v in _flatten(part, key).items()}  # fmt: skip
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not value:
+        return {prefix: value}
+    return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}.{key}").items()}
+
+
 def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock on `run_dir` (waiting, with a warning, while another process holds
     it): an flock on `run_dir/.lock` (`filelock.exclusive_lock`)."""
