@@ -41,7 +41,7 @@ from .methods.external import load_external, wrap
 from .models import ENCODERS, FUSIONS
 from .registry import check_options
 from .run import demo_config, run_experiment
-from .runfolder import MANIFEST
+from .runfolder import MANIFEST, TRAIN_METRICS
 from .threads import set_threads
 from .train import check_fit_options, fit
 from .train.options import check_device
@@ -211,7 +211,7 @@ def train(
     out_dir = Path(out)
     save_checkpoint(m, out_dir / "checkpoint.pt", {"data": data_name or str(npz)})
     record = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "val": result.val_metrics}
-    atomic_write(out_dir / "val_metrics.json", lambda p: p.write_text(json.dumps(record, indent=1)))
+    atomic_write(out_dir / TRAIN_METRICS, lambda p: p.write_text(json.dumps(record, indent=1)))
     console.print(f"val: {json.dumps({k: round(v, 4) for k, v in result.val_metrics.items()})}")
     console.print(f"Wrote {out_dir / 'checkpoint.pt'} and {out_dir / 'val_metrics.json'}")
 
@@ -271,7 +271,7 @@ def audit_cmd(
     if checkpoint is not None and (weights or no_mask_check or inputs or missing):
         raise MMRobustError("--weights, --missing, --no-mask-check and --inputs go with --model, not --checkpoint")
     missing = missing or "zeros"
-    _check_audit_out(Path(out))
+    _check_out(Path(out), Path(out), "the audit's results.json and report.md would replace the ones written there")
     scenarios = [corruption_from_name(name) for name in extra]
     data = load_data(data_name, npz, data_dir)
     if external is not None:
@@ -293,17 +293,20 @@ def audit_cmd(
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")
 
 
-def _check_audit_out(out: Path) -> None:
-    """Refuse an --out that is, or holds, a run folder of `mmrobust run`: the audit's files would replace
-    that run's (or its experiment's) results.json, after which `mmrobust report` calls the run damaged."""
-    manifest = out / MANIFEST if (out / MANIFEST).is_file() else next(out.rglob(MANIFEST), None)
-    if manifest is not None:
-        run = "a run folder of `mmrobust run`"
-        what = f"is {run}" if manifest.parent == out else f"holds {run} ({manifest.parent})"
-        raise MMRobustError(
-            f"--out {out} {what}: the audit's results.json and report.md would replace the ones written there; "
-            "give another --out"
-        )
+def _check_out(out: Path, folder: Path, writes: str, *, within: bool = False) -> None:
+    """Refuse an --out whose `folder` is, or holds (with `within`: lies inside), a run folder of `mmrobust run`:
+    `writes` would replace or join the run's checksummed files (or its experiment's results.json), after
+    which `mmrobust report` calls the run damaged and `mmrobust run` trains it again."""
+    run = "a run folder of `mmrobust run`"
+    if (folder / MANIFEST).is_file():
+        what = f"is {run}" if folder == out else f"is inside {run} ({folder})"
+    elif within and (inside := next((p for p in folder.resolve().parents if (p / MANIFEST).is_file()), None)):
+        what = f"is inside {run} ({inside})"
+    elif not within and (manifest := next(folder.rglob(MANIFEST), None)) is not None:
+        what = f"holds {run} ({manifest.parent})"
+    else:
+        return
+    raise MMRobustError(f"--out {out} {what}: {writes}; give another --out")
 
 
 @cli.command(name="run")
@@ -427,14 +430,16 @@ def report_cmd(
     Example:
       mmrobust report runs/demo --out report.html --reference joint-sum
     """
-    from .audit.compare import load_runs
+    from .audit.compare import load_runs, unfinished_note
     from .audit.compare_report import write_comparison
 
+    check_int(seed, "--seed", 0)
     path = Path(out)
+    _check_out(path, path.parent, "the report would be written among the run's checksummed files", within=True)
     fmt = fmt or ("md" if path.suffix.lower() in (".md", ".markdown") else "html")
     runs = load_runs(run_dirs)
     written = write_comparison(runs, path, fmt, reference, seed=seed, resample_seeds=resample_seeds)
-    skipped = f" ({len(runs.skipped)} unfinished skipped)" if runs.skipped else ""
+    skipped = f" ({unfinished_note(runs.skipped)})" if runs.skipped else ""
     console.print(f"Read {len(runs.run_dirs)} runs{skipped} of {len(runs.models)} models; wrote {written[0]}")
     if len(written) > 1:
         console.print(f"and {len(written) - 1} figures beside it: {', '.join(p.name for p in written[1:])}")

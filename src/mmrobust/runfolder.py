@@ -30,6 +30,9 @@ CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
 TRAINING_STATE = "training-state.pt"
 LOCK = ".lock"
+PREDICTIONS = "predictions.pt"  # per-sample predictions (audit/paired.py)
+TRAIN_METRICS = "val_metrics.json"  # what `mmrobust train` writes beside its checkpoint
+UNFINISHED = (TRAINING_STATE, LOCK, PREDICTIONS)  # files that only a run of `mmrobust run` holds
 RUN_FORMAT = "mmrobust-run/1"  # manifests of mmrobust 0.1 carry no `format` key: they are this one
 RERUN = "re-run it with `mmrobust run`"
 
@@ -102,10 +105,13 @@ def _parse(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
     return record, ""
 
 
-def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Folders below `paths` holding a manifest (a run of `mmrobust run`) or, without one, a
-    results.json and no run below them (the output of `mmrobust audit`), each once."""
+def find_run_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(runs, unfinished) below `paths`, each once. Runs: folders holding a manifest (a run of `mmrobust
+    run`) or, without one, a results.json and no run below them (the output of `mmrobust audit`).
+    Unfinished: folders of `mmrobust run` without a manifest (training, or killed before the manifest was
+    rewritten: an old results.json there is not the run's), which are not read."""
     found: list[Path] = []
+    unfinished: list[Path] = []
     trained_only: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
@@ -113,15 +119,18 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
         if not p.is_dir():
             raise MMRobustError(f"{p}: not a directory; pass folders written by `mmrobust run ... --out DIR`")
         runs = [m.parent.resolve() for m in sorted(p.rglob(MANIFEST))]
-        audits = [
+        folders = {f.parent.resolve() for name in (RESULTS, CHECKPOINT, *UNFINISHED) for f in p.rglob(name)}
+        unfinished += sorted(d for d in folders - set(runs) if is_unfinished(d))
+        audits = [  # not an experiment's combined results, above its runs
             r.parent.resolve()
             for r in sorted(p.rglob(RESULTS))
-            if not (r.parent / MANIFEST).exists() and not any(run.is_relative_to(r.parent.resolve()) for run in runs)
+            if not is_unfinished(r.parent)
+            and not any(run.is_relative_to(r.parent.resolve()) for run in runs + unfinished)
         ]
         found += runs + audits
         trained_only += [c.parent for c in sorted(p.rglob(CHECKPOINT)) if not (c.parent / RESULTS).exists()]
-    unique = list(dict.fromkeys(found))
-    if not unique:
+    unique, unfinished = list(dict.fromkeys(found)), list(dict.fromkeys(unfinished))
+    if not unique and not unfinished:
         where = ", ".join(str(p) for p in paths)
         if trained_only:
             raise MMRobustError(
@@ -132,7 +141,36 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
             f"no runs found under {where}: expected run folders with {MANIFEST} and {RESULTS}, "
             "as `mmrobust run CONFIG --out DIR` writes, or audits written by `mmrobust audit --out DIR`"
         )
-    return unique
+    return unique, unfinished
+
+
+def is_unfinished(folder: Path) -> bool:
+    """Whether `folder` is a run of `mmrobust run` without its manifest: it holds what only `mmrobust run`
+    leaves (training state, lock, predictions, or a checkpoint without the val_metrics.json of `mmrobust train`)."""
+    if (folder / MANIFEST).exists():
+        return False
+    return any((folder / name).exists() for name in UNFINISHED) or (
+        (folder / CHECKPOINT).exists() and not (folder / TRAIN_METRICS).exists()
+    )
+
+
+def training_settings(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What trained the run apart from its seed, as dotted keys (`model.params.fusion`, `train.epochs`,
+    `data.options.n_samples`), so that runs averaged as seeds of one model can be checked to be alike;
+    None for a folder without a recorded config (`mmrobust audit --out`). Not where metrics were
+    logged nor the thread count, which `run.training_hash` leaves out too."""
+    config, model = manifest.get("config"), manifest.get("model")
+    if not isinstance(config, Mapping) or not isinstance(model, Mapping):
+        return None
+    train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("loggers", "threads")}
+    return {k: v for key, part in (("data", config.get("data")), ("train", train), ("model", model))
+            for k, v in _flatten(part, key).items()}  # fmt: skip
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not value:
+        return {prefix: value}
+    return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}.{key}").items()}
 
 
 def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:

@@ -204,6 +204,19 @@ def test_load_runs_refuses_one_label_from_two_experiments_and_skips_unfinished(t
     assert runs.models == ["m"] and len(runs.run_dirs) == 1 and len(runs.skipped) == 1
 
 
+def test_load_runs_compares_what_trained_each_seed_of_a_label(tmp_path: Path) -> None:
+    """Seeds of one label must have trained alike: a model parameter set in one run only (the other took
+    its default) counts as a difference; a config field an older manifest lacks, or the threads, do not."""
+    config = {"data": {"name": "d", "options": {}}, "train": {"epochs": 2, "threads": 4}}
+    fake_run(tmp_path, seed=0, config=config, model={"method": "joint", "label": "m", "params": {}})
+    newer = {**config, "train": {"epochs": 2, "threads": 1, "new_field": 0}}
+    fake_run(tmp_path, seed=1, config=newer, model={"method": "joint", "label": "m", "params": {}})
+    assert sorted(load_runs([tmp_path]).table.seed.unique()) == [0, 1]
+    fake_run(tmp_path, seed=2, config=config, model={"method": "joint", "label": "m", "params": {"dim": 8}})
+    with pytest.raises(MMRobustError, match=r"seed-2 were trained differently \(model\.params\.dim=unset and 8\)"):
+        load_runs([tmp_path])
+
+
 # --- end to end --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,10 +53,10 @@ def test_report_reads_audit_folders_and_explains_train_only_ones(npz: Path, tmp_
         assert code == 0, err
     code, _, err = run_cli(["report", str(tmp_path / "joint"), "--out", str(tmp_path / "r.html")], capsys)
     one_line_error(code, err, "holds a trained model but no audit", "mmrobust audit --checkpoint")
-    for method in ("joint", "dropout"):
-        checkpoint = str(tmp_path / method / "checkpoint.pt")
+    for method, out in (("joint", tmp_path / "joint"), ("dropout", tmp_path / "dropout" / "audit")):
+        checkpoint = str(tmp_path / method / "checkpoint.pt")  # joint: audited into its own training folder
         code, _, err = run_cli(["audit", "--checkpoint", checkpoint, "--npz", str(npz), "--label", f"my-{method}",
-                                "--out", str(tmp_path / method / "audit")], capsys)  # fmt: skip
+                                "--out", str(out)], capsys)  # fmt: skip
         assert code == 0, err
     report = tmp_path / "report.html"
     code, _, err = run_cli(["report", str(tmp_path / "joint"), str(tmp_path / "dropout"), "--out", str(report)], capsys)
@@ -106,3 +107,63 @@ def test_audit_refuses_to_write_into_a_run_folder(npz: Path, tmp_path: Path, cap
     assert code == 0, err
     code, _, err = run_cli(["report", str(tmp_path / "exp"), "--out", str(tmp_path / "r.md")], capsys)
     assert code == 0, err
+
+
+def test_report_refuses_to_write_into_a_run_folder_and_a_negative_seed(npz: Path, tmp_path: Path, capsys) -> None:
+    """`mmrobust report --out <a file in a run of mmrobust run>` replaced its checksummed report.md, after which
+    `mmrobust run` trained the run again; `--seed -1` was a numpy traceback. Both are refused, nothing written."""
+    (tmp_path / "c.yaml").write_text(
+        f"name: one\ndata: {{npz: {npz}}}\nmodels: [{{method: joint, params: {{fusion: sum}}}}]\n"
+        "train: {epochs: 1}\nseeds: [0]\n"
+    )
+    run = ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "exp")]
+    code, _, err = run_cli(run, capsys)
+    assert code == 0, err
+    run_dir = tmp_path / "exp" / "joint" / "seed-0"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    report = ["report", str(tmp_path / "exp"), "--out"]
+    code, _, err = run_cli([*report, str(run_dir / "report.md")], capsys)
+    one_line_error(code, err, f"--out {run_dir / 'report.md'} is inside a run folder of `mmrobust run` ({run_dir})")
+    code, _, err = run_cli([*report, str(run_dir / "sub" / "r.html")], capsys)
+    one_line_error(code, err, f"is inside a run folder of `mmrobust run` ({run_dir.resolve()})", "another --out")
+    code, _, err = run_cli([*report, str(tmp_path / "r.md"), "--seed", "-1"], capsys)
+    one_line_error(code, err, "--seed must be an integer >= 0, got -1")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before and not (tmp_path / "r.md").exists()
+    code, _, err = run_cli(run, capsys)
+    assert code == 0 and "damaged" not in err, err  # the run is still finished: nothing retrains
+    code, _, err = run_cli([*report, str(tmp_path / "exp" / "r.md")], capsys)  # beside the runs: allowed
+    assert code == 0, err
+
+
+def test_report_refuses_runs_of_one_label_trained_differently_and_names_stale_models(
+    npz: Path, tmp_path: Path, capsys
+) -> None:
+    """A config run again into the same --out with a changed model and another seed: the report averaged
+    the old run (sum fusion) and the new one (concat) as two seeds of one model; a model dropped from the
+    config stayed in the report unnamed. Now the first is refused and the second named in a warning."""
+    config, exp = tmp_path / "c.yaml", tmp_path / "exp"
+    config.write_text(
+        f"name: one\ndata: {{npz: {npz}}}\nmodels: [{{method: joint, params: {{fusion: sum}}}}]\n"
+        "train: {epochs: 1}\nseeds: [0]\n"
+    )
+    for overrides in ([], ["seeds=[1]", "models.0.params.fusion=concat"]):
+        code, _, err = run_cli(["run", str(config), *overrides, "--out", str(exp)], capsys)
+        assert code == 0, err
+    report = ["report", str(exp), "--out", str(tmp_path / "r.md")]
+    code, _, err = run_cli(report, capsys)
+    one_line_error(
+        code, err, f"model 'joint' on data: runs {exp / 'joint' / 'seed-0'} and {exp / 'joint' / 'seed-1'} were "
+        "trained differently (model.params.fusion='sum' and 'concat')", "its own --out folder, or give the models"
+    )  # fmt: skip
+    assert not (tmp_path / "r.md").exists()
+    code, _, err = run_cli(["run", str(config), "models.0.label=renamed", "--out", str(exp)], capsys)
+    assert code == 0, err
+    shutil.rmtree(exp / "joint" / "seed-1")
+    code, out, err = run_cli(report, capsys)
+    assert code == 0 and err.startswith("warning: ") and len(err.splitlines()) == 1, err
+    assert f"joint ({exp / 'joint'}): not in the latest config run into that folder" in err
+    assert "Read 2 runs of 2 models" in out
+    code, _, err = run_cli(["run", str(config), "train.threads=1", "--out", str(exp)], capsys)  # threads: alike
+    assert code == 0, err
+    code, out, err = run_cli(report, capsys)
+    assert code == 0 and "renamed (" in err and "Read 2 runs of 2 models" in out, err

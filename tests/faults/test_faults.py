@@ -572,6 +572,27 @@ def test_the_combined_results_file_is_checked_too(reference, tmp_path: Path) -> 
         AuditResult.read(path)
 
 
+def test_a_run_without_its_manifest_is_unfinished_and_named_by_the_report(finished_copy: Path, capsys) -> None:
+    """A run killed between clearing its manifest and writing the new one keeps an old results.json, and a
+    run still training has a lock and a training state: the report read the first as a finished
+    `mmrobust audit` folder and ignored the second. Both are now skipped, counted and named."""
+    out = finished_copy
+    (run_dir(out, 1) / MANIFEST).unlink()
+    training = out / "other" / "seed-0"
+    training.mkdir(parents=True)
+    (training / ".lock").touch()
+    (training / "training-state.pt").write_bytes(b"state")
+    report = out.parent / "r.md"
+    code, stdout, err = run_cli(["report", str(out), "--out", str(report)], capsys)
+    assert code == 0, err
+    unfinished = f"2 unfinished skipped: {run_dir(out, 1).resolve()}, {training.resolve()}"
+    assert f"Read 1 runs ({unfinished}) of 1 models".replace(" ", "") in "".join(stdout.split())
+    assert unfinished in report.read_text() and "seeds 0;" in report.read_text()
+    (run_dir(out, 0) / MANIFEST).unlink()
+    code, _, err = run_cli(["report", str(out), "--out", str(report)], capsys)
+    one_line_cli_error(code, err, f"no finished runs under {out} (3 unfinished skipped: {run_dir(out, 0).resolve()}")
+
+
 # --- corrupt checkpoints and training states ------------------------------------------------------
 def test_corrupt_checkpoint_is_a_clear_error(reference, tmp_path: Path, capsys) -> None:
     path = tmp_path / "checkpoint.pt"

@@ -20,7 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import warnings
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +37,8 @@ from ..checkpoint import checkpoint_config
 from ..corruption import GaussianNoise, Missing, corruption_from_name
 from ..errors import MMRobustError, unknown_name
 from ..metrics import LOWER_IS_BETTER, PRIMARY
-from ..runfolder import CHECKPOINT, MANIFEST, RESULTS, find_run_dirs, read_manifest
+from ..runfolder import CHECKPOINT, MANIFEST, RESULTS, find_run_dirs, read_manifest, training_settings
+from ..safe_yaml import load_yaml
 from .result import AuditResult, check_one_source
 from .scenarios import CLEAN
 
@@ -51,7 +54,7 @@ class Runs:
     tasks: dict[str, str]  # dataset -> classification | regression
     num_classes: dict[str, int | None] = field(default_factory=dict)  # dataset -> classes, if recorded
     run_dirs: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)  # manifests of runs that did not finish
+    skipped: list[Path] = field(default_factory=list)  # runs that did not finish (not read)
 
     @property
     def models(self) -> list[str]:
@@ -110,8 +113,10 @@ def _dataset_facts(runs: list[tuple[str, str, Path]]) -> tuple[dict[str, str], d
 
 def load_runs(paths: Sequence[str | Path]) -> Runs:
     """Every finished run below `paths` as one tidy table (models in their configs' order)."""
-    loaded, skipped = [], []
-    for found_at, run_dir in enumerate(find_run_dirs(paths)):
+    run_dirs, skipped = find_run_dirs(paths)
+    loaded = []
+    manifests: dict[Path, Mapping[str, Any]] = {}
+    for found_at, run_dir in enumerate(run_dirs):
         # an audit folder (`mmrobust audit --out`) has no manifest: finished when its results read back
         manifest = read_manifest(run_dir) if (run_dir / MANIFEST).exists() else {"status": "done"}
         if manifest.get("status") != "done":
@@ -120,13 +125,83 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
         result, hashes = _read_run(run_dir, manifest)
         t = result.table.assign(mask_hash=result.table.scenario.map(hashes), run_dir=str(run_dir))
         loaded.append(((_model_position(manifest), found_at), t, result.task, run_dir))
+        manifests[run_dir] = manifest
     if not loaded:
-        raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({len(skipped)} unfinished)")
+        raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({unfinished_note(skipped)})")
     loaded.sort(key=lambda item: item[0])
     table = pd.concat([t for _, t, _, _ in loaded], ignore_index=True)
     check_one_source(table, "run_dir", "runs", "pass the folders of one experiment or give the models distinct labels")
+    labelled = [(str(t.dataset.iloc[0]), str(t.model.iloc[0]), d) for _, t, _, d in loaded]
+    check_alike([(dataset, label, d, training_settings(manifests[d])) for dataset, label, d in labelled])
+    warn_stale([(label, d, manifests[d]) for _, label, d in labelled])
     tasks, classes = _dataset_facts([(str(t.dataset.iloc[0]), task, d) for _, t, task, d in loaded])
     return Runs(table, tasks, classes, [d for *_, d in loaded], skipped)
+
+
+def check_alike(runs: Iterable[tuple[str, str, Path, Mapping[str, Any] | None]]) -> None:
+    """Refuse runs of one (dataset, label) trained with different settings apart from the seed (from
+    (dataset, label, run_dir, `training_settings`)): averaged as seeds of one model, they would mix two
+    models, e.g. a run left in OUT by an earlier config beside one of a changed config. Keys only one
+    run records are compared as `_differs` says; audit folders record none."""
+    first: dict[tuple[str, str], tuple[Path, Mapping[str, Any]]] = {}
+    for dataset, label, run_dir, settings in runs:
+        if settings is None:
+            continue
+        other, before = first.setdefault((dataset, label), (run_dir, settings))
+        key = next((k for k in {**before, **settings} if _differs(k, before, settings)), None)
+        if key is not None:
+            shown = [repr(s[key]) if key in s else "unset" for s in (before, settings)]
+            raise MMRobustError(
+                f"model '{label}' on {dataset}: runs {other} and {run_dir} were trained differently "
+                f"({key}={shown[0]} and {shown[1]}), so they are not seeds of one model; "
+                "run each config into its own --out folder, or give the models distinct labels"
+            )
+
+
+def _differs(key: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two runs' settings differ at `key`. A config field (`train.epochs`) that one run does not
+    record is a field an older mmrobust did not have: not compared. A key below a free-form mapping
+    (`model.params.dim`, `data.options.n_samples`) that one run lacks took the default there: compared."""
+    if key.count(".") < 2 and (key not in a or key not in b):
+        return False
+    return a.get(key, _UNSET) != b.get(key, _UNSET)
+
+
+_UNSET = object()
+
+
+def warn_stale(runs: Iterable[tuple[str, Path, Mapping[str, Any]]]) -> None:
+    """Warn of models (from (label, run_dir, manifest)) that the latest config run into their experiment
+    folder no longer holds: runs left by an earlier config, reported beside the current ones."""
+    runs = [(label, d, m["config"]) for label, d, m in runs if isinstance(m.get("config"), Mapping)]
+    written: dict[Path, list[tuple[float, Any]]] = defaultdict(list)  # experiment folder -> (when, config)
+    for _, run_dir, config in runs:
+        written[run_dir.parent.parent].append(((run_dir / MANIFEST).stat().st_mtime, config))
+    for root, configs in written.items():
+        last = root / "config.yaml"  # what `mmrobust run` ran into `root` last, even when it trained nothing
+        with contextlib.suppress(OSError, MMRobustError):  # unreadable: the manifests' configs tell
+            configs.append((last.stat().st_mtime, load_yaml(last.read_text(), str(last))))
+    latest = {root: _labels(max(configs, key=lambda c: c[0])[1]) for root, configs in written.items()}
+    stale = {f"{label} ({d.parent})" for label, d, _ in runs if label not in (latest[d.parent.parent] or {label})}
+    if stale:
+        warnings.warn(
+            f"{', '.join(sorted(stale))}: not in the latest config run into that folder (left by an earlier one); "
+            "reported beside the others: delete these folders to leave them out",
+            stacklevel=3,
+        )
+
+
+def _labels(config: Any) -> set[str]:
+    """The model labels of a config (as a dict): its models' `label`, else their `method`."""
+    models = config.get("models") if isinstance(config, Mapping) else None
+    return {str(m.get("label") or m.get("method")) for m in models or [] if isinstance(m, Mapping)}
+
+
+def unfinished_note(skipped: Sequence[Path], shown: int = 3) -> str:
+    """"N unfinished skipped: a, b, c and M more", so that a run still training (or killed) is not
+    mistaken for one that was never started."""
+    names = ", ".join(map(str, skipped[:shown])) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+    return f"{len(skipped)} unfinished skipped: {names}"
 
 
 def check_reference(reference: str, models: Iterable[str]) -> str:

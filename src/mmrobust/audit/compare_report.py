@@ -33,6 +33,7 @@ from .compare import (
     scenario_stats,
     severity_curves,
     severity_families,
+    unfinished_note,
 )
 from .document import Block, Figure, Heading, Paragraph, Table, slug, write_document
 from .paired import PREDICTIONS, load_predictions, sample_differences, verdict
@@ -337,7 +338,7 @@ def _dataset_section(
 def _overview(runs: Runs) -> Paragraph:
     dirs = [str(d) for d in runs.run_dirs]
     where = os.path.commonpath(dirs) if len(dirs) > 1 else dirs[0]
-    skipped = f" ({len(runs.skipped)} unfinished runs skipped)" if runs.skipped else ""
+    skipped = f" ({unfinished_note(runs.skipped)})" if runs.skipped else ""
     return Paragraph(
         f"{len(runs.run_dirs)} runs under `{where}`{skipped}: {len(runs.models)} models on "
         f"{', '.join(runs.datasets)}. Written by `mmrobust report`."

@@ -29,8 +29,8 @@ from ..atomic import atomic_write, save_tensors
 from ..checkpoint import load_tensors, with_checksum
 from ..errors import MMRobustError
 from ..metrics import LOWER_IS_BETTER
+from ..runfolder import PREDICTIONS
 
-PREDICTIONS = "predictions.pt"
 FORMAT = "mmrobust-predictions/1"
 PER_SAMPLE = {"accuracy": "classification", "mae": "regression"}  # metrics that are means of per-sample scores
 BOOT_CHUNK = 256  # resamples drawn at a time: memory O(BOOT_CHUNK x samples)
