@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from mmrobust import MMRobustError
 from mmrobust.cli import main
@@ -112,6 +113,21 @@ def test_an_override_the_grid_would_drop_is_refused(tmp_path: Path, override: st
         plan_sweep(read_sweep(path, [override]), tmp_path / "out")
     with pytest.raises(MMRobustError, match="a recipe cannot be set"):
         plan_sweep(read_sweep(path, grid=["recipe=a.yaml,b.yaml"]), tmp_path / "out")
+
+
+def test_a_units_train_threads_win_over_the_backends(tmp_path: Path) -> None:
+    """Before: a sweep trained with cores / workers threads whatever train.threads said (the manifest
+    recorded both, disagreeing)."""
+    from mmrobust.sweep.backends import execute
+
+    before = torch.get_num_threads()
+    try:
+        path = write_sweep(tmp_path, "  train.epochs: [1]\n")
+        (unit,) = plan_sweep(read_sweep(path, ["train.threads=1"]), tmp_path / "out").units
+        assert execute(unit, threads=2).status == "done"
+        assert json.loads((unit.run_dir / "manifest.json").read_text())["train_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_logger_whose_package_is_missing_fails_while_planning(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -38,7 +38,9 @@ def execute(
     env: dict[str, str] | None = None,
 ) -> Outcome:
     """Run (or skip, or resume) one unit; a failure is reported, never raised. `cwd` and `env`
-    (the driver's MMROBUST_* variables: data and cache folders) are set first on a Ray worker."""
+    (the driver's MMROBUST_* variables: data and cache folders) are set first on a Ray worker. The
+    config's `train.threads`, if set, wins over the backend's `threads`, as in `mmrobust run`."""
+    threads = unit.config.train.threads or threads
     if threads:
         torch.set_num_threads(threads)
     if cwd and os.getcwd() != cwd and os.path.isdir(cwd):
