@@ -68,6 +68,16 @@ def test_base_may_be_a_path_relative_to_the_sweep_file(tmp_path: Path) -> None:
     assert len(plan_sweep(read_sweep(tmp_path / "s.yaml"), tmp_path).units) == 2
 
 
+def test_grid_paths_in_a_sweep_file_are_read_from_its_folder(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """As its base's are (before: from the current folder); a --grid option's stay relative to it."""
+    (tmp_path / "sweeps").mkdir()
+    path = write_sweep(tmp_path / "sweeps", "  data.npz: [a.npz, /abs/b.npz]\n")
+    monkeypatch.chdir(tmp_path)
+    spec = read_sweep(path, grid=["data.data_dir=here"])
+    assert spec.grid["data.npz"] == [str(tmp_path / "sweeps" / "a.npz"), "/abs/b.npz"]
+    assert spec.grid["data.data_dir"] == ["here"]
+
+
 def test_parse_grid_option_keeps_brackets_together() -> None:
     assert parse_grid_option("train.epochs=10,20") == ("train.epochs", [10, 20])
     assert parse_grid_option("audit.scenarios=[a],[a,b]") == ("audit.scenarios", [["a"], ["a", "b"]])

@@ -45,6 +45,10 @@ def read_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     if not isinstance(file_grid, dict):
         raise MMRobustError(f"{path}: malformed grid: 'grid' must map dotted keys to lists of values")
     values = {str(k): _check_values(str(k), v) for k, v in file_grid.items()}
+    for key in ("data.npz", "data.data_dir"):  # read from the sweep file's folder, as its base's are
+        if key in values:
+            field = key.partition(".")[2]
+            values[key] = [resolve_paths({"data": {field: v}}, path.parent)["data"][field] for v in values[key]]
     for text in grid:
         key, vals = parse_grid_option(text)
         values[key] = _check_values(key, vals)
