@@ -170,7 +170,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is None:
         return config_from_dict({}, overrides)
     folder = Path(path).parent
-    tree = resolve_paths(apply_recipe(read_yaml_mapping(path), folder), folder)
+    tree = read_yaml_mapping(path)
+    if {"base", "grid"} & set(tree):  # before: "unknown config key 'base'. Did you mean 'name'?"
+        raise MMRobustError(f"{path} is a sweep file (it has {' and '.join(sorted({'base', 'grid'} & set(tree)))}): "
+                            f"run it with `mmrobust sweep {path}`")  # fmt: skip
+    tree = resolve_paths(apply_recipe(tree, folder), folder)
     return config_from_dict(tree, overrides, default_data=False)  # an empty file would train the default data
 
 

@@ -84,6 +84,12 @@ def test_numbers_in_exponent_form_without_a_dot_are_numbers(tmp_path: Path) -> N
         load_config(write(tmp_path, "data: {name: synthetic}\ntrain: {lr: '1e-4'}\n"))
 
 
+def test_a_sweep_file_given_to_run_says_to_sweep_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "base: {data: {name: synthetic}}\ngrid: {train.epochs: [1, 2]}\n")
+    with pytest.raises(MMRobustError, match=r"is a sweep file \(it has base and grid\): run it with `mmrobust sweep "):
+        load_config(path)
+
+
 def test_missing_config_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(tmp_path / "nope.yaml")])
