@@ -113,6 +113,23 @@ def test_bootstrap_ci_is_reproducible_with_a_seed() -> None:
 
 
 # --- robustness over severities ----------------------------------------------------------------
+def test_models_audited_at_different_severities_are_compared_over_the_shared_ones() -> None:
+    """Before: the union grid had a hole in every row, so every area was dropped (a blank table)."""
+    from mmrobust.audit.compare import robustness_summary, severity_families
+
+    rows = []
+    for model, levels in {"a": (0.1, 0.3, 0.6), "b": (0.1, 0.6)}.items():
+        for seed in (0, 1):
+            rows.append({"model": model, "seed": seed, "scenario": "clean", "metric": "accuracy", "value": 1.0})
+            rows += [{"model": model, "seed": seed, "scenario": f"missing[m0@{p}]", "metric": "accuracy",
+                      "value": 1.0 - p} for p in levels]  # fmt: skip
+    table = pd.DataFrame(rows)
+    summary = robustness_summary(table, "accuracy", severity_families(set(table.scenario)), reference="a")
+    assert list(summary.model) == ["a", "b"] and list(summary.seeds) == [2, 2]
+    expected = ((1.0 + 0.9) / 2 * 0.1 + (0.9 + 0.4) / 2 * 0.5) / 0.6  # over 0, 0.1, 0.6 for both
+    assert summary.rr_mean.tolist() == pytest.approx([expected, expected]) and summary.er.tolist() == [0.0, 0.0]
+
+
 def test_relative_and_effective_robustness_on_hand_computable_curves() -> None:
     # y = 1 - x on [0, 1]: area 0.5 over a range of 1; on [0, 0.5]: area 0.375 over 0.5 = 0.75
     assert relative_robustness([0, 0.5, 1], [1, 0.5, 0]) == pytest.approx(0.5)

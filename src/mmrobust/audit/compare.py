@@ -399,10 +399,13 @@ def effective_robustness(
 
 def robustness_summary(table: pd.DataFrame, metric: str, families: Sequence[Family], reference: str) -> pd.DataFrame:
     """Per (family, model): relative robustness mean ± std over seeds, and effective robustness
-    (mean area minus the reference's mean area; NaN when the reference has no complete curve)."""
+    (mean area minus the reference's mean area; NaN when the reference has no complete curve). Models
+    audited at different severities are compared over the severities they share."""
     rows = []
     for family in families:
-        wide = severity_curves(table, metric, family).dropna()  # a seed lacking a severity has no area
+        curves = severity_curves(table, metric, family)
+        shared = curves.notna().groupby(level="model", sort=False).any().all(axis=0)  # severities every model has
+        wide = curves.loc[:, shared].dropna()  # areas over one grid; a seed lacking one of its severities has none
         if wide.shape[1] < 2 or wide.empty:
             continue
         areas = pd.Series(relative_robustness(wide.columns.to_numpy(), wide.to_numpy()), index=wide.index)
