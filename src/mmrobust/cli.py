@@ -393,9 +393,12 @@ def sweep_cmd(
         workers,
         address,
         threads,
-        lambda message, p: err_console.print(f"[{p.line()}] {message}", highlight=False, markup=False),
-    )
-    console.print(f"{combos}; wrote a report per combination and results.csv to {plan.out}/", highlight=False)
+        lambda message, p: err_console.print(f"[{p.line()}] {message}", highlight=False, markup=False, soft_wrap=True),
+    )  # soft_wrap: a piped log keeps one line per event, run names whole (grep-able)
+    failed_combos = {u.combination for u in plan.units if u.name in result.failed}
+    reported = len(plan.combinations) - len(failed_combos)
+    console.print(f"{combos}; wrote a report for {reported} of {len(plan.combinations)} combinations (those with no "
+                  f"failed run) and results.csv to {plan.out}/", highlight=False)  # fmt: skip
     if result.failed:
         err_console.print(f"[red]{len(result.failed)} runs failed[/]; repeat the command to retry them")
         raise click.exceptions.Exit(1)
@@ -600,7 +603,9 @@ def main(argv: list[str] | None = None) -> None:
 def _main(args: list[str], debug: bool) -> None:
     """Run the command; user errors and file-system refusals end as one line and exit code 2."""
     try:
-        cli.main(args=args, prog_name="mmrobust", standalone_mode=False)
+        code = cli.main(args=args, prog_name="mmrobust", standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns (not raises) a command's Exit(n) here
+            sys.exit(code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

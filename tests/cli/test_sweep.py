@@ -235,7 +235,9 @@ def test_pool_gives_the_same_results_and_progress_adds_up(tmp_path: Path, sequen
     pd.testing.assert_frame_equal(read_table(tmp_path / "out"), read_table(sequential_out))
 
 
-def test_a_failed_run_is_reported_and_the_others_finish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_run_is_reported_and_the_others_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import mmrobust.sweep.backends as sweep
 
     real = sweep.run_or_skip
@@ -251,6 +253,10 @@ def test_a_failed_run_is_reported_and_the_others_finish(tmp_path: Path, monkeypa
     assert result.failed == {"models.0.params.fusion=late/joint/seed-1": "RuntimeError: simulated crash"}
     assert set(read_table(tmp_path / "out").combination) == {"models.0.params.fusion=sum"}  # complete ones only
     assert not (tmp_path / "out" / "models.0.params.fusion=late" / "report.md").exists()
+    with pytest.raises(SystemExit) as exit_info:  # the command says which combinations got a report
+        main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "cli")])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 1 and "wrote a report for 1 of 2 combinations (those with no failed run)" in out
 
 
 def test_cli_dry_run_and_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
