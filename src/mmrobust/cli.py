@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 import torch
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
@@ -323,7 +322,7 @@ def run_cmd(config_file: str, overrides: tuple[str, ...], out: str | None, print
     """
     config = load_config(config_file, list(overrides))
     if print_config:
-        console.print(yaml.safe_dump(config.to_dict(), sort_keys=False), highlight=False, markup=False)
+        console.print(config.to_yaml(), highlight=False, markup=False)
         return
     out_dir = Path(out or Path("runs") / config.name)
     result = _run_with_progress(config, out_dir)

@@ -90,6 +90,16 @@ class ExperimentConfig:
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
+    def to_yaml(self) -> str:
+        """The resolved config as a file that runs again as it stands (--print-config, OUT/config.yaml):
+        its recipe is merged in already, so the recipe is named in a comment, not as a key to merge again
+        (relative to the original file's folder, it would not be found from another)."""
+        import yaml
+
+        tree = {k: v for k, v in self.to_dict().items() if k != "recipe"}
+        merged = f"# recipe {self.recipe}: merged below\n" if self.recipe else ""
+        return merged + yaml.safe_dump(tree, sort_keys=False)
+
 
 def _check(value: Any, hint: Any, path: str) -> Any:
     """Validate (and convert) `value` against the type `hint`; errors name the dotted `path`."""

@@ -447,7 +447,7 @@ def write_experiment_report(config: ExperimentConfig, out: Path, results: list[A
     """The combined report of an experiment's runs, and its resolved config, in `out`."""
     combined = AuditResult.concat(results)
     write_report(combined, out, {"config": config.to_dict(), "config_hash": config.hash()})
-    atomic_write(out / "config.yaml", lambda p: p.write_text(_to_yaml(config)))
+    atomic_write(out / "config.yaml", lambda p: p.write_text(config.to_yaml()))
     return combined
 
 
@@ -467,7 +467,3 @@ def demo_config(seeds: int = 3, epochs: int = 60) -> ExperimentConfig:
     )
 
 
-def _to_yaml(config: ExperimentConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)

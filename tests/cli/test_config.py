@@ -90,6 +90,22 @@ def test_a_sweep_file_given_to_run_says_to_sweep_it(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_the_printed_config_runs_again_as_it_stands_from_anywhere(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Before: it kept `recipe: recipes/r.yaml`, relative to the original file, so it failed elsewhere."""
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "r.yaml").write_text("train: {epochs: 3, lr: 0.01}\n")
+    original = write(tmp_path, "recipe: recipes/r.yaml\ndata: {name: synthetic}\nmodels: [{method: joint}]\n")
+    main(["run", str(original), "--print-config"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("# recipe recipes/r.yaml: merged below\n")
+    (tmp_path / "elsewhere").mkdir()
+    copy = tmp_path / "elsewhere" / "resolved.yaml"
+    copy.write_text(printed)
+    again = load_config(copy)
+    assert again.train.epochs == 3 and again.train.lr == 0.01 and again.recipe is None
+    assert again.to_dict() == {**load_config(original).to_dict(), "recipe": None}
+
+
 def test_missing_config_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(tmp_path / "nope.yaml")])
