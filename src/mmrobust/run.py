@@ -138,7 +138,21 @@ def _training_key(config: ExperimentConfig, model: ModelConfig, seed: int) -> di
     train = dataclasses.asdict(config.train)
     train.pop("loggers")
     train.pop("threads")  # how fast it ran (it can move the last bits of the weights: the manifest records it)
-    return {"data": dataclasses.asdict(config.data), "model": dataclasses.asdict(model), "train": train, "seed": seed}
+    data = dataclasses.asdict(config.data)
+    data.pop("data_dir")  # where the data lie, not what they are: their checksum says that (`finished_run`)
+    return {"data": data, "model": dataclasses.asdict(model), "train": train, "seed": seed}
+
+
+def _stored_hash(run_dir: Path, wanted: str) -> str:
+    """The run hash stored in `run_dir`'s manifest when its recorded config hashes to `wanted` today, else
+    `wanted`: a run recorded before a change in what the hash covers (e.g. the data folder's spelling, left
+    out since) is still found finished. Unreadable manifests are left to `finished_manifest` to report."""
+    try:
+        record = read_manifest(run_dir)
+        recorded = run_hash(config_from_dict(record["config"]), ModelConfig(**record["model"]), record["seed"])
+    except (MMRobustError, KeyError, TypeError):
+        return wanted
+    return str(record.get("run_hash")) if recorded == wanted else wanted
 
 
 def _hash(key: dict[str, Any]) -> str:
@@ -363,12 +377,21 @@ def run_or_skip(
 
 
 def finished_run(
-    config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path, data_sum: str | None = None
+    config: ExperimentConfig,
+    model: ModelConfig,
+    seed: int,
+    run_dir: Path,
+    data_sum: str | Callable[[], str] | None = None,
 ) -> AuditResult | None:
     """The result of the run in `run_dir` if it finished under the same run hash, on the same data
-    (when `data_sum` is given) and is intact, else None (with a warning when a finished run is found
-    damaged, or made on data that has changed since)."""
-    record = finished_manifest(run_dir, run_hash(config, model, seed))
+    and is intact, else None (with a warning when a finished run is found damaged, or made on data
+    that has changed since). `data_sum`: the data's `data_checksum`, or a function computing it that
+    is called only for a run whose data were read from another folder (a sweep's planner, which
+    otherwise loads no data); None: the data are assumed unchanged."""
+    record = finished_manifest(run_dir, _stored_hash(run_dir, run_hash(config, model, seed)))
+    if callable(data_sum):
+        recorded_dir = ((record or {}).get("config") or {}).get("data", {}).get("data_dir")
+        data_sum = data_sum() if record is not None and recorded_dir != config.data.data_dir else None
     if record is None or not _same_data(record, data_sum, run_dir, warn=True):
         return None
     try:
@@ -380,7 +403,8 @@ def finished_run(
 
 def _same_data(record: dict[str, Any], data_sum: str | None, run_dir: Path, warn: bool = False) -> bool:
     """Whether a finished run's data is the data at hand (unknown: assumed so). The run hash covers
-    the data's config, not its content: an npz rewritten in place would otherwise keep old results."""
+    the data's name, file and options, not their folder or content: an npz rewritten in place, or
+    another copy of a dataset, would otherwise keep old results."""
     made_on = record.get("data_checksum")
     if data_sum is None or made_on is None or made_on == data_sum:
         return True
@@ -406,7 +430,8 @@ def trained_before(
         return None  # another format: train again
     if not same or record.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
         return None
-    reported = record["run_hash"] == run_hash(config, model, seed)  # finished_run has warned of damage, new data
+    # a run of this very identity was seen by finished_run, which has warned of its damage or new data
+    reported = run_hash(before, ModelConfig(**record["model"]), record["seed"]) == run_hash(config, model, seed)
     if not _same_data(record, data_sum, run_dir, warn=not reported):
         return None
     return finished_manifest(run_dir, record["run_hash"], warn=not reported)  # None if its files are damaged

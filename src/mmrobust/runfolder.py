@@ -158,12 +158,13 @@ def training_settings(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     """What trained the run apart from its seed, as dotted keys (`model.params.fusion`, `train.epochs`,
     `data.options.n_samples`), so that runs averaged as seeds of one model can be checked to be alike;
     None for a folder without a recorded config (`mmrobust audit --out`). Not where metrics were
-    logged nor the thread count, which `run.training_hash` leaves out too."""
+    logged, the thread count nor the data's folder, which `run.training_hash` leaves out too."""
     config, model = manifest.get("config"), manifest.get("model")
     if not isinstance(config, Mapping) or not isinstance(model, Mapping):
         return None
     train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("loggers", "threads")}
-    return {k: v for key, part in (("data", config.get("data")), ("train", train), ("model", model))
+    data = {k: v for k, v in (config.get("data") or {}).items() if k != "data_dir"}
+    return {k: v for key, part in (("data", data), ("train", train), ("model", model))
             for k, v in _flatten(part, key).items()}  # fmt: skip
 
 

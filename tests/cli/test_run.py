@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_npz_arrays, write_npz
 
 from mmrobust.config import load_config
 from mmrobust.run import run_experiment
-from mmrobust.sweep import plan_sweep, read_sweep
+from mmrobust.runfolder import read_manifest, write_manifest
+from mmrobust.sweep import plan_sweep, read_sweep, run_sweep
 from mmrobust.sweep.backends import execute
 
 CONFIG = """
@@ -120,3 +124,53 @@ def test_a_changed_audit_reaudits_the_trained_model_without_retraining(tmp_path:
     events.clear()  # and the re-audited run is now finished under the new config
     run_experiment(load_config(tmp_path / "c.yaml", wider), tmp_path / "out", events.append)
     assert all(e.startswith("skip") for e in events)
+
+
+def _write_basicmotions(folder: Path, seed: int) -> None:
+    """A small dataset in the UEA BasicMotions layout (6 channels x 100 steps, 4 classes), at `folder`."""
+    rng = np.random.default_rng(seed)
+    (folder / "basic_motions").mkdir(parents=True)
+    for part in ("TRAIN", "TEST"):
+        lines = ["@problemName BasicMotions", "@data"]
+        for i in range(16):
+            channels = [",".join(f"{v:.4f}" for v in rng.normal(i % 4, 1.0, 100)) for _ in range(6)]
+            lines.append(":".join([*channels, ("Standing", "Running", "Walking", "Badminton")[i % 4]]))
+        (folder / "basic_motions" / f"BasicMotions_{part}.ts").write_text("\n".join(lines) + "\n")
+
+
+def test_where_the_data_lie_is_not_part_of_a_runs_identity(tmp_path: Path) -> None:
+    """Before, the run hash covered `data.data_dir` as spelled: a study re-run with the folder spelled
+    otherwise (`../data`, an absolute path, a moved copy) retrained every run. Now the data's checksum
+    decides, in `run` and in a sweep's planner alike."""
+    _write_basicmotions(tmp_path / "data", seed=0)
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")
+    _write_basicmotions(tmp_path / "other", seed=1)
+    (tmp_path / "sub").mkdir()
+
+    def config(data_dir: Path | str) -> list[str]:
+        return [f"data.data_dir={data_dir}", "data.name=basicmotions", "models=[{method: joint}]", "seeds=[0]",
+                "train.epochs=1"]  # fmt: skip
+
+    run_experiment(load_config(None, config(tmp_path / "data")), tmp_path / "out")
+    run_dir = tmp_path / "out" / "joint" / "seed-0"  # as written before: its hash covered the folder
+    write_manifest(run_dir, {**read_manifest(run_dir), "run_hash": "hashed-with-data-dir"})
+    events: list[str] = []
+    for spelling in (tmp_path / "sub" / ".." / "data", tmp_path / "copy"):
+        run_experiment(load_config(None, config(spelling)), tmp_path / "out", events.append)
+    assert events == ["skip joint seed 0 (finished)"] * 2
+    with pytest.warns(UserWarning, match=r"the data changed since this run finished"):
+        run_experiment(load_config(None, config(tmp_path / "other")), tmp_path / "out", events.append)
+    assert events[-1] == "done joint seed 0"
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("base: {data: {name: basicmotions}, models: [{method: joint}], seeds: [0], train: {epochs: 1}}\n"
+                     "grid: {train.lr: [0.001]}\n")  # fmt: skip
+    statuses = []
+    for folder in ("data", "copy", "other", "other"):
+        plan = plan_sweep(read_sweep(sweep, [f"data.data_dir={tmp_path / folder}"]), tmp_path / "sweep")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run_sweep(plan, workers=1)
+        statuses.append((result.progress.finished_before, [str(w.message) for w in caught]))
+    assert [s[0] for s in statuses] == [0, 1, 0, 1]  # the copy holds the same data; `other` does not
+    assert any("the data changed since this run finished" in m for m in statuses[2][1])
