@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,6 +234,23 @@ def test_pool_gives_the_same_results_and_progress_adds_up(tmp_path: Path, sequen
     assert again.progress.executed == 0 and again.progress.line().startswith("4/4 done (4 before), 0 running")
     assert [p.stat().st_mtime_ns for p in manifests] == stamps
     pd.testing.assert_frame_equal(read_table(tmp_path / "out"), read_table(sequential_out))
+
+
+def test_a_narrower_sweep_into_the_same_out_says_which_combinations_leave_its_table(
+    tmp_path: Path, sequential_out: Path
+) -> None:
+    """Before, results.csv and sweep.json were silently replaced by the narrower sweep's."""
+    shutil.copytree(sequential_out, tmp_path / "out")
+    narrower = read_sweep(write_sweep(tmp_path, GRID), grid=["models.0.params.fusion=sum"])
+    with pytest.warns(UserWarning, match=r"now list this sweep's combinations only; the earlier sweep there also "
+                                         r"had models.0.params.fusion=late, whose folders and reports are kept"):
+        result = run_sweep(plan_sweep(narrower, tmp_path / "out"), workers=1)
+    assert result.progress.finished_before == 2  # nothing retrained
+    assert set(read_table(tmp_path / "out")["models.0.params.fusion"]) == {"sum"}
+    assert (tmp_path / "out" / "models.0.params.fusion=late" / "report.md").is_file()  # kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same sweep again: nothing leaves the table, no warning
+        run_sweep(plan_sweep(narrower, tmp_path / "out"), workers=1)
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(

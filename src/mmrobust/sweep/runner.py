@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -166,6 +167,7 @@ def _write_reports(plan: SweepPlan, failed: dict[str, str]) -> pd.DataFrame:
             table.insert(1 + i, key if key not in table.columns else f"grid:{key}", value)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    _warn_of_combinations_left_out(plan)
     atomic_write(plan.out / "results.csv", lambda p: table.to_csv(p, index=False))
     record = {
         "name": plan.name,
@@ -180,3 +182,24 @@ def _write_reports(plan: SweepPlan, failed: dict[str, str]) -> pd.DataFrame:
     }
     atomic_write(plan.out / "sweep.json", lambda p: p.write_text(json.dumps(record, indent=1, default=str)))
     return table
+
+
+def _warn_of_combinations_left_out(plan: SweepPlan) -> None:
+    """OUT/results.csv and sweep.json describe the sweep just run; warn when they replace ones that
+    listed other combinations (a narrower re-run, another sweep file into the same OUT), whose
+    folders and reports are kept but which leave the table."""
+    try:
+        before = json.loads((plan.out / "sweep.json").read_text())
+        listed = [str(c["name"]) for c in before["combinations"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no earlier sweep here (or not one of ours): nothing to lose
+    now = {c.name for c in plan.combinations}
+    left = [name for name in listed if name not in now]
+    if left:
+        shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+        warnings.warn(
+            f"{plan.out}/results.csv and sweep.json now list this sweep's combinations only; the earlier sweep "
+            f"there also had {shown}, whose folders and reports are kept (run that sweep again to list them: "
+            "its finished runs are skipped)",
+            stacklevel=2,
+        )
