@@ -234,6 +234,23 @@ def test_load_runs_compares_what_trained_each_seed_of_a_label(tmp_path: Path) ->
         load_runs([tmp_path])
 
 
+def test_runs_that_read_a_dataset_with_other_data_settings_are_two_datasets(tmp_path: Path) -> None:
+    """Before, `report` of one label on two feature sets of a dataset (e.g. runs/mosi and
+    runs/mosi_released_video) aborted: `comes from two runs`. The data's folder is not a difference."""
+    model = {"method": "joint", "label": "m", "params": {}}
+    first = {"data": {"name": "d", "data_dir": "/a", "options": {"modalities": ["a", "b"]}}, "train": {}}
+    fake_run(tmp_path / "x", config=first, model=model)
+    fake_run(tmp_path / "x", seed=1, config={**first, "data": {**first["data"], "data_dir": "../a"}}, model=model)
+    fake_run(tmp_path / "y", config={"data": {"name": "d", "options": {}}, "train": {}}, model=model)
+    runs = load_runs([tmp_path / "x", tmp_path / "y"])
+    assert runs.table.groupby("dataset").seed.unique().map(sorted).to_dict() == {
+        "d (modalities=a+b)": [0, 1], "d (modalities=default)": [0]}  # fmt: skip
+    assert set(runs.tasks) == {"d (modalities=a+b)", "d (modalities=default)"}
+    shutil.rmtree(tmp_path / "y")  # other labels on other settings: compared in one section, as before
+    fake_run(tmp_path / "y", label="other", config={"data": {"name": "d", "options": {}}, "train": {}}, model=model)
+    assert set(load_runs([tmp_path / "x", tmp_path / "y"]).table.dataset) == {"d"}
+
+
 # --- end to end --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -129,6 +129,10 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
     if not loaded:
         raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({unfinished_note(skipped)})")
     loaded.sort(key=lambda item: item[0])
+    variants = dataset_variants(
+        [(str(t.dataset.iloc[0]), str(t.model.iloc[0]), d, training_settings(manifests[d])) for _, t, _, d in loaded]
+    )
+    loaded = [(key, t.assign(dataset=variants[d]), task, d) for key, t, task, d in loaded]
     table = pd.concat([t for _, t, _, _ in loaded], ignore_index=True)
     check_one_source(table, "run_dir", "runs", "pass the folders of one experiment or give the models distinct labels")
     labelled = [(str(t.dataset.iloc[0]), str(t.model.iloc[0]), d) for _, t, _, d in loaded]
@@ -136,6 +140,32 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
     warn_stale([(label, d, manifests[d]) for _, label, d in labelled])
     tasks, classes = _dataset_facts([(str(t.dataset.iloc[0]), task, d) for _, t, task, d in loaded])
     return Runs(table, tasks, classes, [d for *_, d in loaded], skipped)
+
+
+def dataset_variants(runs: Iterable[tuple[str, str, Path, Mapping[str, Any] | None]]) -> dict[Path, str]:
+    """The name each run's dataset is reported under (from (dataset, label, run_dir, `training_settings`)):
+    its own, unless one label ran on it with other data settings (two feature sets of CMU-MOSI, a
+    subset of its modalities). Then each setting is a dataset of its own, named by what differs, e.g.
+    `mosi (modalities=text+audio)` and `mosi (modalities=default)`: the label's runs are compared side
+    by side, not averaged as seeds of one model. The data's folder is not a setting."""
+    by_name: dict[str, dict[Path, tuple[str, dict[str, Any]]]] = defaultdict(dict)
+    for dataset, label, run_dir, settings in runs:
+        data = {k: v for k, v in (settings or {}).items() if k.startswith("data.")}
+        by_name[dataset][run_dir] = (label, data)
+    names = {}
+    for dataset, found in by_name.items():
+        keys = sorted({k for _, d in found.values() for k in d if any(_differs(k, d, e) for _, e in found.values())})
+        split = any(_differs(k, d, e) for k in keys for a, d in found.values() for b, e in found.values() if a == b)
+        for run_dir, (_, d) in found.items():
+            shown = ", ".join(f"{k.rsplit('.', 1)[-1]}={_shown(d.get(k, _UNSET))}" for k in keys)
+            names[run_dir] = f"{dataset} ({shown})" if split else dataset
+    return names
+
+
+def _shown(value: Any) -> str:
+    if value is _UNSET or value is None:
+        return "default"
+    return "+".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 def check_alike(runs: Iterable[tuple[str, str, Path, Mapping[str, Any] | None]]) -> None:
