@@ -192,6 +192,7 @@ def run_one(
         state_path=run_dir / TRAINING_STATE,  # resumes a run killed mid-training
         state_every=state_every,
         trackers=trackers,
+        label=model.name,
     )
     train_seconds = time.perf_counter() - start
     if not _dist.is_main():

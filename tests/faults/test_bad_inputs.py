@@ -398,6 +398,11 @@ def test_a_run_without_a_terminal_prints_plain_progress(npz: Path, tmp_path: Pat
     assert any(line.startswith("joint seed 1: epoch 1/1, val accuracy") and "ETA 0s" in line for line in lines), err
     code, _, err = run_cli(["run", str(cfg), "--out", str(tmp_path / "out")], capsys)
     assert "run 2/2: joint seed 1 had finished before; kept" in err.splitlines(), err
+    # two models of one method: the epoch lines name each by its label (before: both `joint`)
+    two = config(tmp_path, npz, models="[{method: joint, label: small, params: {dim: 8}}, {method: joint, label: big}]")
+    code, _, err = run_cli(["run", str(two), "--out", str(tmp_path / "two")], capsys)
+    epoch_lines = [line.split(":")[0] for line in err.splitlines() if ": epoch 1/1" in line]
+    assert code == 0 and epoch_lines == ["small seed 0", "big seed 0"], err
 
 
 def test_resuming_and_preprocessing_say_so(small_data, tmp_path: Path, monkeypatch, caplog) -> None:

@@ -73,6 +73,7 @@ def fit(
     state_path: str | Path | None = None,
     state_every: float = 10.0,
     trackers: Sequence[Tracker] = (),
+    label: str | None = None,
 ) -> FitResult:
     """Train `method` on `data`'s train split, selecting each stage's epoch on its val split.
 
@@ -89,6 +90,8 @@ def fit(
     epoch); the file is removed when training ends. Multi-stage methods (`Method.stages`) run
     their stages in order; the result describes the last stage that selects on validation.
     `trackers` receive per-epoch `train/loss` and `val/<metric>` (see `trackers.epoch_metrics`).
+    `label`: what progress lines call the model (`mmrobust run` passes its label, so two models of
+    one method are told apart); default: the method's name.
 
     Under `torchrun` (WORLD_SIZE > 1) every process calls `fit` and trains data-parallel
     (`distributed.py` has the sharding rule); only rank 0 writes the state file and logs.
@@ -141,6 +144,7 @@ def fit(
     show = (sys.stderr.isatty() if progress is None else progress) and _dist.is_main()
     loop = Loop(method, train, val, options, dev, show, augments)
     loop.trackers = list(trackers) if _dist.is_main() else []
+    loop.label = label or method.name
     loop.multi_stage = len(stages) > 1
     if state_path is not None:
         loop.state = StateFile(Path(state_path), fingerprint(method, train, val, options), state_every)

@@ -75,6 +75,7 @@ class Loop:
         self.state: StateFile | None = None
         self.trackers: list[Tracker] = []
         self.multi_stage = False
+        self.label = method.name  # what progress lines call the model (`fit`'s label)
         self.rank, self.world = _dist.rank(), options.get("world_size", 1)
         self.rank_generator = torch.Generator()  # data-parallel: this rank's draws in an epoch
 
@@ -118,14 +119,14 @@ class Loop:
             best["state"] = copy.deepcopy(method.modules().state_dict())
         done = 0
         stage_name = "" if stage.name == "train" else f" {stage.name}"
-        name = f"{method.name} seed {opt['seed']}{stage_name}"
+        name = f"{self.label} seed {opt['seed']}{stage_name}"
         if saved is not None:  # an interrupted run: continue after its last saved epoch
             restore_state(saved, stateful, self.generator, self.dev)
             best, done = saved["within"]["best"], saved["within"]["epochs_done"]
             log.info("%s: resuming after epoch %d of %d (from its saved training state)", name, done, epochs)
         last_save = last_line = started = time.monotonic()
         columns = (
-            TextColumn(f"[bold]{method.name}[/] seed {opt['seed']}{stage_name}"),
+            TextColumn(f"[bold]{self.label}[/] seed {opt['seed']}{stage_name}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.description}"),
@@ -184,7 +185,7 @@ class Loop:
         saved = stage_cache.load_entry(path, module)
         if saved is None:
             return False
-        log.info("%s seed %d: stage '%s' reused from the stage cache (%s)", self.method.name,
+        log.info("%s seed %d: stage '%s' reused from the stage cache (%s)", self.label,
                  self.options["seed"], stage.name, path.name)  # fmt: skip
         self.history.extend(saved["history"])
         if stage.select:
@@ -271,7 +272,7 @@ class Loop:
             if diverged:  # stop before a NaN spreads into every weight
                 became = value if not math.isfinite(value) else "non-finite on another process"
                 raise MMRobustError(
-                    f"{self.method.name}: the training loss became {became} in stage '{stage.name}', epoch {epoch} "
+                    f"{self.label}: the training loss became {became} in stage '{stage.name}', epoch {epoch} "
                     "(diverged); try a lower train.lr"
                 )
             optimizer.step()
