@@ -378,21 +378,12 @@ def run_or_skip(
 
 
 def finished_run(
-    config: ExperimentConfig,
-    model: ModelConfig,
-    seed: int,
-    run_dir: Path,
-    data_sum: str | Callable[[], str] | None = None,
+    config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path, data_sum: str | None = None
 ) -> AuditResult | None:
     """The result of the run in `run_dir` if it finished under the same run hash, on the same data
-    and is intact, else None (with a warning when a finished run is found damaged, or made on data
-    that has changed since). `data_sum`: the data's `data_checksum`, or a function computing it that
-    is called only for a run whose data were read from another folder (a sweep's planner, which
-    otherwise loads no data); None: the data are assumed unchanged."""
+    (when `data_sum`, the data's `data_checksum`, is given) and is intact, else None (with a warning
+    when a finished run is found damaged, or made on data that has changed since)."""
     record = finished_manifest(run_dir, _stored_hash(run_dir, run_hash(config, model, seed)))
-    if callable(data_sum):
-        recorded_dir = ((record or {}).get("config") or {}).get("data", {}).get("data_dir")
-        data_sum = data_sum() if record is not None and recorded_dir != config.data.data_dir else None
     if record is None or not _same_data(record, data_sum, run_dir, warn=True):
         return None
     try:

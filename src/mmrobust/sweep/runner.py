@@ -3,8 +3,6 @@ write each complete combination's report and OUT/results.csv."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import time
 import warnings
@@ -17,10 +15,8 @@ import pandas as pd
 from ..atomic import atomic_write
 from ..audit import AuditResult
 from ..clock import duration
-from ..config import DataConfig
 from ..errors import MMRobustError, unknown_name
-from ..experiment import load_data
-from ..run import data_checksum, finished_run, write_experiment_report
+from ..run import finished_run, write_experiment_report
 from ..runfolder import RESULTS
 from .backends import Backend, create_backend
 from .plan import SweepPlan, Unit
@@ -86,10 +82,9 @@ def run_sweep(
     if address is not None and backend != "ray":
         raise MMRobustError("--address is only for --backend ray")
     progress = SweepProgress(total=len(plan.units))
-    todo, checksum = [], _DataChecksums()
+    todo = []
     for unit in plan.units:  # finished runs are skipped here, without starting any worker
-        data_sum = functools.partial(checksum, unit.config.data)
-        if finished_run(unit.config, unit.model, unit.seed, unit.run_dir, data_sum) is None:
+        if finished_run(unit.config, unit.model, unit.seed, unit.run_dir, unit.data_sum) is None:
             todo.append(unit)
         else:
             progress.done += 1
@@ -106,20 +101,6 @@ def run_sweep(
     start = time.perf_counter()
     table = _write_reports(plan, failed)
     return SweepResult(plan, progress, failed, table, time.perf_counter() - start)
-
-
-class _DataChecksums:
-    """`data_checksum` of each data config, computed once and only when asked: the planner loads data
-    only for a finished run whose data were read from another folder (are they the same data?)."""
-
-    def __init__(self) -> None:
-        self._sums: dict[str, str] = {}
-
-    def __call__(self, data: DataConfig) -> str:
-        key = json.dumps(dataclasses.asdict(data), sort_keys=True, default=str)
-        if key not in self._sums:
-            self._sums[key] = data_checksum(load_data(data.name, data.npz, data.data_dir, data.options))
-        return self._sums[key]
 
 
 def _schedule(
