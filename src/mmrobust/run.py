@@ -23,8 +23,9 @@ Under `torchrun` every process runs the same loop: all train each run data-paral
 `distributed.py`), rank 0 alone decides which runs are finished and writes every file
 (checkpoints, manifests, audit results, the report, tracker logs). With `train.loggers`,
 each run logs to TensorBoard (`<run dir>/tensorboard/`) and/or MLflow (file store `OUT/mlruns`,
-one MLflow run per model x seed in the experiment named after the config): per-epoch training
-metrics and one `test/<metric>@<scenario>` value per audit scenario (see `trackers.py`).
+one MLflow run per model x seed in the experiment named after the config, resumed with its run;
+`Tracking` says where): per-epoch training metrics and one `test/<metric>@<scenario>` value per
+audit scenario (see `trackers.py`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ import resource
 import subprocess
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,22 @@ from .version import __version__
 
 log = logging.getLogger(__name__)  # progress lines, which the CLI prints
 RUN_FILES = (CHECKPOINT, PREDICTIONS, *REPORT_FILES)  # listed with their SHA-256 in the manifest
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a run's MLflow run goes: `mmrobust run` puts every run of OUT in the store OUT/mlruns,
+    experiment = the config's name, run = `<model>/seed-<s>`; a sweep puts all its combinations in
+    one store (`sweep.plan.Unit.tracking`), with the grid's values as extra params."""
+
+    store: Path
+    experiment: str
+    run_name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_run(cls, config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> Tracking:
+        return cls(run_dir.parent.parent / "mlruns", config.name, f"{model.name}/seed-{seed}")
 
 
 def data_checksum(data: MultimodalData) -> str:
@@ -166,16 +184,19 @@ def run_one(
     data: MultimodalData,
     run_dir: Path,
     state_every: float = 10.0,
+    tracking: Tracking | None = None,
 ) -> AuditResult:
     """Train, audit and record one (model, seed) in `run_dir`; under torchrun only rank 0
-    audits and writes (other ranks return an empty result)."""
+    audits and writes (other ranks return an empty result). `tracking`: where its MLflow run goes
+    (default `Tracking.of_run`)."""
     start = time.perf_counter()
     _git_state()  # read before training, while the checkout is the code this process loaded
     if model.method == EXTERNAL:
         return _audit_external(config, model, seed, data, run_dir, start)
     method = create_method(model.method, **model.params)
     t = config.train
-    trackers = _trackers(config, model, seed, run_dir) if _dist.is_main() else []
+    tracking = tracking or Tracking.of_run(config, model, seed, run_dir)
+    trackers = _trackers(config, model, seed, run_dir, tracking) if _dist.is_main() else []
     fitted = fit(
         method,
         data,
@@ -362,10 +383,12 @@ def run_or_skip(
     run_dir: Path,
     state_every: float = 10.0,
     data_sum: str | None = None,
+    tracking: Tracking | None = None,
 ) -> tuple[AuditResult, bool]:
     """One run's result and whether it had finished before (then nothing is recomputed and
     `data()` is not called); an interrupted run resumes from its training state. With `data_sum`
-    (the data's `data_checksum`), a run made on other data is not finished: its data file changed."""
+    (the data's `data_checksum`), a run made on other data is not finished: its data file changed.
+    `tracking`: where its MLflow run goes (default `Tracking.of_run`)."""
     with run_lock(run_dir) if _dist.is_main() else contextlib.nullcontext():
         done = finished_run(config, model, seed, run_dir, data_sum) if _dist.is_main() else None
         if _dist.active() and _dist.broadcast_flag(done is not None, _dist.device()):  # rank 0 decides
@@ -374,7 +397,7 @@ def run_or_skip(
             return done, True
         if _dist.is_main() and (record := trained_before(config, model, seed, run_dir, data_sum)) is not None:
             return reaudit(config, model, seed, data(), run_dir, record), False
-        return run_one(config, model, seed, data(), run_dir, state_every), False
+        return run_one(config, model, seed, data(), run_dir, state_every, tracking), False
 
 
 def finished_run(
@@ -442,16 +465,19 @@ def reaudit(
     return _audit_and_record(config, model, seed, data, run_dir, method, training, [], start)
 
 
-def _trackers(config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path) -> list[Any]:
+def _trackers(
+    config: ExperimentConfig, model: ModelConfig, seed: int, run_dir: Path, tracking: Tracking
+) -> list[Any]:
     train = {f"train.{k}": v for k, v in dataclasses.asdict(config.train).items() if k != "loggers"}
     params = {"model": model.name, "method": model.method, "seed": seed, "params": json.dumps(model.params), **train}
     return create_trackers(
         config.train.loggers,
         run_dir,
-        store=run_dir.parent.parent / "mlruns",
-        experiment=config.name,
-        run_name=f"{model.name}/seed-{seed}",
-        params=params,
+        store=tracking.store,
+        experiment=tracking.experiment,
+        run_name=tracking.run_name,
+        params={**params, **tracking.params},
+        resume=(run_dir / TRAINING_STATE).is_file(),  # an interrupted run goes on in its MLflow run
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from .errors import MMRobustError, unknown_name
 
 LOGGERS = ("mlflow", "tensorboard")
+MLFLOW_RUN_ID = "mlflow-run-id"  # in a run folder: the MLflow run it logs to
 
 
 class Tracker(Protocol):
@@ -112,7 +113,14 @@ class MLflowTracker:
     you set it. Metric names are spelled as `mlflow_key` says."""
 
     def __init__(
-        self, store: str | Path, experiment: str, run_name: str, params: Mapping[str, Any] | None = None
+        self,
+        store: str | Path,
+        experiment: str,
+        run_name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        id_file: Path | None = None,
+        resume: bool = False,
     ) -> None:
         require("mlflow")
         from mlflow.tracking import MlflowClient
@@ -125,9 +133,29 @@ class MLflowTracker:
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+        earlier = self._unfinished_run(id_file, experiment_id) if resume else None
+        if earlier is not None:  # an interrupted training goes on: one MLflow run, one unbroken curve
+            self.run_id = earlier
+            self.client.update_run(earlier, status="RUNNING")
+            return
         self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+        if id_file is not None:
+            id_file.write_text(self.run_id)
         for key, value in (params or {}).items():
             self.client.log_param(self.run_id, key, value)
+
+    def _unfinished_run(self, id_file: Path | None, experiment_id: str) -> str | None:
+        """The MLflow run an interrupted training logged to (its id in `id_file`), if it is still in
+        this store and experiment and was not ended; else None (a new run is made)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(id_file.read_text().strip()) if id_file is not None else None
+        except (OSError, MlflowException):
+            return None
+        if run is None or run.info.experiment_id != experiment_id or run.info.status == "FINISHED":
+            return None
+        return str(run.info.run_id)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -155,14 +183,17 @@ def create_trackers(
     experiment: str,
     run_name: str,
     params: Mapping[str, Any] | None = None,
+    resume: bool = False,
 ) -> list[Tracker]:
     """The trackers named in `names` for one run: TensorBoard in `run_dir/tensorboard`, MLflow
-    as run `run_name` of `experiment` in the file store `store`."""
+    as run `run_name` of `experiment` in the file store `store` (its id kept in `run_dir/MLFLOW_RUN_ID`,
+    so that with `resume`, an interrupted training resuming, it goes on in the same MLflow run)."""
     trackers: list[Tracker] = []
     for name in names:
         check_loggers([name])
         if name == "tensorboard":
             trackers.append(TensorBoardTracker(run_dir / "tensorboard"))
         else:
-            trackers.append(MLflowTracker(store, experiment, run_name, params))
+            trackers.append(MLflowTracker(store, experiment, run_name, params, id_file=run_dir / MLFLOW_RUN_ID,
+                                          resume=resume))  # fmt: skip
     return trackers

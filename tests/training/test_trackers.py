@@ -148,3 +148,64 @@ def test_mlflow_receives_training_and_audit_metrics(tmp_path: Path, monkeypatch:
         assert run.data.params["method"] == "joint" and run.data.params["train.epochs"] == "3"
         history = client.get_metric_history(run.info.run_id, "train/loss")
         assert [m.step for m in history] == [0, 1, 2]
+
+
+@pytest.fixture
+def mlflow_store(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A reader of the MLflow file store at a given folder (the tracking URI unset)."""
+    pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'mmrobust[mlflow]'")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return lambda store: MlflowClient(tracking_uri=store.resolve().as_uri())
+
+
+def test_an_interrupted_run_goes_on_in_its_mlflow_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store
+) -> None:
+    """Before, the resumed training made a second MLflow run; the first stayed RUNNING forever with
+    half the curve."""
+    from mmrobust.train.loop import Loop
+
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    config = load_config(tmp_path / "c.yaml", ["train.loggers=[mlflow]"])
+    real_save, saves = Loop.save_state, []
+
+    def save_then_die(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(self, *args, **kwargs)
+        saves.append(1)
+        if len(saves) == 2:  # killed after epoch 2 of 3, its state saved
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Loop, "save_state", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(config, tmp_path / "out", state_every=0)
+    run_experiment(config, tmp_path / "out", state_every=0)
+    client = mlflow_store(tmp_path / "out" / "mlruns")
+    (run,) = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "joint/seed-0"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1, 2]
+    assert mlflow_key("test/accuracy@clean") in run.data.metrics
+
+    # trained again from scratch (a changed setting): a new MLflow run, not the finished one
+    run_experiment(load_config(tmp_path / "c.yaml", ["train.loggers=[mlflow]", "train.lr=0.002"]), tmp_path / "out")
+    assert len(client.search_runs([run.info.experiment_id])) == 2
+
+
+def test_a_sweep_logs_every_combination_to_one_mlflow_store(tmp_path: Path, mlflow_store) -> None:
+    """Before, each combination had its own store (OUT/<combination>/mlruns): `mlflow ui` on the
+    sweep's OUT showed nothing, and runs of two combinations could not be compared in it."""
+    from mmrobust.sweep import plan_sweep, read_sweep, run_sweep
+
+    base = CONFIG.replace("name: tracked\n", "").replace("\n", "\n  ")
+    base = base.replace("train: {", "train: {loggers: [mlflow], ")
+    (tmp_path / "s.yaml").write_text(f"name: lrs\nbase:\n  {base}\ngrid:\n  train.lr: [0.001, 0.002]\n")
+    run_sweep(plan_sweep(read_sweep(tmp_path / "s.yaml"), tmp_path / "out"), workers=1)
+    assert not list((tmp_path / "out").glob("*/mlruns"))
+    client = mlflow_store(tmp_path / "out" / "mlruns")
+    runs = client.search_runs([client.get_experiment_by_name("lrs").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["train.lr=0.001/joint/seed-0", "train.lr=0.002/joint/seed-0"]
+    assert sorted(r.data.params["grid.train.lr"] for r in runs) == ["0.001", "0.002"]
+    assert all(r.info.status == "FINISHED" for r in runs)

@@ -50,7 +50,7 @@ def execute(
     try:
         _, skipped = run_or_skip(
             unit.config, unit.model, unit.seed, lambda: dataset(unit.config.data), unit.run_dir, state_every,
-            unit.data_sum,
+            unit.data_sum, unit.tracking,
         )  # fmt: skip
     except Exception as e:  # one failed run must not stop the others
         return Outcome("failed", time.perf_counter() - start, f"{type(e).__name__}: {e}".splitlines()[0])

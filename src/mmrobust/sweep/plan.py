@@ -19,7 +19,7 @@ from ..errors import MMRobustError
 from ..experiment import load_data
 from ..methods import METHODS, create_method
 from ..methods.external import EXTERNAL
-from ..run import check_against_data, data_checksum
+from ..run import Tracking, check_against_data, data_checksum
 from .spec import SEEDS, SweepSpec
 
 
@@ -33,10 +33,19 @@ class Unit:
     seed: int
     run_dir: Path
     data_sum: str | None = None  # the data's checksum when planned: a run finished on other data runs again
+    sweep: str = "sweep"  # the sweep's name
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)  # the combination's grid values
 
     @property
     def name(self) -> str:
         return f"{self.combination}/{self.model.name}/seed-{self.seed}"
+
+    @property
+    def tracking(self) -> Tracking:
+        """One MLflow store for the whole sweep (OUT/mlruns, experiment = the sweep's name), each run
+        named `<combination>/<model>/seed-<s>` with its grid values as `grid.<key>` params."""
+        out = self.run_dir.parents[2]
+        return Tracking(out / "mlruns", self.sweep, self.name, {f"grid.{k}": v for k, v in self.values.items()})
 
 
 @dataclass
@@ -89,7 +98,7 @@ def plan_sweep(spec: SweepSpec, out: str | Path) -> SweepPlan:
         combinations.append(Combination(name, values, config))
         data_sum = data_checksum(data)
         units += [
-            Unit(name, config, m, s, out / name / m.name / f"seed-{s}", data_sum)
+            Unit(name, config, m, s, out / name / m.name / f"seed-{s}", data_sum, spec.name, values)
             for m in config.models
             for s in config.seeds
         ]
