@@ -19,8 +19,9 @@ from .atomic import WriteError, write_error_message
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: Path, waiting: str) -> Iterator[None]:
-    """Hold an flock on `path`, waiting (with the warning `waiting`, once) while another holds it."""
+def exclusive_lock(path: Path, waiting: str | None) -> Iterator[None]:
+    """Hold an flock on `path`, waiting (with the warning `waiting`, once, unless None: for locks held
+    a moment) while another holds it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -34,7 +35,7 @@ def exclusive_lock(path: Path, waiting: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if not warned:
+            if not warned and waiting is not None:
                 warnings.warn(waiting, stacklevel=3)
                 warned = True
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -138,13 +138,14 @@ def _versions() -> dict[str, str]:
     }
 
 
-def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
+def run_hash(config: ExperimentConfig, model: ModelConfig, seed: int, *, placed: bool = False) -> str:
     """What determines one run's numbers: data, model, training, audit and seed (not where
-    metrics are logged: adding a logger does not rerun finished runs)."""
+    metrics are logged: adding a logger does not rerun finished runs; nor where the data lie, unless
+    `placed`: the hash of runs recorded before their place left it)."""
     audit = dataclasses.asdict(config.audit)
     if audit["max_subsets"] == MAX_SUBSETS:  # the default: runs from before the option keep their hash
         audit.pop("max_subsets")
-    return _hash({**_training_key(config, model, seed), "audit": audit})
+    return _hash({**_training_key(config, model, seed, placed), "audit": audit})
 
 
 def training_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> str:
@@ -152,25 +153,31 @@ def training_hash(config: ExperimentConfig, model: ModelConfig, seed: int) -> st
     return _hash(_training_key(config, model, seed))
 
 
-def _training_key(config: ExperimentConfig, model: ModelConfig, seed: int) -> dict[str, Any]:
+def _training_key(config: ExperimentConfig, model: ModelConfig, seed: int, placed: bool = False) -> dict[str, Any]:
     train = dataclasses.asdict(config.train)
     train.pop("loggers")
     train.pop("threads")  # how fast it ran (it can move the last bits of the weights: the manifest records it)
     data = dataclasses.asdict(config.data)
-    data.pop("data_dir")  # where the data lie, not what they are: their checksum says that (`finished_run`)
+    if not placed:  # where the data lie, not what they are: their checksum says that (`finished_run`)
+        data.pop("data_dir")
+        data.pop("npz")
     return {"data": data, "model": dataclasses.asdict(model), "train": train, "seed": seed}
 
 
 def _stored_hash(run_dir: Path, wanted: str) -> str:
-    """The run hash stored in `run_dir`'s manifest when its recorded config hashes to `wanted` today, else
-    `wanted`: a run recorded before a change in what the hash covers (e.g. the data folder's spelling, left
-    out since) is still found finished. Unreadable manifests are left to `finished_manifest` to report."""
+    """The run hash stored in `run_dir`'s manifest when its recorded config hashes to `wanted` today and
+    the stored hash is that config's under today's formula or the one before the data's place (folder,
+    npz path) left it, else `wanted`: runs recorded before that change are still found finished, and a
+    later change of the formula still reruns them. Unreadable manifests: `finished_manifest` reports."""
     try:
         record = read_manifest(run_dir)
-        recorded = run_hash(config_from_dict(record["config"]), ModelConfig(**record["model"]), record["seed"])
+        config, model, seed = config_from_dict(record["config"]), ModelConfig(**record["model"]), record["seed"]
     except (MMRobustError, KeyError, TypeError):
         return wanted
-    return str(record.get("run_hash")) if recorded == wanted else wanted
+    stored, recorded = record.get("run_hash"), run_hash(config, model, seed)
+    if recorded != wanted or stored not in (recorded, run_hash(config, model, seed, placed=True)):
+        return wanted
+    return str(stored)
 
 
 def _hash(key: dict[str, Any]) -> str:
@@ -477,7 +484,6 @@ def _trackers(
         experiment=tracking.experiment,
         run_name=tracking.run_name,
         params={**params, **tracking.params},
-        resume=(run_dir / TRAINING_STATE).is_file(),  # an interrupted run goes on in its MLflow run
     )
 
 

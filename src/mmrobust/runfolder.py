@@ -158,12 +158,15 @@ def training_settings(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     """What trained the run apart from its seed, as dotted keys (`model.params.fusion`, `train.epochs`,
     `data.options.n_samples`), so that runs averaged as seeds of one model can be checked to be alike;
     None for a folder without a recorded config (`mmrobust audit --out`). Not where metrics were
-    logged, the thread count nor the data's folder, which `run.training_hash` leaves out too."""
+    logged, the thread count nor where the data lie (folder, npz path), which `run.training_hash`
+    leaves out too; the data's content is `data.checksum`."""
     config, model = manifest.get("config"), manifest.get("model")
     if not isinstance(config, Mapping) or not isinstance(model, Mapping):
         return None
     train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("loggers", "threads")}
-    data = {k: v for k, v in (config.get("data") or {}).items() if k != "data_dir"}
+    data = {k: v for k, v in (config.get("data") or {}).items() if k not in ("data_dir", "npz")}
+    if manifest.get("data_checksum"):
+        data["checksum"] = manifest["data_checksum"]
     return {k: v for key, part in (("data", data), ("train", train), ("model", model))
             for k, v in _flatten(part, key).items()}  # fmt: skip
 

@@ -15,13 +15,17 @@ chosen in a config with `train: {loggers: [tensorboard, mlflow]}`. Keys are flat
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from .atomic import atomic_write
 from .errors import MMRobustError, unknown_name
+from .filelock import exclusive_lock
 
 LOGGERS = ("mlflow", "tensorboard")
 MLFLOW_RUN_ID = "mlflow-run-id"  # in a run folder: the MLflow run it logs to
@@ -110,7 +114,10 @@ class MLflowTracker:
     """One MLflow run, in the tracking server or database named by MLFLOW_TRACKING_URI if set,
     else in a file store at `store` (`mlflow ui --backend-store-uri OUT/mlruns`). MLflow 3 keeps
     file stores only behind MLFLOW_ALLOW_FILE_STORE=true, which is set for this process unless
-    you set it. Metric names are spelled as `mlflow_key` says."""
+    you set it. Metric names are spelled as `mlflow_key` says. The MLflow run is made when the
+    first metric comes, and its id kept in `id_file`: when `fit` goes on from a saved training state
+    (it calls `resume()` first), the metrics go on in that run if it is still there, not ended; when
+    training starts over instead, that run is ended as KILLED and a new one made."""
 
     def __init__(
         self,
@@ -120,7 +127,6 @@ class MLflowTracker:
         params: Mapping[str, Any] | None = None,
         *,
         id_file: Path | None = None,
-        resume: bool = False,
     ) -> None:
         require("mlflow")
         from mlflow.tracking import MlflowClient
@@ -131,42 +137,93 @@ class MLflowTracker:
             Path(store).mkdir(parents=True, exist_ok=True)
             uri = Path(store).resolve().as_uri()
         self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
-        earlier = self._unfinished_run(id_file, experiment_id) if resume else None
-        if earlier is not None:  # an interrupted training goes on: one MLflow run, one unbroken curve
-            self.run_id = earlier
-            self.client.update_run(earlier, status="RUNNING")
-            return
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
-        if id_file is not None:
-            id_file.write_text(self.run_id)
-        for key, value in (params or {}).items():
-            self.client.log_param(self.run_id, key, value)
+        lock = Path(store) / ".experiments.lock" if not os.environ.get("MLFLOW_TRACKING_URI") else None
+        self.experiment_id = _experiment(self.client, experiment, lock)
+        self.run_name, self.params, self.id_file = run_name, dict(params or {}), id_file
+        self.run_id: str | None = None
+        self.resuming = False
 
-    def _unfinished_run(self, id_file: Path | None, experiment_id: str) -> str | None:
-        """The MLflow run an interrupted training logged to (its id in `id_file`), if it is still in
-        this store and experiment and was not ended; else None (a new run is made)."""
+    def resume(self) -> None:
+        """Training goes on from a saved state: log to the MLflow run it logged to before."""
+        self.resuming = True
+
+    def _run(self) -> str:
+        if self.run_id is not None:
+            return self.run_id
+        earlier = self._unfinished_run()
+        if earlier is not None and self.resuming:
+            self.client.update_run(earlier, status="RUNNING")
+            self.run_id = earlier
+            return earlier
+        if earlier is not None:  # interrupted, and its training starts over (its state was not taken)
+            self.client.set_terminated(earlier, status="KILLED")
+        from mlflow.entities import Param
+
+        run_id = self.client.create_run(self.experiment_id, run_name=self.run_name).info.run_id
+        if self.id_file is not None:
+            atomic_write(self.id_file, lambda p: p.write_text(run_id))
+        params = [Param(key, _param_value(value)) for key, value in self.params.items()]
+        for start in range(0, len(params), 100):  # MLflow's limit per call
+            self.client.log_batch(run_id, params=params[start : start + 100])
+        self.run_id = run_id
+        return run_id
+
+    def _unfinished_run(self) -> str | None:
+        """The MLflow run of `id_file`, if it is in this experiment, active (not deleted) and not
+        ended; else None (a new run is made)."""
         from mlflow.exceptions import MlflowException
 
         try:
-            run = self.client.get_run(id_file.read_text().strip()) if id_file is not None else None
+            run = self.client.get_run(self.id_file.read_text().strip()) if self.id_file is not None else None
         except (OSError, MlflowException):
             return None
-        if run is None or run.info.experiment_id != experiment_id or run.info.status == "FINISHED":
+        if run is None or run.info.experiment_id != self.experiment_id or run.info.lifecycle_stage != "active":
             return None
-        return str(run.info.run_id)
+        return None if run.info.status == "FINISHED" else str(run.info.run_id)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        stamp = _now_ms()
+        run_id, stamp = self._run(), _now_ms()
         batch = [Metric(mlflow_key(key), float(value), stamp, step) for key, value in metrics.items()]
         for start in range(0, len(batch), 1000):  # MLflow's limit per call
-            self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
 
     def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+        self.client.set_terminated(self._run())
+
+
+def _experiment(client: Any, name: str, lock: Path | None) -> str:
+    """The id of MLflow experiment `name`, made if new. Parallel runs (a sweep's workers) would each
+    make it: a file store is locked meanwhile; a server refuses all but one, and the others read it."""
+    from mlflow.exceptions import MlflowException
+
+    with exclusive_lock(lock, None) if lock is not None else contextlib.nullcontext():
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(client.create_experiment(name))
+        except MlflowException:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
+
+
+def _param_value(value: Any) -> str:
+    """A param as MLflow keeps it: text (JSON for lists and mappings, as in results.csv), at most
+    6,000 characters (MLflow's limit), cut with `…` beyond."""
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return text if len(text) <= 6000 else text[:5999] + "…"
+
+
+def announce_resume(trackers: Iterable[Any]) -> None:
+    """Tell the trackers that can continue a run (`MLflowTracker.resume`) that training goes on from a
+    saved state, before its first metric."""
+    for tracker in trackers:
+        if hasattr(tracker, "resume"):
+            tracker.resume()
 
 
 def _now_ms() -> int:
@@ -183,17 +240,15 @@ def create_trackers(
     experiment: str,
     run_name: str,
     params: Mapping[str, Any] | None = None,
-    resume: bool = False,
 ) -> list[Tracker]:
     """The trackers named in `names` for one run: TensorBoard in `run_dir/tensorboard`, MLflow
     as run `run_name` of `experiment` in the file store `store` (its id kept in `run_dir/MLFLOW_RUN_ID`,
-    so that with `resume`, an interrupted training resuming, it goes on in the same MLflow run)."""
+    so that an interrupted training, resumed, goes on in the same MLflow run)."""
     trackers: list[Tracker] = []
     for name in names:
         check_loggers([name])
         if name == "tensorboard":
             trackers.append(TensorBoardTracker(run_dir / "tensorboard"))
         else:
-            trackers.append(MLflowTracker(store, experiment, run_name, params, id_file=run_dir / MLFLOW_RUN_ID,
-                                          resume=resume))  # fmt: skip
+            trackers.append(MLflowTracker(store, experiment, run_name, params, id_file=run_dir / MLFLOW_RUN_ID))
     return trackers

@@ -251,6 +251,18 @@ def test_runs_that_read_a_dataset_with_other_data_settings_are_two_datasets(tmp_
     assert set(load_runs([tmp_path / "x", tmp_path / "y"]).table.dataset) == {"d"}
 
 
+def test_seeds_of_one_label_on_other_data_are_not_averaged(tmp_path: Path) -> None:
+    """The data's folder left a run's settings, their content (the manifest's checksum) did not: seeds
+    made on data rewritten between them are two datasets, named by the checksum's start."""
+    config, model = {"data": {"name": "d", "options": {}}, "train": {}}, {"method": "joint", "label": "m"}
+    fake_run(tmp_path, seed=0, config=config, model=model, data_checksum="aaaa1111bbbb")
+    fake_run(tmp_path, seed=1, config=config, model=model, data_checksum="cccc2222dddd")
+    fake_run(tmp_path, seed=2, config=config, model=model, data_checksum="cccc2222dddd")
+    runs = load_runs([tmp_path])
+    assert runs.table.groupby("dataset").seed.unique().map(sorted).to_dict() == {
+        "d (checksum=aaaa1111)": [0], "d (checksum=cccc2222)": [1, 2]}  # fmt: skip
+
+
 # --- end to end --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:

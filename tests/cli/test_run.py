@@ -13,7 +13,7 @@ import pytest
 from conftest import make_npz_arrays, write_npz
 
 from mmrobust.config import load_config
-from mmrobust.run import run_experiment
+from mmrobust.run import run_experiment, run_hash
 from mmrobust.runfolder import read_manifest, write_manifest
 from mmrobust.sweep import plan_sweep, read_sweep, run_sweep
 from mmrobust.sweep.backends import execute
@@ -151,10 +151,17 @@ def test_where_the_data_lie_is_not_part_of_a_runs_identity(tmp_path: Path) -> No
         return [f"data.data_dir={data_dir}", "data.name=basicmotions", "models=[{method: joint}]", "seeds=[0]",
                 "train.epochs=1"]  # fmt: skip
 
-    run_experiment(load_config(None, config(tmp_path / "data")), tmp_path / "out")
-    run_dir = tmp_path / "out" / "joint" / "seed-0"  # as written before: its hash covered the folder
-    write_manifest(run_dir, {**read_manifest(run_dir), "run_hash": "hashed-with-data-dir"})
+    first = load_config(None, config(tmp_path / "data"))
+    run_experiment(first, tmp_path / "out")
+    run_dir = tmp_path / "out" / "joint" / "seed-0"
+    record = read_manifest(run_dir)
+    write_manifest(run_dir, {**record, "run_hash": "made-by-another-formula"})  # e.g. a future change of it
     events: list[str] = []
+    run_experiment(first, tmp_path / "out", events.append)
+    assert events == ["done joint seed 0"]  # such a run is not taken as finished
+    legacy = run_hash(first, first.models[0], 0, placed=True)  # as written before: the hash covered the folder
+    write_manifest(run_dir, {**read_manifest(run_dir), "run_hash": legacy})
+    events.clear()
     for spelling in (tmp_path / "sub" / ".." / "data", tmp_path / "copy"):
         run_experiment(load_config(None, config(spelling)), tmp_path / "out", events.append)
     assert events == ["skip joint seed 0 (finished)"] * 2
@@ -174,3 +181,15 @@ def test_where_the_data_lie_is_not_part_of_a_runs_identity(tmp_path: Path) -> No
         statuses.append((result.progress.finished_before, [str(w.message) for w in caught]))
     assert [s[0] for s in statuses] == [0, 1, 0, 1]  # the copy holds the same data; `other` does not
     assert any("the data changed since this run finished" in m for m in statuses[2][1])
+
+
+def test_an_npz_moved_or_copied_keeps_its_finished_runs(tmp_path: Path) -> None:
+    """Before, the npz path was part of the run hash: the same file read from another folder (a
+    config run from elsewhere, a copy) retrained every run."""
+    write_npz(tmp_path / "d.npz", **make_npz_arrays(n=60, seed=0))
+    shutil.copy(tmp_path / "d.npz", tmp_path / "copy.npz")
+    common = ["models=[{method: joint}]", "seeds=[0]", "train.epochs=1"]
+    run_experiment(load_config(None, [f"data.npz={tmp_path / 'd.npz'}", *common]), tmp_path / "out")
+    events: list[str] = []
+    run_experiment(load_config(None, [f"data.npz={tmp_path / 'copy.npz'}", *common]), tmp_path / "out", events.append)
+    assert events == ["skip joint seed 0 (finished)"]

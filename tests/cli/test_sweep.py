@@ -242,7 +242,7 @@ def test_a_narrower_sweep_into_the_same_out_says_which_combinations_leave_its_ta
     """Before, results.csv and sweep.json were silently replaced by the narrower sweep's."""
     shutil.copytree(sequential_out, tmp_path / "out")
     narrower = read_sweep(write_sweep(tmp_path, GRID), grid=["models.0.params.fusion=sum"])
-    with pytest.warns(UserWarning, match=r"now list this sweep's combinations only; the earlier sweep there also "
+    with pytest.warns(UserWarning, match=r"now list this sweep's runs only; the earlier sweep there also "
                                          r"had models.0.params.fusion=late, whose folders and reports are kept"):
         result = run_sweep(plan_sweep(narrower, tmp_path / "out"), workers=1)
     assert result.progress.finished_before == 2  # nothing retrained
@@ -251,6 +251,10 @@ def test_a_narrower_sweep_into_the_same_out_says_which_combinations_leave_its_ta
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same sweep again: nothing leaves the table, no warning
         run_sweep(plan_sweep(narrower, tmp_path / "out"), workers=1)
+    fewer = read_sweep(write_sweep(tmp_path, GRID), ["models=[{method: joint, label: other, params: {fusion: sum}}]"],
+                       ["models.0.params.fusion=sum"])  # fmt: skip
+    with pytest.warns(UserWarning, match=r"the earlier sweep there also had models.0.params.fusion=sum/joint, "):
+        run_sweep(plan_sweep(fewer, tmp_path / "out"), workers=1)  # the same combination, another model
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(

@@ -193,6 +193,33 @@ def test_an_interrupted_run_goes_on_in_its_mlflow_run(
     run_experiment(load_config(tmp_path / "c.yaml", ["train.loggers=[mlflow]", "train.lr=0.002"]), tmp_path / "out")
     assert len(client.search_runs([run.info.experiment_id])) == 2
 
+    def interrupted(overrides: list[str]) -> None:
+        saves.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(Loop, "save_state", save_then_die)
+            with pytest.raises(KeyboardInterrupt):
+                run_experiment(load_config(tmp_path / "c.yaml", overrides), tmp_path / "again", state_every=0)
+
+    # interrupted, then run with another setting: its saved state is not taken, training starts over in
+    # a new MLflow run with the new params, and the interrupted one is ended as KILLED
+    interrupted(["train.loggers=[mlflow]"])
+    run_experiment(load_config(tmp_path / "c.yaml", ["train.loggers=[mlflow]", "train.lr=0.002"]), tmp_path / "again")
+    store = mlflow_store(tmp_path / "again" / "mlruns")
+    runs = store.search_runs([store.get_experiment_by_name("tracked").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    (new,) = [r for r in runs if r.info.status == "FINISHED"]
+    assert new.data.params["train.lr"] == "0.002"
+    assert [m.step for m in store.get_metric_history(new.info.run_id, "train/loss")] == [0, 1, 2]
+
+    # interrupted, its MLflow run deleted in the UI meanwhile: the resumed training opens a new one
+    interrupted(["train.loggers=[mlflow]", "train.lr=0.003"])
+    run_id = (tmp_path / "again" / "joint" / "seed-0" / "mlflow-run-id").read_text()
+    store.delete_run(run_id)
+    run_experiment(load_config(tmp_path / "c.yaml", ["train.loggers=[mlflow]", "train.lr=0.003"]), tmp_path / "again")
+    (resumed,) = store.search_runs([runs[0].info.experiment_id], "params.`train.lr` = '0.003'")
+    assert resumed.info.run_id != run_id and resumed.info.status == "FINISHED"
+    assert [m.step for m in store.get_metric_history(resumed.info.run_id, "train/loss")] == [2]
+
 
 def test_a_sweep_logs_every_combination_to_one_mlflow_store(tmp_path: Path, mlflow_store) -> None:
     """Before, each combination had its own store (OUT/<combination>/mlruns): `mlflow ui` on the
@@ -202,9 +229,10 @@ def test_a_sweep_logs_every_combination_to_one_mlflow_store(tmp_path: Path, mlfl
     base = CONFIG.replace("name: tracked\n", "").replace("\n", "\n  ")
     base = base.replace("train: {", "train: {loggers: [mlflow], ")
     (tmp_path / "s.yaml").write_text(f"name: lrs\nbase:\n  {base}\ngrid:\n  train.lr: [0.001, 0.002]\n")
-    run_sweep(plan_sweep(read_sweep(tmp_path / "s.yaml"), tmp_path / "out"), workers=1)
+    run_sweep(plan_sweep(read_sweep(tmp_path / "s.yaml"), tmp_path / "out"), workers=2)  # both make the experiment
     assert not list((tmp_path / "out").glob("*/mlruns"))
     client = mlflow_store(tmp_path / "out" / "mlruns")
+    assert [e.name for e in client.search_experiments()].count("lrs") == 1  # made once by two workers
     runs = client.search_runs([client.get_experiment_by_name("lrs").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["train.lr=0.001/joint/seed-0", "train.lr=0.002/joint/seed-0"]
     assert sorted(r.data.params["grid.train.lr"] for r in runs) == ["0.001", "0.002"]

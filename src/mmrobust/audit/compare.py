@@ -144,27 +144,46 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
 
 def dataset_variants(runs: Iterable[tuple[str, str, Path, Mapping[str, Any] | None]]) -> dict[Path, str]:
     """The name each run's dataset is reported under (from (dataset, label, run_dir, `training_settings`)):
-    its own, unless one label ran on it with other data settings (two feature sets of CMU-MOSI, a
-    subset of its modalities). Then each setting is a dataset of its own, named by what differs, e.g.
-    `mosi (modalities=text+audio)` and `mosi (modalities=default)`: the label's runs are compared side
-    by side, not averaged as seeds of one model. The data's folder is not a setting."""
+    its own, unless one label ran on it with other data (settings, or content: `data.checksum`), e.g.
+    two feature sets of CMU-MOSI, a subset of its modalities, or an npz rewritten between seeds. Then
+    each is a dataset of its own, named by the settings that differ (else by the content's checksum):
+    `mosi (modalities=text+audio)` and `mosi (modalities=default)`, compared side by side, not averaged
+    as seeds of one model. Runs without recorded settings (`mmrobust audit` folders) keep the name."""
     by_name: dict[str, dict[Path, tuple[str, dict[str, Any]]]] = defaultdict(dict)
-    for dataset, label, run_dir, settings in runs:
-        data = {k: v for k, v in (settings or {}).items() if k.startswith("data.")}
-        by_name[dataset][run_dir] = (label, data)
     names = {}
+    for dataset, label, run_dir, settings in runs:
+        names[run_dir] = dataset
+        if settings is not None:
+            by_name[dataset][run_dir] = (label, {k: v for k, v in settings.items() if k.startswith("data.")})
     for dataset, found in by_name.items():
-        keys = sorted({k for _, d in found.values() for k in d if any(_differs(k, d, e) for _, e in found.values())})
-        split = any(_differs(k, d, e) for k in keys for a, d in found.values() for b, e in found.values() if a == b)
+        seen = list(found.values())  # (label, its data settings) per run
+        if not any(_differing(d, e) for a, d in seen for b, e in seen if a == b):
+            continue
+        differing = sorted({k for _, d in seen for _, e in seen for k in _differing(d, e)})
+        keys = [k for k in differing if k != "data.checksum"]
+        if any(a == b and _variant(d, keys) == _variant(e, keys) for a, d in seen for b, e in seen
+               if _differing(d, e)):  # fmt: skip
+            keys.append("data.checksum")  # one label on other data under the same settings
         for run_dir, (_, d) in found.items():
-            shown = ", ".join(f"{k.rsplit('.', 1)[-1]}={_shown(d.get(k, _UNSET))}" for k in keys)
-            names[run_dir] = f"{dataset} ({shown})" if split else dataset
+            names[run_dir] = f"{dataset} ({_variant(d, keys)})"
     return names
 
 
-def _shown(value: Any) -> str:
+def _variant(settings: Mapping[str, Any], keys: list[str]) -> str:
+    """`key=value, ...` for the data settings `keys` (a free-form option's name alone)."""
+    return ", ".join(f"{k.removeprefix('data.options.').removeprefix('data.')}={_shown(settings.get(k, _UNSET), k)}"
+                     for k in keys)  # fmt: skip
+
+
+def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    return [k for k in {**a, **b} if _differs(k, a, b)]
+
+
+def _shown(value: Any, key: str) -> str:
     if value is _UNSET or value is None:
         return "default"
+    if key == "data.checksum":
+        return str(value)[:8]
     return "+".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 

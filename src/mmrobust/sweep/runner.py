@@ -167,19 +167,21 @@ def _write_reports(plan: SweepPlan, failed: dict[str, str]) -> pd.DataFrame:
 
 def _warn_of_combinations_left_out(plan: SweepPlan) -> None:
     """OUT/results.csv and sweep.json describe the sweep just run; warn when they replace ones that
-    listed other combinations (a narrower re-run, another sweep file into the same OUT), whose
-    folders and reports are kept but which leave the table."""
+    listed other combinations or models (a narrower re-run, another sweep file into the same OUT),
+    whose folders and reports are kept but which leave the table."""
     try:
         before = json.loads((plan.out / "sweep.json").read_text())
-        listed = [str(c["name"]) for c in before["combinations"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        listed = {str(c["name"]): [str(m) for m in c.get("models") or []] for c in before["combinations"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return  # no earlier sweep here (or not one of ours): nothing to lose
-    now = {c.name for c in plan.combinations}
-    left = [name for name in listed if name not in now]
+    now = {c.name: {m.name for m in c.config.models} for c in plan.combinations}
+    left = []  # whole combinations, or the models a combination lost
+    for name, models in listed.items():
+        left += [name] if name not in now else [f"{name}/{m}" for m in models if m not in now[name]]
     if left:
         shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
         warnings.warn(
-            f"{plan.out}/results.csv and sweep.json now list this sweep's combinations only; the earlier sweep "
+            f"{plan.out}/results.csv and sweep.json now list this sweep's runs only; the earlier sweep "
             f"there also had {shown}, whose folders and reports are kept (run that sweep again to list them: "
             "its finished runs are skipped)",
             stacklevel=2,

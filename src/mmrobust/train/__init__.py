@@ -37,7 +37,7 @@ from ..data.augment import parse_augment
 from ..data.dataset import MultimodalData
 from ..errors import MMRobustError, wrong_argument
 from ..methods.base import Method, check_method_argument
-from ..trackers import Tracker
+from ..trackers import Tracker, announce_resume
 from .evaluation import evaluate, predict
 from .loop import FitResult, Loop
 from .options import MAX_SEED, check_fit_options, check_splits, resolve_device
@@ -151,6 +151,7 @@ def fit(
     saved = loop.state.load() if loop.state is not None else None
     first = saved["stage"] if saved is not None else 0
     if saved is not None:
+        announce_resume(loop.trackers)  # e.g. MLflow goes on in the run it logged to before
         loop.history, loop.result = saved["history"], FitResult(**saved["result"])
         if saved["within"] is None:  # killed between stages: the finished ones are in the weights
             module.load_state_dict(saved["model"])
