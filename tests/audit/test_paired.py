@@ -65,6 +65,22 @@ def test_identical_models_are_never_called_different_and_mae_is_lower_is_better(
     assert d["mean"].item() == pytest.approx(-0.5) and verdict(d["low"].item(), d["high"].item(), "mae") == 1
 
 
+def test_scenarios_that_score_fewer_samples_are_paired_on_those_they_score() -> None:
+    """On data with missing modalities a subset leaves some samples with nothing (not scored): its
+    per-sample differences are shorter than the clean scenario's. Before, `mmrobust report` crashed
+    stacking them (`all input arrays must have the same shape`)."""
+    target = [0, 1, 0, 1, 0, 1, 0, 1]
+    lacks_b = torch.tensor([True, False, True, False, False, False, False, False])  # two of class 0
+    a = Predictions(torch.tensor(target), {"clean": torch.tensor(target), "subset[b]": torch.tensor(target)},
+                    {"subset[b]": lacks_b})  # fmt: skip
+    b = Predictions(torch.tensor(target), {"clean": torch.tensor([1] * 8), "subset[b]": torch.tensor([1] * 8)},
+                    {"subset[b]": lacks_b})  # fmt: skip
+    d = sample_differences({("a", 0): a, ("b", 0): b}, same("clean", "subset[b]"), "accuracy", n_boot=200)
+    rows = d.set_index("scenario")
+    assert rows.loc["clean", "samples"] == 8 and rows.loc["subset[b]", "samples"] == 6
+    assert rows.loc["clean", "mean"] == pytest.approx(0.5) and rows.loc["subset[b]", "mean"] == pytest.approx(1 - 4 / 6)
+
+
 def test_scenarios_audited_under_other_masks_are_not_paired() -> None:
     runs = {("a", 0): preds([0, 1], clean=[0, 1], x=[0, 0]), ("b", 0): preds([0, 1], clean=[1, 1], x=[0, 1])}
     masks = {**same("clean"), ("x", "a"): frozenset({"h1"}), ("x", "b"): frozenset({"h2"})}

@@ -176,10 +176,21 @@ def sample_differences(
     if resample_seeds:
         stats = [seed_and_sample_interval(d, n_boot=n_boot, level=level, seed=seed) for d in rows]
     else:
-        mean, low, high = bootstrap_means(np.stack([d.mean(axis=0) for d in rows]), n_boot=n_boot, level=level,
-                                          seed=seed)  # fmt: skip
-        stats = list(zip(mean.tolist(), low.tolist(), high.tolist(), strict=True))
+        stats = _sample_intervals([d.mean(axis=0) for d in rows], n_boot, level, seed)
     return pd.DataFrame([[*key, *s] for key, s in zip(keys, stats, strict=True)], columns=columns)
+
+
+def _sample_intervals(diffs: list[np.ndarray], n_boot: int, level: float, seed: int) -> list[tuple[float, ...]]:
+    """(mean, low, high) of each per-sample difference vector, bootstrapped together (vectorised) with
+    the others of its length: on data with missing modalities, a scenario that leaves samples with no
+    modality scores fewer of them than the others."""
+    stats: list[tuple[float, ...]] = [()] * len(diffs)
+    for length in dict.fromkeys(len(d) for d in diffs):
+        rows = [i for i, d in enumerate(diffs) if len(d) == length]
+        mean, low, high = bootstrap_means(np.stack([diffs[i] for i in rows]), n_boot=n_boot, level=level, seed=seed)
+        for j, i in enumerate(rows):
+            stats[i] = (float(mean[j]), float(low[j]), float(high[j]))
+    return stats
 
 
 def verdict(low: float, high: float, metric: str) -> int:
