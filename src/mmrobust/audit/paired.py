@@ -180,11 +180,13 @@ def sample_differences(
     return pd.DataFrame([[*key, *s] for key, s in zip(keys, stats, strict=True)], columns=columns)
 
 
-def _sample_intervals(diffs: list[np.ndarray], n_boot: int, level: float, seed: int) -> list[tuple[float, ...]]:
+def _sample_intervals(
+    diffs: list[np.ndarray], n_boot: int, level: float, seed: int
+) -> list[tuple[float, float, float]]:
     """(mean, low, high) of each per-sample difference vector, bootstrapped together (vectorised) with
     the others of its length: on data with missing modalities, a scenario that leaves samples with no
     modality scores fewer of them than the others."""
-    stats: list[tuple[float, ...]] = [()] * len(diffs)
+    stats: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * len(diffs)
     for length in dict.fromkeys(len(d) for d in diffs):
         rows = [i for i, d in enumerate(diffs) if len(d) == length]
         mean, low, high = bootstrap_means(np.stack([diffs[i] for i in rows]), n_boot=n_boot, level=level, seed=seed)
