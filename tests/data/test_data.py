@@ -544,3 +544,13 @@ def test_npz_modality_rarely_present_in_train_gets_a_truthful_message(
         assert "NaN" not in str(e), str(e)  # the file has no NaN: name the real cause
     else:
         assert torch.isfinite(d.inputs["b"][d.present[:, 1]]).all()
+
+
+@pytest.mark.parametrize("name", ["a+b", "d@1", "x,y", "r[0]", "k=v", "two words"])
+def test_modality_names_that_scenario_names_could_not_tell_apart_are_refused(tmp_path: Path, name: str) -> None:
+    """Before, `x_a+b` loaded, and the audit's `subset[a+b+c]` read as three modalities: the report said
+    the model relied on the wrong one."""
+    arrays = make_npz_arrays(n=40)
+    arrays[f"x_{name}"] = arrays.pop("x_b")
+    with pytest.raises(MMRobustError, match=rf"modality name '{re.escape(name)}' contains .*rename it"):
+        load_npz(write_npz(tmp_path / "d.npz", **arrays))

@@ -203,6 +203,22 @@ def _as_slice(index: Tensor, n: int) -> Tensor | slice:
     return slice(start, start + len(index)) if inside and bool((steps == 1).all()) else index
 
 
+SCENARIO_SYNTAX = "+@,[]="  # what scenario names are written with: `subset[a+b]`, `missing[a@0.3]`, `rates[a=0.5,b=0]`
+
+
+def _check_name(name: str) -> None:
+    """A modality name must read back out of a scenario name: `subset[a+b]` would be one modality `a+b`
+    or two, and the audit's summaries (which modality a model relies on) would name the wrong one."""
+    bad = [c for c in dict.fromkeys(name) if c in SCENARIO_SYNTAX or c.isspace()]
+    if not isinstance(name, str) or not name or bad:
+        shown = f" contains {' '.join(repr(c) for c in bad)}" if bad else " is empty"
+        raise MMRobustError(
+            f"modality name {name!r}{shown}: scenario names are written with {' '.join(SCENARIO_SYNTAX)} "
+            "(`subset[a+b]`, `missing[a@0.3]`), so a modality name cannot hold them or spaces; rename it "
+            "(in an npz file: its x_<modality> array)"
+        )
+
+
 def _validate(data: MultimodalData) -> None:
     """Fail early, in one line, on data that would otherwise break far from its cause."""
     spec, n = data.spec, len(data)
@@ -210,6 +226,8 @@ def _validate(data: MultimodalData) -> None:
         raise MMRobustError(f"present mask must be bool of shape ({n}, {len(spec.modalities)})")
     if data.target.shape[:1] != (n,):
         raise MMRobustError(f"{data.target.shape[0]} labels for {n} samples")
+    for m in spec.modality_names:
+        _check_name(m)
     for j, m in enumerate(spec.modality_names):
         x = data.inputs.get(m)
         if x is None or x.shape[0] != n:
