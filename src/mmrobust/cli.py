@@ -235,6 +235,12 @@ def train(
     metavar="A,B,...",
     help="With --model: call it as model(x_A, x_B, ...) in this order [default: model({name: x}), one dict].",
 )
+@click.option(
+    "--standardize/--no-standardize",
+    default=None,
+    help="Scale each --npz modality on its train split, as load_npz does [default: yes for --checkpoint, which "
+    "was trained so; no for --model, which sees the arrays as stored]. Registered datasets are always standardised.",
+)
 @click.option("--all-subsets", is_flag=True, help="Audit every modality subset even above 126 (8+ modalities).")
 @click.option("--label", help="The model's name in the report [default: the method, or FUNCTION (missing=...)].")
 @click.option("--threads", type=click.IntRange(min=1), help=THREADS_HELP)
@@ -252,8 +258,8 @@ def train(
 )
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
 def audit_cmd(
-    checkpoint, external, missing, weights, no_mask_check, inputs, all_subsets, label, threads, data_name, npz,
-    data_dir, seed, extra, out,
+    checkpoint, external, missing, weights, no_mask_check, inputs, standardize, all_subsets, label, threads, data_name,
+    npz, data_dir, seed, extra, out,
 ) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
@@ -272,7 +278,10 @@ def audit_cmd(
     missing = missing or "zeros"
     _check_out(Path(out), Path(out), "the audit's results.json and report.md would replace the ones written there")
     scenarios = [corruption_from_name(name) for name in extra]
-    data = load_data(data_name, npz, data_dir)
+    if standardize is not None and npz is None:
+        raise MMRobustError("--standardize and --no-standardize go with --npz (registered datasets are standardised)")
+    standardize = external is None if standardize is None else standardize
+    data = load_data(data_name, npz, data_dir, {"normalize": standardize} if npz is not None else None)
     if external is not None:
         order = None if inputs is None else [name.strip() for name in inputs.split(",")]
         method: Method = wrap(load_external(external, weights), data, missing=missing, inputs=order)
@@ -287,7 +296,9 @@ def audit_cmd(
         method, data, scenarios, seed=seed, progress=err_console.is_terminal, label=label,
         mask_check=not no_mask_check, max_subsets=None if all_subsets else MAX_SUBSETS,
     )  # fmt: skip
-    write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {})})
+    inputs_seen = "standardised on the train split" if standardize or npz is None else "as stored in the npz"
+    write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {}),
+                               "inputs": inputs_seen})  # fmt: skip
     print_summary(result, f"{data.spec.name}: audit of {checkpoint or external}")
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from pathlib import Path
@@ -264,6 +265,52 @@ def test_cli_audits_a_model_from_a_file_with_weights(model_file, tmp_path, capsy
     assert code == 0, err
     table = (out / "results.csv").read_text()
     assert "build (missing=zeros)" in table and "subset[m0]" in table
+
+
+RAW_MODEL_FILE = """
+import torch
+from torch import nn
+
+
+class RawUnits(nn.Module):
+    \"\"\"Trained elsewhere on the arrays as stored: class 1 when sensor a reads above 100 (its units).\"\"\"
+
+    def forward(self, inputs):
+        above = inputs["a"].mean(dim=1) - 100.0 + 0.0 * inputs["b"].mean(dim=1)
+        return torch.stack([-above, above], dim=1)
+
+
+def build():
+    return RawUnits()
+"""
+
+
+def test_cli_audits_a_model_on_the_npz_arrays_as_stored(tmp_path: Path, capsys) -> None:
+    """Before, `audit --model` standardised the npz's modalities (as `load_npz` does for mmrobust's own
+    training), so a model trained on raw units scored chance (0.5) with nothing said."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 2
+    a = 100.0 + np.where(y == 1, 3.0, -3.0)[:, None] + rng.normal(0, 1, (200, 4))
+    np.savez(tmp_path / "raw.npz", x_a=a.astype(np.float32), x_b=rng.normal(0.5, 0.01, (200, 3)).astype(np.float32),
+             y=y)  # fmt: skip
+    (tmp_path / "raw_model.py").write_text(RAW_MODEL_FILE)
+    clean = {}
+    for flag in ("", "--standardize"):
+        out = tmp_path / f"audit{flag}"
+        args = ["audit", "--model", f"{tmp_path / 'raw_model.py'}:build", "--npz", str(tmp_path / "raw.npz"),
+                "--no-mask-check", "--out", str(out), *([flag] if flag else [])]  # fmt: skip
+        code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+        table = pd.read_csv(out / "results.csv")
+        clean[flag] = table[(table.scenario == "clean") & (table.metric == "accuracy")].value.item()
+        inputs = json.loads((out / "results.json").read_text())["inputs"]
+        assert inputs == ("standardised on the train split" if flag else "as stored in the npz")
+    assert clean[""] > 0.95 and clean["--standardize"] < 0.7
+    code, _, err = run_cli(["audit", "--model", f"{tmp_path / 'raw_model.py'}:build", "--data", "synthetic",
+                            "--no-standardize"], capsys)  # fmt: skip
+    assert code == 2 and "--standardize and --no-standardize go with --npz" in err
 
 
 @pytest.mark.parametrize(
