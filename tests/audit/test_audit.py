@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_npz_arrays, write_npz
+from conftest import make_npz_arrays, run_cli, write_npz
 
 import mmrobust
 from mmrobust import Compose, GaussianNoise, Missing, MissingRates, MMRobustError, Subset
@@ -156,6 +156,21 @@ def test_samples_left_with_no_modality_are_counted_not_scored(tmp_path, fit_smal
     assert f"not scored (per model and seed): `subset[b]` {excluded['subset[b]']}; their" in report.read_text()
     write_predictions(predictions, tmp_path / "p.pt")  # run folders keep the exclusions for paired tests
     assert torch.equal(read_predictions(tmp_path / "p.pt").excluded["subset[b]"], lacks_b)
+
+
+def test_a_modality_absent_from_every_test_sample_is_reported_not_a_crash(tmp_path, fit_small, capsys) -> None:
+    """A sensor that died in the test period: its subset scores no sample. Before, `write_report` (and so
+    `mmrobust audit` and `report`) failed with `KeyError: ['subset[a]'] not in index`, silently."""
+    arrays = make_npz_arrays(n=90, seed=2)
+    split = np.array(["train"] * 54 + ["val"] * 18 + ["test"] * 18)
+    data = mmrobust.load_npz(write_npz(tmp_path / "d.npz", **arrays, split=split, present_a=split != "test"))
+    model = fit_small(data, "joint", "sum")
+    with pytest.warns(UserWarning, match=r"^a: absent from every test sample, so its subset scores none of them"):
+        result = mmrobust.audit(model, data)
+    report = mmrobust.write_report(result, tmp_path / "audit")
+    assert "n/a (no sample scored)" in (report / "report.md").read_text() and (report / "heatmap.png").is_file()
+    code, _, err = run_cli(["report", str(report), "--out", str(tmp_path / "cmp.md")], capsys)
+    assert code == 0, err
 
 
 def test_on_complete_data_every_sample_is_scored_as_before(small_data, fit_small) -> None:

@@ -105,7 +105,9 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
     scen_rows = []
     for idx, row in wide.iterrows():
         cells = [
-            f"{row[c]:.3f}" + (f" ± {stds.loc[idx, c]:.3f}" if pd.notna(stds.loc[idx, c]) else "") for c in wide.columns
+            "n/a (no sample scored)" if pd.isna(row[c])
+            else f"{row[c]:.3f}" + (f" ± {stds.loc[idx, c]:.3f}" if pd.notna(stds.loc[idx, c]) else "")
+            for c in wide.columns
         ]
         scen_rows.append([idx[1], idx[3], *cells])  # (dataset, model, method, fusion)
     dataset = ", ".join(sorted(result.table.dataset.unique()))
@@ -184,7 +186,7 @@ def heatmap_figure(result: AuditResult) -> Figure:
     if table.kind.isin(["clean", "subset"]).any():  # columns: subsets; else every scenario
         table = table[table.kind.isin(["clean", "subset"])]
     wide = table.pivot_table(index=["model", "fusion"], columns="scenario", values="value", aggfunc="mean", sort=False)
-    wide = wide[list(dict.fromkeys(table.scenario))]
+    wide = wide.reindex(columns=list(dict.fromkeys(table.scenario)))  # a subset that scored no sample: NaN
     labels = [c.removeprefix("subset[").removesuffix("]") if c != "clean" else "all (clean)" for c in wide.columns]
     if len(labels) > MAX_COLUMNS:  # too many subsets to read one by one: the mean per subset size
         wide, labels = _by_size(wide)
@@ -205,7 +207,8 @@ def heatmap_figure(result: AuditResult) -> Figure:
         shade = "white" if dark[i, j] else "black"
         at_chance = values[i, j] >= level[i] - 1e-9 if m in LOWER_IS_BETTER else values[i, j] <= level[i] + 1e-9
         mark = "*" if at_chance else ""
-        ax.text(j, i, f"{values[i, j]:.2f}{mark}", ha="center", va="center", color=shade, fontsize=8)
+        text = "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.2f}{mark}"  # no sample scored
+        ax.text(j, i, text, ha="center", va="center", color=shade, fontsize=8)
     ax.set_xlabel("modalities present at test time")
     fig.colorbar(im, ax=ax, label=m)
     note = f"; * at or past chance ({', '.join(f'{v:.2f}' for v in dict.fromkeys(chance.values()))})" if chance else ""

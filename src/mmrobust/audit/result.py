@@ -187,8 +187,7 @@ class AuditResult:
         metric = metric or self.primary_metric
         t = self.table[self.table.metric == metric]
         wide = t.pivot_table(index=MODEL_KEYS, columns="scenario", values="value", aggfunc="mean", sort=False)
-        order = list(dict.fromkeys(t.scenario))
-        return wide[order]
+        return wide.reindex(columns=list(dict.fromkeys(t.scenario)))  # a scenario that scored no sample: NaN
 
 
 def audit(
@@ -259,6 +258,13 @@ def audit(
             )
         if mask_check and isinstance(method, WrappedModel):
             method.check_masks_matter(next(iter(test.batches(CHECK_ROWS))))
+    if isinstance(test, MultimodalData) and (absent := [m for m, any_ in zip(test.modalities, test.present.any(dim=0),
+                                                                           strict=True) if not any_]):  # fmt: skip
+        warnings.warn(
+            f"{', '.join(absent)}: absent from every test sample, so its subset scores none of them (no value) and "
+            "missing or noise on it changes nothing (Δ 0)",
+            stacklevel=2,
+        )
     per_scenario = not fast or not method.tags.has_tokens
     stream = ScenarioStream(method, test, chosen, seed, chunk, progress=progress, per_scenario=per_scenario)
     metrics, references, excluded, target, predictions = _score(stream, chosen, spec, keep_predictions)
