@@ -247,12 +247,19 @@ def training_curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def model_seeds(config: ExperimentConfig, model: ModelConfig) -> list[int]:
+    """The seeds `model` runs with: the config's, or its first alone for a model trained elsewhere, which
+    nothing trains here (each seed would audit it again under the same masks, as copies of one run)."""
+    return config.seeds[:1] if model.method == EXTERNAL else list(config.seeds)
+
+
 def _audit_external(
     config: ExperimentConfig, model: ModelConfig, seed: int, data: MultimodalData, run_dir: Path, start: float
 ) -> AuditResult:
     """A model trained elsewhere (`method: external`): loaded, wrapped and audited; nothing trains,
     and the run folder holds no checkpoint (the user has the model)."""
     method = wrap_external(model.params, data)
+    method.seed = seed  # the run's: paired in reports with the trained models' runs of that seed
     if not _dist.is_main():
         return _empty(data)
     clear_manifest(run_dir)
@@ -330,7 +337,7 @@ def run_experiment(
     check_against_data(config, data)  # the whole config, before the first epoch and the first folder
     data_sum = data_checksum(data)  # a finished run made on other data is run again
     results = []
-    runs = [(model, seed) for model in config.models for seed in config.seeds]
+    runs = [(model, seed) for model in config.models for seed in model_seeds(config, model)]
     for k, (model, seed) in enumerate(runs, start=1):
         log.info("run %d/%d: %s seed %d", k, len(runs), model.name, seed)
         run_dir = out / model.name / f"seed-{seed}"

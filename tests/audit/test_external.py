@@ -364,11 +364,11 @@ def test_the_example_runs(monkeypatch, capsys) -> None:
     assert "refused: masking a modality does not change" in out
 
 
-def study_with_external(tmp_path: Path, npz: Path, external: str) -> Path:
+def study_with_external(tmp_path: Path, npz: Path, external: str, seeds: str = "[0]") -> Path:
     """An experiment config: a `joint` model ("ours") and an external entry ("theirs", `external` params)."""
     config = tmp_path / "study.yaml"
     config.write_text(
-        f"name: mixed\ndata: {{npz: {npz}}}\ntrain: {{epochs: 1}}\nseeds: [0]\nmodels:\n"
+        f"name: mixed\ndata: {{npz: {npz}}}\ntrain: {{epochs: 1}}\nseeds: {seeds}\nmodels:\n"
         "  - {method: joint, label: ours, params: {fusion: sum}}\n"
         f"  - {{method: external, label: theirs, params: {{{external}}}}}\n"
     )
@@ -377,19 +377,25 @@ def study_with_external(tmp_path: Path, npz: Path, external: str) -> Path:
 
 def test_an_external_model_sits_beside_trained_ones_in_an_experiment(model_file, tmp_path, capsys) -> None:
     path, weights, npz = model_file
-    config = study_with_external(tmp_path, npz, f"model: '{path}:build', weights: {weights}, missing: mean")
+    config = study_with_external(tmp_path, npz, f"model: '{path}:build', weights: {weights}, missing: mean", "[1, 0]")
     out = tmp_path / "runs"
     code, _, err = run_cli(["run", str(config), "--out", str(out)], capsys)
     assert code == 0, err
     table = pd.read_csv(out / "results.csv")
     assert set(table.model) == {"ours", "theirs"}
-    assert (out / "theirs" / "seed-0" / "predictions.pt").is_file()
-    assert not (out / "theirs" / "seed-0" / "checkpoint.pt").exists()  # nothing trained here
+    # audited once: nothing trains it, so more seeds would be copies (before: the run failed at the end,
+    # `model 'theirs' seed 0 comes from two audit results`)
+    assert list(table[table.model == "theirs"].seed.unique()) == [1]
+    assert [p.name for p in (out / "theirs").iterdir()] == ["seed-1"]
+    assert sorted(table[table.model == "ours"].seed.unique()) == [0, 1]
+    assert (out / "theirs" / "seed-1" / "predictions.pt").is_file()
+    assert not (out / "theirs" / "seed-1" / "checkpoint.pt").exists()  # nothing trained here
     code, _, err = run_cli(["report", str(out), "--out", str(tmp_path / "report.html")], capsys)
     assert code == 0, err
     report = (tmp_path / "report.html").read_text()
     assert "ours" in report and "theirs" in report  # side by side in one comparison report
-    manifest = out / "theirs" / "seed-0" / "manifest.json"
+    assert "theirs − ours" in report or "ours − theirs" in report  # paired with ours' seed 1
+    manifest = out / "theirs" / "seed-1" / "manifest.json"
     written = manifest.stat().st_mtime_ns
     code, _, err = run_cli(["run", str(config), "--out", str(out)], capsys)
     assert code == 0, err

@@ -19,7 +19,7 @@ from ..errors import MMRobustError
 from ..experiment import load_data
 from ..methods import METHODS, create_method
 from ..methods.external import EXTERNAL
-from ..run import Tracking, check_against_data, data_checksum
+from ..run import Tracking, check_against_data, data_checksum, model_seeds
 from .spec import SEEDS, SweepSpec
 
 
@@ -100,7 +100,7 @@ def plan_sweep(spec: SweepSpec, out: str | Path) -> SweepPlan:
         units += [
             Unit(name, config, m, s, out / name / m.name / f"seed-{s}", data_sum, spec.name, values)
             for m in config.models
-            for s in config.seeds
+            for s in model_seeds(config, m)
         ]
     if not units:
         first = f" (first: {skipped[0]})" if skipped else ""
