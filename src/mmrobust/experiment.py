@@ -9,6 +9,7 @@ from typing import Any
 
 from .data import DATASETS, MultimodalData, load_dataset, load_npz
 from .errors import MMRobustError
+from .registry import check_options
 
 
 def load_data(
@@ -17,14 +18,17 @@ def load_data(
     data_dir: str | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> MultimodalData:
-    """Exactly one of a registered dataset name (with loader options) or an npz file."""
+    """Exactly one of a registered dataset name (with loader options) or an npz file; an option the
+    loader does not take is a one-line error naming the closest one."""
     if (name is None) == (npz is None):
         raise MMRobustError("give exactly one of --data NAME or --npz FILE")
+    options = dict(options or {})
     if npz is not None:
-        return load_npz(npz, **dict(options or {}))
+        check_options("data.options (an npz file)", load_npz, options)
+        return load_npz(npz, **options)
     assert name is not None
     loader = DATASETS.get(name).loader
-    options = dict(options or {})
+    check_options(f"data.options (dataset '{name}')", loader, options)
     if data_dir and "data_dir" in inspect.signature(loader).parameters:
         options["data_dir"] = data_dir
     return load_dataset(name, **options)

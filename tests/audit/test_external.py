@@ -119,6 +119,7 @@ def test_token_scenarios_and_training_are_refused(small_data) -> None:
     ("kwargs", "message"),
     [
         ({"missing": "drop"}, "unknown missing-value policy"),
+        ({"missing": None}, r"missing must be one of zeros, mean, mask or a callable, got None"),  # before: KeyError
         ({"inputs": ["m9"]}, "unknown modality"),
         ({"task": "regression"}, "classification task"),
     ],

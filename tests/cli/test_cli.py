@@ -159,6 +159,14 @@ ERRORS = {
         ["train", "--data", "synthetic", "--epochs", "1", "--out", "{dir}/x", "train.epochs=5"],
         "train.epochs=5: train.epochs has a flag of its own: use --epochs",
     ),
+    "data-option-typo": (  # before: a TypeError traceback from load_npz, exit 1
+        ["train", "--npz", "{good}", "--epochs", "1", "--out", "{dir}/x", "data.options.taks=regression"],
+        "unknown option for data.options (an npz file) 'taks'. Did you mean 'task'?",
+    ),
+    "dataset-option-typo": (
+        ["train", "--data", "synthetic", "--epochs", "1", "--out", "{dir}/x", "data.options.n_sample=50"],
+        "unknown option for data.options (dataset 'synthetic') 'n_sample'. Did you mean 'n_samples'?",
+    ),
     "missing-npz": (["train", "--npz", "{dir}/nope.npz", "--out", "{dir}/x"], "npz file not found"),
     "no-data": (["train", "--out", "{dir}/x"], "exactly one of --data NAME or --npz FILE"),
     "two-data": (["train", "--data", "synthetic", "--npz", "{good}", "--out", "{dir}/x"], "exactly one of"),

@@ -277,6 +277,9 @@ def test_unfitted_method_and_bad_method_options(small_data) -> None:
         mmrobust.create_method("dropot")
     with pytest.raises(MMRobustError, match="unknown fusion"):
         train(small_data, "joint", "sumfusion", epochs=1)
+    for fusion in (3, None):  # before: accepted, then an AttributeError ('int' has no 'lower') in fit
+        with pytest.raises(MMRobustError, match=rf"fusion must be a fusion's name \(concat, .*\), got {fusion}"):
+            mmrobust.create_method("joint", fusion=fusion)
 
 
 def test_dropout_with_configured_corruption_trains_and_records_it(small_data) -> None:

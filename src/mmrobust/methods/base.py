@@ -21,7 +21,7 @@ from ..data.batch import Batch
 from ..data.dataset import DataSpec, MultimodalData
 from ..data.tokens import Tokens
 from ..errors import MMRobustError, check_number, wrong_argument
-from ..models.fusion import RowFuser
+from ..models.fusion import FUSIONS, RowFuser
 from ..models.model import MultimodalModel
 from ..registry import Registry, check_options
 
@@ -41,6 +41,8 @@ def create_method(name: str, **params: Any) -> Method:
     """Build a registered method from its name and parameters (`create_method("dropout", fusion="sum")`)."""
     cls = METHODS.get(name)
     check_options(f"method '{name}'", cls.__init__, params)
+    if "fusion" in params and not isinstance(params["fusion"], str):  # else an AttributeError deep in `fit`
+        raise MMRobustError(f"fusion must be a fusion's name ({', '.join(FUSIONS.names())}), got {params['fusion']!r}")
     if "label_smoothing" in params:  # torch checks it only in the first loss, and lets negatives pass as 0
         smoothing = params["label_smoothing"]
         if check_number(smoothing, "label_smoothing", 0.0) >= 1:

@@ -218,6 +218,8 @@ def wrap(
         raise MMRobustError(f"task={task!r} but the data is a {spec.task} task")
     if not callable(model):
         raise MMRobustError(f"the model to wrap must be callable, got {type(model).__name__}")
+    if not callable(missing) and not isinstance(missing, str):
+        raise MMRobustError(f"missing must be one of {', '.join(POLICIES)} or a callable, got {missing!r}")
     if isinstance(missing, str) and missing not in POLICIES:
         raise unknown_name("missing-value policy", missing, POLICIES)
     for name in inputs or ():
