@@ -22,6 +22,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,16 +244,35 @@ def layered(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_paths(tree: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """`tree` with its relative `data.npz` and `data.data_dir` taken from `folder` (where the config
-    file is), as a user reading the file expects; they stay relative when `folder` is."""
+    """`tree` with its relative paths taken from `folder` (where the config file is), as a user reading
+    the file expects: `data.npz`, `data.data_dir`, and an external model's file and weights
+    (`params.model: my_model.py:build`, `params.weights`); they stay relative when `folder` is."""
+
+    def beside(value: Any) -> Any:
+        relative = isinstance(value, str) and value and not Path(value).expanduser().is_absolute()
+        return os.path.normpath(folder / value) if relative else value
+
     data = tree.get("data")
     if isinstance(data, dict):
-        for key in ("npz", "data_dir"):
-            value = data.get(key)
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                data = {**data, key: os.path.normpath(folder / value)}
-        tree = {**tree, "data": data}
+        tree = {**tree, "data": {**data, **{k: beside(data[k]) for k in ("npz", "data_dir") if k in data}}}
+    models = tree.get("models")
+    if isinstance(models, list):
+        tree = {**tree, "models": [_external_paths(m, beside) for m in models]}
     return tree
+
+
+def _external_paths(model: Any, beside: Callable[[Any], Any]) -> Any:
+    """An external model entry with its model file (FILE.py:FUNCTION, not a module) and weights read
+    from the config's folder."""
+    if not isinstance(model, dict) or model.get("method") != "external" or not isinstance(model.get("params"), dict):
+        return model
+    params = dict(model["params"])
+    where, sep, function = str(params.get("model", "")).rpartition(":")
+    if sep and where.endswith(".py"):
+        params["model"] = f"{beside(where)}:{function}"
+    if "weights" in params:
+        params["weights"] = beside(params["weights"])
+    return {**model, "params": params}
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:

@@ -403,6 +403,27 @@ def test_an_external_model_sits_beside_trained_ones_in_an_experiment(model_file,
     assert manifest.stat().st_mtime_ns == written  # finished: skipped like any other run
 
 
+def test_model_files_import_their_neighbours_and_configs_name_them_from_their_folder(
+    model_file, tmp_path, capsys, monkeypatch
+) -> None:
+    """Before, `--model FILE.py:fn` could not import a module beside FILE.py (unless run as
+    `python -m mmrobust`), and a config's external model file and weights were read from the current
+    folder, while its `data.npz` was read from the config's."""
+    path, weights, npz = model_file
+    (path.parent / "neighbour_helpers.py").write_text(MODEL_FILE)
+    (path.parent / "uses_helpers.py").write_text("from helpers import build\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "audit"
+    code, _, err = run_cli(["audit", "--model", f"{path.parent / 'uses_helpers.py'}:build", "--weights", str(weights),
+                            "--npz", str(npz), "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    config = study_with_external(tmp_path, npz, f"model: '{path.name}:build', weights: {weights.name}")
+    code, _, err = run_cli(["run", str(config), "--out", str(tmp_path / "runs")], capsys)
+    assert code == 0, err
+
+
 def test_an_external_entry_takes_its_inputs_order(model_file, tmp_path, capsys) -> None:
     path, _, npz = model_file
     config = study_with_external(tmp_path, npz, f"model: '{path}:build_positional', inputs: [m1, m0]")

@@ -317,6 +317,9 @@ def load_external(target: str, weights: str | Path | None = None) -> Callable[..
             loader = importlib.util.spec_from_file_location(f"_mmrobust_external_{path.stem}", path)
             assert loader is not None and loader.loader is not None
             module = importlib.util.module_from_spec(loader)
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:  # its own imports of modules beside it, as `python FILE.py` finds them
+                sys.path.insert(0, folder)
             loader.loader.exec_module(module)
         else:
             if "" not in sys.path and str(Path.cwd()) not in sys.path:  # as `python -m` would find it
