@@ -411,7 +411,7 @@ def test_model_files_import_their_neighbours_and_configs_name_them_from_their_fo
     folder, while its `data.npz` was read from the config's."""
     path, weights, npz = model_file
     (path.parent / "neighbour_helpers.py").write_text(MODEL_FILE)
-    (path.parent / "uses_helpers.py").write_text("from helpers import build\n")
+    (path.parent / "uses_helpers.py").write_text("from neighbour_helpers import build\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
