@@ -300,6 +300,9 @@ def audit_cmd(
     write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {}),
                                "inputs": inputs_seen})  # fmt: skip
     print_summary(result, f"{data.spec.name}: audit of {checkpoint or external}")
+    if external is not None and weights is None:
+        warnings.warn(f"no --weights: audited the model as {external}() returns it (untrained, unless that "
+                      "function loads its weights)", stacklevel=1)  # fmt: skip
     console.print(f"Wrote report.md, results.csv, results.json, heatmap.png to {out}/")
 
 
