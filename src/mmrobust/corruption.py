@@ -191,6 +191,9 @@ class Subset(MaskCorruption):
             raise MMRobustError("an empty modality subset was requested; keep at least one")
         for m in self.keep:
             _check_modality(m)
+        twice = sorted({m for m in self.keep if self.keep.count(m) > 1})
+        if twice:  # `subset[a+a]` would be a second name for `subset[a]`, a scenario the audit already has
+            raise MMRobustError(f"modality subset {'+'.join(self.keep)} names {', '.join(twice)} twice")
         _check_stage(self.stage)
 
     @property

@@ -122,6 +122,7 @@ def test_token_scenarios_and_training_are_refused(small_data) -> None:
         ({"missing": None}, r"missing must be one of zeros, mean, mask or a callable, got None"),  # before: KeyError
         ({"inputs": ["m9"]}, "unknown modality"),
         ({"task": "regression"}, "classification task"),
+        ({"task": "regresion"}, r"unknown task 'regresion'. Did you mean 'regression'\?"),  # before: data is …
     ],
 )
 def test_bad_wrap_arguments_are_one_line_errors(small_data, kwargs: dict, message: str) -> None:

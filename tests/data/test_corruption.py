@@ -108,6 +108,8 @@ def test_subset_is_deterministic_and_ignores_the_generator() -> None:
     assert torch.equal(a.present, expected)  # keeps only present & kept; never adds
     for m in MODS:
         assert a.inputs[m] is batch.inputs[m]  # masks only
+    with pytest.raises(MMRobustError, match=r"modality subset audio\+audio names audio twice"):
+        Subset(("audio", "audio"))  # before: accepted, a second name for subset[audio]
 
 
 def test_corruption_does_not_mutate_its_input() -> None:

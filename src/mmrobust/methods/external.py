@@ -214,6 +214,8 @@ def wrap(
         raise wrong_argument("wrap", "a MultimodalData as its second argument", data, hint)
     spec = data.spec
     inputs = modality_list(inputs)
+    if task is not None and task not in ("classification", "regression"):
+        raise unknown_name("task", str(task), ("classification", "regression"))
     if task is not None and task != spec.task:
         raise MMRobustError(f"task={task!r} but the data is a {spec.task} task")
     if not callable(model):
