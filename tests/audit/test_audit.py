@@ -330,10 +330,16 @@ def test_write_report(two_model_result, tmp_path) -> None:
     assert png.startswith(PNG) and len(png) > 1000
 
 
-def test_write_report_of_something_else_is_a_one_line_error(tmp_path) -> None:
+def test_write_report_of_something_else_is_a_one_line_error(tmp_path, two_model_result) -> None:
     with pytest.raises(MMRobustError, match=r"takes the AuditResult that mmrobust\.audit returns, not a NoneType"):
         mmrobust.write_report(None, tmp_path / "out")  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
+    with pytest.raises(MMRobustError, match=r"write_report takes a folder \(str or Path\), not a int"):
+        mmrobust.write_report(two_model_result, 123)  # type: ignore[arg-type]  # before: a TypeError from pathlib
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(MMRobustError, match=r"a_file is a file: write_report writes a folder"):  # before: File exists
+        mmrobust.write_report(two_model_result, tmp_path / "a_file")
+    assert (tmp_path / "a_file").read_text() == "mine"
 
 
 def test_write_report_with_unequal_seed_counts(kinds_data, fit_small, tmp_path) -> None:

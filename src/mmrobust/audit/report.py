@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write, seal_json
-from ..errors import wrong_argument
+from ..errors import MMRobustError, wrong_argument
 from ..metrics import LOWER_IS_BETTER
 from .document import Table, table_markdown
 from .result import MODEL_KEYS, AuditResult
@@ -258,7 +258,11 @@ def write_report(result: AuditResult, out_dir: str | Path, extra: dict[str, Any]
     """Write the four report files into `out_dir` (created if needed) and return it."""
     if not isinstance(result, AuditResult):
         raise wrong_argument("write_report", "the AuditResult that mmrobust.audit returns", result, "audit first")
+    if not isinstance(out_dir, str | Path):
+        raise wrong_argument("write_report", "a folder (str or Path)", out_dir, "e.g. write_report(result, 'out')")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise MMRobustError(f"{out} is a file: write_report writes a folder of four files there; give a folder")
     atomic_write(out / "results.csv", lambda p: result.table.to_csv(p, index=False))
     sealed = seal_json(to_json(result, extra))  # carries its own checksum, verified by AuditResult.read
     atomic_write(out / "results.json", lambda p: p.write_text(sealed))
