@@ -546,6 +546,11 @@ def test_npz_modality_rarely_present_in_train_gets_a_truthful_message(
         assert torch.isfinite(d.inputs["b"][d.present[:, 1]]).all()
 
 
+def test_load_npz_of_something_else_than_a_path_is_a_one_line_error() -> None:
+    with pytest.raises(MMRobustError, match=r"load_npz takes a file path \(str or Path\), not a int"):
+        load_npz(123)  # type: ignore[arg-type]  # before: a TypeError from pathlib
+
+
 @pytest.mark.parametrize("name", ["a+b", "d@1", "x,y", "r[0]", "k=v", "two words"])
 def test_modality_names_that_scenario_names_could_not_tell_apart_are_refused(tmp_path: Path, name: str) -> None:
     """Before, `x_a+b` loaded, and the audit's `subset[a+b+c]` read as three modalities: the report said

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import MMRobustError, unknown_name
+from ..errors import MMRobustError, unknown_name, wrong_argument
 from .dataset import (
     ENCODER_KINDS,
     SPLITS,
@@ -55,6 +55,8 @@ def load_npz(
     ("classification" or "regression") overrides the file's `task` array and the labels' dtype;
     `encoders` (modality -> registered encoder) reads some modalities with another encoder than their kind's."""
     check_split_options(split_seed)
+    if not isinstance(path, str | Path):
+        raise wrong_argument("load_npz", "a file path (str or Path)", path, "e.g. load_npz('mine.npz')")
     path = Path(path)
     if not path.is_file():
         raise MMRobustError(f"npz file not found: {path}")
