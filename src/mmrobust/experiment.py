@@ -19,7 +19,7 @@ def load_data(
     options: Mapping[str, Any] | None = None,
 ) -> MultimodalData:
     """Exactly one of a registered dataset name (with loader options) or an npz file; an option the
-    loader does not take is a one-line error naming the closest one."""
+    loader does not take is a one-line error naming the closest one (`load_dataset` checks its own)."""
     if (name is None) == (npz is None):
         raise MMRobustError("give exactly one of --data NAME or --npz FILE")
     options = dict(options or {})
@@ -28,7 +28,6 @@ def load_data(
         return load_npz(npz, **options)
     assert name is not None
     loader = DATASETS.get(name).loader
-    check_options(f"data.options (dataset '{name}')", loader, options)
     if data_dir and "data_dir" in inspect.signature(loader).parameters:
         options["data_dir"] = data_dir
     return load_dataset(name, **options)

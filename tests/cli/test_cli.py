@@ -165,7 +165,7 @@ ERRORS = {
     ),
     "dataset-option-typo": (
         ["train", "--data", "synthetic", "--epochs", "1", "--out", "{dir}/x", "data.options.n_sample=50"],
-        "unknown option for data.options (dataset 'synthetic') 'n_sample'. Did you mean 'n_samples'?",
+        "unknown option for dataset 'synthetic' 'n_sample'. Did you mean 'n_samples'?",
     ),
     "missing-npz": (["train", "--npz", "{dir}/nope.npz", "--out", "{dir}/x"], "npz file not found"),
     "no-data": (["train", "--out", "{dir}/x"], "exactly one of --data NAME or --npz FILE"),
