@@ -119,7 +119,9 @@ class AuditResult:
         )
 
     def summary(self, metric: str | None = None) -> pd.DataFrame:
-        """Per model (dataset, model, method, fusion): mean and std over seeds of the headline numbers."""
+        """Per model (dataset, model, method, fusion): mean and std over seeds of the headline numbers.
+        `worst_subset` is the subset with the worst Δ, which may be no loss at all (`worst_delta` >= 0 on
+        a higher-is-better metric): the reports then print "none"."""
         metric = metric or self.primary_metric
         t = self.table[self.table.metric == metric]
         per_seed = []
