@@ -53,7 +53,7 @@ def check_options(what: str, fn: Callable[..., Any], options: dict[str, Any]) ->
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    names = [name for name in params if name != "self"]
+    names = [name for name, p in params.items() if name != "self" and p.kind is not p.POSITIONAL_ONLY]
     for key in options:
         if key not in names:
             err = unknown_name(f"option for {what}", key, names)

@@ -163,6 +163,10 @@ ERRORS = {
         ["train", "--npz", "{good}", "--epochs", "1", "--out", "{dir}/x", "data.options.taks=regression"],
         "unknown option for data.options (an npz file) 'taks'. Did you mean 'task'?",
     ),
+    "npz-path-as-an-option": (  # before: listed as valid, then load_npz got the path twice (a TypeError)
+        ["train", "--npz", "{good}", "--epochs", "1", "--out", "{dir}/x", "data.options.path=other.npz"],
+        "unknown option for data.options (an npz file) 'path'. Valid: encoders, normalize, split_seed, task",
+    ),
     "dataset-option-typo": (
         ["train", "--data", "synthetic", "--epochs", "1", "--out", "{dir}/x", "data.options.n_sample=50"],
         "unknown option for dataset 'synthetic' 'n_sample'. Did you mean 'n_samples'?",

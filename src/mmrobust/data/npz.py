@@ -45,6 +45,7 @@ _MODALITY_PREFIXES = ("x_", "kind_", "present_")  # each followed by the modalit
 
 def load_npz(
     path: str | Path,
+    /,
     *,
     split_seed: int = 0,
     normalize: bool = True,
