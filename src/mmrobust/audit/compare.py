@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import warnings
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -129,14 +130,14 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
     if not loaded:
         raise MMRobustError(f"no finished runs under {', '.join(map(str, paths))} ({unfinished_note(skipped)})")
     loaded.sort(key=lambda item: item[0])
-    variants = dataset_variants(
-        [(str(t.dataset.iloc[0]), str(t.model.iloc[0]), d, training_settings(manifests[d])) for _, t, _, d in loaded]
-    )
+    settings = {d: training_settings(manifests[d]) for *_, d in loaded}
+    named = [(str(t.dataset.iloc[0]), str(t.model.iloc[0]), d, settings[d]) for _, t, _, d in loaded]
+    variants = dataset_variants(named)
     loaded = [(key, t.assign(dataset=variants[d]), task, d) for key, t, task, d in loaded]
     table = pd.concat([t for _, t, _, _ in loaded], ignore_index=True)
     check_one_source(table, "run_dir", "runs", "pass the folders of one experiment or give the models distinct labels")
     labelled = [(str(t.dataset.iloc[0]), str(t.model.iloc[0]), d) for _, t, _, d in loaded]
-    check_alike([(dataset, label, d, training_settings(manifests[d])) for dataset, label, d in labelled])
+    check_alike([(dataset, label, d, settings[d]) for dataset, label, d in labelled])
     warn_stale([(label, d, manifests[d]) for _, label, d in labelled])
     tasks, classes = _dataset_facts([(str(t.dataset.iloc[0]), task, d) for _, t, task, d in loaded])
     return Runs(table, tasks, classes, [d for *_, d in loaded], skipped)
@@ -156,7 +157,8 @@ def dataset_variants(runs: Iterable[tuple[str, str, Path, Mapping[str, Any] | No
         if settings is not None:
             by_name[dataset][run_dir] = (label, {k: v for k, v in settings.items() if k.startswith("data.")})
     for dataset, found in by_name.items():
-        seen = list(found.values())  # (label, its data settings) per run
+        # (label, data settings) once each: runs are many, their distinct settings few
+        seen = list({json.dumps(run, sort_keys=True, default=str): run for run in found.values()}.values())
         if not any(_differing(d, e) for a, d in seen for b, e in seen if a == b):
             continue
         differing = sorted({k for _, d in seen for _, e in seen for k in _differing(d, e)})
