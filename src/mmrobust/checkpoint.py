@@ -1,10 +1,12 @@
 """Checkpoints: tensors plus a JSON description, loaded without unpickling code.
 
-The file is `torch.save` of {format, config (a JSON string), state (tensors), sha256} and is read
-back with `weights_only=True`, so a crafted checkpoint cannot run code on load: one that holds any
-other pickled object is refused, naming the object. `sha256` covers the tensors' bytes, which
-`torch.load` does not check, so a checkpoint corrupted on disk is refused rather than silently
-giving other weights (checkpoints of mmrobust 0.1 carry no checksum and are read as before).
+The file is `torch.save` of {format, config (a JSON string), state (tensors), scaling (the
+statistics the training data were standardised with, so the model is fed inputs scaled alike),
+sha256} and is read back with `weights_only=True`, so a crafted checkpoint cannot run code on
+load: one that holds any other pickled object is refused, naming the object. `sha256` covers the
+tensors' bytes, which `torch.load` does not check, so a checkpoint corrupted on disk is refused
+rather than silently giving other weights (checkpoints of mmrobust 0.1 carry no checksum and are
+read as before).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 from .atomic import CHECKSUM, atomic_write, payload_sha256, save_tensors
-from .data.dataset import DataSpec
+from .data.dataset import DataSpec, Scaling, check_scaling
 from .errors import MMRobustError, wrong_argument
 from .methods.base import METHODS, Method, check_method_argument, create_method
 
@@ -43,7 +45,9 @@ def save_checkpoint(method: Method, path: str | Path, extra: dict[str, Any] | No
         "spec": method.spec.to_dict(),
         **(extra or {}),
     }
-    payload = {"format": FORMAT, "config": json.dumps(config), "state": method.modules().state_dict()}
+    payload: dict[str, Any] = {"format": FORMAT, "config": json.dumps(config), "state": method.modules().state_dict()}
+    if method.input_scaling is not None:
+        payload["scaling"] = {m: {"mean": mean, "std": std} for m, (mean, std) in method.input_scaling.items()}
     path = Path(path)
     atomic_write(path, lambda p: save_tensors(with_checksum(payload), p))
     return path
@@ -131,6 +135,22 @@ def _check_declared_model(path: Path, name: str, params: dict[str, Any], spec: D
         )
 
 
+def _read_scaling(path: Path, saved: object, spec: DataSpec) -> Scaling | None:
+    """The statistics the model's training data were standardised with (None: a checkpoint saved
+    before they were recorded, audited on data as given, as then)."""
+    if saved is None:
+        return None
+    try:
+        scaling = {m: (s["mean"], s["std"]) for m, s in saved.items()}  # type: ignore[attr-defined]
+    except (AttributeError, KeyError, TypeError) as e:
+        unreadable = f"no valid scaling: {e}"
+        raise MMRobustError(f"{path}: malformed mmrobust checkpoint ({unreadable}); refusing to load it") from None
+    problem = check_scaling(scaling, spec)
+    if problem:
+        raise MMRobustError(f"{path}: malformed mmrobust checkpoint (scaling: {problem}); refusing to load it")
+    return scaling
+
+
 def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     """Rebuild the method and its trained weights; returns (method, config)."""
     path = Path(path)
@@ -152,10 +172,12 @@ def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise MMRobustError(f"{path}: malformed mmrobust checkpoint (its weights are not tensors); refusing to load it")
     _check_declared_model(path, name, params, spec, state)
+    scaling = _read_scaling(path, payload.get("scaling"), spec)
     method = create_method(name, **params)
     torch.manual_seed(0)
     method.build(spec)
     method.seed = config.get("seed")
+    method.input_scaling = scaling
     try:
         method.modules().load_state_dict(state)
     except RuntimeError as e:

@@ -238,8 +238,9 @@ def train(
 @click.option(
     "--standardize/--no-standardize",
     default=None,
-    help="Scale each --npz modality on its train split, as load_npz does [default: yes for --checkpoint, which "
-    "was trained so; no for --model, which sees the arrays as stored]. Registered datasets are always standardised.",
+    help="Scale each --npz modality on its train split, as load_npz does [default for --model: no, it sees the "
+    "arrays as stored; a --checkpoint is fed inputs scaled with its training data's statistics, which it records "
+    "(one saved before they were recorded: yes)].",
 )
 @click.option("--all-subsets", is_flag=True, help="Audit every modality subset even above 126 (8+ modalities).")
 @click.option("--label", help="The model's name in the report [default: the method, or FUNCTION (missing=...)].")
@@ -280,14 +281,22 @@ def audit_cmd(
     scenarios = [corruption_from_name(name) for name in extra]
     if standardize is not None and npz is None:
         raise MMRobustError("--standardize and --no-standardize go with --npz (registered datasets are standardised)")
-    standardize = external is None if standardize is None else standardize
+    method: Method
+    recorded = False  # the checkpoint records its training data's statistics: its inputs are scaled with them
+    if checkpoint is not None:
+        (method, _), source = load_checkpoint(checkpoint), {"checkpoint": str(checkpoint)}
+        recorded = method.input_scaling is not None
+        if recorded and standardize is not None:
+            raise MMRobustError(
+                "--standardize / --no-standardize: this checkpoint records the statistics its training data were "
+                "standardised with, and its inputs are scaled with them (so a file of test rows alone works too)"
+            )
+    standardize = checkpoint is not None and not recorded if standardize is None else standardize
     data = load_data(data_name, npz, data_dir, {"normalize": standardize} if npz is not None else None)
     if external is not None:
         order = None if inputs is None else [name.strip() for name in inputs.split(",")]
-        method: Method = wrap(load_external(external, weights), data, missing=missing, inputs=order)
+        method = wrap(load_external(external, weights), data, missing=missing, inputs=order)
         source = {"model": external}
-    else:
-        (method, _), source = load_checkpoint(checkpoint), {"checkpoint": str(checkpoint)}
     if label is not None:
         check_label(label, "--label")
     elif external:
@@ -296,7 +305,10 @@ def audit_cmd(
         method, data, scenarios, seed=seed, progress=err_console.is_terminal, label=label,
         mask_check=not no_mask_check, max_subsets=None if all_subsets else MAX_SUBSETS,
     )  # fmt: skip
-    inputs_seen = "standardised on the train split" if standardize or npz is None else "as stored in the npz"
+    if recorded:
+        inputs_seen = "scaled with the statistics of the checkpoint's training data"
+    else:
+        inputs_seen = "standardised on the train split" if standardize or npz is None else "as stored in the npz"
     write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {}),
                                "inputs": inputs_seen})  # fmt: skip
     print_summary(result, f"{data.spec.name}: audit of {checkpoint or external}")

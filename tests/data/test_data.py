@@ -212,7 +212,7 @@ BAD_NPZ = {
     "bool-label": (lambda: _with(y=np.arange(30) % 2 == 0), "integer"),
     "bad-split": (lambda: _with(split=np.array(["train", "validation", "test"] * 10)), "'split' must hold"),
     "split-length": (lambda: _with(split=np.array(["train", "val", "test"] * 9)), "'split' must hold"),
-    "empty-train": (lambda: _with(split=np.array(["val", "test"] * 15)), "'train' split is empty; mark the rows"),
+    "empty-train": (lambda: _with(split=np.array(["val", "test"] * 15)), "'train' split is empty, and standardisation"),
     "present-not-bool": (lambda: _with(present_a=np.ones(30, dtype=np.int64)), "present_a must be a bool"),
     "bad-kind": (  # before: "cannot infer an encoder for x_a ...; add kind_a", though kind_a was given
         lambda: _with(kind_a=np.array("lstm")),

@@ -23,7 +23,7 @@ from ..atomic import seal_ok
 from ..corruption import Corruption
 from ..data.dataset import ChunkedData, DataSpec, MultimodalData
 from ..errors import MMRobustError, wrong_argument
-from ..methods.base import Method, check_method_argument
+from ..methods.base import Method, check_method_argument, inputs_as_trained
 from ..methods.external import CHECK_ROWS, WrappedModel
 from ..metrics import LOWER_IS_BETTER, PRIMARY, accumulator
 from .engine import DEFAULT_CHUNK, ScenarioStream
@@ -214,7 +214,8 @@ def audit(
     list) to the defaults (all subsets, 30% missing and 30% sigma-1 noise per modality), or with `defaults=False` to the
     clean reference alone (every delta is taken against it, so it is always measured). `seed` fixes the
     scenario masks: the same seed gives every model the same masks. `label` names the model
-    in the results (default: the method's name).
+    in the results (default: the method's name). The model is fed inputs scaled as its training
+    data were (`fit` records how), whatever statistics `data` were standardised with.
 
     The test set is streamed `chunk` samples at a time (rounded up to whole draw blocks of
     `scenarios.DRAW_BLOCK` samples) and the metrics are folded in chunk by chunk, so memory does
@@ -244,6 +245,8 @@ def audit(
     test = data.split(split) if split and isinstance(data, MultimodalData) else data
     if len(test) == 0:
         raise MMRobustError("nothing to audit: the split is empty")
+    if isinstance(test, MultimodalData):  # a stream is made at the scale it is audited on
+        test = inputs_as_trained(method, test)
     modalities = data.modalities
     chosen = default_scenarios(modalities, max_subsets=max_subsets) if defaults else clean_scenario(modalities)
     chosen += custom_scenarios(() if scenarios is None else scenarios)

@@ -2,7 +2,7 @@
 
 from . import avmnist, basicmotions, formats, mosi, spsw_har, synthetic, utd_mhad  # noqa: F401  (register the loaders)
 from .batch import Batch, collate
-from .dataset import DataSpec, ModalitySpec, MultimodalData, standardize, stratified_split
+from .dataset import DataSpec, ModalitySpec, MultimodalData, Scaling, rescaled, standardize, stratified_split
 from .npz import load_npz
 from .registry import DATASETS, load_dataset
 from .tokens import Tokens
@@ -13,10 +13,12 @@ __all__ = [
     "DataSpec",
     "ModalitySpec",
     "MultimodalData",
+    "Scaling",
     "Tokens",
     "collate",
     "load_dataset",
     "load_npz",
+    "rescaled",
     "standardize",
     "stratified_split",
 ]

@@ -2,11 +2,12 @@
 
 A loader calls `cached(name, recipe, raw_files, options, build)`. The key hashes the dataset
 name, the recipe version string, the loader options and the SHA-256 of every raw file, so
-editing a raw file or bumping the recipe rebuilds automatically. Entries are tensors plus a
-JSON spec and a SHA-256 of them, written atomically and read with `weights_only=True`; an
-unreadable or damaged entry (a truncated write, flipped bytes) is rebuilt, never trusted. The cache
-only saves time: when an entry cannot be written (disk full, read-only folder) the data built is
-used anyway, with a warning.
+editing a raw file or bumping the recipe rebuilds automatically. Entries are tensors (the data
+and the statistics they were standardised with) plus a JSON spec and a SHA-256 of them, written
+atomically and read with `weights_only=True`; an unreadable or damaged entry (a truncated write,
+flipped bytes) is rebuilt, never trusted, and so is one of an older version without statistics.
+The cache only saves time: when an entry cannot be written (disk full, read-only folder) the data
+built is used anyway, with a warning.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def _save(data: MultimodalData, path: Path) -> None:
         "present": data.present,
         "target": data.target,
         "splits": data.splits,
+        "scaling": {m: {"mean": mean, "std": std} for m, (mean, std) in data.scaling.items()},
     }
     payload[CHECKSUM] = payload_sha256(payload)
     try:
@@ -73,8 +75,9 @@ def _load(path: Path) -> MultimodalData | None:
         if saved is not None and saved != payload_sha256(payload):
             return None
         spec = DataSpec.from_dict(json.loads(payload["spec"]))
+        scaling = {m: (s["mean"], s["std"]) for m, s in payload["scaling"].items()}  # none: rebuilt, so it is recorded
         return MultimodalData(
-            spec, payload["inputs"], payload["present"], payload["target"], payload["splits"]
+            spec, payload["inputs"], payload["present"], payload["target"], payload["splits"], scaling
         )
     except Exception:  # any unreadable entry is rebuilt, never trusted
         return None

@@ -19,6 +19,7 @@ from ..seeds import MAX_SEED
 from .batch import Batch
 
 Task = Literal["classification", "regression"]
+Scaling = dict[str, tuple[Tensor, Tensor]]  # modality -> (mean, std), each shaped to broadcast over one sample
 ENCODER_KINDS = ("mlp", "conv1d", "conv2d", "seq", "frames")
 SPLITS = ("train", "val", "test")
 
@@ -93,6 +94,7 @@ class MultimodalData:
     present: Tensor  # (N, M) bool
     target: Tensor  # (N,)
     splits: dict[str, Tensor] = field(default_factory=dict)  # name -> (n_split,) long indices
+    scaling: Scaling = field(default_factory=dict)  # how `standardize` scaled each modality (absent: as stored)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -124,7 +126,8 @@ class MultimodalData:
             if name not in self.modalities:
                 raise unknown_name("modality", name, self.modalities)
         modalities = tuple(replace(m, encoder=encoders.get(m.name, m.encoder)) for m in self.spec.modalities)
-        return _trusted(replace(self.spec, modalities=modalities), self.inputs, self.present, self.target, self.splits)
+        spec = replace(self.spec, modalities=modalities)
+        return _trusted(spec, self.inputs, self.present, self.target, self.splits, self.scaling)
 
     def split(self, name: str) -> MultimodalData:
         """The samples of one split, as a dataset of its own (with no further splits)."""
@@ -140,7 +143,7 @@ class MultimodalData:
         test split no longer starts by copying it."""
         rows = _as_slice(index, len(self))
         inputs = {m: x[rows] for m, x in self.inputs.items()}
-        return _trusted(self.spec, inputs, self.present[rows], self.target[rows], {})
+        return _trusted(self.spec, inputs, self.present[rows], self.target[rows], {}, self.scaling)
 
     def batch(self, index: Tensor | slice) -> Batch:
         return Batch(
@@ -184,11 +187,17 @@ class ChunkedData(Protocol):
 
 
 def _trusted(
-    spec: DataSpec, inputs: dict[str, Tensor], present: Tensor, target: Tensor, splits: dict[str, Tensor]
+    spec: DataSpec,
+    inputs: dict[str, Tensor],
+    present: Tensor,
+    target: Tensor,
+    splits: dict[str, Tensor],
+    scaling: Scaling,
 ) -> MultimodalData:
     """A dataset made of the parts of a valid one, not validated again (validation reads every value)."""
     data = object.__new__(MultimodalData)
     data.spec, data.inputs, data.present, data.target, data.splits = spec, inputs, present, target, splits
+    data.scaling = scaling
     return data
 
 
@@ -257,6 +266,31 @@ def _validate(data: MultimodalData) -> None:
     for name, index in data.splits.items():
         if index.numel() and (index.min() < 0 or index.max() >= n):
             raise MMRobustError(f"split '{name}' indexes outside the {n} samples")
+    scaling_problem = check_scaling(data.scaling, spec)
+    if scaling_problem:
+        raise MMRobustError(f"scaling: {scaling_problem}")
+
+
+def check_scaling(scaling: object, spec: DataSpec) -> str | None:
+    """Why `scaling` cannot scale data described by `spec` (or None): statistics of a modality it does
+    not have, or of a shape that does not broadcast over one sample, would fail (or silently
+    broadcast wrongly) only when a model is fed the data."""
+    if not isinstance(scaling, dict):
+        return f"expected a dict of modality -> (mean, std), got {type(scaling).__name__}"
+    shapes = {m.name: m.shape for m in spec.modalities}
+    for name, stats in scaling.items():
+        if name not in shapes:
+            return f"statistics of '{name}', which is not a modality of the data ({', '.join(shapes)})"
+        ok = isinstance(stats, tuple) and len(stats) == 2 and all(isinstance(t, Tensor) for t in stats)
+        if not ok:
+            return f"'{name}': expected a (mean, std) pair of tensors"
+        mean, std = stats
+        fits = mean.shape == std.shape and mean.dim() == len(shapes[name])
+        if not fits or any(s not in (1, d) for s, d in zip(mean.shape, shapes[name], strict=True)):
+            return f"'{name}': statistics of shape {list(mean.shape)} do not fit samples of shape {list(shapes[name])}"
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            return f"'{name}': statistics must be finite, with std > 0"
+    return None
 
 
 def stratified_split(labels: Tensor, fractions: Sequence[float], generator: torch.Generator) -> list[Tensor]:
@@ -295,9 +329,11 @@ def standardize(data: MultimodalData, reference: str = "train") -> MultimodalDat
     Statistics come from the present samples of the reference split, so validation and test
     data never leak into preprocessing; absent placeholders are left untouched. A channel is
     a feature (`mlp`, `seq`), a leading channel (`conv1d`, `conv2d`) or a frame channel (`frames`).
+    The statistics are kept in `scaling` (composed with any earlier scaling, so they always map the
+    stored arrays): `fit` records them in the model, so a checkpoint is fed other data scaled alike.
     """
     index = data.splits[reference]
-    inputs = {}
+    scaling: Scaling = {}
     for j, spec in enumerate(data.spec.modalities):
         x = data.inputs[spec.name].float()
         ref = x[index][data.present[index, j]]
@@ -309,9 +345,45 @@ def standardize(data: MultimodalData, reference: str = "train") -> MultimodalDat
         dims = _channel_reduce_dims(spec.kind, x.dim())
         mean = ref.mean(dim=dims, keepdim=True)[0]
         std = ref.std(dim=dims, keepdim=True)[0].clamp_min(1e-6)
+        if spec.name in data.scaling:  # already scaled: the statistics of the arrays as stored
+            before_mean, before_std = data.scaling[spec.name]
+            mean, std = before_mean + before_std * mean, before_std * std
+        scaling[spec.name] = (mean, std)
+    return rescaled(data, scaling)
+
+
+def rescaled(data: MultimodalData, scaling: Scaling) -> MultimodalData:
+    """`data` with each present sample scaled by `scaling` instead of by its own `data.scaling`
+    (a modality missing from either: as stored), so a model is fed inputs on the scale it was
+    trained on, whatever split or file they were standardised with. `data` itself when they agree."""
+    problem = check_scaling(scaling, data.spec)
+    if problem:
+        raise MMRobustError(f"cannot rescale '{data.spec.name}': {problem}")
+    if _same_scaling(scaling, data.scaling):
+        return data
+    inputs = {}
+    for j, m in enumerate(data.modalities):
+        x = data.inputs[m]
+        if m not in scaling and m not in data.scaling:
+            inputs[m] = x
+            continue
+        raw = stored = x.float()
+        if m in data.scaling:
+            mean, std = data.scaling[m]
+            raw = raw * std + mean
+        if m in scaling:
+            mean, std = scaling[m]
+            raw = (raw - mean) / std
         keep = data.present[:, j].view(-1, *[1] * (x.dim() - 1))
-        inputs[spec.name] = torch.where(keep, (x - mean) / std, x)
-    return MultimodalData(data.spec, inputs, data.present, data.target, data.splits)
+        inputs[m] = torch.where(keep, raw, stored)
+    return _trusted(data.spec, inputs, data.present, data.target, data.splits, dict(scaling))
+
+
+def _same_scaling(a: Scaling, b: Scaling) -> bool:
+    """Whether two scalings are the same statistics (a model audited on its own training data's)."""
+    if a.keys() != b.keys():
+        return False
+    return all(a[m] is b[m] or all(torch.equal(x, y) for x, y in zip(a[m], b[m], strict=True)) for m in a)
 
 
 def _channel_reduce_dims(kind: str, ndim: int) -> tuple[int, ...]:

@@ -11,7 +11,8 @@ Format (first axis = samples everywhere):
 - `present_<modality>` (optional): bool (N,), False where the sample lacks the modality;
   the placeholder values there are never read. Every sample needs at least one modality.
 - `split` (optional): strings "train"/"val"/"test". Without it, a seeded stratified
-  60/20/20 split is made. With no "val" rows, fit a fixed budget (`select="none"`).
+  60/20/20 split is made. With no "val" rows, fit a fixed budget (`select="none"`). With no
+  "train" rows (rows to evaluate a trained model on), load with `normalize=False`.
 Any other array, or a `kind_<m>` / `present_<m>` without `x_<m>`, is refused: a misspelt name
 (`X_c`) would otherwise drop a modality silently. The file is read with pickling disabled.
 """
@@ -98,7 +99,7 @@ def load_npz(
         if len(np.unique(y)) < 2:
             raise MMRobustError(f"{path.name}: y is {y[0]} for every sample; a regression target must vary")
         target, n_out = torch.from_numpy(y.astype(np.float32)), 1
-    splits = _splits(arrays.get("split"), target, chosen, split_seed, path.name)
+    splits = _splits(arrays.get("split"), target, chosen, split_seed, path.name, normalize)
     spec = DataSpec(path.stem, tuple(specs), chosen, n_out)  # type: ignore[arg-type]
     data = MultimodalData(spec, inputs, mask, target, splits)
     data = data.with_encoders(encoders) if encoders else data
@@ -222,8 +223,10 @@ def _classes(y: np.ndarray, fname: str) -> np.ndarray:
 
 
 def _splits(
-    split: np.ndarray | None, target: torch.Tensor, task: str, seed: int, fname: str
+    split: np.ndarray | None, target: torch.Tensor, task: str, seed: int, fname: str, normalize: bool
 ) -> dict[str, torch.Tensor]:
+    """The file's splits. Unscaled, a file may hold no train rows: rows to evaluate a trained model on
+    (`fit` refuses it; `audit` scales it as the model's training data were)."""
     if split is None:
         strata = target if task == "classification" else (target >= 0).long()
         parts = stratified_split(strata, (0.6, 0.2, 0.2), torch.Generator().manual_seed(seed))
@@ -233,6 +236,10 @@ def _splits(
     if unknown or len(labels) != len(target):
         raise MMRobustError(f"{fname}: 'split' must hold one of train/val/test per sample (found {sorted(unknown)})")
     out = {s: torch.from_numpy(np.flatnonzero(labels == s)) for s in SPLITS}
-    if not len(out["train"]):  # no val rows is fine: a fixed budget (select none) reads none
-        raise MMRobustError(f"{fname}: the 'train' split is empty; mark the rows to train on 'train' in 'split'")
+    if not len(out["train"]) and normalize:  # no val rows is fine: a fixed budget (select none) reads none
+        raise MMRobustError(
+            f"{fname}: the 'train' split is empty, and standardisation takes its statistics from it; mark the rows "
+            "to train on 'train' in 'split', or, for rows to evaluate a trained model on, load with normalize=False "
+            "(`mmrobust audit --checkpoint` scales them as its training data were)"
+        )
     return out

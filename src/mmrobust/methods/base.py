@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..corruption import Corruption
 from ..data.batch import Batch
-from ..data.dataset import DataSpec, MultimodalData
+from ..data.dataset import DataSpec, MultimodalData, Scaling, rescaled
 from ..data.tokens import Tokens
 from ..errors import MMRobustError, check_number, wrong_argument
 from ..models.fusion import FUSIONS, RowFuser
@@ -61,6 +61,14 @@ def check_method_argument(obj: object, caller: str) -> None:
     else:
         hint = "build one with mmrobust.create_method(name, ...)"
     raise wrong_argument(caller, "a method", obj, hint)
+
+
+def inputs_as_trained(method: Method, data: MultimodalData) -> MultimodalData:
+    """`data` scaled as `method`'s training data were (`rescaled`), when it recorded how: data
+    standardised on another file's or split's statistics, or not at all, would otherwise reach the
+    model on another scale without a word. A model that recorded nothing (a wrapped model, a
+    checkpoint saved before checkpoints recorded it) sees `data` as given."""
+    return data if method.input_scaling is None else rescaled(data, method.input_scaling)
 
 
 EVERY_TASK = frozenset({"classification", "regression"})
@@ -122,6 +130,7 @@ class Method(ABC):
     tags: ClassVar[MethodTags] = MethodTags()
     model: MultimodalModel | None = None
     seed: int | None = None  # the seed `fit` trained it with: a record for checkpoints and audits
+    input_scaling: Scaling | None = None  # the training data's `scaling`, set by `fit` (None: not recorded)
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's parameters, with corruption objects as their dicts: what configs and

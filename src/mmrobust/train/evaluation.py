@@ -10,7 +10,7 @@ from torch import Tensor
 from ..data.batch import Batch
 from ..data.dataset import MultimodalData
 from ..errors import MMRobustError, check_int, wrong_argument
-from ..methods.base import Method, check_method_argument
+from ..methods.base import Method, check_method_argument, inputs_as_trained
 from ..methods.losses import task_loss
 from ..metrics import compute_metrics
 
@@ -25,7 +25,8 @@ def predict(
     predict_fn: Callable[[Batch], Tensor] | None = None,
 ) -> torch.Tensor:
     """Outputs of `method` (or of `predict_fn`) on every sample of `data` (of its `split`, if
-    given, as `audit` takes it), in order."""
+    given, as `audit` takes it), in order, with inputs scaled as its training data were
+    (`methods.base.inputs_as_trained`)."""
     data = _checked("predict", method, data, split, batch_size)
     device = next(method.modules().parameters()).device
     method.modules().eval()
@@ -52,7 +53,7 @@ def evaluate(
     return metrics
 
 
-def _checked(caller: str, method: object, data: object, split: str | None, batch_size: int) -> MultimodalData:
+def _checked(caller: str, method: Method, data: object, split: str | None, batch_size: int) -> MultimodalData:
     """`data` (its `split`) after the arguments are checked: a one-line error here, not a torch
     traceback from an empty list of batches."""
     check_method_argument(method, caller)
@@ -62,4 +63,4 @@ def _checked(caller: str, method: object, data: object, split: str | None, batch
     data = data if split is None else data.split(split)
     if len(data) == 0:
         raise MMRobustError(f"{caller}: no samples{f' in the {split!r} split' if split else ''}")
-    return data
+    return inputs_as_trained(method, data)
