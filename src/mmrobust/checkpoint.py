@@ -140,15 +140,15 @@ def _read_scaling(path: Path, saved: object, spec: DataSpec) -> Scaling | None:
     before they were recorded, audited on data as given, as then)."""
     if saved is None:
         return None
-    try:
-        scaling = {m: (s["mean"], s["std"]) for m, s in saved.items()}  # type: ignore[attr-defined]
-    except (AttributeError, KeyError, TypeError) as e:
-        unreadable = f"no valid scaling: {e}"
-        raise MMRobustError(f"{path}: malformed mmrobust checkpoint ({unreadable}); refusing to load it") from None
+    pairs = {"mean", "std"}
+    if not isinstance(saved, dict) or not all(isinstance(s, dict) and s.keys() == pairs for s in saved.values()):
+        raise MMRobustError(f"{path}: malformed mmrobust checkpoint (scaling is not modality -> "
+                            "{mean, std}); refusing to load it")  # fmt: skip
+    scaling = {m: (s["mean"], s["std"]) for m, s in saved.items()}
     problem = check_scaling(scaling, spec)
     if problem:
         raise MMRobustError(f"{path}: malformed mmrobust checkpoint (scaling: {problem}); refusing to load it")
-    return scaling
+    return {m: (mean.float(), std.float()) for m, (mean, std) in scaling.items()}  # as `standardize` makes them
 
 
 def load_checkpoint(path: str | Path) -> tuple[Method, dict[str, Any]]:

@@ -306,7 +306,8 @@ def audit_cmd(
         mask_check=not no_mask_check, max_subsets=None if all_subsets else MAX_SUBSETS,
     )  # fmt: skip
     if recorded:
-        inputs_seen = "scaled with the statistics of the checkpoint's training data"
+        inputs_seen = ("scaled with the statistics of the checkpoint's training data" if method.input_scaling
+                       else "as stored, as the checkpoint's training data were")  # fmt: skip
     else:
         inputs_seen = "standardised on the train split" if standardize or npz is None else "as stored in the npz"
     write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {}),

@@ -16,6 +16,8 @@ import mmrobust
 from mmrobust.checkpoint import FORMAT, with_checksum
 from mmrobust.data import rescaled, standardize
 from mmrobust.data.cache import cache_dir, cached
+from mmrobust.data.synthetic import SyntheticStream
+from mmrobust.methods.base import inputs_as_trained
 
 
 def _raw(data: mmrobust.MultimodalData, m: str) -> torch.Tensor:
@@ -104,7 +106,7 @@ def test_a_checkpoint_keeps_the_statistics_fit_recorded(split_npz: tuple[Path, P
     data = mmrobust.load_npz(split_npz[0])
     model = mmrobust.create_method("dropout", fusion="sum")
     mmrobust.fit(model, data, epochs=3, progress=False)
-    assert model.input_scaling is data.scaling
+    assert model.input_scaling == data.scaling
     loaded, _ = mmrobust.load_checkpoint(mmrobust.save_checkpoint(model, tmp_path / "m.pt"))
     assert loaded.input_scaling is not None and loaded.input_scaling.keys() == data.scaling.keys()
     for m in data.modalities:
@@ -187,3 +189,76 @@ def test_a_file_of_test_rows_is_refused_only_where_statistics_are_needed(split_n
     rows = mmrobust.load_npz(split_npz[1], normalize=False)
     with pytest.raises(mmrobust.MMRobustError, match="no train samples to fit on"):
         mmrobust.fit(mmrobust.create_method("dropout"), rows, select="none", progress=False)
+
+
+def test_statistics_equal_to_the_datas_leave_it_as_it_is(split_npz: tuple[Path, Path], tmp_path: Path) -> None:
+    data = mmrobust.load_npz(split_npz[0])
+    model = mmrobust.create_method("dropout", fusion="sum")
+    mmrobust.fit(model, data, epochs=1, progress=False)
+    loaded, _ = mmrobust.load_checkpoint(mmrobust.save_checkpoint(model, tmp_path / "m.pt"))
+    assert loaded.input_scaling is not None and loaded.input_scaling["a"] is not data.scaling["a"]
+    assert inputs_as_trained(loaded, data) is data  # equal statistics read back from a file: nothing copied
+    one_off = dict(data.scaling, a=(data.scaling["a"][0] + 1, data.scaling["a"][1]))
+    moved = rescaled(data, one_off)
+    assert moved.inputs["b"] is data.inputs["b"]  # only the modality whose statistics differ is scaled again
+    assert torch.allclose(moved.inputs["a"], data.inputs["a"] - 1 / data.scaling["a"][1], atol=1e-4)
+
+
+def test_placeholders_of_absent_samples_are_never_touched(kinds_data: mmrobust.MultimodalData) -> None:
+    absent = ~kinds_data.present[:, 0]
+    inputs = dict(kinds_data.inputs, m0=kinds_data.inputs["m0"].clone())
+    inputs["m0"][absent] = float("nan")  # a placeholder may be anything: it is never read
+    data = standardize(mmrobust.MultimodalData(kinds_data.spec, inputs, kinds_data.present, kinds_data.target,
+                                               kinds_data.splits))  # fmt: skip
+    moved = rescaled(data, standardize(data, reference="val").scaling)
+    assert absent.any() and torch.isnan(moved.inputs["m0"][absent]).all()
+    assert torch.isfinite(moved.inputs["m0"][~absent]).all()
+
+
+@pytest.mark.parametrize(
+    ("scaling", "needle"),
+    [
+        ({"m0": torch.zeros(1)}, "scaling is not modality -> {mean, std}"),
+        ({"m0": {"mean": torch.zeros(1, dtype=torch.bool), "std": torch.ones(1, dtype=torch.bool)}}, "floating-point"),
+    ],
+)
+def test_checkpoint_statistics_of_the_wrong_form_are_refused(
+    small_data: mmrobust.MultimodalData, fit_small, tmp_path: Path, scaling: dict, needle: str
+) -> None:
+    path = mmrobust.save_checkpoint(fit_small(small_data), tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["sha256"]
+    payload["scaling"] = scaling
+    torch.save(with_checksum(payload), path)
+    with pytest.raises(mmrobust.MMRobustError, match="malformed mmrobust checkpoint") as e:
+        mmrobust.load_checkpoint(path)
+    assert needle in str(e.value)
+
+
+def test_predicting_on_data_for_another_model_says_so(
+    small_data: mmrobust.MultimodalData, kinds_data: mmrobust.MultimodalData, fit_small
+) -> None:
+    with pytest.raises(mmrobust.MMRobustError, match=r"the model was trained for other data \(modality 'm1'"):
+        mmrobust.predict(fit_small(small_data), kinds_data)
+
+
+def test_a_stream_is_audited_as_it_comes_with_a_warning(kinds_data: mmrobust.MultimodalData) -> None:
+    model = mmrobust.create_method("dropout", fusion="sum")
+    mmrobust.fit(model, standardize(kinds_data), epochs=1, progress=False)
+    stream = SyntheticStream(256, kinds=("mlp", "conv1d", "seq"), seed=4)
+    with pytest.warns(UserWarning, match="a stream is audited as it comes"):
+        mmrobust.audit(model, stream, defaults=False)
+
+
+def test_cli_says_a_checkpoint_trained_on_arrays_as_stored_sees_them_so(
+    split_npz: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "t"
+    train = ["train", "--npz", str(split_npz[0]), "--epochs", "1", "--out", str(out), "data.options.normalize=false"]
+    assert run_cli(train, capsys)[0] == 0
+    assert mmrobust.load_checkpoint(out / "checkpoint.pt")[0].input_scaling == {}
+    code, _, err = run_cli(["audit", "--checkpoint", str(out / "checkpoint.pt"), "--npz", str(split_npz[1]),
+                            "--out", str(tmp_path / "a")], capsys)  # fmt: skip
+    assert code == 0, err
+    inputs = json.loads((tmp_path / "a" / "results.json").read_text())["inputs"]
+    assert inputs == "as stored, as the checkpoint's training data were"

@@ -245,8 +245,14 @@ def audit(
     test = data.split(split) if split and isinstance(data, MultimodalData) else data
     if len(test) == 0:
         raise MMRobustError("nothing to audit: the split is empty")
-    if isinstance(test, MultimodalData):  # a stream is made at the scale it is audited on
+    if isinstance(test, MultimodalData):
         test = inputs_as_trained(method, test)
+    elif method.input_scaling:
+        warnings.warn(
+            "the model was trained on standardised data, and a stream is audited as it comes: make its chunks on "
+            "the training data's scale (the statistics are in method.input_scaling)",
+            stacklevel=2,
+        )
     modalities = data.modalities
     chosen = default_scenarios(modalities, max_subsets=max_subsets) if defaults else clean_scenario(modalities)
     chosen += custom_scenarios(() if scenarios is None else scenarios)

@@ -288,6 +288,8 @@ def check_scaling(scaling: object, spec: DataSpec) -> str | None:
         fits = mean.shape == std.shape and mean.dim() == len(shapes[name])
         if not fits or any(s not in (1, d) for s, d in zip(mean.shape, shapes[name], strict=True)):
             return f"'{name}': statistics of shape {list(mean.shape)} do not fit samples of shape {list(shapes[name])}"
+        if not (mean.is_floating_point() and std.is_floating_point()):
+            return f"'{name}': statistics must be floating-point, got {mean.dtype} and {std.dtype}"
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
             return f"'{name}': statistics must be finite, with std > 0"
     return None
@@ -359,12 +361,12 @@ def rescaled(data: MultimodalData, scaling: Scaling) -> MultimodalData:
     problem = check_scaling(scaling, data.spec)
     if problem:
         raise MMRobustError(f"cannot rescale '{data.spec.name}': {problem}")
-    if _same_scaling(scaling, data.scaling):
+    if scaling.keys() == data.scaling.keys() and all(_same_statistics(scaling[m], data.scaling[m]) for m in scaling):
         return data
     inputs = {}
     for j, m in enumerate(data.modalities):
         x = data.inputs[m]
-        if m not in scaling and m not in data.scaling:
+        if _same_statistics(scaling.get(m), data.scaling.get(m)):  # this modality is on the right scale already
             inputs[m] = x
             continue
         raw = stored = x.float()
@@ -379,11 +381,11 @@ def rescaled(data: MultimodalData, scaling: Scaling) -> MultimodalData:
     return _trusted(data.spec, inputs, data.present, data.target, data.splits, dict(scaling))
 
 
-def _same_scaling(a: Scaling, b: Scaling) -> bool:
-    """Whether two scalings are the same statistics (a model audited on its own training data's)."""
-    if a.keys() != b.keys():
-        return False
-    return all(a[m] is b[m] or all(torch.equal(x, y) for x, y in zip(a[m], b[m], strict=True)) for m in a)
+def _same_statistics(a: tuple[Tensor, Tensor] | None, b: tuple[Tensor, Tensor] | None) -> bool:
+    """Whether two (mean, std) pairs, or their absence, scale a modality alike."""
+    if a is None or b is None:
+        return a is b
+    return a is b or all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _channel_reduce_dims(kind: str, ndim: int) -> tuple[int, ...]:

@@ -240,6 +240,6 @@ def _splits(
         raise MMRobustError(
             f"{fname}: the 'train' split is empty, and standardisation takes its statistics from it; mark the rows "
             "to train on 'train' in 'split', or, for rows to evaluate a trained model on, load with normalize=False "
-            "(`mmrobust audit --checkpoint` scales them as its training data were)"
+            "(`mmrobust audit --checkpoint` then scales them with the statistics the checkpoint records)"
         )
     return out

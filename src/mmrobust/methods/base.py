@@ -68,7 +68,12 @@ def inputs_as_trained(method: Method, data: MultimodalData) -> MultimodalData:
     standardised on another file's or split's statistics, or not at all, would otherwise reach the
     model on another scale without a word. A model that recorded nothing (a wrapped model, a
     checkpoint saved before checkpoints recorded it) sees `data` as given."""
-    return data if method.input_scaling is None else rescaled(data, method.input_scaling)
+    if method.input_scaling is None:
+        return data
+    problem = method.spec.compatibility_problem(data.spec)  # said as such, not as statistics that do not fit
+    if problem:
+        raise MMRobustError(f"the model was trained for other data ({problem})")
+    return rescaled(data, method.input_scaling)
 
 
 EVERY_TASK = frozenset({"classification", "regression"})

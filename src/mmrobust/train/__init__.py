@@ -123,7 +123,7 @@ def fit(
             "(on a fixed budget, select=none, the choice is made on the task's primary metric)"
         )
     method.seed = seed  # a record of what trained it (checkpoints and audits show it)
-    method.input_scaling = data.scaling  # what its inputs must look like: audits and checkpoints keep to it
+    method.input_scaling = dict(data.scaling)  # what its inputs must look like: audits and checkpoints keep to it
     module = method.modules().to(target)
     dev = next(module.parameters()).device
     if world > 1:
