@@ -242,6 +242,15 @@ def train(
     "arrays as stored; a --checkpoint is fed inputs scaled with its training data's statistics, which it records "
     "(one saved before they were recorded: yes)].",
 )
+@click.option(
+    "--split",
+    "split_name",
+    type=click.Choice(["test", "val", "train", "all"]),
+    default="test",
+    show_default=True,
+    help="The samples audited: one split of the data, or all of them (e.g. a file of rows to evaluate a model on; "
+    "an npz without a split array is split 60/20/20).",
+)
 @click.option("--all-subsets", is_flag=True, help="Audit every modality subset even above 126 (8+ modalities).")
 @click.option("--label", help="The model's name in the report [default: the method, or FUNCTION (missing=...)].")
 @click.option("--threads", type=click.IntRange(min=1), help=THREADS_HELP)
@@ -259,8 +268,8 @@ def train(
 )
 @click.option("--out", default="audit_out", show_default=True, type=click.Path(file_okay=False))
 def audit_cmd(
-    checkpoint, external, missing, weights, no_mask_check, inputs, standardize, all_subsets, label, threads, data_name,
-    npz, data_dir, seed, extra, out,
+    checkpoint, external, missing, weights, no_mask_check, inputs, standardize, split_name, all_subsets, label, threads,
+    data_name, npz, data_dir, seed, extra, out,
 ) -> None:
     """Audit a trained model under every modality subset, missing proportion and noise.
 
@@ -301,17 +310,19 @@ def audit_cmd(
         check_label(label, "--label")
     elif external:
         label = f"{external.rpartition(':')[2]} (missing={missing})"
+    split = None if split_name == "all" else split_name
     result = audit(
-        method, data, scenarios, seed=seed, progress=err_console.is_terminal, label=label,
+        method, data, scenarios, seed=seed, split=split, progress=err_console.is_terminal, label=label,
         mask_check=not no_mask_check, max_subsets=None if all_subsets else MAX_SUBSETS,
     )  # fmt: skip
+    samples = len(data) if split is None else len(data.splits.get(split, ()))
     if recorded:
         inputs_seen = ("scaled with the statistics of the checkpoint's training data" if method.input_scaling
                        else "as stored, as the checkpoint's training data were")  # fmt: skip
     else:
         inputs_seen = "standardised on the train split" if standardize or npz is None else "as stored in the npz"
     write_report(result, out, {"command": "mmrobust audit", **source, **({"missing": missing} if external else {}),
-                               "inputs": inputs_seen})  # fmt: skip
+                               "inputs": inputs_seen, "split": split_name, "samples": samples})  # fmt: skip
     print_summary(result, f"{data.spec.name}: audit of {checkpoint or external}")
     if external is not None and weights is None:
         warnings.warn(f"no --weights: audited the model as {external}() returns it (untrained, unless that "

@@ -262,3 +262,22 @@ def test_cli_says_a_checkpoint_trained_on_arrays_as_stored_sees_them_so(
     assert code == 0, err
     inputs = json.loads((tmp_path / "a" / "results.json").read_text())["inputs"]
     assert inputs == "as stored, as the checkpoint's training data were"
+
+
+def test_cli_audits_every_row_of_a_file_with_split_all(
+    split_npz: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full, test_rows = split_npz
+    out = tmp_path / "t"
+    assert run_cli(["train", "--npz", str(full), "--epochs", "1", "--out", str(out)], capsys)[0] == 0
+    audit = ["audit", "--checkpoint", str(out / "checkpoint.pt"), "--npz", str(full)]
+    code, _, err = run_cli([*audit, "--split", "all", "--out", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert (record["split"], record["samples"]) == ("all", 120)
+    model, _ = mmrobust.load_checkpoint(out / "checkpoint.pt")
+    everything = mmrobust.evaluate(model, mmrobust.load_npz(full))["accuracy"]
+    clean = next(r for r in record["results"] if r["scenario"] == "clean" and r["metric"] == "accuracy")
+    assert clean["value"] == pytest.approx(everything)
+    code, _, err = run_cli([*audit[:-1], str(test_rows), "--split", "val", "--out", str(tmp_path / "b")], capsys)
+    one_line_error(code, err, "nothing to audit: the 'val' split of 'test_rows' is empty")

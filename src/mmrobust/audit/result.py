@@ -244,7 +244,8 @@ def audit(
         raise MMRobustError(f"the model was trained for other data ({problem})")
     test = data.split(split) if split and isinstance(data, MultimodalData) else data
     if len(test) == 0:
-        raise MMRobustError("nothing to audit: the split is empty")
+        where = f"the '{split}' split of '{data.spec.name}' is empty" if split and test is not data else "no samples"
+        raise MMRobustError(f"nothing to audit: {where}")
     if isinstance(test, MultimodalData):
         test = inputs_as_trained(method, test)
     elif method.input_scaling:
