@@ -351,7 +351,8 @@ def standardize(data: MultimodalData, reference: str = "train") -> MultimodalDat
             before_mean, before_std = data.scaling[spec.name]
             mean, std = before_mean + before_std * mean, before_std * std
         scaling[spec.name] = (mean, std)
-    return rescaled(data, scaling)
+    out = rescaled(data, scaling)  # validated, as before: a value that overflowed is named here, not in training
+    return MultimodalData(out.spec, out.inputs, out.present, out.target, out.splits, out.scaling)
 
 
 def rescaled(data: MultimodalData, scaling: Scaling) -> MultimodalData:
@@ -372,10 +373,10 @@ def rescaled(data: MultimodalData, scaling: Scaling) -> MultimodalData:
         raw = stored = x.float()
         if m in data.scaling:
             mean, std = data.scaling[m]
-            raw = raw * std + mean
+            raw = raw * std.float() + mean.float()
         if m in scaling:
             mean, std = scaling[m]
-            raw = (raw - mean) / std
+            raw = (raw - mean.float()) / std.float()
         keep = data.present[:, j].view(-1, *[1] * (x.dim() - 1))
         inputs[m] = torch.where(keep, raw, stored)
     return _trusted(data.spec, inputs, data.present, data.target, data.splits, dict(scaling))
