@@ -275,6 +275,7 @@ def test_cli_audits_every_row_of_a_file_with_split_all(
     assert code == 0, err
     record = json.loads((tmp_path / "a" / "results.json").read_text())
     assert (record["split"], record["samples"]) == ("all", 120)
+    assert "split: `all`; samples: `120`." in (tmp_path / "a" / "report.md").read_text()  # said to the reader too
     model, _ = mmrobust.load_checkpoint(out / "checkpoint.pt")
     everything = mmrobust.evaluate(model, mmrobust.load_npz(full))["accuracy"]
     clean = next(r for r in record["results"] if r["scenario"] == "clean" and r["metric"] == "accuracy")

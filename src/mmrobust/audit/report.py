@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,9 @@ def summary_markdown(result: AuditResult) -> str:
     return _markdown_table(*summary_rows(result))
 
 
-def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
+def markdown(result: AuditResult, title: str = "Robustness audit", settings: Mapping[str, Any] | None = None) -> str:
+    """The report as Markdown; `settings` (what `write_report` records beside the results: the command,
+    the checkpoint, what the model was fed, the split audited) are listed under the title, plain values only."""
     m = result.primary_metric
     direction = "lower is better" if m in LOWER_IS_BETTER else "higher is better"
     wide = result.per_scenario()
@@ -128,6 +131,7 @@ def markdown(result: AuditResult, title: str = "Robustness audit") -> str:
             f"# {title}",
             "",
             f"Dataset: **{dataset}**. Metric: **{m}** ({direction}); values are mean ± std over seeds.",
+            *_settings_line(settings),
             "Δ is the change vs. the same model on clean test data (as given: complete, unless the data",
             "lack some modalities themselves; then a scenario's values are over the samples it leaves a",
             "modality, and its Δ is against clean on those same samples). *mean |Δ| subsets*: over",
@@ -254,6 +258,11 @@ def to_json(result: AuditResult, extra: dict[str, Any] | None = None) -> dict[st
     }
 
 
+def _settings_line(settings: Mapping[str, Any] | None) -> list[str]:
+    shown = [f"{k}: `{v}`" for k, v in (settings or {}).items() if isinstance(v, str | int | float | bool)]
+    return [f"Settings: {'; '.join(shown)}."] if shown else []
+
+
 def write_report(result: AuditResult, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write the four report files into `out_dir` (created if needed) and return it."""
     if not isinstance(result, AuditResult):
@@ -266,6 +275,6 @@ def write_report(result: AuditResult, out_dir: str | Path, extra: dict[str, Any]
     atomic_write(out / "results.csv", lambda p: result.table.to_csv(p, index=False))
     sealed = seal_json(to_json(result, extra))  # carries its own checksum, verified by AuditResult.read
     atomic_write(out / "results.json", lambda p: p.write_text(sealed))
-    atomic_write(out / "report.md", lambda p: p.write_text(markdown(result)))
+    atomic_write(out / "report.md", lambda p: p.write_text(markdown(result, settings=extra)))
     atomic_write(out / "heatmap.png", lambda p: heatmap(result, p))
     return out
