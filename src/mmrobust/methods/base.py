@@ -64,10 +64,10 @@ def check_method_argument(obj: object, caller: str) -> None:
 
 
 def inputs_as_trained(method: Method, data: MultimodalData) -> MultimodalData:
-    """`data` scaled as `method`'s training data were (`rescaled`), when it recorded how: data
-    standardised on another file's or split's statistics, or not at all, would otherwise reach the
-    model on another scale without a word. A model that recorded nothing (a wrapped model, a
-    checkpoint saved before checkpoints recorded it) sees `data` as given."""
+    """`data` scaled as `method`'s training data were (`rescaled`; docs/architecture.md, invariant 6),
+    when it recorded how: data standardised on another file's or split's statistics, or not at all,
+    would otherwise reach the model on another scale without a word. A model that recorded nothing (a
+    wrapped model, a checkpoint saved before checkpoints recorded it) sees `data` as given."""
     if method.input_scaling is None:
         return data
     problem = method.spec.compatibility_problem(data.spec)  # said as such, not as statistics that do not fit
