@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .atomic import CHECKSUM, atomic_write, payload_sha256, save_tensors
-from .data.dataset import DataSpec, Scaling, check_scaling
+from .data.dataset import DataSpec, Scaling, check_scaling, scaling_from_file, scaling_to_file
 from .errors import MMRobustError, wrong_argument
 from .methods.base import METHODS, Method, check_method_argument, create_method
 
@@ -47,7 +47,7 @@ def save_checkpoint(method: Method, path: str | Path, extra: dict[str, Any] | No
     }
     payload: dict[str, Any] = {"format": FORMAT, "config": json.dumps(config), "state": method.modules().state_dict()}
     if method.input_scaling is not None:
-        payload["scaling"] = {m: {"mean": mean, "std": std} for m, (mean, std) in method.input_scaling.items()}
+        payload["scaling"] = scaling_to_file(method.input_scaling)
     path = Path(path)
     atomic_write(path, lambda p: save_tensors(with_checksum(payload), p))
     return path
@@ -140,11 +140,10 @@ def _read_scaling(path: Path, saved: object, spec: DataSpec) -> Scaling | None:
     before they were recorded, audited on data as given, as then)."""
     if saved is None:
         return None
-    pairs = {"mean", "std"}
-    if not isinstance(saved, dict) or not all(isinstance(s, dict) and s.keys() == pairs for s in saved.values()):
-        raise MMRobustError(f"{path}: malformed mmrobust checkpoint (scaling is not modality -> "
-                            "{mean, std}); refusing to load it")  # fmt: skip
-    scaling = {m: (s["mean"], s["std"]) for m, s in saved.items()}
+    try:
+        scaling = scaling_from_file(saved)
+    except MMRobustError as e:
+        raise MMRobustError(f"{path}: malformed mmrobust checkpoint ({e}); refusing to load it") from None
     problem = check_scaling(scaling, spec)
     if problem:
         raise MMRobustError(f"{path}: malformed mmrobust checkpoint (scaling: {problem}); refusing to load it")

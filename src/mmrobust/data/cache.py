@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..atomic import CHECKSUM, WriteError, atomic_write, file_sha256, payload_sha256, save_tensors
-from .dataset import DataSpec, MultimodalData
+from .dataset import DataSpec, MultimodalData, scaling_from_file, scaling_to_file
 
 
 def cache_dir() -> Path:
@@ -59,7 +59,7 @@ def _save(data: MultimodalData, path: Path) -> None:
         "present": data.present,
         "target": data.target,
         "splits": data.splits,
-        "scaling": {m: {"mean": mean, "std": std} for m, (mean, std) in data.scaling.items()},
+        "scaling": scaling_to_file(data.scaling),
     }
     payload[CHECKSUM] = payload_sha256(payload)
     try:
@@ -75,7 +75,7 @@ def _load(path: Path) -> MultimodalData | None:
         if saved is not None and saved != payload_sha256(payload):
             return None
         spec = DataSpec.from_dict(json.loads(payload["spec"]))
-        scaling = {m: (s["mean"], s["std"]) for m, s in payload["scaling"].items()}  # none: rebuilt, so it is recorded
+        scaling = scaling_from_file(payload["scaling"])  # none: rebuilt, so it is recorded
         return MultimodalData(
             spec, payload["inputs"], payload["present"], payload["target"], payload["splits"], scaling
         )

@@ -295,6 +295,19 @@ def check_scaling(scaling: object, spec: DataSpec) -> str | None:
     return None
 
 
+def scaling_to_file(scaling: Scaling) -> dict[str, dict[str, Tensor]]:
+    """`scaling` as the plain containers a tensors-only file holds (the cache, checkpoints)."""
+    return {m: {"mean": mean, "std": std} for m, (mean, std) in scaling.items()}
+
+
+def scaling_from_file(saved: object) -> Scaling:
+    """`scaling_to_file`'s inverse; a MMRobustError when `saved` is not of that form."""
+    pairs = {"mean", "std"}
+    if not isinstance(saved, dict) or not all(isinstance(s, dict) and s.keys() == pairs for s in saved.values()):
+        raise MMRobustError("scaling is not modality -> {mean, std}")
+    return {m: (s["mean"], s["std"]) for m, s in saved.items()}
+
+
 def stratified_split(labels: Tensor, fractions: Sequence[float], generator: torch.Generator) -> list[Tensor]:
     """Split indices into parts with the given fractions, class by class (seeded).
 
