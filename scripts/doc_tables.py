@@ -58,6 +58,12 @@ columns=A,B rows=NAME:SUFFIX,... scenario=S metric=M name=N` (a swept setting: m
 `seeds all` (per document, how many of its `claims` and `subsets` verdicts stay the same when the
 training seeds are resampled as well as the test samples, from the studies' per-sample archives;
 `changed=true`: each verdict that moves).
+
+A number quoted in prose is generated too, between inline markers on one line:
+`<!-- value: mean STUDY model=M -->0.917<!-- /value -->` (the mean over seeds; options `scenario`,
+default clean, `metric`, default accuracy, `digits`, default 3) and
+`<!-- value: gap STUDY claim=A:B@SCENARIO -->+0.040 [+0.013, +0.066]<!-- /value -->` (A − B with its
+paired 95% interval, as a `claims` table shows it; `digits`).
 """
 
 from __future__ import annotations
@@ -108,6 +114,7 @@ RESULTS = REPO / "docs" / "reproductions" / "results"
 BENCHMARKS = REPO / "benchmarks" / "results"
 DOCUMENTS = ("README.md", "docs/**/*.md")
 MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
+VALUE = re.compile(r"(<!-- value: (?P<spec>[^>]*?) -->)(?P<body>[^<\n]*)(<!-- /value -->)")  # a number in prose
 KEEP_METRICS = ("accuracy", "macro_f1", "mae", "corr", "acc2", "f1", "acc5", "acc7")  # the ones docs cite
 
 
@@ -856,20 +863,46 @@ def documents() -> list[Path]:
     return sorted({p for pattern in DOCUMENTS for p in REPO.glob(pattern)})
 
 
+def render_value(spec: str) -> str:
+    """The number an inline `value` marker asks for: `mean` (over seeds) or `gap` (a claim's paired
+    difference and interval), so prose that quotes a table cannot drift from it."""
+    kind, study, opts = parse_spec(spec)
+    digits = int(opts.get("digits", 3))
+    if kind == "mean":
+        t = read_table(RESULTS / f"{study}.csv")
+        scenario, metric = opts.get("scenario", "clean"), opts.get("metric", "accuracy")
+        values = t[(t.model == opts["model"]) & (t.scenario == scenario) & (t.metric == metric)].value
+        if values.empty:
+            raise SystemExit(f"<!-- value: {spec} -->: {study} has no {metric} of {opts['model']} under {scenario}")
+        return f"{values.mean():.{digits}f}"
+    if kind == "gap":
+        [(a, b, scenario)] = parse_claims(opts["claim"])
+        gap = _gap(read_table(RESULTS / f"{study}_paired.csv"), a, b, scenario)
+        if gap is None:
+            raise SystemExit(f"<!-- value: {spec} -->: {study}_paired.csv has no {a} vs {b} under {scenario}")
+        mean, low, high = gap
+        return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    raise SystemExit(f"unknown value kind '{kind}' in <!-- value: {spec} --> (mean or gap)")
+
+
 def regenerate(text: str) -> str:
-    return MARKER.sub(lambda m: m.group(1) + render(m.group("spec")) + "\n" + m.group(4), text)
+    text = MARKER.sub(lambda m: m.group(1) + render(m.group("spec")) + "\n" + m.group(4), text)
+    return VALUE.sub(lambda m: m.group(1) + render_value(m.group("spec")) + m.group(4), text)
 
 
 def stale(paths: Sequence[Path] | None = None) -> list[str]:
-    """`file: spec` of every generated table (in `paths`, default the documentation) whose text
-    differs from its regeneration."""
+    """`file: spec` of every generated table and quoted value (in `paths`, default the documentation)
+    whose text differs from its regeneration."""
     found = []
     for path in documents() if paths is None else paths:
         text = path.read_text()
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         for m in MARKER.finditer(text):
             if m.group("body") != render(m.group("spec")) + "\n":
-                shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
                 found.append(f"{shown}: <!-- table: {m.group('spec')} -->")
+        for m in VALUE.finditer(text):
+            if m.group("body") != render_value(m.group("spec")):
+                found.append(f"{shown}: <!-- value: {m.group('spec')} -->")
     return found
 
 
@@ -920,7 +953,7 @@ def main() -> None:
     elif args.command == "write":
         for path in documents():
             text = path.read_text()
-            if MARKER.search(text) and regenerate(text) != text:
+            if regenerate(text) != text:
                 path.write_text(regenerate(text))
                 print(f"updated {path.relative_to(REPO)}")
     elif args.command == "provenance":

@@ -43,6 +43,38 @@ def test_a_hand_edited_table_is_caught(tmp_path: Path) -> None:
     assert doc_tables.stale([edited]) == []
 
 
+def test_a_quoted_value_is_generated_and_a_hand_edited_one_caught(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    doc_tables = load_script("doc_tables")
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
+    rows = "model,seed,scenario,kind,metric,value\n" + "".join(
+        f"joint,{seed},clean,clean,accuracy,{v}\njoint,{seed},clean,clean,macro_f1,0.5\n"
+        for seed, v in enumerate((0.9, 0.8))
+    )
+    (tmp_path / "s.csv").write_text(rows)
+    (tmp_path / "s_paired.csv").write_text(
+        "model_a,model_b,scenario,metric,mean,low,high\ndropout,joint,clean,accuracy,0.02,-0.01,0.05\n"
+    )
+    typed = (
+        "Joint reaches <!-- value: mean s model=joint -->0.999<!-- /value --> (macro-F1 <!-- value: mean s "
+        "model=joint metric=macro_f1 digits=2 -->0.50<!-- /value -->); joint − dropout is "
+        "<!-- value: gap s claim=joint:dropout@clean -->+0.020 [-0.010, +0.050]<!-- /value -->.\n"
+    )
+    edited = tmp_path / "edited.md"
+    edited.write_text(typed)
+    assert doc_tables.stale([edited]) == [  # a wrong mean and a sign slip; the right macro-F1 passes
+        f"{edited}: <!-- value: mean s model=joint -->",
+        f"{edited}: <!-- value: gap s claim=joint:dropout@clean -->",
+    ]
+    regenerated = doc_tables.regenerate(typed)
+    assert "-->0.850<!--" in regenerated and "-->0.50<!--" in regenerated
+    assert "-->-0.020 [-0.050, +0.010]<!--" in regenerated  # the stored pair read the other way round
+    edited.write_text(regenerated)
+    assert doc_tables.stale([edited]) == []
+    for spec, error in (("mean s model=nobody", "no accuracy of nobody"), ("median s model=joint", "mean or gap")):
+        with pytest.raises(SystemExit, match=error):
+            doc_tables.render_value(spec)
+
+
 def test_claim_verdicts_follow_the_paired_interval(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     doc_tables = load_script("doc_tables")
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
