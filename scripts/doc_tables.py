@@ -876,7 +876,10 @@ def render_value(spec: str) -> str:
             raise SystemExit(f"<!-- value: {spec} -->: {study} has no {metric} of {opts['model']} under {scenario}")
         return f"{values.mean():.{digits}f}"
     if kind == "gap":
-        [(a, b, scenario)] = parse_claims(opts["claim"])
+        claims = parse_claims(opts["claim"])
+        if len(claims) != 1:
+            raise SystemExit(f"<!-- value: {spec} -->: a gap quotes one claim A:B@SCENARIO, not {len(claims)}")
+        [(a, b, scenario)] = claims
         gap = _gap(read_table(RESULTS / f"{study}_paired.csv"), a, b, scenario)
         if gap is None:
             raise SystemExit(f"<!-- value: {spec} -->: {study}_paired.csv has no {a} vs {b} under {scenario}")

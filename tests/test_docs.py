@@ -70,7 +70,11 @@ def test_a_quoted_value_is_generated_and_a_hand_edited_one_caught(tmp_path: Path
     assert "-->-0.020 [-0.050, +0.010]<!--" in regenerated  # the stored pair read the other way round
     edited.write_text(regenerated)
     assert doc_tables.stale([edited]) == []
-    for spec, error in (("mean s model=nobody", "no accuracy of nobody"), ("median s model=joint", "mean or gap")):
+    for spec, error in (
+        ("mean s model=nobody", "no accuracy of nobody"),
+        ("median s model=joint", "mean or gap"),
+        ("gap s claim=joint:dropout@clean;dropout:joint@clean", "one claim"),
+    ):
         with pytest.raises(SystemExit, match=error):
             doc_tables.render_value(spec)
 
