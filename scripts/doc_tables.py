@@ -502,9 +502,9 @@ def subsets_table(study: str, opts: dict[str, str]) -> str:
         subset = scenario.removeprefix("subset[").removesuffix("]") if scenario != "clean" else None
         values = {m: t[(t.scenario == scenario) & (t.model == m)].value for m in [specialist, model, *others]}
         gap = _gap(paired, model, specialist, scenario)
-        mean, low, high = gap if gap is not None else (float("nan"),) * 3
+        _, low, high = gap if gap is not None else (float("nan"),) * 3
         met = {"holds": "yes", "does not hold": "no"}.get(verdict_word(low, high, tolerance, False), "inconclusive")
-        shown = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if gap is not None else "—"
+        shown = gap_text(gap) if gap is not None else "—"
         cells = [subset or "all (clean)", tables.cell(values[specialist]), tables.cell(values[model]), shown,
                  met if gap is not None else "—", *(tables.cell(values[m]) if len(values[m]) else "—" for m in others)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -569,14 +569,11 @@ def claims_table(study: str, claims: str, tolerance: float = 0.0) -> str:
     lower_is_better = metric in LOWER_IS_BETTER
     lines = [f"| claim | {metric}: A − B [95% CI] | verdict |", "|---|---|---|"]
     for a, b, scenario in parse_claims(claims):
-        gap = _gap(paired, a, b, scenario)
-        if gap is None:
-            raise SystemExit(f"{study}_paired.csv has no {a} vs {b} under {scenario}")
-        mean, low, high = gap
-        verdict = verdict_word(low, high, tolerance, lower_is_better)
+        gap = claimed_gap(study, paired, a, b, scenario)
+        verdict = verdict_word(gap[1], gap[2], tolerance, lower_is_better)
         shown = scenario if scenario != "clean" else "all modalities"
         relation = f"at least as good as {b} (within {tolerance:g})" if tolerance else f"better than {b}"
-        lines.append(f"| {a} {relation}, {shown} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] | {verdict} |")
+        lines.append(f"| {a} {relation}, {shown} | {gap_text(gap)} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -859,6 +856,20 @@ def _gap(paired: pd.DataFrame, a: str, b: str, scenario: str) -> tuple[float, fl
     return None
 
 
+def claimed_gap(study: str, paired: pd.DataFrame, a: str, b: str, scenario: str) -> tuple[float, float, float]:
+    """`_gap`, or a clear error naming the study when its paired differences lack the pair."""
+    gap = _gap(paired, a, b, scenario)
+    if gap is None:
+        raise SystemExit(f"{study}_paired.csv has no {a} vs {b} under {scenario}")
+    return gap
+
+
+def gap_text(gap: tuple[float, float, float], digits: int = 3) -> str:
+    """A − B and its interval as every document shows them: `+0.040 [+0.013, +0.066]`."""
+    mean, low, high = gap
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
 def documents() -> list[Path]:
     return sorted({p for pattern in DOCUMENTS for p in REPO.glob(pattern)})
 
@@ -879,12 +890,7 @@ def render_value(spec: str) -> str:
         claims = parse_claims(opts["claim"])
         if len(claims) != 1:
             raise SystemExit(f"<!-- value: {spec} -->: a gap quotes one claim A:B@SCENARIO, not {len(claims)}")
-        [(a, b, scenario)] = claims
-        gap = _gap(read_table(RESULTS / f"{study}_paired.csv"), a, b, scenario)
-        if gap is None:
-            raise SystemExit(f"<!-- value: {spec} -->: {study}_paired.csv has no {a} vs {b} under {scenario}")
-        mean, low, high = gap
-        return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+        return gap_text(claimed_gap(study, read_table(RESULTS / f"{study}_paired.csv"), *claims[0]), digits)
     raise SystemExit(f"unknown value kind '{kind}' in <!-- value: {spec} --> (mean or gap)")
 
 
@@ -956,8 +962,8 @@ def main() -> None:
     elif args.command == "write":
         for path in documents():
             text = path.read_text()
-            if regenerate(text) != text:
-                path.write_text(regenerate(text))
+            if (regenerated := regenerate(text)) != text:
+                path.write_text(regenerated)
                 print(f"updated {path.relative_to(REPO)}")
     elif args.command == "provenance":
         print("\n".join(provenance()))
